@@ -1,0 +1,134 @@
+// CPU sampler: runs on a perf_event (cpu-clock or cpu-cycles) on every CPU.
+// Counts (process, thread, user stack, kernel stack) in the kernel, in one of two
+// buffers; user space flips `control[0]` and drains the idle buffer, so the maps
+// never fill and no sample is lost while it reads.
+//
+// Defines: MAX_KEYS, MAX_STACKS, FILTER_PIDS, USER_STACKS, KERNEL_STACKS, INCLUDE_IDLE.
+#include <uapi/linux/ptrace.h>
+#include <uapi/linux/bpf_perf_event.h>
+#include <linux/sched.h>
+
+struct sample_key {
+    u32 tgid;
+    u32 tid;
+    s32 user_stack_id;
+    s32 kernel_stack_id;
+    char comm[TASK_COMM_LEN];
+};
+
+// Counters in `stats`, read by the collector (same order as Stat in cpu.py).
+enum sampler_stat {
+    STAT_SAMPLES,
+    STAT_USER_STACK_COLLISION,    // -EEXIST: hash bucket taken by another stack
+    STAT_KERNEL_STACK_COLLISION,
+    STAT_USER_STACK_ERROR,        // -ENOMEM / other: stack map full or unwinding failed
+    STAT_KERNEL_STACK_ERROR,
+    STAT_COUNTS_FULL,             // the count map had no room for a new key
+    STAT_NEW_TASK_DROPPED,        // ring buffer full: a new process was not announced
+    STAT_MAX,
+};
+
+BPF_HASH(counts_0, struct sample_key, u64, MAX_KEYS);
+BPF_HASH(counts_1, struct sample_key, u64, MAX_KEYS);
+BPF_STACK_TRACE(stacks_0, MAX_STACKS);
+BPF_STACK_TRACE(stacks_1, MAX_STACKS);
+BPF_ARRAY(control, u32, 1);
+BPF_PERCPU_ARRAY(stats, u64, STAT_MAX);
+// Processes already announced to user space, so it can snapshot /proc/PID/maps
+// while they live; an exec forgets them, since their mappings change.
+BPF_TABLE("lru_hash", u32, u8, announced, 65536);
+BPF_RINGBUF_OUTPUT(new_tasks, 16);
+#ifdef FILTER_PIDS
+BPF_HASH(pid_filter, u32, u8, 4096);
+#endif
+
+static __always_inline void bump(int which) {
+    u64 *v = stats.lookup(&which);
+    if (v)
+        (*v)++;
+}
+
+static __always_inline void announce(u32 tgid) {
+    u8 one = 1;
+    if (announced.lookup(&tgid))
+        return;
+    announced.update(&tgid, &one);
+    u32 *slot = new_tasks.ringbuf_reserve(sizeof(u32));
+    if (!slot) {
+        bump(STAT_NEW_TASK_DROPPED);
+        return;
+    }
+    *slot = tgid;
+    new_tasks.ringbuf_submit(slot, 0);
+}
+
+static __always_inline s32 stack_error(s32 id, int collision, int other) {
+    if (id == -EEXIST)
+        bump(collision);
+    else if (id < 0 && id != -EFAULT)   // -EFAULT: no user stack (kernel thread)
+        bump(other);
+    return id;
+}
+
+int on_sample(struct bpf_perf_event_data *ctx) {
+    u64 id = bpf_get_current_pid_tgid();
+    u32 tgid = id >> 32, tid = (u32)id;
+#ifndef INCLUDE_IDLE
+    if (tid == 0)
+        return 0;
+#endif
+#ifdef FILTER_PIDS
+    if (!pid_filter.lookup(&tgid))
+        return 0;
+#endif
+    bump(STAT_SAMPLES);
+    int zero = 0;
+    u32 *active = control.lookup(&zero);
+    u32 buf = active ? *active : 0;
+
+    struct sample_key key = {};
+    key.tgid = tgid;
+    key.tid = tid;
+    key.user_stack_id = -1;
+    key.kernel_stack_id = -1;
+    bpf_get_current_comm(&key.comm, sizeof(key.comm));
+    if (buf == 0) {
+#ifdef USER_STACKS
+        key.user_stack_id = stack_error(stacks_0.get_stackid(ctx, BPF_F_USER_STACK),
+                                        STAT_USER_STACK_COLLISION, STAT_USER_STACK_ERROR);
+#endif
+#ifdef KERNEL_STACKS
+        key.kernel_stack_id = stack_error(stacks_0.get_stackid(ctx, 0),
+                                          STAT_KERNEL_STACK_COLLISION, STAT_KERNEL_STACK_ERROR);
+#endif
+        u64 init = 0, *count = counts_0.lookup_or_try_init(&key, &init);
+        if (count)
+            __sync_fetch_and_add(count, 1);
+        else
+            bump(STAT_COUNTS_FULL);
+    } else {
+#ifdef USER_STACKS
+        key.user_stack_id = stack_error(stacks_1.get_stackid(ctx, BPF_F_USER_STACK),
+                                        STAT_USER_STACK_COLLISION, STAT_USER_STACK_ERROR);
+#endif
+#ifdef KERNEL_STACKS
+        key.kernel_stack_id = stack_error(stacks_1.get_stackid(ctx, 0),
+                                          STAT_KERNEL_STACK_COLLISION, STAT_KERNEL_STACK_ERROR);
+#endif
+        u64 init = 0, *count = counts_1.lookup_or_try_init(&key, &init);
+        if (count)
+            __sync_fetch_and_add(count, 1);
+        else
+            bump(STAT_COUNTS_FULL);
+    }
+    if (tgid)
+        announce(tgid);
+    return 0;
+}
+
+// A process that execs gets new mappings: announce it again on its next sample.
+TRACEPOINT_PROBE(sched, sched_process_exec) {
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    announced.delete(&tgid);
+    return 0;
+}

@@ -1,0 +1,3 @@
+from ebpf_otlp.cli import main
+
+main()

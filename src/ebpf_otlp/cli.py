@@ -1,0 +1,140 @@
+"""The command line: parse and validate, then hand a config to a session. Nothing else."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+import click
+from rich.console import Console
+
+from ebpf_otlp import __version__
+from ebpf_otlp.durations import parse_duration
+from ebpf_otlp.errors import AgentError
+
+PROG = "ebpf-otlp"
+
+
+class Duration(click.ParamType):
+    name = "duration"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (int, float)):
+            return float(value)
+        try:
+            return parse_duration(value)
+        except ValueError as e:
+            self.fail(str(e), param, ctx)
+
+
+def existing_pids(ctx, param, pids):
+    for pid in pids:
+        if pid <= 0 or not os.path.exists(f"/proc/{pid}"):
+            raise click.BadParameter(f"no process with pid {pid}", ctx, param)
+    return list(pids)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name=PROG)
+def cli():
+    """eBPF profiling agent: CPU, network, syscall and memory profiles to pprof and OpenTelemetry."""
+
+
+@cli.command()
+@click.option("-p", "--pid", "pids", type=int, multiple=True, callback=existing_pids,
+              help="Profile only this process (repeatable). Default: every process.")
+@click.option("-a", "--all", "all_", is_flag=True, help="Profile every process (the default).")
+@click.option("-F", "--hz", type=int, default=99, show_default=True, help="Samples per second per CPU.")
+@click.option("-d", "--duration", type=Duration(), default=None,
+              help="How long, e.g. 30s or 2m. Default: until Ctrl-C or SIGTERM.")
+@click.option("-U", "--user-only", is_flag=True, help="User stacks only.")
+@click.option("-K", "--kernel-only", is_flag=True, help="Kernel stacks only.")
+@click.option("-e", "--event", type=click.Choice(["cpu-clock", "cpu-cycles"]), default="cpu-clock",
+              show_default=True, help="Sampling event: software clock, or hardware cycles.")
+@click.option("-o", "--output", "outputs", multiple=True, type=click.Path(dir_okay=False),
+              help="Output file (repeatable); format from --format or the name (.pb.gz .folded .svg .json).")
+@click.option("-f", "--format", "fmt", type=click.Choice(["pprof", "folded", "svg", "json"]),
+              help="Format of the single -o file.")
+@click.option("--output-dir", type=click.Path(file_okay=False), default="ebpf-otlp-output",
+              show_default=True, help="Where files go when no -o is given (pprof, folded and SVG).")
+@click.option("--top", type=click.IntRange(min=0), default=15, show_default=True,
+              help="Rows in the top-functions table (0: none).")
+def profile(pids, all_, hz, duration, user_only, kernel_only, event, outputs, fmt, output_dir, top):
+    """Sample CPU stacks with a perf event and write pprof, folded stacks or a flame graph."""
+    from ebpf_otlp.export import files, profile_files
+    from ebpf_otlp.runtime.perf import max_sample_rate
+    from ebpf_otlp.sessions.profile import ProfileConfig, run
+
+    if pids and all_:
+        raise click.UsageError("--pid and --all exclude each other")
+    if user_only and kernel_only:
+        raise click.UsageError("--user-only and --kernel-only exclude each other")
+    limit = max_sample_rate()
+    if not 1 <= hz <= limit:
+        raise click.BadParameter(f"{hz} Hz is outside 1..{limit} "
+                                 "(limit: /proc/sys/kernel/perf_event_max_sample_rate)",
+                                 param_hint="'--hz'")
+    if fmt and len(outputs) > 1:
+        raise click.UsageError("--format applies to a single -o; name several files by extension")
+    if outputs:
+        targets = [(path, profile_files.format_for(path, fmt)) for path in outputs]
+    else:
+        _make_dir(output_dir)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        formats = [fmt] if fmt else ["pprof", "folded", "svg"]
+        targets = [(os.path.join(output_dir, f"profile-{stamp}{profile_files.DEFAULT_SUFFIX[f]}"), f)
+                   for f in formats]
+    for path, _ in targets:
+        files.check_writable(path)
+    config = ProfileConfig(hz=hz, pids=pids, duration_s=duration, user_stacks=not kernel_only,
+                           kernel_stacks=not user_only, event=event, outputs=targets, top=top)
+    run(config, Console(), Console(stderr=True))
+
+
+def _make_dir(directory: str) -> None:
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as e:
+        raise AgentError(f"cannot create output directory {directory}: {e.strerror}") from None
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
+def doctor(as_json):
+    """Try each kernel capability for real; say which commands and hooks will work."""
+    from ebpf_otlp.runtime.doctor import Doctor
+    from ebpf_otlp.export import doctor_report
+
+    result = Doctor().run()
+    if as_json:
+        click.echo(json.dumps(result.as_dict(), indent=2))
+    else:
+        doctor_report.render(result, Console())
+
+
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
+def main() -> None:
+    """Run the CLI; every expected failure is one line on stderr and exit status 2."""
+    try:
+        cli.main(prog_name=PROG, standalone_mode=False)
+    except _NO_ARGS_IS_HELP as e:   # bare `ebpf-otlp`: the help text is the answer
+        click.echo(e.ctx.get_help() if e.ctx else str(e))
+        sys.exit(0)
+    except click.UsageError as e:
+        where = f"{e.ctx.command_path}: " if e.ctx else f"{PROG}: "
+        click.echo(f"{where}error: {e.format_message()}", err=True)
+        sys.exit(2)
+    except click.ClickException as e:
+        click.echo(f"{PROG}: error: {e.format_message()}", err=True)
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except AgentError as e:
+        click.echo(f"{PROG}: error: {e}", err=True)
+        sys.exit(e.exit_code)
+    except BrokenPipeError:
+        sys.exit(1)

@@ -1,0 +1,1 @@
+"""One module per signal: attach a BPF program, turn its maps into typed records."""

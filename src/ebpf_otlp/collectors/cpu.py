@@ -1,0 +1,130 @@
+"""CPU sampling collector: perf events on every CPU → raw stack counts."""
+
+from __future__ import annotations
+
+import ctypes as ct
+import time
+from collections import Counter
+from typing import Callable
+
+from ebpf_otlp.records import CollectionStats, RawStackSample
+from ebpf_otlp.runtime import loader
+from ebpf_otlp.runtime.perf import attach_sampler, detach_sampler, online_cpus
+
+# Order of `enum stat` in bpf/cpu_sampler.bpf.c.
+STAT_SAMPLES, USER_COLLISION, KERNEL_COLLISION, USER_ERROR, KERNEL_ERROR, COUNTS_FULL, \
+    NEW_TASK_DROPPED = range(7)
+
+
+def _pow2_at_least(n: int) -> int:
+    return 1 << max(n - 1, 1).bit_length()
+
+
+def map_sizes(hz: int, cpus: int, drain_seconds: float) -> tuple[int, int]:
+    """Room for every sample of one drain interval, with headroom (distinct keys ≤ samples)."""
+    per_drain = int(hz * cpus * drain_seconds * 2)
+    keys = min(max(_pow2_at_least(per_drain), 4096), 1 << 18)
+    stacks = min(max(_pow2_at_least(per_drain), 4096), 1 << 17)
+    return keys, stacks
+
+
+class CpuSampler:
+    """Samples stacks at `hz` and accumulates counts per (thread, user stack, kernel stack).
+
+    Draining flips the BPF program to the other pair of maps, then reads and clears
+    the idle pair, so the program never sees a full map and nothing is read twice.
+    """
+
+    def __init__(self, hz: int, pids: list[int] | None = None, user_stacks: bool = True,
+                 kernel_stacks: bool = True, event: str = "cpu-clock",
+                 drain_seconds: float = 2.0,
+                 on_new_process: Callable[[int], object] = lambda pid: None):
+        self.hz = hz
+        self.pids = list(pids or [])
+        self.user_stacks = user_stacks
+        self.kernel_stacks = kernel_stacks
+        self.event = event
+        self.drain_seconds = drain_seconds
+        self.on_new_process = on_new_process
+        self.counts: Counter[RawStackSample] = Counter()
+        self.stats = CollectionStats()
+        self._bpf = None
+        self._active = 0
+        self.first_sample_ns: int | None = None
+
+    def start(self) -> None:
+        keys, stacks = map_sizes(self.hz, len(online_cpus()), self.drain_seconds)
+        self._bpf = loader.load("cpu_sampler", {
+            "MAX_KEYS": keys, "MAX_STACKS": stacks, "FILTER_PIDS": bool(self.pids),
+            "USER_STACKS": self.user_stacks, "KERNEL_STACKS": self.kernel_stacks,
+        })
+        if self.pids:
+            table = self._bpf["pid_filter"]
+            for pid in self.pids:
+                table[ct.c_uint32(pid)] = ct.c_uint8(1)
+        self._bpf["new_tasks"].open_ring_buffer(self._on_new_task)
+        attach_sampler(self._bpf, "on_sample", self.event, self.hz)
+
+    def _on_new_task(self, _ctx, data, _size) -> None:
+        pid = ct.cast(data, ct.POINTER(ct.c_uint32)).contents.value
+        if self.first_sample_ns is None:
+            self.first_sample_ns = time.monotonic_ns()
+        self.on_new_process(pid)
+
+    def poll(self, timeout_ms: int) -> None:
+        """Wait for new-process announcements (up to timeout_ms) and handle them."""
+        self._bpf.ring_buffer_poll(timeout_ms)
+
+    def drain(self) -> None:
+        """Move what the kernel counted so far into self.counts."""
+        idle = self._active
+        self._active ^= 1
+        self._bpf["control"][ct.c_int(0)] = ct.c_uint32(self._active)
+        time.sleep(0.002)  # let programs that read the old index finish (they run for µs)
+        self._read_buffer(idle)
+        self._read_stats()
+        self.stats.drains += 1
+
+    def _read_buffer(self, which: int) -> None:
+        counts = self._bpf[f"counts_{which}"]
+        stacks = self._bpf[f"stacks_{which}"]
+        walked: dict[int, tuple[int, ...]] = {}
+
+        def walk(stack_id: int) -> tuple[int, ...]:
+            if stack_id < 0:
+                return ()
+            if stack_id not in walked:
+                walked[stack_id] = tuple(stacks.walk(stack_id))
+            return walked[stack_id]
+
+        try:
+            items = list(counts.items_lookup_and_delete_batch())
+        except Exception:  # kernels before 5.6 have no batch ops: read, then clear
+            items = [(k, v) for k, v in counts.items()]
+            counts.clear()
+        for key, value in items:
+            raw = RawStackSample(key.tgid, key.tid, key.comm.decode(errors="replace"),
+                                 walk(key.user_stack_id), walk(key.kernel_stack_id))
+            self.counts[raw] += value.value if hasattr(value, "value") else int(value)
+        stacks.clear()
+
+    def _read_stats(self) -> None:
+        table = self._bpf["stats"]
+        total = [sum(table[ct.c_int(i)]) for i in range(7)]
+        s = self.stats
+        s.samples = total[STAT_SAMPLES]
+        s.lost_stack_collisions = total[USER_COLLISION] + total[KERNEL_COLLISION]
+        s.lost_stack_errors = total[USER_ERROR] + total[KERNEL_ERROR]
+        s.lost_counts_full = total[COUNTS_FULL]
+        s.lost_new_process_events = total[NEW_TASK_DROPPED]
+
+    def stop(self) -> None:
+        """Detach, then drain both buffers so samples taken up to the end are kept."""
+        if self._bpf is None:
+            return
+        detach_sampler(self._bpf, self.event)
+        self.poll(0)
+        self.drain()
+        self.drain()
+        self._bpf.cleanup()
+        self._bpf = None

@@ -1,0 +1,41 @@
+"""Writing output files: checked before a capture starts, written atomically after."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+from ebpf_otlp.errors import AgentError
+
+
+def check_writable(path: str) -> None:
+    """Fail now, not after a 30 s capture, if `path` cannot be written."""
+    directory = os.path.dirname(os.path.abspath(path)) or "."
+    if os.path.isdir(path):
+        raise AgentError(f"cannot write {path}: it is a directory")
+    if not os.path.isdir(directory):
+        raise AgentError(f"cannot write {path}: directory {directory} does not exist")
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        raise AgentError(f"cannot write {path}: permission denied")
+    try:
+        probe = tempfile.NamedTemporaryFile(dir=directory, prefix=".ebpf-otlp-", delete=True)
+        probe.close()
+    except OSError as e:
+        raise AgentError(f"cannot write {path}: {e.strerror}") from None
+
+
+def write_bytes(path: str, data: bytes) -> None:
+    """Write via a temporary file and rename, so readers never see half a profile."""
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".ebpf-otlp-")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise AgentError(f"cannot write {path}: {e.strerror}") from None
+
+
+def write_text(path: str, text: str) -> None:
+    write_bytes(path, text.encode())

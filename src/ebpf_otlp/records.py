@@ -1,0 +1,94 @@
+"""Typed records: the contract between collectors, the symbolizer and exporters.
+
+Collectors produce raw records (addresses); the symbolizer turns them into
+symbolized ones (frames); exporters read only the symbolized ones, so unit tests
+can feed them without a kernel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+KERNEL_MODULE = "[kernel.kallsyms]"
+
+
+@dataclass(frozen=True)
+class Mapping:
+    """A file mapped into a process (or the kernel image), as pprof and OTLP describe it."""
+    path: str
+    start: int = 0
+    end: int = 0
+    file_offset: int = 0
+    build_id: str = ""
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One resolved stack frame."""
+    function: str            # symbol, or "module+0xoffset" when there is none
+    module: str              # file path, "[kernel.kallsyms]", "[jit]", "[unknown]"
+    address: int = 0         # the instruction address in the process (or kernel)
+    mapping: Mapping | None = None
+    kernel: bool = False
+    inlined: bool = False
+
+    @property
+    def short_module(self) -> str:
+        return self.module.rsplit("/", 1)[-1]
+
+
+@dataclass(frozen=True)
+class RawStackSample:
+    """What the sampler counted: addresses, leaf first, before symbolization."""
+    pid: int
+    tid: int
+    thread_name: str
+    user_ips: tuple[int, ...]
+    kernel_ips: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class StackSample:
+    """A symbolized stack, leaf first, and how often it was seen."""
+    pid: int
+    tid: int
+    thread_name: str
+    process_name: str
+    frames: tuple[Frame, ...]
+    count: int
+
+
+@dataclass
+class CollectionStats:
+    """What the kernel side saw and what it could not keep: reported, never hidden."""
+    samples: int = 0                 # samples the BPF program took
+    lost_stack_collisions: int = 0   # stack ids lost to hash collisions
+    lost_stack_errors: int = 0       # stack ids lost to a full map or failed unwind
+    lost_counts_full: int = 0        # samples dropped because the count map was full
+    lost_new_process_events: int = 0 # ring buffer full: a process was not snapshotted
+    drains: int = 0
+
+    @property
+    def lost_samples(self) -> int:
+        return self.lost_counts_full
+
+    @property
+    def lost_stacks(self) -> int:
+        return self.lost_stack_collisions + self.lost_stack_errors
+
+
+@dataclass
+class Profile:
+    """A finished CPU profile: what every CPU-profile exporter reads."""
+    samples: list[StackSample]
+    start_ns: int
+    duration_ns: int
+    period_ns: int                   # nanoseconds of CPU time one sample stands for
+    frequency_hz: int
+    event: str = "cpu-clock"
+    stats: CollectionStats = field(default_factory=CollectionStats)
+    timing: dict[str, float | None] = field(default_factory=dict)   # attach / first-sample ms
+
+    @property
+    def total_samples(self) -> int:
+        return sum(s.count for s in self.samples)

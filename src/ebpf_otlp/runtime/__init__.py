@@ -1,0 +1,1 @@
+"""The BCC runtime layer every command uses: privileges, headers, tracefs, loading."""

@@ -1,0 +1,97 @@
+"""The one BCC loader: every collector compiles its program from bpf/ through here."""
+
+import contextlib
+import os
+import sys
+import tempfile
+from importlib import resources
+from pathlib import Path
+
+from ebpf_otlp.errors import AgentError
+from ebpf_otlp.runtime.headers import use_headers
+from ebpf_otlp.runtime.privileges import missing_privileges
+from ebpf_otlp.runtime.tracefs import ensure_tracefs
+
+
+def bpf_dir() -> Path:
+    """bpf/ inside the installed wheel, or at the top of a source checkout (editable install)."""
+    packaged = Path(str(resources.files("ebpf_otlp"))) / "bpf"
+    if packaged.is_dir():
+        return packaged
+    checkout = Path(__file__).resolve().parents[3] / "bpf"
+    if checkout.is_dir():
+        return checkout
+    raise AgentError(f"the BPF programs are missing (looked in {packaged} and {checkout}): reinstall ebpf-otlp")
+
+
+def import_bcc():
+    try:
+        import bcc  # noqa: F401  (the distribution's python3-bpfcc)
+    except ImportError:
+        raise AgentError("BCC is not installed for this Python: apt-get install python3-bpfcc "
+                         "(Fedora: python3-bcc) and use a venv made with --system-site-packages") from None
+    return bcc
+
+
+def prepare() -> None:
+    """Everything that must hold before any program loads; raises AgentError naming the fix."""
+    why = missing_privileges()
+    if why:
+        raise AgentError(why)
+    use_headers()
+    ensure_tracefs()
+
+
+def cflags_for(defines: dict[str, object]) -> list[str]:
+    flags = []
+    for name, value in sorted(defines.items()):
+        if value is True:
+            flags.append(f"-D{name}")
+        elif value not in (False, None):
+            flags.append(f"-D{name}={value}")
+    return flags
+
+
+@contextlib.contextmanager
+def captured_stderr():
+    """Collect what clang and libbpf print to fd 2, so a failure can say why in one line."""
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as buf:
+        os.dup2(buf.fileno(), 2)
+        text = []
+        try:
+            yield text
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            buf.seek(0)
+            text.append(buf.read().decode(errors="replace"))
+
+
+def _first_error(log: str) -> str:
+    for line in log.splitlines():
+        if "error:" in line:
+            return line.strip()
+    lines = [ln.strip() for ln in log.splitlines() if ln.strip()]
+    return lines[-1] if lines else "no compiler output"
+
+
+def load(program: str, defines: dict[str, object] | None = None):
+    """Compile bpf/<program>.bpf.c with -D defines and return the BCC BPF object."""
+    prepare()
+    bcc = import_bcc()
+    src = bpf_dir() / f"{program}.bpf.c"
+    if not src.is_file():
+        raise AgentError(f"no BPF program named {program} in {src.parent}")
+    flags = cflags_for(defines or {}) + ["-Wno-macro-redefined", "-Wno-unused-value"]
+    with captured_stderr() as log:
+        try:
+            return bcc.BPF(src_file=str(src).encode(), cflags=flags)
+        except Exception as e:  # BCC raises bare Exception for compile and load failures
+            failure = e
+    if "compile" in str(failure).lower():
+        raise AgentError(f"compiling {src.name} failed: {_first_error(''.join(log))}; "
+                         "check the kernel headers ('ebpf-otlp doctor')")
+    raise AgentError(f"loading {src.name} failed: {str(failure).strip()} "
+                     f"({_first_error(''.join(log))})")

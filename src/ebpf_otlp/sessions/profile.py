@@ -1,0 +1,90 @@
+"""`ebpf-otlp profile`: sample stacks, symbolize, write pprof / folded / SVG / JSON."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from rich.console import Console
+
+from ebpf_otlp.collectors.cpu import CpuSampler
+from ebpf_otlp.errors import AgentError
+from ebpf_otlp.export import profile_files, table
+from ebpf_otlp.records import Profile
+from ebpf_otlp.runtime.capture import run_capture
+from ebpf_otlp.symbolize.symbolizer import Symbolizer
+
+
+@dataclass
+class ProfileConfig:
+    hz: int = 99
+    pids: list[int] = field(default_factory=list)   # empty: every process
+    duration_s: float | None = None                  # None: until SIGINT/SIGTERM
+    user_stacks: bool = True
+    kernel_stacks: bool = True
+    event: str = "cpu-clock"
+    outputs: list[tuple[str, str]] = field(default_factory=list)   # (path, format)
+    top: int = 15
+    drain_s: float = 2.0
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return False
+
+
+def run(config: ProfileConfig, console: Console, status: Console) -> Profile:
+    """Capture until the duration ends or a signal arrives; write every output; return it.
+
+    Results (the table) go to `console`; progress and notices to `status` (stderr).
+    """
+    started = time.monotonic_ns()
+    symbolizer = Symbolizer()
+    sampler = CpuSampler(config.hz, config.pids, config.user_stacks, config.kernel_stacks,
+                         config.event, config.drain_s, on_new_process=symbolizer.remember)
+    for pid in config.pids:
+        symbolizer.remember(pid)
+    sampler.start()
+    attached = time.monotonic_ns()
+    start_wall = time.time_ns()
+    try:
+        gone = [pid for pid in config.pids if not alive(pid)]
+        if config.pids and len(gone) == len(config.pids):
+            raise AgentError(f"pid {', '.join(map(str, gone))} exited before the sampler was attached")
+        target = f"pid {', '.join(map(str, config.pids))}" if config.pids else "all processes"
+        status.print(f"sampling {target} at {config.hz} Hz ({config.event}); "
+                      "Ctrl-C to stop early", style="dim", highlight=False)
+        last_drain = time.monotonic()
+
+        def step() -> None:
+            nonlocal last_drain
+            sampler.poll(100)
+            if time.monotonic() - last_drain >= config.drain_s:
+                sampler.drain()
+                last_drain = time.monotonic()
+
+        stop = run_capture(step, config.duration_s, status,
+                           status=lambda: f"{sampler.stats.samples} samples",
+                           label=f"profiling at {config.hz} Hz")
+        if stop.stopped:
+            status.print(f"{stop.signal_name}: stopping, writing what was gathered", style="yellow")
+    finally:
+        sampler.stop()
+    end_wall = time.time_ns()
+    first = sampler.first_sample_ns
+    profile = Profile(
+        samples=symbolizer.symbolize(sampler.counts), start_ns=start_wall,
+        duration_ns=end_wall - start_wall, period_ns=1_000_000_000 // config.hz,
+        frequency_hz=config.hz, event=config.event, stats=sampler.stats,
+        timing={"attach_ms": (attached - started) / 1e6,
+                "first_sample_ms": (first - started) / 1e6 if first else None})
+    for path, fmt in config.outputs:
+        profile_files.write(profile, path, fmt)
+    if config.top:
+        table.render(profile, console, config.top)
+    for path, fmt in config.outputs:
+        status.print(f"wrote {fmt}: {path}", style="green", highlight=False)
+    return profile

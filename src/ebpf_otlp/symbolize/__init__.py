@@ -1,0 +1,1 @@
+"""Turn addresses into function names: process maps, ELF symbols, kallsyms, perf maps."""

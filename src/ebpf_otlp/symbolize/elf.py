@@ -1,0 +1,115 @@
+"""ELF symbols, build IDs and file-offset → address translation, through pyelftools."""
+
+from __future__ import annotations
+
+import bisect
+from typing import BinaryIO
+
+from elftools.common.exceptions import ELFError
+from elftools.elf.elffile import ELFFile
+
+_FUNC_TYPES = {"STT_FUNC", "STT_GNU_IFUNC"}
+
+
+class SymbolTable:
+    """Sorted function symbols; looks up the function containing an address."""
+
+    def __init__(self, symbols: list[tuple[int, int, str]]):
+        symbols = sorted(set(symbols))
+        self._starts = [s[0] for s in symbols]
+        self._sizes = [s[1] for s in symbols]
+        self._names = [s[2] for s in symbols]
+
+    def __len__(self) -> int:
+        return len(self._starts)
+
+    def lookup(self, addr: int) -> str | None:
+        i = bisect.bisect_right(self._starts, addr) - 1
+        if i < 0:
+            return None
+        # Several symbols may share a start (aliases): take the one that covers addr.
+        size = self._sizes[i]
+        if size and addr >= self._starts[i] + size:
+            return None
+        if not size and i + 1 < len(self._starts) and addr >= self._starts[i + 1]:
+            return None
+        return self._names[i]
+
+
+class ElfObject:
+    """One ELF file, opened once, parsed lazily: symbols are read only when asked for."""
+
+    def __init__(self, stream: BinaryIO, path: str):
+        self.path = path
+        self._stream = stream
+        self._elf = None
+        self._symbols: SymbolTable | None = None
+        self._segments: list[tuple[int, int, int]] | None = None
+        self._build_id: str | None = None
+        self.valid = True
+        try:
+            self._elf = ELFFile(stream)
+        except (ELFError, OSError, ValueError):
+            self.valid = False
+
+    @property
+    def build_id(self) -> str:
+        if self._build_id is None:
+            self._build_id = self._read_build_id() if self.valid else ""
+        return self._build_id
+
+    def _read_build_id(self) -> str:
+        try:
+            for seg in self._elf.iter_segments():
+                if seg["p_type"] != "PT_NOTE":
+                    continue
+                for note in seg.iter_notes():
+                    if note["n_type"] == "NT_GNU_BUILD_ID":
+                        return note["n_desc"]
+        except (ELFError, OSError, ValueError):
+            pass
+        return ""
+
+    def _load_segments(self) -> list[tuple[int, int, int]]:
+        if self._segments is None:
+            self._segments = []
+            if self.valid:
+                for seg in self._elf.iter_segments():
+                    if seg["p_type"] == "PT_LOAD":
+                        self._segments.append((seg["p_offset"], seg["p_filesz"], seg["p_vaddr"]))
+        return self._segments
+
+    def offset_to_vaddr(self, file_offset: int) -> int | None:
+        """The link-time address of a file offset, via the PT_LOAD segment holding it."""
+        for off, size, vaddr in self._load_segments():
+            if off <= file_offset < off + max(size, 1):
+                return file_offset - off + vaddr
+        return None
+
+    @property
+    def symbols(self) -> SymbolTable:
+        if self._symbols is None:
+            self._symbols = SymbolTable(self._read_symbols() if self.valid else [])
+        return self._symbols
+
+    def _read_symbols(self) -> list[tuple[int, int, str]]:
+        found: list[tuple[int, int, str]] = []
+        # .symtab when present (unstripped), else .dynsym (exported functions only).
+        for name in (".symtab", ".dynsym"):
+            try:
+                section = self._elf.get_section_by_name(name)
+            except (ELFError, OSError, ValueError):
+                section = None
+            if section is None or section["sh_type"] == "SHT_NOBITS":
+                continue
+            for sym in section.iter_symbols():
+                if (sym["st_info"]["type"] in _FUNC_TYPES and sym["st_value"]
+                        and sym["st_shndx"] != "SHN_UNDEF"):
+                    found.append((sym["st_value"], sym["st_size"], sym.name.split("@", 1)[0]))
+            if found:
+                break
+        return found
+
+    def function_at(self, file_offset: int) -> str | None:
+        vaddr = self.offset_to_vaddr(file_offset)
+        return None if vaddr is None else self.symbols.lookup(vaddr)

@@ -1,0 +1,81 @@
+"""Snapshots of /proc/PID/maps, taken while a process lives so it symbolizes after it exits."""
+
+from __future__ import annotations
+
+import bisect
+import os
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class MapEntry:
+    start: int
+    end: int
+    offset: int
+    dev: str
+    inode: int
+    path: str
+
+    @property
+    def is_file(self) -> bool:
+        return self.inode != 0 and self.path.startswith("/")
+
+    @property
+    def file_key(self) -> tuple[str, int]:
+        return (self.dev, self.inode)
+
+
+def parse_maps(text: str) -> list[MapEntry]:
+    """Executable mappings from the text of /proc/PID/maps, sorted by start."""
+    entries = []
+    for line in text.splitlines():
+        parts = line.split(None, 5)
+        if len(parts) < 5 or "x" not in parts[1]:
+            continue
+        start, end = (int(x, 16) for x in parts[0].split("-"))
+        path = parts[5].strip() if len(parts) > 5 else ""
+        if path.endswith(" (deleted)"):
+            path = path[: -len(" (deleted)")]
+        entries.append(MapEntry(start, end, int(parts[2], 16), parts[3], int(parts[4]), path))
+    entries.sort(key=lambda e: e.start)
+    return entries
+
+
+def read_comm(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().rstrip("\n")
+    except OSError:
+        return None
+
+
+@dataclass
+class ProcessSnapshot:
+    pid: int
+    name: str                 # the process's comm (thread group leader)
+    exe: str
+    entries: list[MapEntry]
+
+    def __post_init__(self):
+        self._starts = [e.start for e in self.entries]
+
+    def find(self, addr: int) -> MapEntry | None:
+        i = bisect.bisect_right(self._starts, addr) - 1
+        if i >= 0 and addr < self.entries[i].end:
+            return self.entries[i]
+        return None
+
+
+def snapshot(pid: int) -> ProcessSnapshot | None:
+    """Read a live process's maps; None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/maps") as f:
+            entries = parse_maps(f.read())
+    except OSError:
+        return None
+    try:
+        exe = os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        exe = ""
+    name = read_comm(pid) or os.path.basename(exe) or str(pid)
+    return ProcessSnapshot(pid, name, exe.removesuffix(" (deleted)"), entries)

@@ -1,0 +1,98 @@
+"""Shared test helpers: building workloads, running the CLI, and the live-test gate.
+
+Live tests need root, BCC and a kernel that allows BPF. Where that is impossible they
+skip and say why; in CI (CI=true) such a skip is a failure instead.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKLOADS = Path(__file__).resolve().parent / "workloads"
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _bpf_unavailable() -> str | None:
+    if os.geteuid() != 0:
+        return "live BPF tests need root"
+    try:
+        import bcc  # noqa: F401
+    except ImportError:
+        return "BCC (python3-bpfcc) is not importable"
+    if not os.path.exists("/sys/kernel/btf/vmlinux") and not os.path.exists("/proc/kallsyms"):
+        return "no kernel symbol information"
+    return None
+
+
+def need(condition_reason: str | None) -> None:
+    """Skip (or, in CI, fail) with the reason when a live prerequisite is missing."""
+    if condition_reason:
+        if IN_CI:
+            pytest.fail(f"live test cannot run in CI: {condition_reason}")
+        pytest.skip(condition_reason)
+
+
+def need_tool(name: str, *candidates: str) -> str:
+    for c in (*candidates, shutil.which(name)):
+        if c and os.access(c, os.X_OK):
+            return c
+    need(f"{name} is not installed (make setup-test installs it)")
+    return ""
+
+
+@pytest.fixture(autouse=True)
+def _live_gate(request):
+    if request.node.get_closest_marker("live"):
+        need(_bpf_unavailable())
+
+
+def compile_c(source: str, out: Path, *flags: str) -> Path:
+    """Build a test workload; -O0 -fno-omit-frame-pointer keeps every frame on the stack."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if not cc:
+        need("no C compiler")
+    subprocess.run([cc, "-O0", "-g0", "-fno-omit-frame-pointer", *flags, "-o", str(out),
+                    str(WORKLOADS / source)], check=True)
+    return out
+
+
+def agent(*args: str, **kw) -> subprocess.CompletedProcess:
+    """Run `ebpf-otlp ARGS` as users do (the module, so the venv's Python is used)."""
+    kw.setdefault("capture_output", True)
+    kw.setdefault("text", True)
+    kw.setdefault("timeout", 180)
+    return subprocess.run([sys.executable, "-m", "ebpf_otlp", *args], **kw)
+
+
+def agent_popen(*args: str, **kw) -> subprocess.Popen:
+    kw.setdefault("stdout", subprocess.PIPE)
+    kw.setdefault("stderr", subprocess.PIPE)
+    kw.setdefault("text", True)
+    return subprocess.Popen([sys.executable, "-m", "ebpf_otlp", *args], **kw)
+
+
+def wait_for_line(stream, needle: str, timeout: float = 60) -> list[str]:
+    """Read lines until one contains `needle` (e.g. the 'sampling ...' notice on attach)."""
+    import selectors
+    import time
+
+    seen: list[str] = []
+    sel = selectors.DefaultSelector()
+    sel.register(stream, selectors.EVENT_READ)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if sel.select(timeout=0.5):
+            line = stream.readline()
+            if not line:
+                break
+            seen.append(line)
+            if needle in line:
+                return seen
+    raise AssertionError(f"never saw {needle!r}; got: {''.join(seen)[-2000:]}")

@@ -1,0 +1,213 @@
+"""Live CPU profiling against workloads with known answers."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, WORKLOADS, agent, agent_popen, compile_c, need_tool, wait_for_line
+from ebpf_otlp.export import folded
+from ebpf_otlp.export.pprof_schema import Profile
+
+pytestmark = pytest.mark.live
+
+
+def load_pprof(path: Path):
+    return Profile.FromString(gzip.decompress(path.read_bytes()))
+
+
+def pprof_stacks(prof) -> Counter[tuple[str, ...]]:
+    """Root-first function-name stacks with their sample counts, from the protobuf classes."""
+    s = prof.string_table
+    fn = {f.id: s[f.name] for f in prof.function}
+    loc = {l.id: fn[l.line[0].function_id] for l in prof.location}
+    out: Counter[tuple[str, ...]] = Counter()
+    for sample in prof.sample:
+        out[tuple(reversed([loc[i] for i in sample.location_id]))] += sample.value[0]
+    return out
+
+
+def self_share(stacks: Counter, name: str) -> float:
+    total = sum(stacks.values())
+    return sum(c for st, c in stacks.items() if st and st[-1] == name) / total
+
+
+@pytest.fixture(scope="module")
+def hot_profile(tmp_path_factory):
+    """Profile the 3:1 workload once; several tests read the outputs."""
+    d = tmp_path_factory.mktemp("hot")
+    binary = compile_c("hot.c", d / "hot")
+    work = subprocess.Popen([str(binary), "12"])
+    try:
+        r = agent("profile", "--pid", str(work.pid), "--hz", "199", "--duration", "5s",
+                  "-o", str(d / "cpu.pb.gz"), "-o", str(d / "cpu.folded"),
+                  "-o", str(d / "cpu.svg"), "-o", str(d / "cpu.json"))
+    finally:
+        work.kill()
+        work.wait()
+    assert r.returncode == 0, r.stderr
+    return d, r
+
+
+def test_finds_the_3_to_1_split_with_callers(hot_profile):
+    d, r = hot_profile
+    stacks = pprof_stacks(load_pprof(d / "cpu.pb.gz"))
+    total = sum(stacks.values())
+    assert total > 5 * 199 * 0.8, f"too few samples: {total}"
+    a, b = self_share(stacks, "hot_a"), self_share(stacks, "hot_b")
+    assert abs(a - 0.75) < 0.05 and abs(b - 0.25) < 0.05, (a, b)
+    # Callers: hot_a and hot_b are called by run, which main calls.
+    for leaf in ("hot_a", "hot_b"):
+        callers = [st for st in stacks if st and st[-1] == leaf]
+        assert any(st[-3:-1] == ("main", "run") for st in callers), callers[:3]
+    assert "hot_a" in r.stdout  # the top-functions table
+
+
+def test_pprof_metadata(hot_profile):
+    d, _ = hot_profile
+    prof = load_pprof(d / "cpu.pb.gz")
+    s = prof.string_table
+    assert s[0] == ""
+    assert [(s[t.type], s[t.unit]) for t in prof.sample_type] == [("samples", "count"),
+                                                                   ("cpu", "nanoseconds")]
+    assert (s[prof.period_type.type], s[prof.period_type.unit]) == ("cpu", "nanoseconds")
+    assert prof.period == 1_000_000_000 // 199
+    assert prof.duration_nanos > 4e9 and prof.time_nanos > 0
+    for group in (prof.mapping, prof.location, prof.function):
+        assert sorted(x.id for x in group) == list(range(1, len(group) + 1))
+    hot = [m for m in prof.mapping if s[m.filename].endswith("/hot")]
+    assert hot and re.fullmatch(r"[0-9a-f]{40}", s[hot[0].build_id])
+    labels = {s[l.key] for smp in prof.sample for l in smp.label}
+    assert {"pid", "tid", "thread name"} <= labels
+    for smp in prof.sample:
+        assert smp.value[1] == smp.value[0] * prof.period
+
+
+def test_folded_and_json_agree_with_pprof(hot_profile):
+    d, _ = hot_profile
+    stacks = pprof_stacks(load_pprof(d / "cpu.pb.gz"))
+    fold = folded.parse((d / "cpu.folded").read_text())
+    assert sum(fold.values()) == sum(stacks.values())
+    assert all(st[0] == "hot" for st in fold)          # the process name leads each stack
+    doc = json.loads((d / "cpu.json").read_text())
+    assert doc["total_samples"] == sum(stacks.values())
+    assert doc["stats"]["lost_stacks"] == 0
+
+
+def test_pprof_tool_reads_it(hot_profile):
+    pprof = need_tool("pprof", str(ROOT / ".tools" / "pprof"))
+    d, _ = hot_profile
+    out = subprocess.run([pprof, "-top", "-nodecount=5", str(d / "cpu.pb.gz")],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    rows = {line.split()[-1]: float(line.split()[1].rstrip("%"))
+            for line in out.stdout.splitlines() if re.match(r"\s*[\d.]+\w*\s+[\d.]+%", line)}
+    assert abs(rows["hot_a"] - 75) < 5 and abs(rows["hot_b"] - 25) < 5, out.stdout
+
+
+def test_flame_graph_renders_in_chromium(hot_profile, tmp_path):
+    chromium = need_tool("chromium", "/usr/bin/chromium")
+    d, _ = hot_profile
+    # A page that embeds the SVG, lets its script lay out the frames, then writes what
+    # the browser actually drew (label text and on-screen width of each frame) into the DOM.
+    page = tmp_path / "check.html"
+    page.write_text("""<html><body><object id="fg" type="image/svg+xml" data="%s"></object>
+<pre id="out">pending</pre><script>
+document.getElementById('fg').addEventListener('load', function () {
+  var doc = this.contentDocument, rows = [];
+  doc.querySelectorAll('.f').forEach(function (g) {
+    var r = g.querySelector('rect').getBoundingClientRect();
+    rows.push(g.dataset.n + '\\t' + r.width.toFixed(1) + '\\t' + g.querySelector('text').textContent);
+  });
+  document.getElementById('out').textContent = 'DRAWN\\n' + rows.join('\\n');
+});
+</script></body></html>""" % (d / "cpu.svg").as_uri())
+    out = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu",
+                          "--disable-background-networking", "--disable-component-update",
+                          "--disable-sync", "--no-first-run", "--allow-file-access-from-files",
+                          f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000",
+                          "--dump-dom", page.as_uri()],
+                         capture_output=True, text=True, timeout=120)
+    assert "DRAWN" in out.stdout, out.stderr[-2000:]
+    drawn = {}
+    for line in out.stdout.split("DRAWN", 1)[1].splitlines():
+        parts = line.split("\t")
+        if len(parts) == 3:
+            drawn[parts[0]] = (float(parts[1]), parts[2])
+    assert drawn["hot_a"][1] == "hot_a" and drawn["hot_b"][1] == "hot_b"   # labels drawn
+    ratio = drawn["hot_a"][0] / drawn["hot_b"][0]
+    assert 2.3 < ratio < 3.9, ratio
+
+
+def test_process_that_exits_mid_capture_is_named(tmp_path):
+    binary = compile_c("short_lived.c", tmp_path / "short_lived")
+    prof_path = tmp_path / "all.pb.gz"
+    run = agent_popen("profile", "--all", "--duration", "6s", "-o", str(prof_path))
+    try:
+        wait_for_line(run.stderr, "sampling all processes")
+        work = subprocess.run([str(binary), "1.5"], timeout=30)
+        assert work.returncode == 0
+        binary.unlink()   # even its file is gone before the capture ends
+        _, err = run.communicate(timeout=120)
+    finally:
+        run.kill()
+    assert run.returncode == 0, err
+    stacks = pprof_stacks(load_pprof(prof_path))
+    burner = sum(c for st, c in stacks.items() if "short_lived_burner" in st)
+    assert burner > 0.5 * 1.5 * 99, f"short_lived_burner seen in {burner} samples"
+    assert any(st[-2:] == ("main", "short_lived_burner") for st in stacks)
+
+
+def test_node_jit_function_is_named(tmp_path):
+    node = need_tool("node")
+    work = subprocess.Popen([node, "--perf-basic-prof", str(WORKLOADS / "busy.js"), "10"],
+                            cwd=tmp_path, stdout=subprocess.DEVNULL)
+    try:
+        time.sleep(1.0)   # let V8 compile the hot loop and write /tmp/perf-PID.map
+        r = agent("profile", "--pid", str(work.pid), "--duration", "3s",
+                  "-o", str(tmp_path / "node.folded"))
+    finally:
+        work.kill()
+        work.wait()
+    assert r.returncode == 0, r.stderr
+    fold = folded.parse((tmp_path / "node.folded").read_text())
+    js = sum(c for st, c in fold.items() if any("busyJavaScriptLoop" in f for f in st))
+    assert js > 0.5 * sum(fold.values()), sorted(fold.items(), key=lambda kv: -kv[1])[:5]
+
+
+def test_sigterm_writes_what_was_gathered(tmp_path):
+    binary = compile_c("hot.c", tmp_path / "hot")
+    work = subprocess.Popen([str(binary), "30"])
+    out = tmp_path / "cut.pb.gz"
+    run = agent_popen("profile", "--pid", str(work.pid), "-o", str(out))   # no duration
+    try:
+        wait_for_line(run.stderr, "sampling pid")
+        time.sleep(2)
+        run.send_signal(signal.SIGTERM)
+        _, err = run.communicate(timeout=60)
+    finally:
+        run.kill()
+        work.kill()
+        work.wait()
+    assert run.returncode == 0, err
+    assert "SIGTERM" in err
+    stacks = pprof_stacks(load_pprof(out))
+    assert sum(stacks.values()) > 100 and self_share(stacks, "hot_a") > 0.6
+
+
+def test_pid_that_exits_before_attach(tmp_path):
+    work = subprocess.Popen(["sleep", "0.5"])
+    r = agent("profile", "--pid", str(work.pid), "--duration", "2s", "-o", str(tmp_path / "x.pb.gz"))
+    work.wait()
+    assert r.returncode == 2
+    assert "exited before" in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) <= 2
