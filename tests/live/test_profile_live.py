@@ -138,10 +138,10 @@ document.getElementById('fg').addEventListener('load', function () {
                           "--dump-dom", page.as_uri()],
                          capture_output=True, text=True, timeout=120)
     assert "DRAWN" in out.stdout, out.stderr[-2000:]
-    drawn = {}
-    for line in out.stdout.split("DRAWN", 1)[1].splitlines():
+    drawn = {}   # name -> (widest drawn width in px, its label)
+    for line in out.stdout.split("DRAWN", 1)[1].split("</pre>", 1)[0].splitlines():
         parts = line.split("\t")
-        if len(parts) == 3:
+        if len(parts) == 3 and float(parts[1]) > drawn.get(parts[0], (-1, ""))[0]:
             drawn[parts[0]] = (float(parts[1]), parts[2])
     assert drawn["hot_a"][1] == "hot_a" and drawn["hot_b"][1] == "hot_b"   # labels drawn
     ratio = drawn["hot_a"][0] / drawn["hot_b"][0]

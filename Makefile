@@ -1,0 +1,27 @@
+# The two commands for a fresh machine: `make demo` and `make test` (both as root).
+PY := .venv/bin/python
+DEMO_OUT := demo-output
+
+.PHONY: setup setup-test demo test test-unit bench clean
+
+setup:
+	bash scripts/setup.sh
+
+setup-test:
+	bash scripts/setup.sh --test
+
+# Profile the bundled demo workload for a few seconds: pprof, flame graph, top functions.
+demo: setup
+	bash examples/demo.sh $(DEMO_OUT)
+
+test: setup-test
+	$(PY) -m pytest -ra tests
+
+test-unit:
+	$(PY) -m pytest -ra tests/unit
+
+bench: setup-test
+	$(PY) bench/run.py --out docs/performance.md
+
+clean:
+	rm -rf $(DEMO_OUT) ebpf-otlp-output .pytest_cache

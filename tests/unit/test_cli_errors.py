@@ -1,0 +1,83 @@
+"""Bad input: one line naming the problem, exit status 2, no traceback. No BPF is loaded."""
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, agent
+
+
+def assert_one_line_error(r, *needles):
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert "Traceback" not in r.stderr
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+def free_pid():
+    p = subprocess.Popen(["true"])
+    p.wait()
+    return p.pid
+
+
+@pytest.mark.parametrize("args,needles", [
+    (["--hz", "0"], ["--hz", "outside 1.."]),
+    (["--hz", "100000000"], ["--hz", "perf_event_max_sample_rate"]),
+    (["--duration", "soon"], ["bad duration 'soon'"]),
+    (["--duration", "0s"], ["more than zero"]),
+    (["--pid", "1", "--all"], ["exclude each other"]),
+    (["-U", "-K"], ["exclude each other"]),
+    (["-o", "/nonexistent-dir/x.pb.gz"], ["does not exist"]),
+    (["-o", "out.unknown"], ["cannot tell the format"]),
+    (["--event", "bogus"], ["--event"]),
+])
+def test_profile_bad_input(args, needles):
+    assert_one_line_error(agent("profile", *args), *needles)
+
+
+def test_missing_pid():
+    pid = free_pid()
+    assert_one_line_error(agent("profile", "--pid", str(pid)), f"no process with pid {pid}")
+
+
+def test_unwritable_output(tmp_path):
+    d = tmp_path / "ro"
+    d.mkdir()
+    (d / "x.pb.gz").mkdir()
+    assert_one_line_error(agent("profile", "-o", str(d / "x.pb.gz")), "is a directory")
+
+
+def test_not_root():
+    setpriv = shutil.which("setpriv")
+    if os.geteuid() != 0 or not setpriv:
+        pytest.skip("needs root and setpriv to drop privileges")
+    tmp_path = Path(tempfile.mkdtemp(prefix="ebpf-otlp-nobody-"))
+    os.chmod(tmp_path, 0o777)
+    r = subprocess.run([setpriv, "--reuid=65534", "--regid=65534", "--clear-groups",
+                        "--inh-caps=-all", sys.executable, "-m", "ebpf_otlp", "profile",
+                        "-d", "1s", "-o", str(tmp_path / "x.pb.gz")],
+                       capture_output=True, text=True, cwd=tmp_path,
+                       env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    assert_one_line_error(r, "CAP_BPF", "sudo")
+
+
+def test_bcc_missing(tmp_path):
+    code = "import sys; sys.modules['bcc'] = None; from ebpf_otlp.cli import main; main()"
+    r = subprocess.run([sys.executable, "-c", code, "profile", "-d", "1s",
+                        "-o", str(tmp_path / "x.pb.gz")], capture_output=True, text=True)
+    if os.geteuid() != 0:
+        pytest.skip("not root: the privilege check comes first")
+    assert_one_line_error(r, "python3-bpfcc")
+
+
+def test_help_and_version():
+    r = agent("--help")
+    assert r.returncode == 0 and "profile" in r.stdout and "doctor" in r.stdout
+    assert agent("--version").stdout.strip().endswith("0.1.0")

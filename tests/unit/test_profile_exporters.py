@@ -1,0 +1,83 @@
+"""Exporters fed with hand-made records: pprof, folded, SVG, JSON, the table."""
+
+import gzip
+import json
+import xml.etree.ElementTree as ET
+
+from rich.console import Console
+
+from ebpf_otlp.export import flamegraph, folded, json_out, pprof, table
+from ebpf_otlp.export.pprof_schema import Profile as PprofProfile
+from ebpf_otlp.records import KERNEL_MODULE, Frame, Mapping, Profile, StackSample
+
+APP = Mapping("/usr/bin/app", 0x1000, 0x5000, 0, "ab" * 20)
+KMAP = Mapping(KERNEL_MODULE)
+
+
+def make_profile():
+    main = Frame("main", "/usr/bin/app", 0x1100, APP)
+    a = Frame("work<int>&", "/usr/bin/app", 0x1200, APP)
+    b = Frame("other", "/usr/bin/app", 0x1300, APP)
+    k = Frame("do_syscall_64", KERNEL_MODULE, 0xffffffff81000000, KMAP, kernel=True)
+    samples = [
+        StackSample(10, 11, "worker", "app", (a, main), 30),
+        StackSample(10, 12, "worker2", "app", (b, main), 10),
+        StackSample(10, 11, "worker", "app", (k, a, main), 5),
+    ]
+    return Profile(samples, start_ns=1_700_000_000_000_000_000, duration_ns=5_000_000_000,
+                   period_ns=10_101_010, frequency_hz=99)
+
+
+def test_pprof_round_trip():
+    prof = PprofProfile.FromString(gzip.decompress(pprof.encode(make_profile())))
+    s = prof.string_table
+    assert s[0] == "" and len(set(s)) == len(s)                 # interned once each
+    assert [(s[t.type], s[t.unit]) for t in prof.sample_type] == [
+        ("samples", "count"), ("cpu", "nanoseconds")]
+    assert prof.period == 10_101_010 and prof.duration_nanos == 5_000_000_000
+    assert len(prof.location) == 4 and len(prof.function) == 4 and len(prof.mapping) == 2
+    assert sorted(l.id for l in prof.location) == [1, 2, 3, 4]
+    app = next(m for m in prof.mapping if s[m.filename] == "/usr/bin/app")
+    assert s[app.build_id] == "ab" * 20 and app.memory_start == 0x1000 and app.has_functions
+    fn = {f.id: s[f.name] for f in prof.function}
+    loc = {l.id: fn[l.line[0].function_id] for l in prof.location}
+    got = {tuple(loc[i] for i in smp.location_id): list(smp.value) for smp in prof.sample}
+    assert got[("work<int>&", "main")] == [30, 30 * 10_101_010]
+    assert got[("do_syscall_64", "work<int>&", "main")] == [5, 5 * 10_101_010]
+    labels = {s[l.key]: (l.num or s[l.str]) for l in prof.sample[1].label}
+    assert labels == {"pid": 10, "tid": 12, "thread name": "worker2", "process name": "app"}
+
+
+def test_folded():
+    text = folded.encode(make_profile())
+    assert text.splitlines() == [
+        "app;main;other 10",
+        "app;main;work<int>& 30",
+        "app;main;work<int>&;do_syscall_64_[k] 5",
+    ]
+    assert folded.parse(text)[("app", "main", "other")] == 10
+
+
+def test_flamegraph_is_valid_svg_with_proportional_frames():
+    svg = flamegraph.render(make_profile())
+    root = ET.fromstring(svg)
+    ns = {"s": "http://www.w3.org/2000/svg"}
+    frames = {g.get("data-n"): g for g in root.iter("{http://www.w3.org/2000/svg}g")
+              if g.get("class") == "f"}
+    assert {"all", "app", "main", "work<int>&", "other", "do_syscall_64_[k]"} <= set(frames)
+    width = {n: float(g.find("s:rect", ns).get("width")) for n, g in frames.items()}
+    assert abs(width["work<int>&"] / width["other"] - 35 / 10) < 0.1
+    assert frames["main"].get("data-w") == "45"
+    assert "<script" in svg and "flamegraphSearch" in svg
+
+
+def test_json_and_table():
+    doc = json.loads(json_out.encode(make_profile()))
+    assert doc["total_samples"] == 45 and doc["samples"][0]["frames"][0]["function"] == "work<int>&"
+    rows = table.top_functions(make_profile(), 10)
+    assert rows[0].function == "work<int>&" and rows[0].self_samples == 30
+    assert rows[0].total_samples == 35
+    console = Console(record=True, width=120)
+    table.render(make_profile(), console)
+    text = console.export_text()
+    assert "[kernel.kallsyms]" in text and "kernel-side losses: none" in text
