@@ -136,5 +136,8 @@ def main() -> None:
     except AgentError as e:
         click.echo(f"{PROG}: error: {e}", err=True)
         sys.exit(e.exit_code)
+    except KeyboardInterrupt:   # before the capture started (e.g. while compiling)
+        click.echo(f"{PROG}: interrupted", err=True)
+        sys.exit(130)
     except BrokenPipeError:
         sys.exit(1)

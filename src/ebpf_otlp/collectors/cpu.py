@@ -50,7 +50,7 @@ class CpuSampler:
         self.stats = CollectionStats()
         self._bpf = None
         self._active = 0
-        self.first_sample_ns: int | None = None
+        self.first_sample_unix_ns: int | None = None   # when the first process was announced
 
     def start(self) -> None:
         keys, stacks = map_sizes(self.hz, len(online_cpus()), self.drain_seconds)
@@ -67,8 +67,8 @@ class CpuSampler:
 
     def _on_new_task(self, _ctx, data, _size) -> None:
         pid = ct.cast(data, ct.POINTER(ct.c_uint32)).contents.value
-        if self.first_sample_ns is None:
-            self.first_sample_ns = time.monotonic_ns()
+        if self.first_sample_unix_ns is None:
+            self.first_sample_unix_ns = time.time_ns()
         self.on_new_process(pid)
 
     def poll(self, timeout_ms: int) -> None:

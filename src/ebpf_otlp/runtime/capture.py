@@ -42,24 +42,24 @@ class StopOnSignal:
 
 
 def run_capture(step: Callable[[], None], duration_s: float | None, console: Console,
-                status: Callable[[], str] = lambda: "", label: str = "capturing") -> StopOnSignal:
-    """Call `step` (which blocks briefly, e.g. a 100 ms poll) until done; show progress on a TTY."""
-    deadline = time.monotonic() + duration_s if duration_s else None
-    with StopOnSignal() as stop:
-        progress = None
-        if console.is_terminal:
-            progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
-                                TimeElapsedColumn(), TextColumn("{task.fields[status]}"),
-                                console=console, transient=True)
-            task = progress.add_task(label, total=duration_s or None, status="")
-            progress.start()
-        start = time.monotonic()
-        try:
-            while not stop.stopped and (deadline is None or time.monotonic() < deadline):
-                step()
-                if progress:
-                    progress.update(task, completed=time.monotonic() - start, status=status())
-        finally:
+                stop: StopOnSignal, status: Callable[[], str] = lambda: "",
+                label: str = "capturing") -> None:
+    """Call `step` (which blocks briefly, e.g. a 100 ms poll) until the duration ends or
+    `stop` is signalled; show progress on a terminal."""
+    start = time.monotonic()
+    deadline = start + duration_s if duration_s else None
+    progress = None
+    if console.is_terminal:
+        progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                            TimeElapsedColumn(), TextColumn("{task.fields[status]}"),
+                            console=console, transient=True)
+        task = progress.add_task(label, total=duration_s or None, status="")
+        progress.start()
+    try:
+        while not stop.stopped and (deadline is None or time.monotonic() < deadline):
+            step()
             if progress:
-                progress.stop()
-    return stop
+                progress.update(task, completed=time.monotonic() - start, status=status())
+    finally:
+        if progress:
+            progress.stop()

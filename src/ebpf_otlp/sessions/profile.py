@@ -11,7 +11,7 @@ from ebpf_otlp.collectors.cpu import CpuSampler
 from ebpf_otlp.errors import AgentError
 from ebpf_otlp.export import profile_files, table
 from ebpf_otlp.records import Profile
-from ebpf_otlp.runtime.capture import run_capture
+from ebpf_otlp.runtime.capture import StopOnSignal, run_capture
 from ebpf_otlp.symbolize.symbolizer import Symbolizer
 
 
@@ -36,55 +36,61 @@ def alive(pid: int) -> bool:
         return False
 
 
-def run(config: ProfileConfig, console: Console, status: Console) -> Profile:
+def run(config: ProfileConfig, console: Console, notices: Console) -> Profile:
     """Capture until the duration ends or a signal arrives; write every output; return it.
 
-    Results (the table) go to `console`; progress and notices to `status` (stderr).
+    Results (the table) go to `console`; progress and notices to `notices` (stderr).
+    Signals are held from start to finish, so a SIGTERM never cuts the writing short.
     """
-    started = time.monotonic_ns()
-    symbolizer = Symbolizer()
-    sampler = CpuSampler(config.hz, config.pids, config.user_stacks, config.kernel_stacks,
-                         config.event, config.drain_s, on_new_process=symbolizer.remember)
-    for pid in config.pids:
-        symbolizer.remember(pid)
-    sampler.start()
-    attached = time.monotonic_ns()
-    start_wall = time.time_ns()
-    try:
-        gone = [pid for pid in config.pids if not alive(pid)]
-        if config.pids and len(gone) == len(config.pids):
-            raise AgentError(f"pid {', '.join(map(str, gone))} exited before the sampler was attached")
-        target = f"pid {', '.join(map(str, config.pids))}" if config.pids else "all processes"
-        status.print(f"sampling {target} at {config.hz} Hz ({config.event}); "
-                      "Ctrl-C to stop early", style="dim", highlight=False)
-        last_drain = time.monotonic()
-
-        def step() -> None:
-            nonlocal last_drain
-            sampler.poll(100)
-            if time.monotonic() - last_drain >= config.drain_s:
-                sampler.drain()
-                last_drain = time.monotonic()
-
-        stop = run_capture(step, config.duration_s, status,
-                           status=lambda: f"{sampler.stats.samples} samples",
-                           label=f"profiling at {config.hz} Hz")
-        if stop.stopped:
-            status.print(f"{stop.signal_name}: stopping, writing what was gathered", style="yellow")
-    finally:
-        sampler.stop()
-    end_wall = time.time_ns()
-    first = sampler.first_sample_ns
-    profile = Profile(
-        samples=symbolizer.symbolize(sampler.counts), start_ns=start_wall,
-        duration_ns=end_wall - start_wall, period_ns=1_000_000_000 // config.hz,
-        frequency_hz=config.hz, event=config.event, stats=sampler.stats,
-        timing={"attach_ms": (attached - started) / 1e6,
-                "first_sample_ms": (first - started) / 1e6 if first else None})
-    for path, fmt in config.outputs:
-        profile_files.write(profile, path, fmt)
+    with StopOnSignal() as stop:
+        started = time.time_ns()
+        symbolizer = Symbolizer()
+        sampler = CpuSampler(config.hz, config.pids, config.user_stacks, config.kernel_stacks,
+                             config.event, config.drain_s, on_new_process=symbolizer.remember)
+        for pid in config.pids:
+            symbolizer.remember(pid)
+        sampler.start()
+        attached = time.time_ns()
+        try:
+            _sample(config, sampler, notices, stop)
+        finally:
+            sampler.stop()
+        ended = time.time_ns()
+        first = sampler.first_sample_unix_ns
+        profile = Profile(
+            samples=symbolizer.symbolize(sampler.counts), start_ns=attached,
+            duration_ns=ended - attached, period_ns=1_000_000_000 // config.hz,
+            frequency_hz=config.hz, event=config.event, stats=sampler.stats,
+            timing={"attach_ms": (attached - started) / 1e6,
+                    "first_sample_ms": (first - started) / 1e6 if first else None,
+                    "first_sample_unix_ns": first})
+        for path, fmt in config.outputs:
+            profile_files.write(profile, path, fmt)
     if config.top:
         table.render(profile, console, config.top)
     for path, fmt in config.outputs:
-        status.print(f"wrote {fmt}: {path}", style="green", highlight=False)
+        notices.print(f"wrote {fmt}: {path}", style="green", highlight=False)
     return profile
+
+
+def _sample(config: ProfileConfig, sampler: CpuSampler, notices: Console, stop: StopOnSignal) -> None:
+    gone = [pid for pid in config.pids if not alive(pid)]
+    if config.pids and len(gone) == len(config.pids):
+        raise AgentError(f"pid {', '.join(map(str, gone))} exited before the sampler was attached")
+    target = f"pid {', '.join(map(str, config.pids))}" if config.pids else "all processes"
+    notices.print(f"sampling {target} at {config.hz} Hz ({config.event}); Ctrl-C to stop early",
+                  style="dim", highlight=False)
+    last_drain = time.monotonic()
+
+    def step() -> None:
+        nonlocal last_drain
+        sampler.poll(100)
+        if time.monotonic() - last_drain >= config.drain_s:
+            sampler.drain()
+            last_drain = time.monotonic()
+
+    run_capture(step, config.duration_s, notices, stop,
+                status=lambda: f"{sampler.stats.samples} samples",
+                label=f"profiling at {config.hz} Hz")
+    if stop.stopped:
+        notices.print(f"{stop.signal_name}: stopping, writing what was gathered", style="yellow")
