@@ -92,36 +92,25 @@ int on_sample(struct bpf_perf_event_data *ctx) {
     key.user_stack_id = -1;
     key.kernel_stack_id = -1;
     bpf_get_current_comm(&key.comm, sizeof(key.comm));
-    if (buf == 0) {
 #ifdef USER_STACKS
-        key.user_stack_id = stack_error(stacks_0.get_stackid(ctx, BPF_F_USER_STACK),
-                                        STAT_USER_STACK_COLLISION, STAT_USER_STACK_ERROR);
+    key.user_stack_id = stack_error(
+        buf ? stacks_1.get_stackid(ctx, BPF_F_USER_STACK) : stacks_0.get_stackid(ctx, BPF_F_USER_STACK),
+        STAT_USER_STACK_COLLISION, STAT_USER_STACK_ERROR);
 #endif
 #ifdef KERNEL_STACKS
-        key.kernel_stack_id = stack_error(stacks_0.get_stackid(ctx, 0),
-                                          STAT_KERNEL_STACK_COLLISION, STAT_KERNEL_STACK_ERROR);
+    key.kernel_stack_id = stack_error(
+        buf ? stacks_1.get_stackid(ctx, 0) : stacks_0.get_stackid(ctx, 0),
+        STAT_KERNEL_STACK_COLLISION, STAT_KERNEL_STACK_ERROR);
 #endif
-        u64 init = 0, *count = counts_0.lookup_or_try_init(&key, &init);
-        if (count)
-            __sync_fetch_and_add(count, 1);
-        else
-            bump(STAT_COUNTS_FULL);
-    } else {
-#ifdef USER_STACKS
-        key.user_stack_id = stack_error(stacks_1.get_stackid(ctx, BPF_F_USER_STACK),
-                                        STAT_USER_STACK_COLLISION, STAT_USER_STACK_ERROR);
-#endif
-#ifdef KERNEL_STACKS
-        key.kernel_stack_id = stack_error(stacks_1.get_stackid(ctx, 0),
-                                          STAT_KERNEL_STACK_COLLISION, STAT_KERNEL_STACK_ERROR);
-#endif
-        u64 init = 0, *count = counts_1.lookup_or_try_init(&key, &init);
-        if (count)
-            __sync_fetch_and_add(count, 1);
-        else
-            bump(STAT_COUNTS_FULL);
+    u64 init = 0;
+    u64 *count = buf ? counts_1.lookup_or_try_init(&key, &init)
+                     : counts_0.lookup_or_try_init(&key, &init);
+    if (!count) {
+        bump(STAT_COUNTS_FULL);
+        return 0;
     }
-    if (tgid)
+    // A key's first sample in this buffer is the only time its process can be new.
+    if (__sync_fetch_and_add(count, 1) == 0 && tgid)
         announce(tgid);
     return 0;
 }

@@ -1,6 +1,7 @@
 """The one BCC loader: every collector compiles its program from bpf/ through here."""
 
 import contextlib
+import ctypes
 import os
 import sys
 import tempfile
@@ -69,6 +70,18 @@ def captured_stderr():
             text.append(buf.read().decode(errors="replace"))
 
 
+def release_compiler_memory() -> None:
+    """Give the heap that clang/LLVM freed after a compile back to the OS.
+
+    A BCC compile peaks at ~60 MB of anonymous memory that glibc keeps cached;
+    without this the agent would sit at ~85 MB anonymous RSS instead of ~25 MB.
+    """
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):   # not glibc
+        pass
+
+
 def _first_error(log: str) -> str:
     for line in log.splitlines():
         if "error:" in line:
@@ -87,9 +100,12 @@ def load(program: str, defines: dict[str, object] | None = None):
     flags = cflags_for(defines or {}) + ["-Wno-macro-redefined", "-Wno-unused-value"]
     with captured_stderr() as log:
         try:
-            return bcc.BPF(src_file=str(src).encode(), cflags=flags)
+            bpf = bcc.BPF(src_file=str(src).encode(), cflags=flags)
         except Exception as e:  # BCC raises bare Exception for compile and load failures
             failure = e
+        else:
+            release_compiler_memory()
+            return bpf
     if "compile" in str(failure).lower():
         raise AgentError(f"compiling {src.name} failed: {_first_error(''.join(log))}; "
                          "check the kernel headers ('ebpf-otlp doctor')")

@@ -80,14 +80,18 @@ def _sample(config: ProfileConfig, sampler: CpuSampler, notices: Console, stop: 
     target = f"pid {', '.join(map(str, config.pids))}" if config.pids else "all processes"
     notices.print(f"sampling {target} at {config.hz} Hz ({config.event}); Ctrl-C to stop early",
                   style="dim", highlight=False)
-    last_drain = time.monotonic()
+    next_drain = time.monotonic() + config.drain_s
+    deadline = time.monotonic() + config.duration_s if config.duration_s else float("inf")
 
     def step() -> None:
-        nonlocal last_drain
-        sampler.poll(100)
-        if time.monotonic() - last_drain >= config.drain_s:
+        # Sleep in the ring-buffer poll until the next drain or the end; new processes
+        # and signals wake it at once.
+        nonlocal next_drain
+        now = time.monotonic()
+        sampler.poll(max(1, int(1000 * min(next_drain - now, deadline - now, 0.5))))
+        if time.monotonic() >= next_drain:
             sampler.drain()
-            last_drain = time.monotonic()
+            next_drain = time.monotonic() + config.drain_s
 
     run_capture(step, config.duration_s, notices, stop,
                 status=lambda: f"{sampler.stats.samples} samples",

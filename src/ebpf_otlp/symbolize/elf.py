@@ -42,15 +42,24 @@ class ElfObject:
     def __init__(self, stream: BinaryIO, path: str):
         self.path = path
         self._stream = stream
-        self._elf = None
+        self._parsed: ELFFile | None | bool = False   # False: not yet parsed; None: not ELF
         self._symbols: SymbolTable | None = None
         self._segments: list[tuple[int, int, int]] | None = None
         self._build_id: str | None = None
-        self.valid = True
-        try:
-            self._elf = ELFFile(stream)
-        except (ELFError, OSError, ValueError):
-            self.valid = False
+
+    @property
+    def _elf(self) -> ELFFile | None:
+        # Parsed on first use: most files a process maps are never hit by a sample.
+        if self._parsed is False:
+            try:
+                self._parsed = ELFFile(self._stream)
+            except (ELFError, OSError, ValueError):
+                self._parsed = None
+        return self._parsed
+
+    @property
+    def valid(self) -> bool:
+        return self._elf is not None
 
     @property
     def build_id(self) -> str:

@@ -42,19 +42,15 @@ class Symbolizer:
         return True
 
     def _open(self, pid: int, entry: MapEntry) -> ElfObject | None:
+        """Hold the file open (parsed later, only if a sample lands in it)."""
         # map_files reaches deleted files and other mount namespaces; root/ the container's view.
         candidates = (f"/proc/{pid}/map_files/{entry.start:x}-{entry.end:x}",
                       f"/proc/{pid}/root{entry.path}", entry.path)
         for path in candidates:
             try:
-                stream = open(path, "rb")
+                return ElfObject(open(path, "rb"), entry.path)
             except OSError:
                 continue
-            elf = ElfObject(stream, entry.path)
-            if elf.valid:
-                return elf
-            stream.close()
-            return None
         return None
 
     def refresh_perf_maps(self) -> None:
