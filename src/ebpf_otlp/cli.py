@@ -29,6 +29,43 @@ class Duration(click.ParamType):
             self.fail(str(e), param, ctx)
 
 
+def otlp_options(fn):
+    """Where OTLP data goes; the OTEL_EXPORTER_OTLP_* variables apply when a flag is absent."""
+    options = [
+        click.option("--otlp-endpoint", metavar="URL",
+                     help="Send to this OpenTelemetry Collector (default: $OTEL_EXPORTER_OTLP_ENDPOINT; "
+                          "none: local files only)."),
+        click.option("--otlp-protocol", type=click.Choice(["grpc", "http/protobuf"]),
+                     help="Default: $OTEL_EXPORTER_OTLP_PROTOCOL, else grpc."),
+        click.option("--otlp-header", "otlp_headers", multiple=True, metavar="KEY=VALUE",
+                     help="Extra header (repeatable), added to $OTEL_EXPORTER_OTLP_HEADERS."),
+        click.option("--otlp-insecure", is_flag=True, default=None,
+                     help="gRPC without TLS even for an https endpoint."),
+        click.option("--otlp-ca-file", metavar="PEM", help="CA certificate(s) to verify the collector."),
+        click.option("--otlp-compression", type=click.Choice(["gzip", "none"]), help="Default gzip."),
+        click.option("--otlp-timeout", type=Duration(), help="Per-export time limit (default 10s)."),
+        click.option("--spool-dir", default=None, metavar="DIR",
+                     help="Where payloads the collector did not take wait (default /var/lib/ebpf-otlp/spool)."),
+        click.option("--spool-max-mb", type=click.IntRange(min=1), default=256, show_default=True,
+                     help="Spool size cap; past it the oldest payloads are dropped (and reported)."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def otlp_from_flags(kw: dict):
+    """(settings or None, spool) from the otlp_options flags, which are popped from kw."""
+    from ebpf_otlp.export.otlp_settings import resolve
+    from ebpf_otlp.export.spool import DEFAULT_DIR, Spool
+
+    settings = resolve(kw.pop("otlp_endpoint"), kw.pop("otlp_protocol"), kw.pop("otlp_headers"),
+                       kw.pop("otlp_insecure"), kw.pop("otlp_ca_file"), kw.pop("otlp_compression"),
+                       kw.pop("otlp_timeout"))
+    spool = Spool(kw.pop("spool_dir") or DEFAULT_DIR, kw.pop("spool_max_mb") << 20)
+    return settings, spool
+
+
 def existing_pids(ctx, param, pids):
     for pid in pids:
         if pid <= 0 or not os.path.exists(f"/proc/{pid}"):
@@ -55,14 +92,19 @@ def cli():
               show_default=True, help="Sampling event: software clock, or hardware cycles.")
 @click.option("-o", "--output", "outputs", multiple=True, type=click.Path(dir_okay=False),
               help="Output file (repeatable); format from --format or the name (.pb.gz .folded .svg .json).")
-@click.option("-f", "--format", "fmt", type=click.Choice(["pprof", "folded", "svg", "json"]),
-              help="Format of the single -o file.")
+@click.option("-f", "--format", "fmt", type=click.Choice(["pprof", "folded", "svg", "json", "otlp"]),
+              help="Format of the single -o file (otlp: the ExportProfilesServiceRequest).")
 @click.option("--output-dir", type=click.Path(file_okay=False), default="ebpf-otlp-output",
               show_default=True, help="Where files go when no -o is given (pprof, folded and SVG).")
 @click.option("--top", type=click.IntRange(min=0), default=15, show_default=True,
               help="Rows in the top-functions table (0: none).")
-def profile(pids, all_, hz, duration, user_only, kernel_only, event, outputs, fmt, output_dir, top):
-    """Sample CPU stacks with a perf event and write pprof, folded stacks or a flame graph."""
+@otlp_options
+def profile(pids, all_, hz, duration, user_only, kernel_only, event, outputs, fmt, output_dir, top,
+            **otlp_flags):
+    """Sample CPU stacks with a perf event and write pprof, folded stacks or a flame graph.
+
+    With an OTLP endpoint the profile (and a span and self-telemetry metrics) also go to
+    an OpenTelemetry Collector; what it does not take is spooled and resent later."""
     from ebpf_otlp.export import files, profile_files
     from ebpf_otlp.runtime.perf import max_sample_rate
     from ebpf_otlp.sessions.profile import ProfileConfig, run
@@ -78,8 +120,11 @@ def profile(pids, all_, hz, duration, user_only, kernel_only, event, outputs, fm
                                  param_hint="'--hz'")
     if fmt and len(outputs) > 1:
         raise click.UsageError("--format applies to a single -o; name several files by extension")
+    otlp, spool = otlp_from_flags(otlp_flags)
     if outputs:
         targets = [(path, profile_files.format_for(path, fmt)) for path in outputs]
+    elif otlp:
+        targets = []   # the collector is the destination; -o adds files
     else:
         _make_dir(output_dir)
         stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -89,8 +134,30 @@ def profile(pids, all_, hz, duration, user_only, kernel_only, event, outputs, fm
     for path, _ in targets:
         files.check_writable(path)
     config = ProfileConfig(hz=hz, pids=pids, duration_s=duration, user_stacks=not kernel_only,
-                           kernel_stacks=not user_only, event=event, outputs=targets, top=top)
-    run(config, Console(), Console(stderr=True))
+                           kernel_stacks=not user_only, event=event, outputs=targets, top=top,
+                           otlp=otlp, spool=spool)
+    run(config, Console(), Console(stderr=True, soft_wrap=True))
+
+
+@cli.command("flush-spool")
+@otlp_options
+def flush_spool(**otlp_flags):
+    """Resend the payloads an unreachable collector did not take, oldest first."""
+    from ebpf_otlp.export.otlp_output import OtlpOutput
+
+    otlp, spool = otlp_from_flags(otlp_flags)
+    waiting = len(spool.pending())
+    if otlp is None:
+        raise AgentError("no collector named: give --otlp-endpoint or set OTEL_EXPORTER_OTLP_ENDPOINT")
+    if not waiting:
+        click.echo(f"spool {spool.dir} is empty")
+        return
+    output = OtlpOutput.open(settings=otlp, spool=spool)
+    output.close()
+    left = len(spool.pending())
+    click.echo(f"resent {output.resent} of {waiting} spooled payload(s) to {otlp.endpoint}; {left} left")
+    if left:
+        raise AgentError(f"collector unreachable ({output.last_error}): {left} payload(s) stay in {spool.dir}")
 
 
 def _make_dir(directory: str) -> None:

@@ -81,3 +81,22 @@ def test_help_and_version():
     r = agent("--help")
     assert r.returncode == 0 and "profile" in r.stdout and "doctor" in r.stdout
     assert agent("--version").stdout.strip().endswith("0.1.0")
+
+
+@pytest.mark.parametrize("args,env,needles", [
+    (["--otlp-endpoint", "collector:4317"], {}, ["malformed OTLP endpoint"]),
+    (["--otlp-endpoint", "http://c:4317", "--otlp-protocol", "thrift"], {}, ["--otlp-protocol"]),
+    ([], {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c", "OTEL_EXPORTER_OTLP_PROTOCOL": "thrift"},
+     ["unknown OTLP protocol"]),
+    (["--otlp-endpoint", "https://c:4317", "--otlp-ca-file", "/nonexistent.pem"], {},
+     ["cannot read CA file"]),
+])
+def test_otlp_bad_input(args, env, needles):
+    r = agent("profile", "-d", "1s", *args, env={**os.environ, **env})
+    assert_one_line_error(r, *needles)
+
+
+def test_flush_spool_without_collector(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    r = agent("flush-spool", "--spool-dir", str(tmp_path), env=env)
+    assert_one_line_error(r, "no collector named")

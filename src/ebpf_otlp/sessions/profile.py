@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
@@ -13,6 +14,10 @@ from ebpf_otlp.export import profile_files, table
 from ebpf_otlp.records import Profile
 from ebpf_otlp.runtime.capture import StopOnSignal, run_capture
 from ebpf_otlp.symbolize.symbolizer import Symbolizer
+
+if TYPE_CHECKING:
+    from ebpf_otlp.export.otlp_settings import OtlpSettings
+    from ebpf_otlp.export.spool import Spool
 
 
 @dataclass
@@ -26,6 +31,8 @@ class ProfileConfig:
     outputs: list[tuple[str, str]] = field(default_factory=list)   # (path, format)
     top: int = 15
     drain_s: float = 2.0
+    otlp: OtlpSettings | None = None     # None: local files only
+    spool: Spool | None = None
 
 
 def alive(pid: int) -> bool:
@@ -49,6 +56,10 @@ def run(config: ProfileConfig, console: Console, notices: Console) -> Profile:
                              config.event, config.drain_s, on_new_process=symbolizer.remember)
         for pid in config.pids:
             symbolizer.remember(pid)
+        output = None
+        if config.otlp:
+            from ebpf_otlp.export.otlp_output import open_output   # the SDK loads only when used
+            output = open_output(config.otlp, config.spool, "cpu", lambda: sampler.stats)
         sampler.start()
         attached = time.time_ns()
         try:
@@ -66,10 +77,21 @@ def run(config: ProfileConfig, console: Console, notices: Console) -> Profile:
                     "first_sample_unix_ns": first})
         for path, fmt in config.outputs:
             profile_files.write(profile, path, fmt)
+        if output:
+            output.send_profile(profile)   # first: our transport names the failure best
+            output.session_span("profile", attached, ended, {
+                "ebpf_otlp.sample_frequency_hz": config.hz, "ebpf_otlp.event": config.event,
+                "ebpf_otlp.samples": profile.total_samples,
+                "ebpf_otlp.stacks_lost": profile.stats.lost_stacks,
+                "process.pid": list(config.pids)})
+            output.close()
     if config.top:
         table.render(profile, console, config.top)
     for path, fmt in config.outputs:
         notices.print(f"wrote {fmt}: {path}", style="green", highlight=False)
+    if output:
+        notices.print(output.summary(), style="yellow" if output.spooled else "green",
+                      highlight=False)
     return profile
 
 

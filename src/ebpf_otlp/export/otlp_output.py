@@ -1,0 +1,240 @@
+"""Everything a command sends to an OpenTelemetry Collector, and the spool behind it.
+
+Profiles go out through our own transport (the SDK has no profiles exporter); spans and
+metrics go through opentelemetry-sdk and its OTLP exporters, wrapped so that a batch the
+collector did not take is encoded with the SDK's own encoder and spooled, not dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable, Sequence
+
+from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import (
+    MetricExporter,
+    MetricExportResult,
+    MetricsData,
+    PeriodicExportingMetricReader,
+)
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+
+from ebpf_otlp.export import otlp_profiles
+from ebpf_otlp.export.otlp_settings import OtlpSettings
+from ebpf_otlp.export.otlp_transport import SendError, Transport
+from ebpf_otlp.export.spool import Spool
+from ebpf_otlp.records import CollectionStats, Profile
+
+# The SDK exporters log every retry; we count failures and report them in one line instead.
+for _name in ("opentelemetry.exporter", "opentelemetry.sdk"):
+    logging.getLogger(_name).setLevel(logging.CRITICAL)
+
+
+class OtlpOutput:
+    def __init__(self, settings: OtlpSettings, spool: Spool, resource: Resource):
+        self.settings = settings
+        self.spool = spool
+        self.resource = resource
+        self.transport = Transport(settings)
+        self.sent = 0
+        self.spooled = 0
+        self.resent = 0
+        self.last_error = ""
+        self._down_until = 0.0   # after a failure, spool straight away for a while
+        self._tracer_provider: TracerProvider | None = None
+        self._meter_provider: MeterProvider | None = None
+
+    @classmethod
+    def open(cls, settings: OtlpSettings, spool: Spool) -> "OtlpOutput":
+        """An output for this run; what earlier runs spooled goes out first."""
+        from ebpf_otlp.export.resource import build_resource
+
+        output = cls(settings, spool, build_resource())
+        output.resend_spooled()
+        return output
+
+    # -- raw payloads -----------------------------------------------------------
+    DOWN_FOR_S = 30.0
+
+    @property
+    def collector_down(self) -> bool:
+        """True shortly after a failed send: the next payloads skip the retries and spool."""
+        return time.monotonic() < self._down_until
+
+    def deliver(self, signal: str, payload: bytes) -> bool:
+        if self.collector_down:
+            self.keep(signal, payload)
+            return False
+        try:
+            self.transport.send(signal, payload)
+        except SendError as e:
+            self.failed(str(e))
+            self.keep(signal, payload)
+            return False
+        self.sent += 1
+        return True
+
+    def failed(self, why: str) -> None:
+        self.last_error = why
+        self._down_until = time.monotonic() + self.DOWN_FOR_S
+
+    def keep(self, signal: str, payload: bytes) -> None:
+        self.spool.put(signal, payload)
+        self.spooled += 1
+
+    def resend_spooled(self) -> None:
+        """Oldest first; stop at the first failure (the collector is still away)."""
+        for item in self.spool.pending():
+            try:
+                self.transport.send(item.signal, item.read(), attempts=1)
+            except SendError as e:
+                self.last_error = str(e)
+                return
+            self.spool.remove(item)
+            self.resent += 1
+
+    def send_profile(self, profile: Profile) -> bool:
+        return self.deliver("profiles", otlp_profiles.encode(profile, self.resource))
+
+    # -- SDK signals ------------------------------------------------------------
+    def tracer_provider(self) -> TracerProvider:
+        if self._tracer_provider is None:
+            self._tracer_provider = TracerProvider(resource=self.resource)
+            self._tracer_provider.add_span_processor(
+                SimpleSpanProcessor(_SpoolingSpanExporter(sdk_span_exporter(self.settings), self)))
+        return self._tracer_provider
+
+    def meter_provider(self, interval_s: float = 60.0) -> MeterProvider:
+        if self._meter_provider is None:
+            reader = PeriodicExportingMetricReader(
+                _SpoolingMetricExporter(sdk_metric_exporter(self.settings), self),
+                export_interval_millis=interval_s * 1000)
+            self._meter_provider = MeterProvider(resource=self.resource, metric_readers=[reader])
+        return self._meter_provider
+
+    def session_span(self, command: str, start_ns: int, end_ns: int, attributes: dict) -> None:
+        """One span for the capture itself, so a trace backend shows when the agent ran."""
+        tracer = self.tracer_provider().get_tracer("ebpf-otlp")
+        attrs = {k: v for k, v in attributes.items() if v not in (None, [], "")}
+        span = tracer.start_span(f"ebpf-otlp {command}", start_time=start_ns, attributes=attrs)
+        span.end(end_time=end_ns)
+
+    def close(self) -> None:
+        """Flush and stop the SDK providers (their last export happens here)."""
+        if self._tracer_provider:
+            self._tracer_provider.shutdown()
+        if self._meter_provider:
+            self._meter_provider.shutdown()
+        self.transport.close()
+
+    def summary(self) -> str:
+        parts = [f"sent {self.sent} OTLP payload(s) to {self.settings.endpoint} ({self.settings.protocol})"]
+        if self.resent:
+            parts.append(f"resent {self.resent} from the spool")
+        if self.spooled:
+            parts.append(f"spooled {self.spooled} to {self.spool.dir} (collector: {self.last_error}); "
+                         "they go out on the next run or with 'ebpf-otlp flush-spool'")
+        if self.spool.dropped:
+            parts.append(f"the spool's size cap dropped {self.spool.dropped} old payload(s)")
+        return "; ".join(parts)
+
+
+class _SpoolingSpanExporter(SpanExporter):
+    def __init__(self, inner: SpanExporter, output: OtlpOutput):
+        self.inner = inner
+        self.output = output
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        out = self.output
+        if not out.collector_down and self.inner.export(spans) is SpanExportResult.SUCCESS:
+            out.sent += 1
+        else:
+            if not out.collector_down:
+                out.failed("the SDK span exporter failed")
+            out.keep("traces", encode_spans(spans).SerializeToString())
+        return SpanExportResult.SUCCESS   # handed over: sent or spooled
+
+    def shutdown(self) -> None:
+        self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+class _SpoolingMetricExporter(MetricExporter):
+    def __init__(self, inner: MetricExporter, output: OtlpOutput):
+        super().__init__(preferred_temporality=inner._preferred_temporality,
+                         preferred_aggregation=inner._preferred_aggregation)
+        self.inner = inner
+        self.output = output
+
+    def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000,
+               **kwargs) -> MetricExportResult:
+        out = self.output
+        if not out.collector_down and self.inner.export(
+                metrics_data, timeout_millis=timeout_millis) is MetricExportResult.SUCCESS:
+            out.sent += 1
+        else:
+            if not out.collector_down:
+                out.failed("the SDK metric exporter failed")
+            out.keep("metrics", encode_metrics(metrics_data).SerializeToString())
+        return MetricExportResult.SUCCESS
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return True
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs) -> None:
+        self.inner.shutdown()
+
+
+def _grpc_kwargs(settings: OtlpSettings, signal: str) -> dict:
+    import grpc
+
+    kw = {"endpoint": settings.grpc_target(signal), "insecure": not settings.tls,
+          "headers": dict(settings.headers), "timeout": settings.timeout_s,
+          "compression": grpc.Compression.Gzip if settings.compression == "gzip"
+          else grpc.Compression.NoCompression}
+    if settings.tls:
+        root = open(settings.ca_file, "rb").read() if settings.ca_file else None
+        kw["credentials"] = grpc.ssl_channel_credentials(root_certificates=root)
+    return kw
+
+
+def _http_kwargs(settings: OtlpSettings, signal: str) -> dict:
+    from opentelemetry.exporter.otlp.proto.http import Compression
+
+    return {"endpoint": settings.http_url(signal), "certificate_file": settings.ca_file,
+            "headers": dict(settings.headers), "timeout": settings.timeout_s,
+            "compression": Compression.Gzip if settings.compression == "gzip"
+            else Compression.NoCompression}
+
+
+def sdk_span_exporter(settings: OtlpSettings) -> SpanExporter:
+    if settings.protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+        return OTLPSpanExporter(**_grpc_kwargs(settings, "traces"))
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    return OTLPSpanExporter(**_http_kwargs(settings, "traces"))
+
+
+def sdk_metric_exporter(settings: OtlpSettings) -> MetricExporter:
+    if settings.protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+        return OTLPMetricExporter(**_grpc_kwargs(settings, "metrics"))
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+    return OTLPMetricExporter(**_http_kwargs(settings, "metrics"))
+
+
+def open_output(settings: OtlpSettings, spool: Spool, collector: str,
+                stats: Callable[[], CollectionStats]) -> OtlpOutput:
+    """The OTLP output of one run, with the agent's self-telemetry registered."""
+    from ebpf_otlp.export import self_telemetry
+
+    output = OtlpOutput.open(settings, spool)
+    self_telemetry.register(output.meter_provider().get_meter("ebpf-otlp"), collector, stats)
+    return output

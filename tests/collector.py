@@ -1,0 +1,125 @@
+"""A small OTLP receiver for tests: a real gRPC server on opentelemetry-proto's generated
+service stubs (profiles, traces, metrics) and a real HTTP/protobuf server, both recording
+what they receive."""
+
+from __future__ import annotations
+
+import gzip
+import socket
+import threading
+from concurrent import futures
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import grpc
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2 as mpb
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2_grpc as mgrpc
+from opentelemetry.proto.collector.profiles.v1development import profiles_service_pb2 as ppb
+from opentelemetry.proto.collector.profiles.v1development import profiles_service_pb2_grpc as pgrpc
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as tpb
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc as tgrpc
+
+REQUESTS = {"profiles": ppb.ExportProfilesServiceRequest, "traces": tpb.ExportTraceServiceRequest,
+            "metrics": mpb.ExportMetricsServiceRequest}
+HTTP_PATHS = {"/v1development/profiles": "profiles", "/v1/traces": "traces", "/v1/metrics": "metrics"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Received:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.items: dict[str, list] = {k: [] for k in REQUESTS}
+        self.metadata: list[dict] = []
+
+    def add(self, signal: str, request, metadata: dict) -> None:
+        with self.lock:
+            self.items[signal].append(request)
+            self.metadata.append(metadata)
+
+    def __getitem__(self, signal: str) -> list:
+        with self.lock:
+            return list(self.items[signal])
+
+
+class GrpcCollector:
+    def __init__(self, port: int | None = None):
+        self.port = port or free_port()
+        self.received = Received()
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        rec = self.received
+
+        class Profiles(pgrpc.ProfilesServiceServicer):
+            def Export(self, request, context):
+                rec.add("profiles", request, dict(context.invocation_metadata()))
+                return ppb.ExportProfilesServiceResponse()
+
+        class Traces(tgrpc.TraceServiceServicer):
+            def Export(self, request, context):
+                rec.add("traces", request, dict(context.invocation_metadata()))
+                return tpb.ExportTraceServiceResponse()
+
+        class Metrics(mgrpc.MetricsServiceServicer):
+            def Export(self, request, context):
+                rec.add("metrics", request, dict(context.invocation_metadata()))
+                return mpb.ExportMetricsServiceResponse()
+
+        pgrpc.add_ProfilesServiceServicer_to_server(Profiles(), self.server)
+        tgrpc.add_TraceServiceServicer_to_server(Traces(), self.server)
+        mgrpc.add_MetricsServiceServicer_to_server(Metrics(), self.server)
+        self.server.add_insecure_port(f"127.0.0.1:{self.port}")
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self):
+        self.server.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.stop(grace=None)
+
+
+class HttpCollector:
+    def __init__(self):
+        self.received = Received()
+        rec = self.received
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                signal = HTTP_PATHS.get(self.path)
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if self.headers.get("Content-Encoding") == "gzip":
+                    body = gzip.decompress(body)
+                if signal is None or self.headers.get("Content-Type") != "application/x-protobuf":
+                    self.send_response(404)
+                    self.end_headers()
+                    return
+                rec.add(signal, REQUESTS[signal].FromString(body),
+                        {k.lower(): v for k, v in self.headers.items()})
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.end_headers()
+                self.wfile.write(b"")
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self):
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()

@@ -1,0 +1,88 @@
+"""OTLP pieces without a kernel or a network: settings, spool, the profiles encoder."""
+
+import pytest
+
+from ebpf_otlp.errors import AgentError
+from ebpf_otlp.export import otlp_profiles
+from ebpf_otlp.export.otlp_settings import parse_headers, resolve
+from ebpf_otlp.export.resource import build_resource
+from ebpf_otlp.export.spool import Spool
+from test_profile_exporters import make_profile
+
+
+def test_no_endpoint_means_files_only():
+    assert resolve(env={}) is None
+
+
+def test_flags_over_environment():
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": "https://env:4317", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+           "OTEL_EXPORTER_OTLP_HEADERS": "api-key=s%3Dcret, x-a=1", "OTEL_EXPORTER_OTLP_TIMEOUT": "2500"}
+    s = resolve("http://flag:4318", "http/protobuf", ("x-a=2",), env=env)
+    assert s.endpoint == "http://flag:4318" and s.protocol == "http/protobuf"
+    assert s.headers == {"api-key": "s=cret", "x-a": "2"} and s.timeout_s == 2.5
+    assert s.http_url("profiles") == "http://flag:4318/v1development/profiles"
+    assert s.http_url("traces") == "http://flag:4318/v1/traces"
+    env_only = resolve(env=env)
+    assert env_only.endpoint == "https://env:4317" and env_only.tls
+    assert env_only.grpc_target("metrics") == "env:4317"
+
+
+def test_per_signal_endpoint_is_used_as_is():
+    s = resolve(env={"OTEL_EXPORTER_OTLP_PROFILES_ENDPOINT": "http://p:9999/custom",
+                     "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"})
+    assert s.http_url("profiles") == "http://p:9999/custom"
+    assert resolve("http://c", "http/protobuf", env={}).http_url("metrics") == "http://c:4318/v1/metrics"
+
+
+@pytest.mark.parametrize("kw,msg", [
+    ({"endpoint": "collector:4317"}, "malformed OTLP endpoint"),
+    ({"endpoint": "http://"}, "malformed OTLP endpoint"),
+    ({"endpoint": "http://c:port"}, "malformed OTLP endpoint"),
+    ({"endpoint": "http://c", "protocol": "thrift"}, "unknown OTLP protocol"),
+    ({"endpoint": "http://c", "ca_file": "/nonexistent/ca.pem"}, "cannot read CA file"),
+    ({"endpoint": "http://c", "compression": "zstd"}, "unknown OTLP compression"),
+    ({"endpoint": "http://c", "headers": ("novalue",)}, "malformed OTLP header"),
+])
+def test_bad_settings(kw, msg):
+    with pytest.raises(AgentError, match=msg):
+        resolve(env={}, **kw)
+
+
+def test_ca_file_must_be_pem(tmp_path):
+    bad = tmp_path / "ca.pem"
+    bad.write_text("hello")
+    with pytest.raises(AgentError, match="no PEM certificate"):
+        resolve("https://c", ca_file=str(bad), env={})
+
+
+def test_parse_headers():
+    assert parse_headers("") == {}
+    assert parse_headers("A=1,b = two%20words") == {"a": "1", "b": "two words"}
+
+
+def test_spool_orders_and_caps(tmp_path):
+    spool = Spool(str(tmp_path / "s"), max_bytes=250)
+    for i in range(4):
+        spool.put("profiles" if i % 2 else "traces", bytes([i]) * 100)
+    pending = spool.pending()
+    # 400 bytes over a 250-byte cap: the two oldest went, and that is counted.
+    assert spool.dropped == 2 and [p.read()[0] for p in pending] == [2, 3]
+    assert [p.signal for p in pending] == ["traces", "profiles"]
+    spool.remove(pending[0])
+    assert len(spool.pending()) == 1 and spool.size() == 100
+    assert Spool(str(tmp_path / "never-made")).pending() == []
+
+
+def test_otlp_profile_request_from_records():
+    req = otlp_profiles.build(make_profile(), build_resource())
+    dic = req.dictionary
+    assert dic.string_table[0] == "" and len(dic.function_table) == 5      # 4 + the empty one
+    assert len(dic.stack_table) == 4 and len(dic.stack_table[0].location_indices) == 0
+    [prof] = req.resource_profiles[0].scope_profiles[0].profiles
+    assert prof.period == 10_101_010 and len(prof.profile_id) == 16
+    assert otlp_profiles.decode_stacks(req) == {
+        (10, ("main", "work<int>&")): 30, (10, ("main", "other")): 10,
+        (10, ("main", "work<int>&", "do_syscall_64")): 5}
+    build_ids = [a for a in dic.attribute_table
+                 if dic.string_table[a.key_strindex] == otlp_profiles.BUILD_ID_ATTR]
+    assert [a.value.string_value for a in build_ids] == ["ab" * 20]
