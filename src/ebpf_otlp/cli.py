@@ -29,6 +29,15 @@ class Duration(click.ParamType):
             self.fail(str(e), param, ctx)
 
 
+def result_console() -> Console:
+    """Results on stdout; when piped, wide enough that tables are not squeezed to 80 columns."""
+    return Console() if sys.stdout.isatty() else Console(width=200)
+
+
+def notice_console() -> Console:
+    return Console(stderr=True, soft_wrap=True)
+
+
 def otlp_options(fn):
     """Where OTLP data goes; the OTEL_EXPORTER_OTLP_* variables apply when a flag is absent."""
     options = [
@@ -136,7 +145,53 @@ def profile(pids, all_, hz, duration, user_only, kernel_only, event, outputs, fm
     config = ProfileConfig(hz=hz, pids=pids, duration_s=duration, user_stacks=not kernel_only,
                            kernel_stacks=not user_only, event=event, outputs=targets, top=top,
                            otlp=otlp, spool=spool)
-    run(config, Console(), Console(stderr=True, soft_wrap=True))
+    run(config, result_console(), notice_console())
+
+
+@cli.command()
+@click.option("-p", "--pid", "pids", type=int, multiple=True, callback=existing_pids,
+              help="Trace only this process (repeatable). Default: every process.")
+@click.option("-c", "--comm", metavar="NAME", help="Trace only processes with this command name.")
+@click.option("-s", "--syscall", "syscalls", multiple=True, metavar="NAME",
+              help="Trace only this syscall (repeatable), e.g. openat.")
+@click.option("-d", "--duration", type=Duration(), default=None,
+              help="How long, e.g. 60s. Default: until Ctrl-C or SIGTERM.")
+@click.option("-i", "--interval", type=Duration(), default="10s", show_default=True,
+              help="How often to drain the kernel maps (and export OTLP metrics).")
+@click.option("--latency/--no-latency", default=True, show_default=True,
+              help="Time each call (histograms, percentiles); --no-latency counts only, cheaper.")
+@click.option("--by", type=click.Choice(["syscall", "process"]), default="syscall", show_default=True,
+              help="Rows of the table: one per syscall, or per process and syscall.")
+@click.option("--top", type=click.IntRange(min=1), default=20, show_default=True, help="Rows in the table.")
+@click.option("--files", is_flag=True, help="Also show read/write bytes and latency per process.")
+@click.option("-o", "--output", metavar="FILE.json", type=click.Path(dir_okay=False),
+              help="Write the results as JSON.")
+@otlp_options
+def syscalls(pids, comm, syscalls, duration, interval, latency, by, top, files, output, **otlp_flags):
+    """Count syscalls, their errors and latency, per syscall and process, in the kernel."""
+    from ebpf_otlp import syscall_names
+    from ebpf_otlp.export import files as file_out
+    from ebpf_otlp.sessions.syscalls import SyscallsConfig, run
+
+    numbers = []
+    for name in syscalls:
+        nr = syscall_names.number(name)
+        if nr is None:
+            close = syscall_names.suggestions(name)
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise click.BadParameter(f"unknown syscall {name!r}{hint}", param_hint="'--syscall'")
+        numbers.append(nr)
+    if pids and comm:
+        raise click.UsageError("--pid and --comm exclude each other")
+    if duration and interval > duration:
+        interval = duration
+    otlp, spool = otlp_from_flags(otlp_flags)
+    if output:
+        file_out.check_writable(output)
+    config = SyscallsConfig(pids=pids, comm=comm, syscalls=numbers, duration_s=duration,
+                            interval_s=interval, latency=latency, by=by, top=top, files=files,
+                            json_path=output, otlp=otlp, spool=spool)
+    run(config, result_console(), notice_console())
 
 
 @cli.command("flush-spool")

@@ -92,3 +92,44 @@ class Profile:
     @property
     def total_samples(self) -> int:
         return sum(s.count for s in self.samples)
+
+
+@dataclass
+class SyscallStats:
+    """One (process, syscall) over a window: counts, errors by errno, bytes, latency."""
+    pid: int
+    process_name: str
+    nr: int
+    syscall: str
+    calls: int = 0
+    errors: int = 0
+    total_ns: int = 0
+    min_ns: int = 0
+    max_ns: int = 0
+    bytes: int = 0
+    errnos: dict[int, int] = field(default_factory=dict)     # errno -> calls that failed so
+    hist: dict[int, int] = field(default_factory=dict)       # histogram.SCALE bucket -> calls
+
+    def merge(self, other: "SyscallStats") -> None:
+        if other.calls:
+            self.min_ns = other.min_ns if not self.calls else min(self.min_ns, other.min_ns)
+        self.calls += other.calls
+        self.errors += other.errors
+        self.total_ns += other.total_ns
+        self.max_ns = max(self.max_ns, other.max_ns)
+        self.bytes += other.bytes
+        self.process_name = self.process_name or other.process_name
+        for table, add in ((self.errnos, other.errnos), (self.hist, other.hist)):
+            for k, v in add.items():
+                table[k] = table.get(k, 0) + v
+
+
+@dataclass
+class SyscallReport:
+    """What `syscalls` gathered: cumulative per (process, syscall) since start_ns."""
+    stats: list[SyscallStats]
+    start_ns: int
+    duration_ns: int
+    latency: bool
+    events: int = 0                  # syscall exits the kernel side counted
+    lost: dict[str, int] = field(default_factory=dict)   # kernel-side drops by cause

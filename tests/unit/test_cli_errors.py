@@ -100,3 +100,20 @@ def test_flush_spool_without_collector(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     r = agent("flush-spool", "--spool-dir", str(tmp_path), env=env)
     assert_one_line_error(r, "no collector named")
+
+
+@pytest.mark.parametrize("args,needles", [
+    (["--syscall", "opnat"], ["unknown syscall 'opnat'", "did you mean openat"]),
+    (["--interval", "0"], ["bad duration"]),
+    (["--interval", "often"], ["bad duration 'often'"]),
+    (["--duration", "-5s"], ["bad duration"]),
+    (["--by", "thread"], ["--by"]),
+    (["-o", "/nonexistent-dir/s.json"], ["does not exist"]),
+])
+def test_syscalls_bad_input(args, needles):
+    assert_one_line_error(agent("syscalls", *args), *needles)
+
+
+def test_syscalls_gone_pid():
+    pid = free_pid()
+    assert_one_line_error(agent("syscalls", "--pid", str(pid)), f"no process with pid {pid}")

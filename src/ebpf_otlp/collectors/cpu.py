@@ -9,6 +9,7 @@ from typing import Callable
 
 from ebpf_otlp.records import CollectionStats, RawStackSample
 from ebpf_otlp.runtime import loader
+from ebpf_otlp.runtime.maps import DoubleBuffer, drain, percpu_counters
 from ebpf_otlp.runtime.perf import attach_sampler, detach_sampler, online_cpus
 
 # Order of `enum stat` in bpf/cpu_sampler.bpf.c.
@@ -29,11 +30,8 @@ def map_sizes(hz: int, cpus: int, drain_seconds: float) -> tuple[int, int]:
 
 
 class CpuSampler:
-    """Samples stacks at `hz` and accumulates counts per (thread, user stack, kernel stack).
-
-    Draining flips the BPF program to the other pair of maps, then reads and clears
-    the idle pair, so the program never sees a full map and nothing is read twice.
-    """
+    """Samples stacks at `hz` and accumulates counts per (thread, user stack, kernel stack),
+    draining the kernel's double-buffered maps every `drain_seconds`."""
 
     def __init__(self, hz: int, pids: list[int] | None = None, user_stacks: bool = True,
                  kernel_stacks: bool = True, event: str = "cpu-clock",
@@ -49,7 +47,7 @@ class CpuSampler:
         self.counts: Counter[RawStackSample] = Counter()
         self.stats = CollectionStats()
         self._bpf = None
-        self._active = 0
+        self._buffers: DoubleBuffer | None = None
         self.first_sample_unix_ns: int | None = None   # when the first process was announced
 
     def start(self) -> None:
@@ -62,6 +60,7 @@ class CpuSampler:
             table = self._bpf["pid_filter"]
             for pid in self.pids:
                 table[ct.c_uint32(pid)] = ct.c_uint8(1)
+        self._buffers = DoubleBuffer(self._bpf)
         self._bpf["new_tasks"].open_ring_buffer(self._on_new_task)
         attach_sampler(self._bpf, "on_sample", self.event, self.hz)
 
@@ -77,11 +76,7 @@ class CpuSampler:
 
     def drain(self) -> None:
         """Move what the kernel counted so far into self.counts."""
-        idle = self._active
-        self._active ^= 1
-        self._bpf["control"][ct.c_int(0)] = ct.c_uint32(self._active)
-        time.sleep(0.002)  # let programs that read the old index finish (they run for µs)
-        self._read_buffer(idle)
+        self._read_buffer(self._buffers.flip())
         self._read_stats()
         self.stats.drains += 1
 
@@ -97,20 +92,14 @@ class CpuSampler:
                 walked[stack_id] = tuple(stacks.walk(stack_id))
             return walked[stack_id]
 
-        try:
-            items = list(counts.items_lookup_and_delete_batch())
-        except Exception:  # kernels before 5.6 have no batch ops: read, then clear
-            items = [(k, v) for k, v in counts.items()]
-            counts.clear()
-        for key, value in items:
+        for key, value in drain(counts):
             raw = RawStackSample(key.tgid, key.tid, key.comm.decode(errors="replace"),
                                  walk(key.user_stack_id), walk(key.kernel_stack_id))
-            self.counts[raw] += value.value if hasattr(value, "value") else int(value)
+            self.counts[raw] += value
         stacks.clear()
 
     def _read_stats(self) -> None:
-        table = self._bpf["stats"]
-        total = [sum(table[ct.c_int(i)]) for i in range(7)]
+        total = percpu_counters(self._bpf["stats"], 7)
         s = self.stats
         s.samples = total[STAT_SAMPLES]
         s.lost_stack_collisions = total[USER_COLLISION] + total[KERNEL_COLLISION]

@@ -48,6 +48,7 @@ class OtlpOutput:
         self._down_until = 0.0   # after a failure, spool straight away for a while
         self._tracer_provider: TracerProvider | None = None
         self._meter_provider: MeterProvider | None = None
+        self._metric_exporter: _SpoolingMetricExporter | None = None
 
     @classmethod
     def open(cls, settings: OtlpSettings, spool: Spool) -> "OtlpOutput":
@@ -109,13 +110,22 @@ class OtlpOutput:
                 SimpleSpanProcessor(_SpoolingSpanExporter(sdk_span_exporter(self.settings), self)))
         return self._tracer_provider
 
+    def metric_exporter(self) -> "_SpoolingMetricExporter":
+        if self._metric_exporter is None:
+            self._metric_exporter = _SpoolingMetricExporter(sdk_metric_exporter(self.settings), self)
+        return self._metric_exporter
+
     def meter_provider(self, interval_s: float = 60.0) -> MeterProvider:
+        """For instruments the SDK aggregates itself (the agent's self-telemetry)."""
         if self._meter_provider is None:
-            reader = PeriodicExportingMetricReader(
-                _SpoolingMetricExporter(sdk_metric_exporter(self.settings), self),
-                export_interval_millis=interval_s * 1000)
+            reader = PeriodicExportingMetricReader(self.metric_exporter(),
+                                                   export_interval_millis=interval_s * 1000)
             self._meter_provider = MeterProvider(resource=self.resource, metric_readers=[reader])
         return self._meter_provider
+
+    def export_metrics(self, metrics: MetricsData) -> None:
+        """For metrics aggregated in the kernel: already-built MetricsData, same exporter."""
+        self.metric_exporter().export(metrics)
 
     def session_span(self, command: str, start_ns: int, end_ns: int, attributes: dict) -> None:
         """One span for the capture itself, so a trace backend shows when the agent ran."""
@@ -129,7 +139,9 @@ class OtlpOutput:
         if self._tracer_provider:
             self._tracer_provider.shutdown()
         if self._meter_provider:
-            self._meter_provider.shutdown()
+            self._meter_provider.shutdown()   # shuts its exporter down too
+        elif self._metric_exporter:
+            self._metric_exporter.shutdown()
         self.transport.close()
 
     def summary(self) -> str:
@@ -231,10 +243,11 @@ def sdk_metric_exporter(settings: OtlpSettings) -> MetricExporter:
 
 
 def open_output(settings: OtlpSettings, spool: Spool, collector: str,
-                stats: Callable[[], CollectionStats]) -> OtlpOutput:
+                stats: Callable[[], CollectionStats], interval_s: float = 60.0) -> OtlpOutput:
     """The OTLP output of one run, with the agent's self-telemetry registered."""
     from ebpf_otlp.export import self_telemetry
 
     output = OtlpOutput.open(settings, spool)
-    self_telemetry.register(output.meter_provider().get_meter("ebpf-otlp"), collector, stats)
+    meter = output.meter_provider(interval_s).get_meter("ebpf-otlp")
+    self_telemetry.register(meter, collector, stats)
     return output

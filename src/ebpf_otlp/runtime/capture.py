@@ -6,6 +6,7 @@ A signal only ends the loop; the caller then drains and writes what was gathered
 from __future__ import annotations
 
 import signal
+import threading
 import time
 from typing import Callable
 
@@ -23,9 +24,15 @@ class StopOnSignal:
         self.stopped = False
         self.signal_name = ""
         self._saved = {}
+        self._event = threading.Event()
+
+    def wait(self, timeout: float) -> bool:
+        """Sleep up to `timeout` seconds; wake at once when a signal arrives."""
+        return self._event.wait(timeout)
 
     def _handle(self, signum, _frame):
         self.stopped = True
+        self._event.set()
         self.signal_name = signal.Signals(signum).name
         if signum == signal.SIGINT:
             signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -1,0 +1,104 @@
+"""Syscall collector: raw sys_enter/sys_exit tracepoints → per (process, syscall) stats."""
+
+from __future__ import annotations
+
+import ctypes as ct
+import platform
+
+from ebpf_otlp import histogram, syscall_names
+from ebpf_otlp.errors import AgentError
+from ebpf_otlp.records import SyscallStats
+from ebpf_otlp.runtime import loader
+from ebpf_otlp.runtime.maps import DoubleBuffer, drain, percpu_counters
+from ebpf_otlp.symbolize.procmaps import read_comm
+
+# Order of `enum syscalls_stat` in bpf/syscalls.bpf.c.
+STAT_NAMES = ("events", "calls map full", "errno map full", "histogram map full",
+              "start map full")
+
+
+class SyscallCollector:
+    """Counts (and with `latency`, times) syscalls in the kernel; `drain()` returns what
+    was counted since the previous drain, merged per (process, syscall)."""
+
+    def __init__(self, pids: list[int] | None = None, comm: str | None = None,
+                 syscalls: list[int] | None = None, latency: bool = True,
+                 max_keys: int = 16384):
+        self.pids = list(pids or [])
+        self.comm = comm
+        self.syscalls = list(syscalls or [])
+        self.latency = latency
+        self.max_keys = max_keys
+        self._bpf = None
+        self._buffers: DoubleBuffer | None = None
+        self.counters = dict.fromkeys(STAT_NAMES, 0)
+
+    def start(self) -> None:
+        comm = None
+        if self.comm:
+            escaped = self.comm[:15].replace("\\", "\\\\").replace('"', '\\"')
+            comm = f'"{escaped}"'
+        arch = {"x86_64": "ARCH_X86_64", "aarch64": "ARCH_ARM64"}.get(platform.machine())
+        if arch is None:
+            raise AgentError(f"syscalls: unsupported architecture {platform.machine()} "
+                             "(x86_64 and arm64 are supported)")
+        self._bpf = loader.load("syscalls", {
+            arch: True, "LATENCY": self.latency, "FILTER_PIDS": bool(self.pids), "FILTER_COMM": comm,
+            "FILTER_SYSCALLS": bool(self.syscalls), "MAX_KEYS": self.max_keys,
+            "MAX_HIST": self.max_keys * 16, "MAX_THREADS": 65536,
+        })
+        one = ct.c_uint8(1)
+        if self.pids:
+            for pid in self.pids:
+                self._bpf["pid_filter"][ct.c_uint32(pid)] = one
+        if self.syscalls:
+            for nr in self.syscalls:
+                self._bpf["syscall_filter"][ct.c_int(nr)] = one
+        for name in syscall_names.READ_SYSCALLS + syscall_names.WRITE_SYSCALLS:
+            nr = syscall_names.number(name)
+            if nr is not None and nr < syscall_names.MAX_NR:
+                self._bpf["io_syscalls"][ct.c_int(nr)] = one
+        if self.latency:
+            table = self._bpf["sub_bucket"]
+            for m, sub in enumerate(histogram.sub_bucket_table()):
+                table[ct.c_int(m)] = ct.c_uint8(sub)
+        self._buffers = DoubleBuffer(self._bpf)
+        # The raw tracepoints attached when BCC loaded the program (RAW_TRACEPOINT_PROBE).
+
+    def drain(self) -> list[SyscallStats]:
+        idle = self._buffers.flip()
+        stats: dict[tuple[int, int], SyscallStats] = {}
+        for key, per_cpu in drain(self._bpf[f"calls_{idle}"]):
+            s = SyscallStats(key.tgid, "", key.nr, syscall_names.name(key.nr))
+            for v in per_cpu:
+                if v.count:
+                    s.merge(SyscallStats(key.tgid, v.comm.decode(errors="replace"), key.nr, "",
+                                         v.count, v.errors, v.total_ns, v.min_ns, v.max_ns, v.bytes))
+            stats[(key.tgid, key.nr)] = s
+        details = [("errnos", f"errnos_{idle}")] + ([("hist", f"hist_{idle}")] if self.latency else [])
+        for attr, table in details:
+            for key, value in drain(self._bpf[table]):
+                s = stats.get((key.tgid, key.nr))
+                if s is None:   # a detail without its call entry: the calls map was full
+                    continue
+                getattr(s, attr)[key.slot] = getattr(s, attr).get(key.slot, 0) + value
+        for s in stats.values():
+            if not s.process_name:
+                s.process_name = read_comm(s.pid) or ""
+        totals = percpu_counters(self._bpf["stats"], len(STAT_NAMES))
+        self.counters = dict(zip(STAT_NAMES, totals))
+        return list(stats.values())
+
+    def stop(self) -> list[SyscallStats]:
+        """Detach, then return what both buffers still hold."""
+        if self._bpf is None:
+            return []
+        for tp in (b"sys_enter", b"sys_exit"):
+            try:
+                self._bpf.detach_raw_tracepoint(tp=tp)
+            except Exception:   # sys_enter is not attached in count-only mode
+                pass
+        rest = self.drain() + self.drain()
+        self._bpf.cleanup()
+        self._bpf = None
+        return rest

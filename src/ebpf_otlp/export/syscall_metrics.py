@@ -1,0 +1,71 @@
+"""Syscall stats as OTLP metrics, built on the SDK's data model and sent by its exporters.
+
+Temporality is cumulative: every export carries the totals since the capture started.
+  ebpf_otlp.syscall.count     Sum, monotonic, {call}; failed calls carry error.type
+  ebpf_otlp.syscall.duration  ExponentialHistogram (scale 4), ns
+The histogram stays in nanoseconds because the kernel's bucket indices are exact there;
+converting to seconds would shift them by a fraction of a bucket.
+"""
+
+from __future__ import annotations
+
+import time
+
+from opentelemetry.sdk.metrics.export import (
+    AggregationTemporality,
+    Buckets,
+    ExponentialHistogram,
+    ExponentialHistogramDataPoint,
+    Metric,
+    MetricsData,
+    NumberDataPoint,
+    ResourceMetrics,
+    ScopeMetrics,
+    Sum,
+)
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+from ebpf_otlp import __version__, histogram
+from ebpf_otlp.records import SyscallReport, SyscallStats
+from ebpf_otlp.syscall_names import errno_name
+
+
+def _attributes(s: SyscallStats) -> dict:
+    attrs = {"syscall.name": s.syscall, "process.pid": s.pid}
+    if s.process_name:
+        attrs["process.executable.name"] = s.process_name
+    return attrs
+
+
+def _exp_point(s: SyscallStats, start: int, now: int) -> ExponentialHistogramDataPoint:
+    buckets = {i: c for i, c in s.hist.items() if i >= 0}
+    offset = min(buckets) if buckets else 0
+    counts = [buckets.get(i, 0) for i in range(offset, max(buckets) + 1)] if buckets else []
+    return ExponentialHistogramDataPoint(
+        attributes=_attributes(s), start_time_unix_nano=start, time_unix_nano=now,
+        count=sum(s.hist.values()), sum=s.total_ns, scale=histogram.SCALE,
+        zero_count=s.hist.get(-1, 0), positive=Buckets(offset, counts), negative=Buckets(0, []),
+        flags=0, min=s.min_ns, max=s.max_ns)
+
+
+def build(report: SyscallReport, resource: Resource) -> MetricsData:
+    now = time.time_ns()
+    start = report.start_ns
+    points = []
+    for s in report.stats:
+        attrs = _attributes(s)
+        ok = s.calls - s.errors
+        if ok:
+            points.append(NumberDataPoint(attrs, start, now, ok))
+        for err, n in sorted(s.errnos.items()):
+            points.append(NumberDataPoint({**attrs, "error.type": errno_name(err)}, start, now, n))
+    metrics = [Metric("ebpf_otlp.syscall.count", "System calls made", "{call}",
+                      Sum(points, AggregationTemporality.CUMULATIVE, is_monotonic=True))]
+    if report.latency:
+        metrics.append(Metric(
+            "ebpf_otlp.syscall.duration", "Time from syscall entry to exit", "ns",
+            ExponentialHistogram([_exp_point(s, start, now) for s in report.stats if s.hist],
+                                 AggregationTemporality.CUMULATIVE)))
+    scope = ScopeMetrics(InstrumentationScope("ebpf-otlp", __version__), metrics, "")
+    return MetricsData([ResourceMetrics(resource, [scope], "")])

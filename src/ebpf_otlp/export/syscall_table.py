@@ -1,0 +1,99 @@
+"""The terminal summary of `syscalls`, in the spirit of `perf trace -s` and `strace -c`."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from ebpf_otlp import histogram
+from ebpf_otlp.records import SyscallReport, SyscallStats
+from ebpf_otlp.syscall_names import READ_SYSCALLS, WRITE_SYSCALLS, errno_name
+
+
+def by_syscall(stats: list[SyscallStats]) -> list[SyscallStats]:
+    """Merge processes: one row per syscall."""
+    merged: dict[int, SyscallStats] = {}
+    for s in stats:
+        row = merged.setdefault(s.nr, SyscallStats(0, "", s.nr, s.syscall))
+        row.merge(SyscallStats(0, "", s.nr, s.syscall, s.calls, s.errors, s.total_ns, s.min_ns,
+                               s.max_ns, s.bytes, dict(s.errnos), dict(s.hist)))
+    return list(merged.values())
+
+
+def _us(ns: float) -> str:
+    return f"{ns / 1000:.1f}"
+
+
+def _errors(s: SyscallStats) -> str:
+    if not s.errors:
+        return ""
+    top = sorted(s.errnos.items(), key=lambda kv: -kv[1])[:2]
+    return f"{s.errors} ({', '.join(f'{errno_name(e)} {n}' for e, n in top)})"
+
+
+def _table(rows: list[SyscallStats], latency: bool, title: str, with_process: bool) -> Table:
+    t = Table(title=title, title_justify="left")
+    if with_process:
+        t.add_column("pid", justify="right")
+        t.add_column("process")
+    t.add_column("syscall")
+    t.add_column("calls", justify="right")
+    t.add_column("errors")
+    if latency:
+        for name in ("total ms", "min µs", "avg µs", "p50 µs", "p90 µs", "p99 µs", "max µs"):
+            t.add_column(name, justify="right")
+    for s in rows:
+        cells = ([str(s.pid), Text(s.process_name)] if with_process else []) + [
+            s.syscall, str(s.calls), _errors(s)]
+        if latency:
+            p = [histogram.percentile(s.hist, q, s.min_ns, s.max_ns) for q in (0.5, 0.9, 0.99)]
+            cells += [f"{s.total_ns / 1e6:.3f}", _us(s.min_ns), _us(s.total_ns / max(s.calls, 1)),
+                      *map(_us, p), _us(s.max_ns)]
+        t.add_row(*cells)
+    return t
+
+
+def render(report: SyscallReport, console: Console, by: str = "syscall", top: int = 20,
+           files: bool = False) -> None:
+    key = (lambda s: -s.total_ns) if report.latency else (lambda s: -s.calls)
+    order = "total time" if report.latency else "calls"
+    secs = report.duration_ns / 1e9
+    if by == "syscall":
+        rows = sorted(by_syscall(report.stats), key=key)[:top]
+        console.print(_table(rows, report.latency, f"Syscalls by {order} over {secs:.1f} s", False))
+    else:
+        rows = sorted(report.stats, key=key)[:top]
+        console.print(_table(rows, report.latency, f"Syscalls per process by {order} over {secs:.1f} s",
+                             True))
+    if files:
+        render_files(report, console, top)
+    lost = {k: v for k, v in report.lost.items() if v}
+    console.print("kernel-side losses: " + (", ".join(f"{v} ({k})" for k, v in lost.items())
+                                            if lost else "none"),
+                  style="yellow" if lost else "dim")
+
+
+def render_files(report: SyscallReport, console: Console, top: int) -> None:
+    """Read/write bytes and latency per process (the --files view)."""
+    per: dict[tuple[int, str], dict[str, SyscallStats]] = defaultdict(dict)
+    for s in report.stats:
+        kind = "read" if s.syscall in READ_SYSCALLS else "write" if s.syscall in WRITE_SYSCALLS else None
+        if kind:
+            row = per[(s.pid, s.process_name)].setdefault(kind, SyscallStats(s.pid, "", 0, kind))
+            row.merge(s)
+    t = Table(title="File and socket I/O per process", title_justify="left")
+    for col in ("pid", "process", "read calls", "read MB", "read avg µs", "write calls",
+                "write MB", "write avg µs"):
+        t.add_column(col, justify="left" if col == "process" else "right")
+    ranked = sorted(per.items(), key=lambda kv: -sum(s.bytes for s in kv[1].values()))[:top]
+    for (pid, name), kinds in ranked:
+        cells = [str(pid), Text(name)]
+        for kind in ("read", "write"):
+            s = kinds.get(kind)
+            cells += ([str(s.calls), f"{s.bytes / 1e6:.3f}",
+                       _us(s.total_ns / s.calls) if report.latency else "—"] if s else ["0", "0", "—"])
+        t.add_row(*cells)
+    console.print(t)

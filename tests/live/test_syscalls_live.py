@@ -1,0 +1,105 @@
+"""Live syscall tracing against a program whose syscall mix is known."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+
+import pytest
+
+from collector import GrpcCollector
+from conftest import agent_popen, compile_c, need_tool, wait_for_line
+
+pytestmark = pytest.mark.live
+
+N_GETPPID, M_OPENAT, K_NANOSLEEP = 20000, 300, 200
+
+
+@pytest.fixture(scope="module")
+def mix_binary(tmp_path_factory):
+    # Static: no dynamic loader, so strace -c sees exactly the program's own syscalls.
+    return compile_c("syscall_mix.c", tmp_path_factory.mktemp("mix") / "syscall_mix", "-static")
+
+
+def run_mix(binary, *agent_args, tmp_path):
+    """Start the mix (waiting on stdin), attach the agent, release the mix, stop the agent."""
+    work = subprocess.Popen([str(binary), str(N_GETPPID), str(M_OPENAT), str(K_NANOSLEEP)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    out_json = tmp_path / "sys.json"
+    run = agent_popen("syscalls", "--pid", str(work.pid), "--interval", "1s",
+                      "-o", str(out_json), *agent_args)
+    try:
+        wait_for_line(run.stderr, "tracing syscalls")
+        stdout, _ = work.communicate("g", timeout=60)
+        run.send_signal(signal.SIGINT)
+        table, err = run.communicate(timeout=60)
+    finally:
+        run.kill()
+        work.kill()
+    assert run.returncode == 0, err
+    rows = {r["syscall"]: r for r in json.loads(out_json.read_text())["stats"] if r["pid"] == work.pid}
+    median = int(re.search(r"nanosleep_median_ns (\d+)", stdout).group(1))
+    return rows, median, table
+
+
+def test_known_mix_counts_errors_and_latency(mix_binary, tmp_path):
+    rows, median, table = run_mix(mix_binary, "--by", "process", tmp_path=tmp_path)
+    assert rows["getppid"]["calls"] == N_GETPPID and rows["getppid"]["errors"] == 0
+    assert rows["openat"]["calls"] == M_OPENAT
+    assert rows["openat"]["errnos"] == {"ENOENT": M_OPENAT}
+    assert rows["nanosleep"]["calls"] == K_NANOSLEEP
+    p50 = rows["nanosleep"]["latency_ns"]["p50"]
+    assert abs(p50 - median) / median < 0.10, (p50, median)
+    assert rows["getppid"]["latency_ns"]["p99"] < 1e6
+    assert "nanosleep" in table and "ENOENT" in table
+
+
+def test_counts_match_strace(mix_binary, tmp_path):
+    strace = need_tool("strace")
+    rows, _, _ = run_mix(mix_binary, "--no-latency", tmp_path=tmp_path)
+    summary = tmp_path / "strace.txt"
+    subprocess.run([strace, "-c", "-f", "-o", str(summary), str(mix_binary),
+                    str(N_GETPPID), str(M_OPENAT), str(K_NANOSLEEP)],
+                   input="g", text=True, capture_output=True, check=True, timeout=120)
+    theirs = {}
+    for line in summary.read_text().splitlines():
+        parts = line.split()
+        if len(parts) >= 5 and parts[-1] in ("getppid", "openat", "nanosleep"):
+            calls = int(parts[3])
+            errors = int(parts[4]) if len(parts) == 6 else 0
+            theirs[parts[-1]] = (calls, errors)
+    ours = {name: (rows[name]["calls"], rows[name]["errors"]) for name in theirs}
+    assert theirs == ours == {"getppid": (N_GETPPID, 0), "openat": (M_OPENAT, M_OPENAT),
+                              "nanosleep": (K_NANOSLEEP, 0)}
+    assert "latency_ns" not in rows["getppid"]          # count-only mode
+
+
+def test_syscall_filter_and_otlp_metrics(mix_binary, tmp_path):
+    with GrpcCollector() as col:
+        rows, _, _ = run_mix(mix_binary, "--syscall", "openat", "--syscall", "nanosleep",
+                             "--otlp-endpoint", col.endpoint, "--spool-dir", str(tmp_path / "spool"),
+                             tmp_path=tmp_path)
+        assert set(rows) == {"openat", "nanosleep"}
+        points = {}
+        hists = {}
+        for req in col.received["metrics"]:
+            for rm in req.resource_metrics:
+                for sm in rm.scope_metrics:
+                    for m in sm.metrics:
+                        if m.name == "ebpf_otlp.syscall.count":
+                            for dp in m.sum.data_points:
+                                a = {kv.key: kv.value for kv in dp.attributes}
+                                key = (a["syscall.name"].string_value,
+                                       a["error.type"].string_value if "error.type" in a else "")
+                                points[key] = dp.as_int      # cumulative: the last one wins
+                            assert m.sum.is_monotonic and m.sum.aggregation_temporality == 2
+                        if m.name == "ebpf_otlp.syscall.duration":
+                            for dp in m.exponential_histogram.data_points:
+                                a = {kv.key: kv.value.string_value for kv in dp.attributes}
+                                hists[a["syscall.name"]] = dp
+    assert points[("openat", "ENOENT")] == M_OPENAT and points[("nanosleep", "")] == K_NANOSLEEP
+    h = hists["nanosleep"]
+    assert h.scale == 4 and h.count == K_NANOSLEEP and sum(h.positive.bucket_counts) == K_NANOSLEEP
+    assert 1e6 <= h.min and h.max >= h.min
