@@ -21,7 +21,8 @@ test-unit:
 	$(PY) -m pytest -ra tests/unit
 
 bench: setup-test
-	$(PY) bench/run.py --out docs/performance.md
+	$(PY) bench/profile_overhead.py --out docs/performance.md
+	$(PY) bench/syscall_overhead.py --out docs/performance-syscalls.md
 
 clean:
 	rm -rf $(DEMO_OUT) ebpf-otlp-output .pytest_cache

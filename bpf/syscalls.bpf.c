@@ -1,17 +1,22 @@
 // Syscall counts, errors, bytes and latency per (process, syscall), aggregated in the kernel.
-// Raw tracepoints sys_enter/sys_exit (no perf-buffer copy of the arguments, unlike the
-// raw_syscalls:* perf tracepoints: the cheapest per-event hook); two map sets (control[0] picks one) so user space drains the
-// idle set every interval. Latency goes into an OTLP exponential histogram at scale 4
-// (16 buckets per power of two, each ~4.4 % wide).
+// Raw tracepoints sys_enter/sys_exit: no perf-buffer copy of the arguments, the cheapest
+// per-event hook. Two map sets (control[0] picks one) so user space drains the idle set
+// every interval. Latency goes into an OTLP exponential histogram at scale 4 (16 buckets
+// per power of two, each ~4.4 % wide), as the bucket field of the key.
 //
-// Defines: ARCH_X86_64 or ARCH_ARM64, LATENCY, FILTER_PIDS, FILTER_COMM="name", FILTER_SYSCALLS, MAX_KEYS, MAX_HIST,
-//          MAX_THREADS.
+// Defines: ARCH_X86_64 or ARCH_ARM64; LATENCY; TASK_STORAGE (entry times in task storage,
+//          else an LRU hash by thread id); FILTER_PIDS, FILTER_COMM="name", FILTER_SYSCALLS;
+//          MAX_KEYS, MAX_ERRNOS, MAX_THREADS.
 #include <uapi/linux/ptrace.h>
 #include <linux/sched.h>
 
+// One entry per (process, syscall, latency bucket): the exit path does a single hash
+// lookup, and per-(process, syscall) totals are the sum over buckets in user space.
 struct call_key {
     u32 tgid;
     u32 nr;
+    s32 bucket;              // histogram bucket (see exp_index); 0 in count-only mode
+    u32 pad;
 };
 
 struct call_value {          // per CPU: no atomics needed, min/max exact
@@ -24,10 +29,10 @@ struct call_value {          // per CPU: no atomics needed, min/max exact
     char comm[TASK_COMM_LEN];
 };
 
-struct detail_key {          // (process, syscall) plus an errno or a histogram bucket
+struct errno_key {
     u32 tgid;
     u32 nr;
-    s32 slot;
+    u32 err;
     u32 pad;
 };
 
@@ -35,22 +40,24 @@ enum syscalls_stat {
     STAT_EVENTS,
     STAT_CALLS_FULL,
     STAT_ERRNOS_FULL,
-    STAT_HIST_FULL,
     STAT_START_FULL,
     STAT_MAX,
 };
 
-BPF_PERCPU_HASH(calls_0, struct call_key, struct call_value, MAX_KEYS);
-BPF_PERCPU_HASH(calls_1, struct call_key, struct call_value, MAX_KEYS);
-BPF_HASH(errnos_0, struct detail_key, u64, MAX_KEYS);
-BPF_HASH(errnos_1, struct detail_key, u64, MAX_KEYS);
+// Not preallocated: per-CPU entries cost memory only once used.
+BPF_F_TABLE("percpu_hash", struct call_key, struct call_value, calls_0, MAX_KEYS, BPF_F_NO_PREALLOC);
+BPF_F_TABLE("percpu_hash", struct call_key, struct call_value, calls_1, MAX_KEYS, BPF_F_NO_PREALLOC);
+BPF_HASH(errnos_0, struct errno_key, u64, MAX_ERRNOS);
+BPF_HASH(errnos_1, struct errno_key, u64, MAX_ERRNOS);
 BPF_ARRAY(control, u32, 1);
 BPF_PERCPU_ARRAY(stats, u64, STAT_MAX);
 BPF_ARRAY(io_syscalls, u8, 1024);        // nr -> 1 for read/write-family syscalls
 #ifdef LATENCY
-BPF_HASH(hist_0, struct detail_key, u64, MAX_HIST);
-BPF_HASH(hist_1, struct detail_key, u64, MAX_HIST);
+#ifdef TASK_STORAGE
+BPF_TASK_STORAGE(start, u64);            // entry time in the task itself: no hash to search
+#else
 BPF_TABLE("lru_hash", u32, u64, start, MAX_THREADS);   // LRU: threads that exit mid-syscall age out
+#endif
 BPF_ARRAY(sub_bucket, u8, 256);          // top 8 mantissa bits -> 16 * log2(1 + m/256)
 #endif
 #ifdef FILTER_PIDS
@@ -110,31 +117,48 @@ static __always_inline s32 exp_index(u64 v) {
     return e * 16 + (sub ? *sub : 0);
 }
 
-RAW_TRACEPOINT_PROBE(sys_enter) {
-    u64 id = bpf_get_current_pid_tgid();
-    if (!wanted(id >> 32, (u32)ctx->args[1]))
-        return 0;
-    u32 tid = (u32)id;
-    u64 ts = bpf_ktime_get_ns();
+static __always_inline void start_set(u64 ts) {
+#ifdef TASK_STORAGE
+    u64 *slot = start.task_storage_get(bpf_get_current_task_btf(), 0,
+                                       BPF_LOCAL_STORAGE_GET_F_CREATE);
+    if (slot)
+        *slot = ts;
+    else
+        bump(STAT_START_FULL);
+#else
+    u32 tid = (u32)bpf_get_current_pid_tgid();
     if (start.update(&tid, &ts))
         bump(STAT_START_FULL);
+#endif
+}
+
+// The entry time of the current syscall, consumed; 0 when it was not timed.
+static __always_inline u64 start_take(void) {
+#ifdef TASK_STORAGE
+    u64 *slot = start.task_storage_get(bpf_get_current_task_btf(), 0, 0);
+    if (!slot)
+        return 0;
+    u64 ts = *slot;
+    *slot = 0;
+    return ts;
+#else
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    u64 *slot = start.lookup(&tid);
+    if (!slot)
+        return 0;
+    u64 ts = *slot;
+    start.delete(&tid);
+    return ts;
+#endif
+}
+
+RAW_TRACEPOINT_PROBE(sys_enter) {
+    u64 id = bpf_get_current_pid_tgid();
+    if (wanted(id >> 32, (u32)ctx->args[1]))
+        start_set(bpf_ktime_get_ns());
     return 0;
 }
 #endif
-
-static __always_inline void add_detail(u32 buf, int full_stat, struct detail_key *k, int hist) {
-    u64 zero = 0, *v;
-#ifdef LATENCY
-    if (hist)
-        v = buf ? hist_1.lookup_or_try_init(k, &zero) : hist_0.lookup_or_try_init(k, &zero);
-    else
-#endif
-        v = buf ? errnos_1.lookup_or_try_init(k, &zero) : errnos_0.lookup_or_try_init(k, &zero);
-    if (v)
-        __sync_fetch_and_add(v, 1);
-    else
-        bump(full_stat);
-}
 
 // The syscall number at exit, from the saved user registers (a stable user-visible layout).
 static __always_inline u32 exit_nr(struct pt_regs *regs) {
@@ -157,12 +181,10 @@ RAW_TRACEPOINT_PROBE(sys_exit) {
     s64 ret = (s64)ctx->args[1];
     u64 delta = 0;
 #ifdef LATENCY
-    u32 tid = (u32)id;
-    u64 *ts = start.lookup(&tid);
+    u64 ts = start_take();
     if (!ts)
         return 0;   // filtered out at entry, or entered before we attached
-    delta = bpf_ktime_get_ns() - *ts;
-    start.delete(&tid);
+    delta = bpf_ktime_get_ns() - ts;
 #else
     if (!wanted(tgid, nr))
         return 0;
@@ -173,6 +195,9 @@ RAW_TRACEPOINT_PROBE(sys_exit) {
     u32 buf = active ? *active : 0;
 
     struct call_key key = {.tgid = tgid, .nr = nr};
+#ifdef LATENCY
+    key.bucket = exp_index(delta);
+#endif
     struct call_value init = {};
     struct call_value *v = buf ? calls_1.lookup_or_try_init(&key, &init)
                                : calls_0.lookup_or_try_init(&key, &init);
@@ -197,12 +222,14 @@ RAW_TRACEPOINT_PROBE(sys_exit) {
     }
     if (ret < 0 && ret >= -4095) {
         v->errors++;
-        struct detail_key ek = {.tgid = tgid, .nr = nr, .slot = (s32)-ret};
-        add_detail(buf, STAT_ERRNOS_FULL, &ek, 0);
+        struct errno_key ek = {.tgid = tgid, .nr = nr, .err = (u32)-ret};
+        u64 none = 0;
+        u64 *n = buf ? errnos_1.lookup_or_try_init(&ek, &none)
+                     : errnos_0.lookup_or_try_init(&ek, &none);
+        if (n)
+            __sync_fetch_and_add(n, 1);
+        else
+            bump(STAT_ERRNOS_FULL);
     }
-#ifdef LATENCY
-    struct detail_key hk = {.tgid = tgid, .nr = nr, .slot = exp_index(delta)};
-    add_detail(buf, STAT_HIST_FULL, &hk, 1);
-#endif
     return 0;
 }

@@ -23,7 +23,7 @@ def _bpf_unavailable() -> str | None:
     if os.geteuid() != 0:
         return "live BPF tests need root"
     try:
-        import bcc  # noqa: F401
+        import bcc  # noqa: F401  (only whether it imports)
     except ImportError:
         return "BCC (python3-bpfcc) is not importable"
     if not os.path.exists("/sys/kernel/btf/vmlinux") and not os.path.exists("/proc/kallsyms"):

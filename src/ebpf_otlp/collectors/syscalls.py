@@ -13,8 +13,7 @@ from ebpf_otlp.runtime.maps import DoubleBuffer, drain, percpu_counters
 from ebpf_otlp.symbolize.procmaps import read_comm
 
 # Order of `enum syscalls_stat` in bpf/syscalls.bpf.c.
-STAT_NAMES = ("events", "calls map full", "errno map full", "histogram map full",
-              "start map full")
+STAT_NAMES = ("events", "calls map full", "errno map full", "start map full")
 
 
 class SyscallCollector:
@@ -23,7 +22,7 @@ class SyscallCollector:
 
     def __init__(self, pids: list[int] | None = None, comm: str | None = None,
                  syscalls: list[int] | None = None, latency: bool = True,
-                 max_keys: int = 16384):
+                 max_keys: int = 262144):
         self.pids = list(pids or [])
         self.comm = comm
         self.syscalls = list(syscalls or [])
@@ -32,6 +31,7 @@ class SyscallCollector:
         self._bpf = None
         self._buffers: DoubleBuffer | None = None
         self.counters = dict.fromkeys(STAT_NAMES, 0)
+        self.start_store = ""   # where entry times live, said in notices
 
     def start(self) -> None:
         comm = None
@@ -42,11 +42,19 @@ class SyscallCollector:
         if arch is None:
             raise AgentError(f"syscalls: unsupported architecture {platform.machine()} "
                              "(x86_64 and arm64 are supported)")
-        self._bpf = loader.load("syscalls", {
+        defines = {
             arch: True, "LATENCY": self.latency, "FILTER_PIDS": bool(self.pids), "FILTER_COMM": comm,
             "FILTER_SYSCALLS": bool(self.syscalls), "MAX_KEYS": self.max_keys,
-            "MAX_HIST": self.max_keys * 16, "MAX_THREADS": 65536,
-        })
+            "MAX_ERRNOS": 16384, "MAX_THREADS": 65536,
+        }
+        try:   # entry times in task storage where the kernel allows it: cheapest
+            self._bpf = loader.load("syscalls", {**defines, "TASK_STORAGE": self.latency})
+            self.start_store = "task storage" if self.latency else "none"
+        except AgentError:
+            if not self.latency:
+                raise
+            self._bpf = loader.load("syscalls", defines)
+            self.start_store = "hash by thread id"
         one = ct.c_uint8(1)
         if self.pids:
             for pid in self.pids:
@@ -69,19 +77,20 @@ class SyscallCollector:
         idle = self._buffers.flip()
         stats: dict[tuple[int, int], SyscallStats] = {}
         for key, per_cpu in drain(self._bpf[f"calls_{idle}"]):
-            s = SyscallStats(key.tgid, "", key.nr, syscall_names.name(key.nr))
+            s = stats.get((key.tgid, key.nr))
+            if s is None:
+                s = stats[(key.tgid, key.nr)] = SyscallStats(key.tgid, "", key.nr,
+                                                             syscall_names.name(key.nr))
             for v in per_cpu:
                 if v.count:
+                    hist = {key.bucket: v.count} if self.latency else {}
                     s.merge(SyscallStats(key.tgid, v.comm.decode(errors="replace"), key.nr, "",
-                                         v.count, v.errors, v.total_ns, v.min_ns, v.max_ns, v.bytes))
-            stats[(key.tgid, key.nr)] = s
-        details = [("errnos", f"errnos_{idle}")] + ([("hist", f"hist_{idle}")] if self.latency else [])
-        for attr, table in details:
-            for key, value in drain(self._bpf[table]):
-                s = stats.get((key.tgid, key.nr))
-                if s is None:   # a detail without its call entry: the calls map was full
-                    continue
-                getattr(s, attr)[key.slot] = getattr(s, attr).get(key.slot, 0) + value
+                                         v.count, v.errors, v.total_ns, v.min_ns, v.max_ns,
+                                         v.bytes, hist=hist))
+        for key, count in drain(self._bpf[f"errnos_{idle}"]):
+            s = stats.get((key.tgid, key.nr))
+            if s is not None:   # else its calls entry did not fit: counted as "calls map full"
+                s.errnos[key.err] = s.errnos.get(key.err, 0) + count
         for s in stats.values():
             if not s.process_name:
                 s.process_name = read_comm(s.pid) or ""

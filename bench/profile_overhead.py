@@ -4,7 +4,7 @@
 round by round so drift hits every configuration alike. Also the agent's own CPU time,
 RSS (anonymous and total) and time to first sample. Writes a Markdown report.
 
-Run as root after `make setup-test`:  .venv/bin/python bench/run.py --out docs/performance.md
+Run as root after `make setup-test`:  .venv/bin/python bench/profile_overhead.py
 """
 
 from __future__ import annotations
@@ -14,142 +14,18 @@ import json
 import os
 import platform
 import shutil
-import signal
-import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-
-
-def build_workload(tmp: Path) -> Path:
-    out = tmp / "cpu_work"
-    subprocess.run(["cc", "-O2", "-fno-omit-frame-pointer", "-o", str(out), str(HERE / "cpu_work.c")],
-                   check=True)
-    return out
-
-
-WORK_CPU = os.cpu_count() - 1   # the workload has the last CPU; profilers run on CPU 0
-
-
-def run_work(binary: Path, rounds: int) -> tuple[float, float]:
-    out = subprocess.run(["taskset", "-c", str(WORK_CPU), str(binary), str(rounds)],
-                         capture_output=True, text=True, check=True)
-    wall, cpu = map(float, out.stdout.split())
-    return wall, cpu
-
-
-def proc_cpu_seconds(pid: int) -> float:
-    """CPU time of all the process's threads, in ns resolution (schedstat, not 10 ms ticks)."""
-    total = 0
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-                total += int(f.read().split()[0])
-        except OSError:
-            continue
-    return total / 1e9
-
-
-def bpf_prog_stats(pid: int) -> tuple[int, int]:
-    """(run_time_ns, run_cnt) summed over the BPF programs a process holds (bpf_stats_enabled)."""
-    total_ns = total_cnt = 0
-    fd_dir = f"/proc/{pid}/fd"
-    for fd in os.listdir(fd_dir):
-        try:
-            if os.readlink(f"{fd_dir}/{fd}") != "anon_inode:bpf-prog":
-                continue
-            with open(f"/proc/{pid}/fdinfo/{fd}") as f:
-                info = dict(line.split(":", 1) for line in f if ":" in line)
-        except OSError:
-            continue
-        total_ns += int(info.get("run_time_ns", "0"))
-        total_cnt += int(info.get("run_cnt", "0"))
-    return total_ns, total_cnt
-
-
-def holds_bpf_prog(pid: int) -> bool:
-    try:
-        return any(os.readlink(f"/proc/{pid}/fd/{fd}") == "anon_inode:bpf-prog"
-                   for fd in os.listdir(f"/proc/{pid}/fd"))
-    except OSError:
-        return False
-
-
-def proc_rss_kib(pid: int) -> dict[str, int]:
-    out = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            key, _, rest = line.partition(":")
-            if key in ("VmRSS", "RssAnon", "RssFile"):
-                out[key] = int(rest.split()[0])
-    return out
-
-
-class Tool:
-    """A profiler started before the work and stopped (SIGINT) after it."""
-
-    def __init__(self, name: str, argv: list[str], env: dict[str, str]):
-        self.name, self.argv, self.env = name, argv, env
-
-    def start(self):
-        self.t0 = time.time_ns()
-        self.proc = subprocess.Popen(["taskset", "-c", "0", *self.argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True, env=self.env)
-        self.err_lines: list[str] = []
-        threading.Thread(target=lambda: self.err_lines.extend(self.proc.stderr), daemon=True).start()
-        # Ready once it holds a loaded BPF program (both tools attach right after loading).
-        deadline = time.monotonic() + 120
-        while not holds_bpf_prog(self.proc.pid):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{self.name} did not start: {''.join(self.err_lines)[-2000:]}")
-            time.sleep(0.05)
-        time.sleep(0.5)
-        self.bpf_ready = bpf_prog_stats(self.proc.pid)
-        self.cpu_ready = proc_cpu_seconds(self.proc.pid)
-        self.t_ready = time.monotonic()
-        self.peak: dict[str, int] = {}
-        self._stop_sampling = threading.Event()
-
-        def sample_rss():
-            while not self._stop_sampling.wait(0.2):
-                try:
-                    for k, v in proc_rss_kib(self.proc.pid).items():
-                        self.peak[k] = max(self.peak.get(k, 0), v)
-                except OSError:
-                    return
-
-        threading.Thread(target=sample_rss, daemon=True).start()
-
-    def stop(self) -> dict:
-        steady_cpu = proc_cpu_seconds(self.proc.pid) - self.cpu_ready
-        steady_wall = time.monotonic() - self.t_ready
-        run_ns, run_cnt = (a - b for a, b in zip(bpf_prog_stats(self.proc.pid), self.bpf_ready))
-        self._stop_sampling.set()
-        self.proc.send_signal(signal.SIGINT)
-        out, _ = self.proc.communicate(timeout=300)
-        return {"steady_cpu_pct": 100 * steady_cpu / steady_wall, **self.peak, "stdout": out,
-                "bpf_ns_per_run": run_ns / max(run_cnt, 1),
-                "bpf_cpu_pct": 100 * run_ns / 1e9 / steady_wall}
+from common import HERE, ROOT, Tool, bpf_stats_enabled, compile_c, median, peer_env, run_work, spread
 
 
 def paired_slowdown(res, none) -> str:
     """Median over rounds of (this run / the same round's run without a profiler) - 1."""
     ratios = [w / b - 1 for w, b in zip(res["wall"], none["wall"])]
     return f"{100 * median(ratios):+.2f} %"
-
-
-def spread(xs) -> str:
-    return f"{min(xs):.3f}–{max(xs):.3f}" if xs else "—"
-
-
-def median(xs):
-    return statistics.median(xs) if xs else float("nan")
 
 
 def main() -> int:
@@ -162,30 +38,19 @@ def main() -> int:
         print("bench: run as root", file=sys.stderr)
         return 2
     tmp = Path(tempfile.mkdtemp(prefix="ebpf-otlp-bench-"))
-    work = build_workload(tmp)
+    work = compile_c(HERE / "cpu_work.c", tmp / "cpu_work")
     wall, _ = run_work(work, 1000)
     rounds_per_run = max(100, int(1000 * args.seconds / wall))
 
-    # Peers need the same kernel headers the agent prepares (none match this kernel here).
-    sys.path.insert(0, str(ROOT / "src"))
-    from ebpf_otlp.runtime.headers import use_headers
-    use_headers()
-    env = dict(os.environ)
+    env = peer_env()
     agent = [str(ROOT / ".venv" / "bin" / "ebpf-otlp"), "profile", "--all", "--hz", "99",
              "--top", "0", "-o", str(tmp / "agent.json")]
     tools = [Tool("ebpf-otlp profile --all --hz 99", agent, env)]
     peer = shutil.which("profile-bpfcc")
     if peer:
         tools.append(Tool("profile-bpfcc -F 99", [peer, "-F", "99", "-f"], env))
-    with open("/proc/sys/kernel/bpf_stats_enabled") as f:
-        stats_before = f.read().strip()
-    with open("/proc/sys/kernel/bpf_stats_enabled", "w") as f:
-        f.write("1")
-    try:
+    with bpf_stats_enabled():
         return measure(args, work, rounds_per_run, tools, tmp)
-    finally:
-        with open("/proc/sys/kernel/bpf_stats_enabled", "w") as f:
-            f.write(stats_before)
 
 
 def measure(args, work, rounds_per_run, tools, tmp) -> int:
