@@ -159,3 +159,13 @@ def bpf_stats_enabled():
     finally:
         with open(path, "w") as f:
             f.write(before)
+
+
+def write_report(lines: list[str], raw: dict[str, list[float]], unit: str, fmt: str, out: str) -> None:
+    """Finish a Markdown report with each configuration's raw rounds, write and print it."""
+    lines = [*lines, "", f"Raw rounds ({unit}):", "", "```",
+             *(f"{name}: {' '.join(format(x, fmt) for x in xs)}" for name, xs in raw.items()), "```"]
+    report = "\n".join(lines) + "\n"
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(report)
+    print(report)

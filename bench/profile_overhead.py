@@ -19,7 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import HERE, ROOT, Tool, bpf_stats_enabled, compile_c, median, peer_env, run_work, spread
+from common import (HERE, ROOT, Tool, bpf_stats_enabled, compile_c, median, peer_env, run_work,
+                    spread, write_report)
 
 
 def paired_slowdown(res, none) -> str:
@@ -135,14 +136,8 @@ def measure(args, work, rounds_per_run, tools, tmp) -> int:
               "reaching user space (Python start-up, BCC compile, attach).",
               "", "Targets for `profile` (issue 2): slowdown ≤ 0.3 %, agent ≤ 0.2 % of one "
               "core, anonymous RSS ≤ 50 MB."]
-    lines += ["", "Raw rounds (wall seconds):", "", "```"]
-    for name, res in results.items():
-        lines.append(f"{name}: {' '.join(f'{x:.3f}' for x in res['wall'])}")
-    lines.append("```")
-    report = "\n".join(lines) + "\n"
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(report)
-    print(report)
+    write_report(lines, {name: res["wall"] for name, res in results.items()}, "wall seconds",
+                 ".3f", args.out)
     return 0
 
 

@@ -19,7 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import HERE, ROOT, Tool, bpf_stats_enabled, compile_c, median, peer_env, run_work
+from common import (HERE, ROOT, Tool, bpf_stats_enabled, compile_c, median, peer_env, run_work,
+                    write_report)
 
 
 def main() -> int:
@@ -109,19 +110,9 @@ def main() -> int:
         "hook dispatch itself (perf-event tracepoints copy their arguments into a perf buffer; "
         "raw tracepoints do not).",
         "",
-        "Target (issue 4): our extra cost with latency at most half of syscount-bpfcc -L's.",
-        "",
-        "Raw rounds (ns per call):",
-        "",
-        "```",
+        "Target (issue 4): our extra cost at most half of syscount-bpfcc -L's.",
     ]
-    for name, v in res.items():
-        lines.append(f"{name}: {' '.join(f'{x:.1f}' for x in v['ns'])}")
-    lines.append("```")
-    report = "\n".join(lines) + "\n"
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(report)
-    print(report)
+    write_report(lines, {name: v["ns"] for name, v in res.items()}, "ns per call", ".1f", args.out)
     return 0
 
 
