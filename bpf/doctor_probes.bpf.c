@@ -22,3 +22,5 @@ int on_tracepoint(void *ctx) {
         emit(4);
     return 0;
 }
+
+int on_raw_tracepoint(struct bpf_raw_tracepoint_args *ctx) { return 0; }

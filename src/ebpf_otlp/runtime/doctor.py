@@ -71,6 +71,7 @@ class Doctor:
         self.check("kprobe attach", lambda: _kprobe(bpf))
         self.check("uprobe attach", lambda: _uprobe(bpf))
         self.check("tracepoint attach", lambda: _tracepoint(bpf))
+        self.check("raw tracepoint attach", lambda: _raw_tracepoint(bpf))
         self.check("ring buffer", lambda: _ringbuf(bpf, received))
         self.check("map batch ops", lambda: _batch(bpf))
         self.check("tcp tracepoints", lambda: _tracepoints_exist(
@@ -97,8 +98,8 @@ class Doctor:
             out["trace-net"] = "yes (tracepoints; kprobes unavailable)"
         else:
             out["trace-net"] = "no: needs kprobes or the sock/tcp tracepoints"
-        out["syscalls"] = "yes (raw_syscalls tracepoints)" if base and ok("syscall tracepoints") \
-            else "no: needs raw_syscalls tracepoints"
+        out["syscalls"] = "yes (raw tracepoints sys_enter/sys_exit)" if base and ok("raw tracepoint attach") \
+            else "no: needs raw tracepoints"
         out["memleak"] = "yes (uprobes)" if base and ok("uprobe attach") else "no: needs uprobes"
         return out
 
@@ -157,6 +158,12 @@ def _uprobe(bpf) -> str:
 def _tracepoint(bpf) -> str:
     bpf.attach_tracepoint(tp=b"syscalls:sys_enter_getppid", fn_name=b"on_tracepoint")
     return "attached to syscalls:sys_enter_getppid"
+
+
+def _raw_tracepoint(bpf) -> str:
+    bpf.attach_raw_tracepoint(tp=b"sys_enter", fn_name=b"on_raw_tracepoint")
+    bpf.detach_raw_tracepoint(tp=b"sys_enter")
+    return "attached to sys_enter"
 
 
 def _ringbuf(bpf, received: list[int]) -> str:

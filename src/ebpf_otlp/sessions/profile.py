@@ -13,6 +13,7 @@ from ebpf_otlp.errors import AgentError
 from ebpf_otlp.export import profile_files, table
 from ebpf_otlp.records import Profile
 from ebpf_otlp.runtime.capture import StopOnSignal, run_capture
+from ebpf_otlp.runtime.processes import alive
 from ebpf_otlp.symbolize.symbolizer import Symbolizer
 
 if TYPE_CHECKING:
@@ -33,14 +34,6 @@ class ProfileConfig:
     drain_s: float = 2.0
     otlp: OtlpSettings | None = None     # None: local files only
     spool: Spool | None = None
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except (OSError, IndexError):
-        return False
 
 
 def run(config: ProfileConfig, console: Console, notices: Console) -> Profile:

@@ -13,7 +13,7 @@ from ebpf_otlp.errors import AgentError
 from ebpf_otlp.export import files, syscall_json, syscall_table
 from ebpf_otlp.records import CollectionStats, SyscallReport, SyscallStats
 from ebpf_otlp.runtime.capture import StopOnSignal, run_capture
-from ebpf_otlp.sessions.profile import alive
+from ebpf_otlp.runtime.processes import alive
 
 if TYPE_CHECKING:
     from ebpf_otlp.export.otlp_settings import OtlpSettings
