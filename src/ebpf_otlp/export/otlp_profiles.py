@@ -15,6 +15,7 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource as ResourcePro
 from opentelemetry.sdk.resources import Resource
 
 from ebpf_otlp import __version__
+from ebpf_otlp.export.interning import Interned
 from ebpf_otlp.records import Frame, Mapping, Profile
 
 BUILD_ID_ATTR = "process.executable.build_id.gnu"
@@ -40,75 +41,39 @@ class _Dictionary:
     the protocol requires."""
 
     def __init__(self):
-        self.d = pb.ProfilesDictionary()
-        self.strings: dict[str, int] = {}
+        d = self.d = pb.ProfilesDictionary()
+        self.string = Interned(0, lambda s, _i: d.string_table.append(s))
         self.string("")
-        self.d.mapping_table.add()
-        self.d.location_table.add()
-        self.d.function_table.add()
-        self.d.stack_table.add()
-        self.d.attribute_table.add()
-        self.mappings: dict[Mapping, int] = {}
-        self.functions: dict[tuple[str, str], int] = {}
-        self.locations: dict[tuple, int] = {}
-        self.stacks: dict[tuple[int, ...], int] = {}
-        self.attributes: dict[tuple[str, object], int] = {}
-
-    def string(self, s: str) -> int:
-        idx = self.strings.get(s)
-        if idx is None:
-            idx = self.strings[s] = len(self.d.string_table)
-            self.d.string_table.append(s)
-        return idx
+        for table in (d.mapping_table, d.location_table, d.function_table, d.stack_table,
+                      d.attribute_table):
+            table.add()
+        self._attribute = Interned(1, lambda kv, _i: d.attribute_table.add(
+            key_strindex=self.string(kv[0]), value=any_value(kv[1])))
+        self._mapping = Interned(1, lambda m, _i: d.mapping_table.add(
+            memory_start=m.start, memory_limit=m.end, file_offset=m.file_offset,
+            filename_strindex=self.string(m.path),
+            attribute_indices=[self.attribute(BUILD_ID_ATTR, m.build_id)] if m.build_id else []))
+        self._function = Interned(1, lambda key, _i: d.function_table.add(
+            name_strindex=self.string(key[0]), system_name_strindex=self.string(key[0]),
+            filename_strindex=self.string(key[1])))
+        self._location = Interned(1, self._add_location)
+        self._stack = Interned(1, lambda locs, _i: d.stack_table.add(location_indices=locs))
 
     def attribute(self, key: str, value) -> int:
-        k = (key, value)
-        idx = self.attributes.get(k)
-        if idx is None:
-            idx = self.attributes[k] = len(self.d.attribute_table)
-            self.d.attribute_table.add(key_strindex=self.string(key), value=any_value(value))
-        return idx
+        return self._attribute((key, value))
 
     def mapping(self, m: Mapping | None) -> int:
-        if m is None:
-            return 0
-        idx = self.mappings.get(m)
-        if idx is None:
-            idx = self.mappings[m] = len(self.d.mapping_table)
-            attrs = [self.attribute(BUILD_ID_ATTR, m.build_id)] if m.build_id else []
-            self.d.mapping_table.add(memory_start=m.start, memory_limit=m.end,
-                                     file_offset=m.file_offset,
-                                     filename_strindex=self.string(m.path),
-                                     attribute_indices=attrs)
-        return idx
+        return 0 if m is None else self._mapping(m)
 
-    def function(self, name: str, filename: str) -> int:
-        key = (name, filename)
-        idx = self.functions.get(key)
-        if idx is None:
-            idx = self.functions[key] = len(self.d.function_table)
-            self.d.function_table.add(name_strindex=self.string(name),
-                                      system_name_strindex=self.string(name),
-                                      filename_strindex=self.string(filename))
-        return idx
-
-    def location(self, f: Frame) -> int:
-        key = (f.mapping, f.address, f.function)
-        idx = self.locations.get(key)
-        if idx is None:
-            idx = self.locations[key] = len(self.d.location_table)
-            loc = self.d.location_table.add(mapping_index=self.mapping(f.mapping), address=f.address)
-            loc.lines.add(function_index=self.function(f.function, f.module))
-        return idx
+    def _add_location(self, key, _i: int) -> None:
+        mapping, address, function, module = key
+        loc = self.d.location_table.add(mapping_index=self.mapping(mapping), address=address)
+        loc.lines.add(function_index=self._function((function, module)))
 
     def stack(self, frames: tuple[Frame, ...]) -> int:
         """Leaf first, as in pprof."""
-        locs = tuple(self.location(f) for f in frames)
-        idx = self.stacks.get(locs)
-        if idx is None:
-            idx = self.stacks[locs] = len(self.d.stack_table)
-            self.d.stack_table.add(location_indices=locs)
-        return idx
+        return self._stack(tuple(self._location((f.mapping, f.address, f.function, f.module))
+                                 for f in frames))
 
 
 def build(profile: Profile, resource: Resource) -> ExportProfilesServiceRequest:

@@ -4,58 +4,38 @@ from __future__ import annotations
 
 import gzip
 
+from ebpf_otlp.export.interning import Interned
 from ebpf_otlp.export.pprof_schema import Profile as PprofProfile
 from ebpf_otlp.records import Frame, Mapping, Profile
 
 
 class _Tables:
-    """pprof's interning: a string table and id-numbered mappings/functions/locations (ids from 1)."""
+    """pprof's interning: a string table from 0 and id-numbered mappings, functions and
+    locations from 1."""
 
     def __init__(self, out):
+        self.string = Interned(0, lambda s, _i: out.string_table.append(s))
+        self.string("")
+        self._mapping = Interned(1, lambda m, i: out.mapping.add(
+            id=i, memory_start=m.start, memory_limit=m.end, file_offset=m.file_offset,
+            filename=self.string(m.path), build_id=self.string(m.build_id), has_functions=True))
+        self._function = Interned(1, lambda key, i: out.function.add(
+            id=i, name=self.string(key[0]), system_name=self.string(key[0]),
+            filename=self.string(key[1])))
+        self._location = Interned(1, self._add_location)
         self.out = out
-        self.strings: dict[str, int] = {"": 0}
-        out.string_table.append("")
-        self.mappings: dict[Mapping, int] = {}
-        self.functions: dict[tuple[str, str], int] = {}
-        self.locations: dict[tuple, int] = {}
-
-    def string(self, s: str) -> int:
-        idx = self.strings.get(s)
-        if idx is None:
-            idx = self.strings[s] = len(self.out.string_table)
-            self.out.string_table.append(s)
-        return idx
 
     def mapping(self, m: Mapping | None) -> int:
-        if m is None:
-            return 0
-        mid = self.mappings.get(m)
-        if mid is None:
-            mid = self.mappings[m] = len(self.mappings) + 1
-            self.out.mapping.add(id=mid, memory_start=m.start, memory_limit=m.end,
-                                 file_offset=m.file_offset, filename=self.string(m.path),
-                                 build_id=self.string(m.build_id), has_functions=True)
-        return mid
-
-    def function(self, name: str, filename: str) -> int:
-        key = (name, filename)
-        fid = self.functions.get(key)
-        if fid is None:
-            fid = self.functions[key] = len(self.functions) + 1
-            self.out.function.add(id=fid, name=self.string(name), system_name=self.string(name),
-                                  filename=self.string(filename))
-        return fid
+        return 0 if m is None else self._mapping(m)
 
     def location(self, frame: Frame) -> int:
         # The same address in two processes is two locations when the code differs.
-        key = (frame.mapping, frame.address, frame.function)
-        lid = self.locations.get(key)
-        if lid is None:
-            lid = self.locations[key] = len(self.locations) + 1
-            loc = self.out.location.add(id=lid, mapping_id=self.mapping(frame.mapping),
-                                        address=frame.address)
-            loc.line.add(function_id=self.function(frame.function, frame.module))
-        return lid
+        return self._location((frame.mapping, frame.address, frame.function, frame.module))
+
+    def _add_location(self, key, lid: int) -> None:
+        mapping, address, function, module = key
+        loc = self.out.location.add(id=lid, mapping_id=self.mapping(mapping), address=address)
+        loc.line.add(function_id=self._function((function, module)))
 
 
 def build(profile: Profile):

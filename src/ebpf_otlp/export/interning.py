@@ -1,0 +1,23 @@
+"""Dictionary tables as pprof and OTLP profiles both build them: each distinct key gets
+the next index once, and its table entry is written then."""
+
+from __future__ import annotations
+
+from typing import Callable, Hashable
+
+
+class Interned:
+    """Maps keys to indices from `first`; `add(key, index)` writes the new table entry."""
+
+    def __init__(self, first: int, add: Callable[[Hashable, int], object]):
+        self._index: dict[Hashable, int] = {}
+        self._next = first
+        self._add = add
+
+    def __call__(self, key: Hashable) -> int:
+        idx = self._index.get(key)
+        if idx is None:
+            idx = self._index[key] = self._next
+            self._next += 1
+            self._add(key, idx)
+        return idx
