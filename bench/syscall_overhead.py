@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import platform
 import shutil
@@ -44,6 +45,8 @@ def main() -> int:
         Tool("ebpf-otlp syscalls --no-latency",
              [agent, "syscalls", "--no-latency", "--top", "1", "-o", str(tmp / "a.json")], env),
         Tool("ebpf-otlp syscalls", [agent, "syscalls", "--top", "1", "-o", str(tmp / "b.json")], env),
+        Tool("ebpf-otlp syscalls --latency-budget 0",
+             [agent, "syscalls", "--latency-budget", "0", "--top", "1", "-o", str(tmp / "c.json")], env),
     ]
     peer = shutil.which("syscount-bpfcc")
     if peer:
@@ -58,7 +61,7 @@ def main() -> int:
 
     res: dict[str, dict[str, list]] = {"none": {"ns": []}, "none-small": {"ns": []}}
     for t in attached:
-        res[t.name] = {"ns": [], "bpf_ns": [], "cpu_pct": []}
+        res[t.name] = {"ns": [], "bpf_ns": [], "cpu_pct": [], "timed": []}
     for name in wrappers:
         res[name] = {"ns": []}
     with contextlib.nullcontext() if args.no_bpf_stats else bpf_stats_enabled():
@@ -72,8 +75,10 @@ def main() -> int:
                 wall, _ = run_work(loop, args.calls)
                 stats = t.stop()
                 res[t.name]["ns"].append(wall / args.calls * 1e9)
-                res[t.name]["bpf_ns"].append(stats["bpf_ns_per_run"])
+                res[t.name]["bpf_ns"].append(stats["bpf_run_ns"] / args.calls)
                 res[t.name]["cpu_pct"].append(stats["steady_cpu_pct"])
+                if "-o" in t.argv:
+                    res[t.name]["timed"].append(timed_share(Path(t.argv[t.argv.index("-o") + 1])))
             for name, wrapper in wrappers.items():
                 wall, _ = run_work(loop, small, wrapper=wrapper)
                 res[name]["ns"].append(wall / small * 1e9)
@@ -96,8 +101,8 @@ def main() -> int:
         f"No tracing: {base:.1f} ns per getppid.",
         "",
         "| configuration | ns per call | extra ns per call | extra cost / syscount-bpfcc -L's "
-        "| BPF ns per call (kernel's count) | agent CPU % |",
-        "|---|---|---|---|---|---|",
+        "| BPF ns per call (kernel's count) | agent CPU % | calls timed |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, v in res.items():
         if name.startswith("none"):
@@ -105,12 +110,17 @@ def main() -> int:
         ratio = f"{extra[name] / ref:.2f}×" if ref else "—"
         bpf = f"{median(v['bpf_ns']):.0f}" if v.get("bpf_ns") and not args.no_bpf_stats else "—"
         cpu = f"{median(v['cpu_pct']):.2f}" if v.get("cpu_pct") else "—"
-        lines.append(f"| `{name}` | {median(v['ns']):.1f} | {extra[name]:.1f} | {ratio} | {bpf} | {cpu} |")
+        timed = f"{median(v['timed']):.2%}" if v.get("timed") else "—"
+        lines.append(f"| `{name}` | {median(v['ns']):.1f} | {extra[name]:.1f} | {ratio} | {bpf} | {cpu} "
+                     f"| {timed} |")
     lines += [
         "",
-        "*BPF ns per call* sums `run_time_ns / run_cnt` over the tool's programs "
-        "(`kernel.bpf_stats_enabled`): one program run per hook, so a tool with enter and exit "
-        "hooks shows the mean of the two. *Extra ns per call* is end-to-end and includes the "
+        "*BPF ns per call* is the `run_time_ns` of all the tool's programs "
+        "(`kernel.bpf_stats_enabled`) over the loop's calls: enter and exit hooks together. "
+        "*Calls timed*: the share of the loop's getppid calls whose latency was measured "
+        "(ebpf-otlp's JSON); by default the entry hook is time-shared once the syscall rate "
+        "passes the 100k/s latency budget, and `--latency-budget 0` times every call. "
+        "*Extra ns per call* is end-to-end and includes the "
         "hook dispatch itself (perf-event tracepoints copy their arguments into a perf buffer; "
         "raw tracepoints do not).",
         "",
@@ -118,6 +128,13 @@ def main() -> int:
     ]
     write_report(lines, {name: v["ns"] for name, v in res.items()}, "ns per call", ".1f", args.out)
     return 0
+
+
+def timed_share(json_path: Path) -> float:
+    """Of the getppid calls ebpf-otlp counted, the share it timed."""
+    rows = [r for r in json.loads(json_path.read_text())["stats"] if r["syscall"] == "getppid"]
+    calls = sum(r["calls"] for r in rows)
+    return sum(r.get("latency_ns", {}).get("timed", 0) for r in rows) / max(calls, 1)
 
 
 if __name__ == "__main__":

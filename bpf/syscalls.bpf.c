@@ -2,7 +2,10 @@
 // Raw tracepoints sys_enter/sys_exit: no perf-buffer copy of the arguments, the cheapest
 // per-event hook. Two map sets (control[0] picks one) so user space drains the idle set
 // every interval. Latency goes into an OTLP exponential histogram at scale 4 (16 buckets
-// per power of two, each ~4.4 % wide), as the bucket field of the key.
+// per power of two, each ~4.4 % wide), as the bucket field of the key. The exit hook counts
+// every call; a call is timed only if the entry hook saw it, and user space attaches the
+// entry hook for only a share of the time when the syscall rate exceeds its latency budget
+// (runtime/duty_cycle.py), so counts stay exact while timing cost stays bounded.
 //
 // Defines: ARCH_X86_64 or ARCH_ARM64; LATENCY; TASK_STORAGE (entry times in task storage,
 //          else an LRU hash by thread id); FILTER_PIDS, FILTER_COMM="name", FILTER_SYSCALLS;
@@ -15,8 +18,8 @@
 struct call_key {
     u32 tgid;
     u32 nr;
-    s32 bucket;              // histogram bucket (see exp_index); 0 in count-only mode
-    u32 pad;
+    s32 bucket;              // histogram bucket (see exp_index); 0 when not timed
+    u32 timed;               // 1: the entry hook saw this call and its latency is in bucket
 };
 
 struct call_value {          // per CPU: no atomics needed, min/max exact
@@ -179,12 +182,17 @@ RAW_TRACEPOINT_PROBE(sys_exit) {
     u64 id = bpf_get_current_pid_tgid();
     u32 tgid = id >> 32, nr = exit_nr((struct pt_regs *)ctx->args[0]);
     s64 ret = (s64)ctx->args[1];
+    struct call_key key = {.tgid = tgid, .nr = nr};
     u64 delta = 0;
 #ifdef LATENCY
     u64 ts = start_take();
-    if (!ts)
-        return 0;   // filtered out at entry, or entered before we attached
-    delta = bpf_ktime_get_ns() - ts;
+    if (ts) {             // the entry hook saw it (and applied the filters)
+        delta = bpf_ktime_get_ns() - ts;
+        key.bucket = exp_index(delta);
+        key.timed = 1;
+    } else if (!wanted(tgid, nr)) {
+        return 0;
+    }
 #else
     if (!wanted(tgid, nr))
         return 0;
@@ -194,10 +202,6 @@ RAW_TRACEPOINT_PROBE(sys_exit) {
     u32 *active = control.lookup(&zero);
     u32 buf = active ? *active : 0;
 
-    struct call_key key = {.tgid = tgid, .nr = nr};
-#ifdef LATENCY
-    key.bucket = exp_index(delta);
-#endif
     struct call_value init = {};
     struct call_value *v = buf ? calls_1.lookup_or_try_init(&key, &init)
                                : calls_0.lookup_or_try_init(&key, &init);

@@ -11,7 +11,7 @@ import click
 from rich.console import Console
 
 from ebpf_otlp import __version__
-from ebpf_otlp.durations import parse_duration
+from ebpf_otlp.units import parse_count, parse_duration
 from ebpf_otlp.errors import AgentError
 
 PROG = "ebpf-otlp"
@@ -25,6 +25,18 @@ class Duration(click.ParamType):
             return float(value)
         try:
             return parse_duration(value)
+        except ValueError as e:
+            self.fail(str(e), param, ctx)
+
+
+class Count(click.ParamType):
+    name = "count"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_count(value)
         except ValueError as e:
             self.fail(str(e), param, ctx)
 
@@ -160,6 +172,9 @@ def profile(pids, all_, hz, duration, user_only, kernel_only, event, outputs, fm
               help="How often to drain the kernel maps (and export OTLP metrics).")
 @click.option("--latency/--no-latency", default=True, show_default=True,
               help="Time each call (histograms, percentiles); --no-latency counts only, cheaper.")
+@click.option("--latency-budget", type=Count(), default="100k", show_default=True, metavar="CALLS/S",
+              help="Time every call while the traced syscall rate stays under this; above it, time "
+                   "a sample sized to it (counts stay exact). 0: time every call, whatever it costs.")
 @click.option("--by", type=click.Choice(["syscall", "process"]), default="syscall", show_default=True,
               help="Rows of the table: one per syscall, or per process and syscall.")
 @click.option("--top", type=click.IntRange(min=1), default=20, show_default=True, help="Rows in the table.")
@@ -167,7 +182,8 @@ def profile(pids, all_, hz, duration, user_only, kernel_only, event, outputs, fm
 @click.option("-o", "--output", metavar="FILE.json", type=click.Path(dir_okay=False),
               help="Write the results as JSON.")
 @otlp_options
-def syscalls(pids, comm, syscalls, duration, interval, latency, by, top, files, output, **otlp_flags):
+def syscalls(pids, comm, syscalls, duration, interval, latency, latency_budget, by, top, files, output,
+             **otlp_flags):
     """Count syscalls, their errors and latency, per syscall and process, in the kernel."""
     from ebpf_otlp import syscall_names
     from ebpf_otlp.export import files as file_out
@@ -189,7 +205,8 @@ def syscalls(pids, comm, syscalls, duration, interval, latency, by, top, files, 
     if output:
         file_out.check_writable(output)
     config = SyscallsConfig(pids=pids, comm=comm, syscalls=numbers, duration_s=duration,
-                            interval_s=interval, latency=latency, by=by, top=top, files=files,
+                            interval_s=interval, latency=latency, latency_budget=latency_budget,
+                            by=by, top=top, files=files,
                             json_path=output, otlp=otlp, spool=spool)
     run(config, result_console(), notice_console())
 

@@ -51,3 +51,17 @@ def percentile(hist: dict[int, int], q: float, lo: float | None = None,
                 value = min(value, hi)
             return value
     return hi or 0.0
+
+
+def scale_counts(hist: dict[int, int], total: int) -> dict[int, int]:
+    """Bucket counts scaled to sum to `total` (a sample's histogram as an estimate of the
+    whole), rounded by largest remainder so the counts stay integers and add up."""
+    have = sum(hist.values())
+    if have == 0 or have == total:
+        return dict(hist)
+    exact = {i: c * total / have for i, c in hist.items()}
+    out = {i: int(v) for i, v in exact.items()}
+    short = total - sum(out.values())
+    for i in sorted(exact, key=lambda i: out[i] - exact[i])[:short]:
+        out[i] += 1
+    return out

@@ -96,7 +96,11 @@ class Profile:
 
 @dataclass
 class SyscallStats:
-    """One (process, syscall) over a window: counts, errors by errno, bytes, latency."""
+    """One (process, syscall) over a window: counts, errors by errno, bytes, latency.
+
+    Latency fields (total_ns, min_ns, max_ns, hist) cover the `timed` calls only: all of
+    them unless the entry hook was time-shared, when the timed calls are a sample and
+    totals are estimated by scaling (est_total_ns)."""
     pid: int
     process_name: str
     nr: int
@@ -109,10 +113,25 @@ class SyscallStats:
     bytes: int = 0
     errnos: dict[int, int] = field(default_factory=dict)     # errno -> calls that failed so
     hist: dict[int, int] = field(default_factory=dict)       # histogram.SCALE bucket -> calls
+    timed: int = 0                                           # calls whose latency was measured
+
+    @property
+    def sampled(self) -> bool:
+        return self.timed < self.calls
+
+    @property
+    def avg_ns(self) -> float:
+        return self.total_ns / self.timed if self.timed else 0.0
+
+    @property
+    def est_total_ns(self) -> float:
+        """Time in this syscall: measured, or scaled up from the timed sample."""
+        return self.total_ns * self.calls / self.timed if self.timed else 0.0
 
     def merge(self, other: "SyscallStats") -> None:
-        if other.calls:
-            self.min_ns = other.min_ns if not self.calls else min(self.min_ns, other.min_ns)
+        if other.timed:
+            self.min_ns = other.min_ns if not self.timed else min(self.min_ns, other.min_ns)
+        self.timed += other.timed
         self.calls += other.calls
         self.errors += other.errors
         self.total_ns += other.total_ns
@@ -133,3 +152,15 @@ class SyscallReport:
     latency: bool
     events: int = 0                  # syscall exits the kernel side counted
     lost: dict[str, int] = field(default_factory=dict)   # kernel-side drops by cause
+    latency_budget: float = 0        # syscalls/s timed in full (0: no limit)
+    timing_share: float = 1.0        # lowest share of time every call was timed
+
+    @property
+    def sampled(self) -> bool:
+        """The entry hook was time-shared: latency is a sample for (some of) the capture."""
+        return self.latency and self.timing_share < 1.0
+
+    @property
+    def timed_fraction(self) -> float:
+        calls = sum(s.calls for s in self.stats)
+        return sum(s.timed for s in self.stats) / calls if calls else 1.0

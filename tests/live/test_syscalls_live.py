@@ -20,12 +20,14 @@ N_GETPPID, M_OPENAT, K_NANOSLEEP = 20000, 300, 200
 @pytest.fixture(scope="module")
 def mix_binary(tmp_path_factory):
     # Static: no dynamic loader, so strace -c sees exactly the program's own syscalls.
-    return compile_c("syscall_mix.c", tmp_path_factory.mktemp("mix") / "syscall_mix", "-static")
+    return compile_c("syscall_mix.c", tmp_path_factory.mktemp("mix") / "syscall_mix", "-static",
+                     "-pthread")
 
 
-def run_mix(binary, *agent_args, tmp_path):
-    """Start the mix (waiting on stdin), attach the agent, release the mix, stop the agent."""
-    work = subprocess.Popen([str(binary), str(N_GETPPID), str(M_OPENAT), str(K_NANOSLEEP)],
+def run_mix(binary, *agent_args, tmp_path, sleeps=K_NANOSLEEP, flood=False):
+    """Start the mix (waiting on stdin), attach the agent, release the mix, stop the agent.
+    Returns the JSON rows of the mix's pid, what the mix measured itself, and the table."""
+    work = subprocess.Popen([str(binary), str(N_GETPPID), str(M_OPENAT), str(sleeps), str(int(flood))],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     out_json = tmp_path / "sys.json"
     run = agent_popen("syscalls", "--pid", str(work.pid), "--interval", "1s",
@@ -39,13 +41,16 @@ def run_mix(binary, *agent_args, tmp_path):
         run.kill()
         work.kill()
     assert run.returncode == 0, err
-    rows = {r["syscall"]: r for r in json.loads(out_json.read_text())["stats"] if r["pid"] == work.pid}
-    median = int(re.search(r"nanosleep_median_ns (\d+)", stdout).group(1))
-    return rows, median, table
+    doc = json.loads(out_json.read_text())
+    rows = {r["syscall"]: r for r in doc["stats"] if r["pid"] == work.pid}
+    facts = {k: int(v) for k, v in re.findall(r"^(\w+) (\d+)$", stdout, re.M)}
+    facts["timing_share"] = doc["timing_share"]
+    return rows, facts, table
 
 
 def test_known_mix_counts_errors_and_latency(mix_binary, tmp_path):
-    rows, median, table = run_mix(mix_binary, "--by", "process", tmp_path=tmp_path)
+    rows, facts, table = run_mix(mix_binary, "--by", "process", tmp_path=tmp_path)
+    median = facts["nanosleep_median_ns"]
     assert rows["getppid"]["calls"] == N_GETPPID and rows["getppid"]["errors"] == 0
     assert rows["openat"]["calls"] == M_OPENAT
     assert rows["openat"]["errnos"] == {"ENOENT": M_OPENAT}
@@ -54,6 +59,31 @@ def test_known_mix_counts_errors_and_latency(mix_binary, tmp_path):
     assert abs(p50 - median) / median < 0.10, (p50, median)
     assert rows["getppid"]["latency_ns"]["p99"] < 1e6
     assert "nanosleep" in table and "ENOENT" in table
+    # Under the latency budget every call is timed and the totals are measured, not estimated.
+    assert facts["timing_share"] == 1.0 and "latency sampled" not in table
+    for name in ("getppid", "openat", "nanosleep"):
+        assert rows[name]["latency_ns"]["timed"] == rows[name]["calls"], name
+    measured = rows["nanosleep"]["latency_ns"]["total"]
+    assert abs(measured - facts["nanosleep_total_ns"]) / facts["nanosleep_total_ns"] < 0.05
+
+
+def test_over_the_latency_budget_counts_stay_exact_and_latency_is_sampled(mix_binary, tmp_path):
+    """A getppid flood (millions per second, far over the default 100k/s budget) beside
+    1 ms sleeps: the entry hook is time-shared, so only a sample is timed, yet every call
+    is counted and the sleeps' p50 and estimated total time match what the program saw."""
+    sleeps = 1500
+    rows, facts, table = run_mix(mix_binary, tmp_path=tmp_path, sleeps=sleeps, flood=True)
+    getppid, sleep = rows["getppid"], rows["nanosleep"]
+    assert getppid["calls"] == N_GETPPID + facts["flood_getppid_calls"]
+    assert facts["flood_getppid_calls"] > 1_000_000
+    assert sleep["calls"] == sleeps and rows["openat"]["errnos"] == {"ENOENT": M_OPENAT}
+    assert facts["timing_share"] < 0.2
+    assert 0 < getppid["latency_ns"]["timed"] < 0.2 * getppid["calls"]
+    assert 20 <= sleep["latency_ns"]["timed"] < sleeps and sleep["latency_ns"]["total_estimated"]
+    median, total = facts["nanosleep_median_ns"], facts["nanosleep_total_ns"]
+    assert abs(sleep["latency_ns"]["p50"] - median) / median < 0.10
+    assert abs(sleep["latency_ns"]["total"] - total) / total < 0.10
+    assert "latency sampled" in table and "~" in table
 
 
 def test_counts_match_strace(mix_binary, tmp_path):

@@ -4,6 +4,7 @@ import json
 import math
 import random
 
+import pytest
 from rich.console import Console
 
 from ebpf_otlp import histogram, syscall_names
@@ -55,11 +56,11 @@ def make_report():
     read = syscall_names.number("read")
     a = SyscallStats(10, "app", openat, "openat", calls=10, errors=4, total_ns=10_000, min_ns=500,
                      max_ns=3000, errnos={2: 3, 13: 1},
-                     hist={histogram.index_of(900): 6, histogram.index_of(2000): 4})
+                     hist={histogram.index_of(900): 6, histogram.index_of(2000): 4}, timed=10)
     b = SyscallStats(11, "other", openat, "openat", calls=2, errors=0, total_ns=2_000, min_ns=900,
-                     max_ns=1100, hist={histogram.index_of(1000): 2})
+                     max_ns=1100, hist={histogram.index_of(1000): 2}, timed=2)
     c = SyscallStats(10, "app", read, "read", calls=5, total_ns=50_000, min_ns=8000, max_ns=12000,
-                     bytes=4096, hist={histogram.index_of(10_000): 5})
+                     bytes=4096, hist={histogram.index_of(10_000): 5}, timed=5)
     return SyscallReport([a, b, c], start_ns=1, duration_ns=2_000_000_000, latency=True, events=17,
                          lost={"calls map full": 0})
 
@@ -97,3 +98,47 @@ def test_otlp_metrics():
              and p.attributes["syscall.name"] == "openat")
     assert p.scale == 4 and p.count == 10 and sum(p.positive.bucket_counts) == 10
     assert p.positive.offset == histogram.index_of(900)
+
+
+def sampled_report():
+    """1000 getppid of which 10 were timed (the entry hook time-shared), plus one untimed
+    process: counts exact, latency scaled up from the sample."""
+    nr = syscall_names.number("getppid")
+    timed = SyscallStats(20, "loop", nr, "getppid", calls=1000, total_ns=10 * 300, min_ns=200,
+                         max_ns=500, hist={histogram.index_of(250): 7, histogram.index_of(450): 3},
+                         timed=10)
+    untimed = SyscallStats(21, "rare", nr, "getppid", calls=3)
+    return SyscallReport([timed, untimed], start_ns=1, duration_ns=10**9, latency=True, events=1003,
+                         latency_budget=100_000, timing_share=0.01)
+
+
+def test_sampled_latency_is_scaled_not_invented():
+    report = sampled_report()
+    loop, rare = report.stats
+    assert loop.sampled and loop.avg_ns == 300 and loop.est_total_ns == 300_000
+    assert rare.est_total_ns == 0 and rare.avg_ns == 0
+    merged = syscall_table.by_syscall(report.stats)[0]
+    assert merged.calls == 1003 and merged.timed == 10 and merged.min_ns == 200
+    assert report.sampled and report.timed_fraction == pytest.approx(10 / 1003)
+
+    console = Console(record=True, width=200)
+    syscall_table.render(report, console, by="process")
+    text = console.export_text()
+    assert "~0.300" in text and "1.0% of calls timed" in text and "100,000/s" in text
+
+    rows = {r["pid"]: r for r in json.loads(syscall_json.encode(report))["stats"]}
+    assert rows[20]["latency_ns"]["total"] == 300_000 and rows[20]["latency_ns"]["total_estimated"]
+    assert rows[21]["latency_ns"] == {"timed": 0} and rows[21]["calls"] == 3
+
+    data = syscall_metrics.build(report, build_resource())
+    metrics = {m.name: m for m in data.resource_metrics[0].scope_metrics[0].metrics}
+    [point] = metrics["ebpf_otlp.syscall.duration"].data.data_points   # the untimed one has none
+    assert point.count == 1000 and sum(point.positive.bucket_counts) == 1000
+    assert point.sum == 300_000 and point.min == 200 and point.max == 500
+
+
+def test_scale_counts_keeps_integers_and_the_total():
+    assert histogram.scale_counts({1: 7, 2: 3}, 1000) == {1: 700, 2: 300}
+    scaled = histogram.scale_counts({1: 1, 2: 1, 3: 1}, 100)
+    assert sum(scaled.values()) == 100 and sorted(scaled.values()) == [33, 33, 34]
+    assert histogram.scale_counts({}, 5) == {} and histogram.scale_counts({4: 2}, 2) == {4: 2}

@@ -9,24 +9,32 @@ from ebpf_otlp import histogram, syscall_names
 from ebpf_otlp.errors import AgentError
 from ebpf_otlp.records import SyscallStats
 from ebpf_otlp.runtime import loader
+from ebpf_otlp.runtime.duty_cycle import DutyCycle
 from ebpf_otlp.runtime.maps import DoubleBuffer, drain, percpu_counters
 from ebpf_otlp.symbolize.procmaps import read_comm
 
 # Order of `enum syscalls_stat` in bpf/syscalls.bpf.c.
 STAT_NAMES = ("events", "calls map full", "errno map full", "start map full")
+ENTER_FN = b"raw_tracepoint__sys_enter"   # what BCC names RAW_TRACEPOINT_PROBE(sys_enter)
 
 
 class SyscallCollector:
     """Counts (and with `latency`, times) syscalls in the kernel; `drain()` returns what
-    was counted since the previous drain, merged per (process, syscall)."""
+    was counted since the previous drain, merged per (process, syscall).
+
+    Every call is counted. With `latency`, every call is timed while the traced syscall
+    rate stays under `latency_budget` per second (0: no limit); above it the entry hook
+    is time-shared (runtime/duty_cycle.py) and the timed calls are a sample."""
 
     def __init__(self, pids: list[int] | None = None, comm: str | None = None,
                  syscalls: list[int] | None = None, latency: bool = True,
-                 max_keys: int = 262144):
+                 latency_budget: float = 0, max_keys: int = 262144):
         self.pids = list(pids or [])
         self.comm = comm
         self.syscalls = list(syscalls or [])
         self.latency = latency
+        self.latency_budget = latency_budget
+        self._duty: DutyCycle | None = None
         self.max_keys = max_keys
         self._bpf = None
         self._buffers: DoubleBuffer | None = None
@@ -72,6 +80,24 @@ class SyscallCollector:
                 table[ct.c_int(m)] = ct.c_uint8(sub)
         self._buffers = DoubleBuffer(self._bpf)
         # The raw tracepoints attached when BCC loaded the program (RAW_TRACEPOINT_PROBE).
+        if self.latency:
+            bpf, stats = self._bpf, self._bpf["stats"]
+            self._duty = DutyCycle(
+                attach=lambda: bpf.attach_raw_tracepoint(tp=b"sys_enter", fn_name=ENTER_FN),
+                detach=lambda: bpf.detach_raw_tracepoint(tp=b"sys_enter"),
+                events=lambda: percpu_counters(stats, 1)[0],
+                budget_per_s=self.latency_budget)
+            self._duty.start()
+
+    @property
+    def timing_error(self) -> str | None:
+        """Why timing stopped early (the entry hook failed to re-attach), if it did."""
+        return str(self._duty.error) if self._duty and self._duty.error else None
+
+    @property
+    def timing_share(self) -> float:
+        """The smallest share of time the entry hook was attached (1.0: every call timed)."""
+        return self._duty.lowest_share if self._duty else 1.0
 
     def drain(self) -> list[SyscallStats]:
         idle = self._buffers.flip()
@@ -83,10 +109,14 @@ class SyscallCollector:
                                                              syscall_names.name(key.nr))
             for v in per_cpu:
                 if v.count:
-                    hist = {key.bucket: v.count} if self.latency else {}
-                    s.merge(SyscallStats(key.tgid, v.comm.decode(errors="replace"), key.nr, "",
-                                         v.count, v.errors, v.total_ns, v.min_ns, v.max_ns,
-                                         v.bytes, hist=hist))
+                    comm = v.comm.decode(errors="replace")
+                    if key.timed:
+                        s.merge(SyscallStats(key.tgid, comm, key.nr, "", v.count, v.errors,
+                                             v.total_ns, v.min_ns, v.max_ns, v.bytes,
+                                             hist={key.bucket: v.count}, timed=v.count))
+                    else:
+                        s.merge(SyscallStats(key.tgid, comm, key.nr, "", v.count, v.errors,
+                                             bytes=v.bytes))
         for key, count in drain(self._bpf[f"errnos_{idle}"]):
             s = stats.get((key.tgid, key.nr))
             if s is not None:   # else its calls entry did not fit: counted as "calls map full"
@@ -102,10 +132,12 @@ class SyscallCollector:
         """Detach, then return what both buffers still hold."""
         if self._bpf is None:
             return []
+        if self._duty:
+            self._duty.stop()
         for tp in (b"sys_enter", b"sys_exit"):
             try:
                 self._bpf.detach_raw_tracepoint(tp=tp)
-            except Exception:   # sys_enter is not attached in count-only mode
+            except Exception:   # sys_enter: not attached in count-only mode or between windows
                 pass
         rest = self.drain() + self.drain()
         self._bpf.cleanup()

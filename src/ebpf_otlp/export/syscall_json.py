@@ -11,17 +11,21 @@ from ebpf_otlp.syscall_names import errno_name
 
 def encode(report: SyscallReport) -> str:
     rows = []
-    for s in sorted(report.stats, key=lambda s: (-s.total_ns, -s.calls)):
+    for s in sorted(report.stats, key=lambda s: (-s.est_total_ns, -s.calls)):
         row = {"pid": s.pid, "process": s.process_name, "syscall": s.syscall, "nr": s.nr,
                "calls": s.calls, "errors": s.errors, "bytes": s.bytes,
                "errnos": {errno_name(e): n for e, n in sorted(s.errnos.items())}}
-        if report.latency:
+        if report.latency and s.timed:
             row["latency_ns"] = {
-                "total": s.total_ns, "min": s.min_ns, "max": s.max_ns,
-                "avg": s.total_ns / s.calls if s.calls else 0,
+                "timed": s.timed, "total": round(s.est_total_ns), "total_estimated": s.sampled,
+                "min": s.min_ns, "max": s.max_ns, "avg": s.avg_ns,
                 **{f"p{int(q * 100)}": histogram.percentile(s.hist, q, s.min_ns, s.max_ns)
                    for q in (0.5, 0.9, 0.99)}}
+        elif report.latency:
+            row["latency_ns"] = {"timed": 0}
         rows.append(row)
     doc = {"start_ns": report.start_ns, "duration_ns": report.duration_ns,
-           "latency": report.latency, "events": report.events, "lost": report.lost, "stats": rows}
+           "latency": report.latency,
+           "latency_budget_per_s": report.latency_budget, "timing_share": report.timing_share,
+           "events": report.events, "lost": report.lost, "stats": rows}
     return json.dumps(doc, indent=1) + "\n"

@@ -4,7 +4,10 @@ Temporality is cumulative: every export carries the totals since the capture sta
   ebpf_otlp.syscall.count     Sum, monotonic, {call}; failed calls carry error.type
   ebpf_otlp.syscall.duration  ExponentialHistogram (scale 4), ns
 The histogram stays in nanoseconds because the kernel's bucket indices are exact there;
-converting to seconds would shift them by a fraction of a bucket.
+converting to seconds would shift them by a fraction of a bucket. When latency was
+sampled (over the latency budget), the histogram is the timed calls' scaled up to every
+call: its count equals the syscall count and its sum estimates the time spent; min and
+max are the ones observed.
 """
 
 from __future__ import annotations
@@ -39,13 +42,14 @@ def _attributes(s: SyscallStats) -> dict:
 
 
 def _exp_point(s: SyscallStats, start: int, now: int) -> ExponentialHistogramDataPoint:
-    buckets = {i: c for i, c in s.hist.items() if i >= 0}
+    hist = histogram.scale_counts(s.hist, s.calls)
+    buckets = {i: c for i, c in hist.items() if i >= 0}
     offset = min(buckets) if buckets else 0
     counts = [buckets.get(i, 0) for i in range(offset, max(buckets) + 1)] if buckets else []
     return ExponentialHistogramDataPoint(
         attributes=_attributes(s), start_time_unix_nano=start, time_unix_nano=now,
-        count=sum(s.hist.values()), sum=s.total_ns, scale=histogram.SCALE,
-        zero_count=s.hist.get(-1, 0), positive=Buckets(offset, counts), negative=Buckets(0, []),
+        count=sum(hist.values()), sum=round(s.est_total_ns), scale=histogram.SCALE,
+        zero_count=hist.get(-1, 0), positive=Buckets(offset, counts), negative=Buckets(0, []),
         flags=0, min=s.min_ns, max=s.max_ns)
 
 
@@ -65,7 +69,7 @@ def build(report: SyscallReport, resource: Resource) -> MetricsData:
     if report.latency:
         metrics.append(Metric(
             "ebpf_otlp.syscall.duration", "Time from syscall entry to exit", "ns",
-            ExponentialHistogram([_exp_point(s, start, now) for s in report.stats if s.hist],
+            ExponentialHistogram([_exp_point(s, start, now) for s in report.stats if s.timed],
                                  AggregationTemporality.CUMULATIVE)))
     scope = ScopeMetrics(InstrumentationScope("ebpf-otlp", __version__), metrics, "")
     return MetricsData([ResourceMetrics(resource, [scope], "")])

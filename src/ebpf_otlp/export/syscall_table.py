@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import replace
 
 from rich.console import Console
 from rich.table import Table
@@ -18,8 +19,7 @@ def by_syscall(stats: list[SyscallStats]) -> list[SyscallStats]:
     merged: dict[int, SyscallStats] = {}
     for s in stats:
         row = merged.setdefault(s.nr, SyscallStats(0, "", s.nr, s.syscall))
-        row.merge(SyscallStats(0, "", s.nr, s.syscall, s.calls, s.errors, s.total_ns, s.min_ns,
-                               s.max_ns, s.bytes, dict(s.errnos), dict(s.hist)))
+        row.merge(replace(s, pid=0, process_name="", errnos=dict(s.errnos), hist=dict(s.hist)))
     return list(merged.values())
 
 
@@ -48,17 +48,19 @@ def _table(rows: list[SyscallStats], latency: bool, title: str, with_process: bo
     for s in rows:
         cells = ([str(s.pid), Text(s.process_name)] if with_process else []) + [
             s.syscall, str(s.calls), _errors(s)]
-        if latency:
+        if latency and s.timed:
             p = [histogram.percentile(s.hist, q, s.min_ns, s.max_ns) for q in (0.5, 0.9, 0.99)]
-            cells += [f"{s.total_ns / 1e6:.3f}", _us(s.min_ns), _us(s.total_ns / max(s.calls, 1)),
-                      *map(_us, p), _us(s.max_ns)]
+            total = f"{'~' if s.sampled else ''}{s.est_total_ns / 1e6:.3f}"
+            cells += [total, _us(s.min_ns), _us(s.avg_ns), *map(_us, p), _us(s.max_ns)]
+        elif latency:
+            cells += ["—"] * 7
         t.add_row(*cells)
     return t
 
 
 def render(report: SyscallReport, console: Console, by: str = "syscall", top: int = 20,
            files: bool = False) -> None:
-    key = (lambda s: -s.total_ns) if report.latency else (lambda s: -s.calls)
+    key = (lambda s: (-s.est_total_ns, -s.calls)) if report.latency else (lambda s: -s.calls)
     order = "total time" if report.latency else "calls"
     secs = report.duration_ns / 1e9
     if by == "syscall":
@@ -68,6 +70,13 @@ def render(report: SyscallReport, console: Console, by: str = "syscall", top: in
         rows = sorted(report.stats, key=key)[:top]
         console.print(_table(rows, report.latency, f"Syscalls per process by {order} over {secs:.1f} s",
                              True))
+    if report.sampled:
+        console.print(f"~ latency sampled: {report.timed_fraction:.1%} of calls timed (the syscall "
+                      f"rate passed the {report.latency_budget:,.0f}/s latency budget; counts are "
+                      "exact, totals estimated; --latency-budget 0 times every call)", style="dim")
+    elif report.latency and any(s.sampled for s in report.stats):
+        console.print("~ estimated: calls already under way when tracing began were counted, "
+                      "not timed", style="dim")
     if files:
         render_files(report, console, top)
     lost = {k: v for k, v in report.lost.items() if v}
@@ -94,6 +103,6 @@ def render_files(report: SyscallReport, console: Console, top: int) -> None:
         for kind in ("read", "write"):
             s = kinds.get(kind)
             cells += ([str(s.calls), f"{s.bytes / 1e6:.3f}",
-                       _us(s.total_ns / s.calls) if report.latency else "—"] if s else ["0", "0", "—"])
+                       _us(s.avg_ns) if report.latency and s.timed else "—"] if s else ["0", "0", "—"])
         t.add_row(*cells)
     console.print(t)

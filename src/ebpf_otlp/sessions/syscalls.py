@@ -28,6 +28,7 @@ class SyscallsConfig:
     duration_s: float | None = None
     interval_s: float = 10.0
     latency: bool = True
+    latency_budget: float = 100_000   # syscalls/s timed in full; 0: no limit
     by: str = "syscall"
     top: int = 20
     files: bool = False
@@ -53,7 +54,8 @@ class Totals:
 
 def run(config: SyscallsConfig, console: Console, notices: Console) -> SyscallReport:
     totals = Totals()
-    collector = SyscallCollector(config.pids, config.comm, config.syscalls, config.latency)
+    collector = SyscallCollector(config.pids, config.comm, config.syscalls, config.latency,
+                                 config.latency_budget)
     with StopOnSignal() as stop:
         output = None
         if config.otlp:
@@ -68,8 +70,11 @@ def run(config: SyscallsConfig, console: Console, notices: Console) -> SyscallRe
                 raise AgentError(f"pid {', '.join(map(str, config.pids))} exited before tracing began")
             what = f"pid {', '.join(map(str, config.pids))}" if config.pids else \
                 f"comm {config.comm}" if config.comm else "all processes"
-            notices.print(f"tracing syscalls of {what} ({'counts and latency' if config.latency else 'counts only'}); "
-                          "Ctrl-C to stop early", style="dim", highlight=False)
+            mode = "counts only" if not config.latency else "counts and latency" + (
+                f", latency sampled above {config.latency_budget:,.0f} calls/s"
+                if config.latency_budget else "")
+            notices.print(f"tracing syscalls of {what} ({mode}); Ctrl-C to stop early",
+                          style="dim", highlight=False)
             next_drain = time.monotonic() + config.interval_s
 
             def step() -> None:
@@ -89,6 +94,8 @@ def run(config: SyscallsConfig, console: Console, notices: Console) -> SyscallRe
                 notices.print(f"{stop.signal_name}: stopping, writing what was gathered", style="yellow")
         finally:
             totals.add(collector.stop())
+        if collector.timing_error:
+            notices.print(f"latency timing stopped early: {collector.timing_error}", style="yellow")
         report = report_of(totals, config, collector, started)
         if config.json_path:
             files.write_text(config.json_path, syscall_json.encode(report))
@@ -108,7 +115,8 @@ def report_of(totals: Totals, config: SyscallsConfig, collector: SyscallCollecto
     counters = dict(collector.counters)
     events = counters.pop("events", 0)
     return SyscallReport(list(totals.by_key.values()), started, time.time_ns() - started,
-                         config.latency, events, counters)
+                         config.latency, events, counters, config.latency_budget,
+                         collector.timing_share)
 
 
 def _metrics(report: SyscallReport, output):

@@ -1,4 +1,4 @@
-"""Parse human durations: 30s, 2m, 1h30m, 500ms, or plain seconds."""
+"""Parse what users type for amounts: durations (30s, 2m, 1h30m, 500ms) and counts (100k, 2M)."""
 
 from __future__ import annotations
 
@@ -25,3 +25,15 @@ def parse_duration(text: str) -> float:
     if not value > 0 or value != value or value == float("inf"):
         raise ValueError(f"bad duration {text!r}: must be more than zero")
     return value
+
+
+_SUFFIX = {"": 1, "k": 1_000, "m": 1_000_000}
+
+
+def parse_count(text: str) -> int:
+    """A non-negative whole count, with an optional k or M suffix; ValueError for users."""
+    s = text.strip().lower()
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)([km]?)", s)
+    if not m:
+        raise ValueError(f"bad count {text!r}: use e.g. 0, 5000, 100k, 1M")
+    return int(float(m.group(1)) * _SUFFIX[m.group(2)])

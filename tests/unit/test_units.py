@@ -1,6 +1,6 @@
 import pytest
 
-from ebpf_otlp.durations import parse_duration
+from ebpf_otlp.units import parse_count, parse_duration
 
 
 @pytest.mark.parametrize("text,seconds", [("30s", 30), ("2m", 120), ("1h30m", 5400),
@@ -13,3 +13,15 @@ def test_parses(text, seconds):
 def test_rejects(text):
     with pytest.raises(ValueError, match="bad duration"):
         parse_duration(text)
+
+
+@pytest.mark.parametrize("text,count", [("0", 0), ("5000", 5000), ("100k", 100_000),
+                                        ("1M", 1_000_000), ("2.5k", 2500)])
+def test_parses_counts(text, count):
+    assert parse_count(text) == count
+
+
+@pytest.mark.parametrize("text", ["", "-1", "abc", "10x", "k", "1e3"])
+def test_rejects_counts(text):
+    with pytest.raises(ValueError, match="bad count"):
+        parse_count(text)
