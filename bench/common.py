@@ -83,8 +83,11 @@ class Tool:
 
     def start(self):
         self.t0 = time.time_ns()
-        self.proc = subprocess.Popen(["taskset", "-c", "0", *self.argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True, env=self.env)
+        # SIGINT back to its default: a bench started in the background (nohup, cron)
+        # inherits it ignored, and Python tools that inherit SIG_IGN never stop.
+        self.proc = subprocess.Popen(["taskset", "-c", "0", *self.argv], stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, env=self.env,
+                                     preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         self.err_lines: list[str] = []
         threading.Thread(target=lambda: self.err_lines.extend(self.proc.stderr), daemon=True).start()
         # Ready once it holds a loaded BPF program (both tools attach right after loading).
