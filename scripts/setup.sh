@@ -55,9 +55,10 @@ fi
 
 if [ $want_test = 1 ]; then
   # gcc builds test workloads; node, chromium and pprof check names, drawing and file
-  # format; strace, perf and bpfcc-tools are the peers the benchmarks compare against.
+  # format; strace, perf and bpfcc-tools are the peers the benchmarks compare against;
+  # libc6-dbg has the symbols Debian strips from libc (found by build ID).
   apt_install make nodejs strace linux-perf bpfcc-tools chromium \
-              golang-go golang-github-google-pprof-dev iproute2
+              golang-go golang-github-google-pprof-dev iproute2 libc6-dbg
   if [ ! -x .tools/pprof ]; then
     mkdir -p .tools
     echo "setup: building Google's pprof from Debian's Go sources"

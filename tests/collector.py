@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import gzip
 import socket
+import ssl
+import subprocess
 import threading
 from concurrent import futures
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -21,6 +23,17 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc as tgr
 REQUESTS = {"profiles": ppb.ExportProfilesServiceRequest, "traces": tpb.ExportTraceServiceRequest,
             "metrics": mpb.ExportMetricsServiceRequest}
 HTTP_PATHS = {"/v1development/profiles": "profiles", "/v1/traces": "traces", "/v1/metrics": "metrics"}
+
+
+def self_signed_cert(directory) -> tuple[str, str]:
+    """A throwaway certificate for 127.0.0.1 and localhost, made with the openssl CLI:
+    (cert.pem, key.pem). The cert is its own CA."""
+    cert, key = f"{directory}/cert.pem", f"{directory}/key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=localhost", "-keyout", key, "-out", cert,
+                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+                   check=True, capture_output=True)
+    return cert, key
 
 
 def free_port() -> int:
@@ -46,8 +59,11 @@ class Received:
 
 
 class GrpcCollector:
-    def __init__(self, port: int | None = None):
+    """tls: (cert.pem, key.pem) to serve over TLS."""
+
+    def __init__(self, port: int | None = None, tls: tuple[str, str] | None = None):
         self.port = port or free_port()
+        self.tls = tls
         self.received = Received()
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
         rec = self.received
@@ -70,11 +86,16 @@ class GrpcCollector:
         pgrpc.add_ProfilesServiceServicer_to_server(Profiles(), self.server)
         tgrpc.add_TraceServiceServicer_to_server(Traces(), self.server)
         mgrpc.add_MetricsServiceServicer_to_server(Metrics(), self.server)
-        self.server.add_insecure_port(f"127.0.0.1:{self.port}")
+        if tls:
+            with open(tls[0], "rb") as c, open(tls[1], "rb") as k:
+                creds = grpc.ssl_server_credentials([(k.read(), c.read())])
+            self.server.add_secure_port(f"127.0.0.1:{self.port}", creds)
+        else:
+            self.server.add_insecure_port(f"127.0.0.1:{self.port}")
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def __enter__(self):
         self.server.start()
@@ -85,7 +106,10 @@ class GrpcCollector:
 
 
 class HttpCollector:
-    def __init__(self):
+    """tls: (cert.pem, key.pem) to serve over TLS."""
+
+    def __init__(self, tls: tuple[str, str] | None = None):
+        self.tls = tls
         self.received = Received()
         rec = self.received
 
@@ -110,11 +134,15 @@ class HttpCollector:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        if tls:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
         self.port = self.server.server_address[1]
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def __enter__(self):
         threading.Thread(target=self.server.serve_forever, daemon=True).start()

@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from collector import GrpcCollector, HttpCollector, free_port
+from collector import GrpcCollector, HttpCollector, free_port, self_signed_cert
 from conftest import agent, compile_c
 from ebpf_otlp.export.otlp_profiles import decode_stacks
 from ebpf_otlp.export.pprof_schema import Profile as PprofProfile
@@ -110,6 +110,28 @@ def test_http_collector_receives_the_same(tmp_path, hot_binary):
         check_profile_request(got["profiles"][0], pid, tmp_path / "cpu.pb.gz")
         assert all(m.get("x-tenant") == "team-b" for m in got.metadata)
         assert all(m.get("content-encoding") == "gzip" for m in got.metadata)
+
+
+@pytest.mark.parametrize("Collector,protocol", [(GrpcCollector, "grpc"),
+                                                (HttpCollector, "http/protobuf")])
+def test_tls_collector_verified_with_the_ca_file(tmp_path, hot_binary, Collector, protocol):
+    """An https endpoint is verified against --otlp-ca-file; without it the unknown
+    certificate is refused and the payloads are spooled, not lost."""
+    tls = self_signed_cert(tmp_path)
+    with Collector(tls=tls) as col:
+        r, pid = profile_to(tmp_path, hot_binary, "--otlp-endpoint", col.endpoint,
+                            "--otlp-protocol", protocol, "--otlp-ca-file", tls[0], seconds="2s")
+        assert r.returncode == 0, r.stderr
+        assert len(col.received["profiles"]) == 1 and col.received["metrics"]
+        check_profile_request(col.received["profiles"][0], pid, tmp_path / "cpu.pb.gz")
+
+        untrusted = tmp_path / "untrusted"
+        untrusted.mkdir()
+        r, _ = profile_to(untrusted, hot_binary, "--otlp-endpoint", col.endpoint,
+                          "--otlp-protocol", protocol, "--otlp-timeout", "3s", seconds="2s")
+        assert r.returncode == 0, r.stderr
+        assert len(col.received["profiles"]) == 1          # nothing got through unverified
+        assert list((untrusted / "spool").glob("*.pb")) and "spool" in r.stderr
 
 
 def profile_ids(requests) -> list[bytes]:

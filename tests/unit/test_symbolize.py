@@ -5,8 +5,8 @@ import os
 import re
 import subprocess
 
-from conftest import compile_c
-from ebpf_otlp.symbolize.elf import ElfObject, SymbolTable
+from conftest import compile_c, need
+from ebpf_otlp.symbolize.elf import ElfObject, SymbolTable, debug_file_path
 from ebpf_otlp.symbolize.kernel import KernelSymbols
 from ebpf_otlp.symbolize.perfmap import PerfMap, parse_perf_map
 from ebpf_otlp.symbolize.procmaps import parse_maps
@@ -33,6 +33,42 @@ def test_elf_functions_pie_and_build_id(tmp_path):
                 assert elf.function_at(off) == name
             notes = subprocess.run(["readelf", "-n", str(binary)], capture_output=True, text=True).stdout
             assert elf.build_id == re.search(r"Build ID: ([0-9a-f]+)", notes).group(1)
+
+
+def file_offset(elf: ElfObject, vaddr: int) -> int:
+    return next(o + vaddr - v for o, size, v in elf._load_segments() if v <= vaddr < v + size)
+
+
+def test_stripped_binary_takes_symbols_from_its_build_id_debug_file(tmp_path):
+    binary = compile_c("hot.c", tmp_path / "hot")
+    vaddr = nm_symbols(binary)["hot_a"] + 4
+    debug_root = tmp_path / "debug"
+    with open(binary, "rb") as f:
+        build_id = ElfObject(f, str(binary)).build_id
+    target = debug_root / ".build-id" / build_id[:2] / f"{build_id[2:]}.debug"
+    target.parent.mkdir(parents=True)
+    subprocess.run(["objcopy", "--only-keep-debug", str(binary), str(target)], check=True)
+    subprocess.run(["strip", "--strip-all", str(binary)], check=True)
+    with open(binary, "rb") as f:
+        bare = ElfObject(f, str(binary), debug_dirs=())
+        assert bare.function_at(file_offset(bare, vaddr)) is None   # only .dynsym is left
+        assert bare.symbol_source == ".dynsym"
+    with open(binary, "rb") as f:
+        elf = ElfObject(f, str(binary), debug_dirs=(str(debug_root),))
+        assert elf.function_at(file_offset(elf, vaddr)) == "hot_a"
+        assert elf.symbol_source == str(target)
+
+
+def test_debian_libc_is_named_through_libc6_dbg():
+    """Debian strips libc to .dynsym; libc6-dbg (make setup-test) has the rest."""
+    libc_path = next(line.split()[-1] for line in open("/proc/self/maps")
+                     if re.search(r"/libc\.so\.6$", line))
+    with open(libc_path, "rb") as f:
+        elf = ElfObject(f, libc_path)
+        need(None if debug_file_path(elf.build_id) else
+             f"no debug file for {libc_path} (build ID {elf.build_id}): install libc6-dbg")
+        names = {name for _, _, name in elf._read_symbols()}
+        assert "__libc_start_call_main" in names and elf.symbol_source.startswith("/usr/lib/debug")
 
 
 def test_not_an_elf(tmp_path):

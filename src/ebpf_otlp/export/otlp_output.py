@@ -220,10 +220,27 @@ def _grpc_kwargs(settings: OtlpSettings, signal: str) -> dict:
 def _http_kwargs(settings: OtlpSettings, signal: str) -> dict:
     from opentelemetry.exporter.otlp.proto.http import Compression
 
-    return {"endpoint": settings.http_url(signal), "certificate_file": settings.ca_file,
-            "headers": dict(settings.headers), "timeout": settings.timeout_s,
-            "compression": Compression.Gzip if settings.compression == "gzip"
-            else Compression.NoCompression}
+    kw = {"endpoint": settings.http_url(signal), "certificate_file": settings.ca_file,
+          "headers": dict(settings.headers), "timeout": settings.timeout_s,
+          "compression": Compression.Gzip if settings.compression == "gzip"
+          else Compression.NoCompression}
+    if settings.ca_file:
+        kw["session"] = _ca_pinned_session(settings.ca_file)
+    return kw
+
+
+def _ca_pinned_session(ca_file: str):
+    """A requests session that verifies against ca_file on every request. The SDK sets the
+    CA on the session, and requests lets $REQUESTS_CA_BUNDLE / $CURL_CA_BUNDLE override a
+    session's CA: on hosts that set them, --otlp-ca-file would be ignored."""
+    import requests
+
+    class Session(requests.Session):
+        def request(self, *args, **kwargs):
+            kwargs["verify"] = ca_file
+            return super().request(*args, **kwargs)
+
+    return Session()
 
 
 def sdk_span_exporter(settings: OtlpSettings) -> SpanExporter:

@@ -1,14 +1,33 @@
-"""ELF symbols, build IDs and file-offset → address translation, through pyelftools."""
+"""ELF symbols, build IDs and file-offset → address translation, through pyelftools.
+
+A stripped file (Debian's libc, most packaged binaries) keeps only .dynsym, its exported
+functions. Its full .symtab may sit in a separate debug file under the build-ID path
+that gdb, perf and debuginfod use (/usr/lib/debug/.build-id/ab/cdef….debug, installed
+by the -dbg and -dbgsym packages); it is read from there when present.
+"""
 
 from __future__ import annotations
 
 import bisect
+import os
 from typing import BinaryIO
 
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
 _FUNC_TYPES = {"STT_FUNC", "STT_GNU_IFUNC"}
+DEBUG_DIRS = ("/usr/lib/debug",)
+
+
+def debug_file_path(build_id: str, debug_dirs=DEBUG_DIRS) -> str | None:
+    """The separate debug file for a build ID, if one is installed."""
+    if len(build_id) < 3:
+        return None
+    for root in debug_dirs:
+        path = os.path.join(root, ".build-id", build_id[:2], build_id[2:] + ".debug")
+        if os.path.isfile(path):
+            return path
+    return None
 
 
 class SymbolTable:
@@ -39,8 +58,10 @@ class SymbolTable:
 class ElfObject:
     """One ELF file, opened once, parsed lazily: symbols are read only when asked for."""
 
-    def __init__(self, stream: BinaryIO, path: str):
+    def __init__(self, stream: BinaryIO, path: str, debug_dirs=DEBUG_DIRS):
         self.path = path
+        self.debug_dirs = debug_dirs
+        self.symbol_source = ""       # where the symbols came from, once read
         self._stream = stream
         self._parsed: ELFFile | None | bool = False   # False: not yet parsed; None: not ELF
         self._symbols: SymbolTable | None = None
@@ -102,21 +123,37 @@ class ElfObject:
         return self._symbols
 
     def _read_symbols(self) -> list[tuple[int, int, str]]:
-        found: list[tuple[int, int, str]] = []
-        # .symtab when present (unstripped), else .dynsym (exported functions only).
-        for name in (".symtab", ".dynsym"):
+        found = self._section_symbols(".symtab")
+        if found:
+            self.symbol_source = ".symtab"
+            return found
+        debug = debug_file_path(self.build_id, self.debug_dirs)
+        if debug:
             try:
-                section = self._elf.get_section_by_name(name)
-            except (ELFError, OSError, ValueError):
-                section = None
+                with open(debug, "rb") as f:
+                    found = ElfObject(f, debug, debug_dirs=())._section_symbols(".symtab")
+            except OSError:
+                found = []
+            if found:
+                self.symbol_source = debug
+                return found
+        self.symbol_source = ".dynsym"
+        return self._section_symbols(".dynsym")
+
+    def _section_symbols(self, name: str) -> list[tuple[int, int, str]]:
+        found: list[tuple[int, int, str]] = []
+        if not self.valid:
+            return found
+        try:
+            section = self._elf.get_section_by_name(name)
             if section is None or section["sh_type"] == "SHT_NOBITS":
-                continue
+                return found
             for sym in section.iter_symbols():
                 if (sym["st_info"]["type"] in _FUNC_TYPES and sym["st_value"]
                         and sym["st_shndx"] != "SHN_UNDEF"):
                     found.append((sym["st_value"], sym["st_size"], sym.name.split("@", 1)[0]))
-            if found:
-                break
+        except (ELFError, OSError, ValueError):
+            pass
         return found
 
     def function_at(self, file_offset: int) -> str | None:
