@@ -29,6 +29,7 @@ struct call_value {          // per CPU: no atomics needed, min/max exact
     u64 min_ns;
     u64 max_ns;
     u64 bytes;               // read/write family: bytes moved (positive returns)
+    u64 cgroup_id;           // cgroup v2 id at first sight: the container, even once it exits
     char comm[TASK_COMM_LEN];
 };
 
@@ -211,6 +212,7 @@ RAW_TRACEPOINT_PROBE(sys_exit) {
     }
     if (v->count == 0) {
         bpf_get_current_comm(&v->comm, sizeof(v->comm));
+        v->cgroup_id = bpf_get_current_cgroup_id();
         v->min_ns = delta;
     }
     v->count++;

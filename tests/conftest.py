@@ -96,3 +96,47 @@ def wait_for_line(stream, needle: str, timeout: float = 60) -> list[str]:
             if needle in line:
                 return seen
     raise AssertionError(f"never saw {needle!r}; got: {''.join(seen)[-2000:]}")
+
+
+# A container as the runtimes and the kubelet lay it out in cgroups, made for real.
+FAKE_CONTAINER_ID = "c0ffee" + "0123456789abcdef" * 3 + "abcdef0123"
+FAKE_POD_UID = "5e1f2a3b-4c5d-4e6f-8a9b-0c1d2e3f4a5b"
+
+
+def _cgroup_root() -> Path | None:
+    """A hierarchy a process can be moved into: cgroup v2 (pure or hybrid), else v1 pids."""
+    mounts = {line.split()[1]: line.split()[2] for line in open("/proc/mounts")}
+    for path in ("/sys/fs/cgroup/unified", "/sys/fs/cgroup"):
+        if mounts.get(path) == "cgroup2":
+            return Path(path)
+    return Path("/sys/fs/cgroup/pids") if os.path.isdir("/sys/fs/cgroup/pids") else None
+
+
+class in_container:
+    """Move a process into kubepods-…-pod<uid>.slice/cri-containerd-<id>.scope for the
+    duration, so the agent sees it as a Kubernetes container; undone afterwards."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        root = _cgroup_root()
+        need(None if root else "no writable cgroup hierarchy")
+        self.root = root
+        self.top = root / "ebpf-otlp-test.slice"
+        self.leaf = (self.top / f"kubepods-burstable-pod{FAKE_POD_UID.replace('-', '_')}.slice"
+                     / f"cri-containerd-{FAKE_CONTAINER_ID}.scope")
+
+    def __enter__(self):
+        self.leaf.mkdir(parents=True, exist_ok=True)
+        (self.leaf / "cgroup.procs").write_text(str(self.pid))
+        return self
+
+    def __exit__(self, *exc):
+        try:
+            (self.root / "cgroup.procs").write_text(str(self.pid))
+        except OSError:
+            pass   # it exited
+        for d in (self.leaf, self.leaf.parent, self.top):
+            try:
+                d.rmdir()
+            except OSError:
+                pass

@@ -38,6 +38,25 @@ class Frame:
 
 
 @dataclass(frozen=True)
+class ContainerInfo:
+    """The container and Kubernetes pod a process runs in; empty strings on the host."""
+    container_id: str = ""
+    pod_uid: str = ""
+
+    def attributes(self) -> dict[str, str]:
+        """As OpenTelemetry semantic-convention attributes."""
+        out = {}
+        if self.container_id:
+            out["container.id"] = self.container_id
+        if self.pod_uid:
+            out["k8s.pod.uid"] = self.pod_uid
+        return out
+
+
+HOST = ContainerInfo()
+
+
+@dataclass(frozen=True)
 class RawStackSample:
     """What the sampler counted: addresses, leaf first, before symbolization."""
     pid: int
@@ -56,6 +75,7 @@ class StackSample:
     process_name: str
     frames: tuple[Frame, ...]
     count: int
+    container: ContainerInfo = HOST
 
 
 @dataclass
@@ -114,6 +134,7 @@ class SyscallStats:
     errnos: dict[int, int] = field(default_factory=dict)     # errno -> calls that failed so
     hist: dict[int, int] = field(default_factory=dict)       # histogram.SCALE bucket -> calls
     timed: int = 0                                           # calls whose latency was measured
+    container: ContainerInfo = HOST
 
     @property
     def sampled(self) -> bool:
@@ -138,6 +159,7 @@ class SyscallStats:
         self.max_ns = max(self.max_ns, other.max_ns)
         self.bytes += other.bytes
         self.process_name = self.process_name or other.process_name
+        self.container = self.container if self.container != HOST else other.container
         for table, add in ((self.errnos, other.errnos), (self.hist, other.hist)):
             for k, v in add.items():
                 table[k] = table.get(k, 0) + v

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, WORKLOADS, agent, agent_popen, compile_c, need_tool, wait_for_line
+from conftest import (FAKE_CONTAINER_ID, FAKE_POD_UID, ROOT, WORKLOADS, agent, agent_popen, compile_c,
+                      in_container, need_tool, wait_for_line)
 from ebpf_otlp.export import folded
 from ebpf_otlp.export.pprof_schema import Profile
 
@@ -147,6 +148,35 @@ document.getElementById('fg').addEventListener('load', function () {
     assert drawn["hot_a"][1] == "hot_a" and drawn["hot_b"][1] == "hot_b"   # labels drawn
     ratio = drawn["hot_a"][0] / drawn["hot_b"][0]
     assert 2.3 < ratio < 3.9, ratio
+
+
+def test_container_and_pod_of_the_process_are_reported(tmp_path):
+    """A process in a Kubernetes container's cgroup: container.id and k8s.pod.uid on its
+    OTLP profile and pprof samples, so a Collector's k8sattributes can name the pod."""
+    from opentelemetry.proto.collector.profiles.v1development.profiles_service_pb2 import (
+        ExportProfilesServiceRequest)
+
+    binary = compile_c("hot.c", tmp_path / "hot")
+    work = subprocess.Popen([str(binary), "20"])
+    try:
+        with in_container(work.pid):
+            r = agent("profile", "--pid", str(work.pid), "--duration", "2s",
+                      "-o", str(tmp_path / "cpu.pb.gz"), "-o", str(tmp_path / "cpu.otlp.pb"))
+    finally:
+        work.kill()
+        work.wait()
+    assert r.returncode == 0, r.stderr
+    req = ExportProfilesServiceRequest.FromString((tmp_path / "cpu.otlp.pb").read_bytes())
+    dic = req.dictionary
+    [prof] = req.resource_profiles[0].scope_profiles[0].profiles
+    attrs = {dic.string_table[dic.attribute_table[i].key_strindex]: dic.attribute_table[i].value
+             for i in prof.attribute_indices}
+    assert attrs["container.id"].string_value == FAKE_CONTAINER_ID
+    assert attrs["k8s.pod.uid"].string_value == FAKE_POD_UID
+    prof_pb = load_pprof(tmp_path / "cpu.pb.gz")
+    strings = prof_pb.string_table
+    labels = {(strings[l.key], strings[l.str]) for smp in prof_pb.sample for l in smp.label if l.str}
+    assert ("container.id", FAKE_CONTAINER_ID) in labels and ("k8s.pod.uid", FAKE_POD_UID) in labels
 
 
 def test_process_that_exits_mid_capture_is_named(tmp_path):

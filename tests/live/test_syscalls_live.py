@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import signal
@@ -10,7 +11,8 @@ import subprocess
 import pytest
 
 from collector import GrpcCollector
-from conftest import agent_popen, compile_c, need_tool, wait_for_line
+from conftest import (FAKE_CONTAINER_ID, FAKE_POD_UID, agent_popen, compile_c, in_container, need_tool,
+                      wait_for_line)
 
 pytestmark = pytest.mark.live
 
@@ -24,11 +26,16 @@ def mix_binary(tmp_path_factory):
                      "-pthread")
 
 
-def run_mix(binary, *agent_args, tmp_path, sleeps=K_NANOSLEEP, flood=False):
+def run_mix(binary, *agent_args, tmp_path, sleeps=K_NANOSLEEP, flood=False, container=False):
     """Start the mix (waiting on stdin), attach the agent, release the mix, stop the agent.
     Returns the JSON rows of the mix's pid, what the mix measured itself, and the table."""
     work = subprocess.Popen([str(binary), str(N_GETPPID), str(M_OPENAT), str(sleeps), str(int(flood))],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    with in_container(work.pid) if container else contextlib.nullcontext():
+        return _trace_mix(work, agent_args, tmp_path)
+
+
+def _trace_mix(work, agent_args, tmp_path):
     out_json = tmp_path / "sys.json"
     run = agent_popen("syscalls", "--pid", str(work.pid), "--interval", "1s",
                       "-o", str(out_json), *agent_args)
@@ -107,11 +114,16 @@ def test_counts_match_strace(mix_binary, tmp_path):
 
 
 def test_syscall_filter_and_otlp_metrics(mix_binary, tmp_path):
+    """Also: the mix runs in a Kubernetes container's cgroup, and says so."""
     with GrpcCollector() as col:
-        rows, _, _ = run_mix(mix_binary, "--syscall", "openat", "--syscall", "nanosleep",
-                             "--otlp-endpoint", col.endpoint, "--spool-dir", str(tmp_path / "spool"),
-                             tmp_path=tmp_path)
+        rows, _, table = run_mix(mix_binary, "--syscall", "openat", "--syscall", "nanosleep",
+                                 "--by", "process", "--otlp-endpoint", col.endpoint,
+                                 "--spool-dir", str(tmp_path / "spool"), tmp_path=tmp_path,
+                                 container=True)
         assert set(rows) == {"openat", "nanosleep"}
+        assert rows["openat"]["container.id"] == FAKE_CONTAINER_ID
+        assert rows["openat"]["k8s.pod.uid"] == FAKE_POD_UID
+        assert FAKE_CONTAINER_ID[:12] in table
         points = {}
         hists = {}
         for req in col.received["metrics"]:
@@ -124,6 +136,7 @@ def test_syscall_filter_and_otlp_metrics(mix_binary, tmp_path):
                                 key = (a["syscall.name"].string_value,
                                        a["error.type"].string_value if "error.type" in a else "")
                                 points[key] = dp.as_int      # cumulative: the last one wins
+                                assert a["container.id"].string_value == FAKE_CONTAINER_ID
                             assert m.sum.is_monotonic and m.sum.aggregation_temporality == 2
                         if m.name == "ebpf_otlp.syscall.duration":
                             for dp in m.exponential_histogram.data_points:

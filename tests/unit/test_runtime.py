@@ -1,12 +1,15 @@
-"""Runtime pieces that need no BPF: headers discovery, capabilities, cflags, perf facts."""
+"""Runtime pieces that need no BPF: headers discovery, capabilities, cflags, perf facts,
+containers from cgroups."""
 
 import os
 
 import pytest
 
 from ebpf_otlp.errors import AgentError
+from ebpf_otlp.records import ContainerInfo
 from ebpf_otlp.runtime import headers, loader
 from ebpf_otlp.runtime.perf import online_cpus
+from ebpf_otlp.runtime.processes import CgroupIds, parse_cgroup
 from ebpf_otlp.runtime.privileges import CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN, missing_privileges
 
 
@@ -67,3 +70,39 @@ def test_online_cpus(tmp_path):
     p.write_text("0-3,6,8-9\n")
     assert online_cpus(str(p)) == [0, 1, 2, 3, 6, 8, 9]
     assert len(online_cpus()) == os.cpu_count()
+
+
+CONTAINER = "3f4e2a" + "0123456789abcdef" * 3 + "0123456789"   # 64 hex digits
+POD = "8d2c1a4e-5b6f-4c3d-9e8f-0a1b2c3d4e5f"
+
+
+@pytest.mark.parametrize("text,container,pod", [
+    # containerd under the kubelet's systemd driver, cgroup v2
+    (f"0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{POD.replace('-', '_')}"
+     f".slice/cri-containerd-{CONTAINER}.scope\n", CONTAINER, POD),
+    # the kubelet's cgroupfs driver, cgroup v1
+    (f"12:pids:/kubepods/besteffort/pod{POD}/{CONTAINER}\n11:cpu:/kubepods/besteffort/pod{POD}/{CONTAINER}\n",
+     CONTAINER, POD),
+    (f"0::/system.slice/docker-{CONTAINER}.scope\n", CONTAINER, ""),
+    (f"1:name=systemd:/docker/{CONTAINER}\n0::/\n", CONTAINER, ""),
+    (f"0::/machine.slice/libpod-{CONTAINER}.scope/container\n", CONTAINER, ""),
+    # cri-o's monitor is not the container; a 32-digit id is not a container id
+    (f"0::/kubepods.slice/crio-conmon-{CONTAINER}.scope\n", "", ""),
+    ("4:memory:/process_api/49264076ffea4500fc71b11ec2cd0b88\n0::/\n", "", ""),
+    ("0::/user.slice/user-0.slice/session-1.scope\n", "", ""),
+])
+def test_container_and_pod_from_cgroup(text, container, pod):
+    info = parse_cgroup(text)
+    assert (info.container_id, info.pod_uid) == (container, pod)
+    expected = {k: v for k, v in (("container.id", container), ("k8s.pod.uid", pod)) if v}
+    assert info.attributes() == expected
+
+
+def test_cgroup_ids_resolve_to_containers(tmp_path):
+    leaf = tmp_path / f"kubepods-pod{POD.replace('-', '_')}.slice" / f"crio-{CONTAINER}.scope"
+    leaf.mkdir(parents=True)
+    ids = CgroupIds(mount=str(tmp_path))
+    assert ids.lookup(os.stat(leaf).st_ino) == ContainerInfo(CONTAINER, POD)
+    assert ids.lookup(os.stat(leaf.parent).st_ino) == ContainerInfo("", POD)
+    assert ids.lookup(os.stat(tmp_path).st_ino) == ContainerInfo()
+    assert ids.lookup(1) is None

@@ -7,10 +7,11 @@ import platform
 
 from ebpf_otlp import histogram, syscall_names
 from ebpf_otlp.errors import AgentError
-from ebpf_otlp.records import SyscallStats
+from ebpf_otlp.records import ContainerInfo, SyscallStats
 from ebpf_otlp.runtime import loader
 from ebpf_otlp.runtime.duty_cycle import DutyCycle
 from ebpf_otlp.runtime.maps import DoubleBuffer, drain, percpu_counters
+from ebpf_otlp.runtime.processes import CgroupIds, container_of
 from ebpf_otlp.symbolize.procmaps import read_comm
 
 # Order of `enum syscalls_stat` in bpf/syscalls.bpf.c.
@@ -35,6 +36,8 @@ class SyscallCollector:
         self.latency = latency
         self.latency_budget = latency_budget
         self._duty: DutyCycle | None = None
+        self._containers: dict[int, ContainerInfo] = {}
+        self._cgroup_ids = CgroupIds()
         self.max_keys = max_keys
         self._bpf = None
         self._buffers: DoubleBuffer | None = None
@@ -109,6 +112,7 @@ class SyscallCollector:
                                                              syscall_names.name(key.nr))
             for v in per_cpu:
                 if v.count:
+                    self._place(key.tgid, v.cgroup_id)
                     comm = v.comm.decode(errors="replace")
                     if key.timed:
                         s.merge(SyscallStats(key.tgid, comm, key.nr, "", v.count, v.errors,
@@ -124,9 +128,16 @@ class SyscallCollector:
         for s in stats.values():
             if not s.process_name:
                 s.process_name = read_comm(s.pid) or ""
+            s.container = self._containers.get(s.pid) or container_of(s.pid)
         totals = percpu_counters(self._bpf["stats"], len(STAT_NAMES))
         self.counters = dict(zip(STAT_NAMES, totals))
         return list(stats.values())
+
+    def _place(self, pid: int, cgroup_id: int) -> None:
+        """The container a process ran in, from the cgroup id the kernel saw (once per pid)."""
+        if pid not in self._containers:
+            found = self._cgroup_ids.lookup(cgroup_id)
+            self._containers[pid] = found if found is not None else container_of(pid)
 
     def stop(self) -> list[SyscallStats]:
         """Detach, then return what both buffers still hold."""

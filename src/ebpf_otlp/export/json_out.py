@@ -21,6 +21,7 @@ def encode(profile: Profile) -> str:
             {
                 "pid": s.pid, "tid": s.tid, "thread_name": s.thread_name,
                 "process_name": s.process_name, "count": s.count,
+                **s.container.attributes(),
                 "frames": [{"function": f.function, "module": f.module,
                             "address": f"{f.address:#x}", "kernel": f.kernel}
                            for f in s.frames],

@@ -93,6 +93,8 @@ def build(profile: Profile, resource: Resource) -> ExportProfilesServiceRequest:
         p.attribute_indices.append(dic.attribute("process.pid", pid))
         if name:
             p.attribute_indices.append(dic.attribute("process.executable.name", name))
+        for key, value in samples[0].container.attributes().items():
+            p.attribute_indices.append(dic.attribute(key, value))
         for s in samples:
             p.samples.add(stack_index=dic.stack(s.frames), values=[s.count],
                           attribute_indices=[dic.attribute("thread.id", s.tid),

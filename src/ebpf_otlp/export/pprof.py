@@ -60,6 +60,8 @@ def build(profile: Profile):
         sample.label.add(key=t.string("thread name"), str=t.string(s.thread_name))
         if s.process_name:
             sample.label.add(key=t.string("process name"), str=t.string(s.process_name))
+        for key, value in s.container.attributes().items():   # container.id, k8s.pod.uid
+            sample.label.add(key=t.string(key), str=t.string(value))
     return out
 
 

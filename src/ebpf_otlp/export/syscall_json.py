@@ -12,7 +12,8 @@ from ebpf_otlp.syscall_names import errno_name
 def encode(report: SyscallReport) -> str:
     rows = []
     for s in sorted(report.stats, key=lambda s: (-s.est_total_ns, -s.calls)):
-        row = {"pid": s.pid, "process": s.process_name, "syscall": s.syscall, "nr": s.nr,
+        row = {"pid": s.pid, "process": s.process_name, **s.container.attributes(),
+               "syscall": s.syscall, "nr": s.nr,
                "calls": s.calls, "errors": s.errors, "bytes": s.bytes,
                "errnos": {errno_name(e): n for e, n in sorted(s.errnos.items())}}
         if report.latency and s.timed:

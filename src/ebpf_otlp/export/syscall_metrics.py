@@ -38,7 +38,7 @@ def _attributes(s: SyscallStats) -> dict:
     attrs = {"syscall.name": s.syscall, "process.pid": s.pid}
     if s.process_name:
         attrs["process.executable.name"] = s.process_name
-    return attrs
+    return {**attrs, **s.container.attributes()}
 
 
 def _exp_point(s: SyscallStats, start: int, now: int) -> ExponentialHistogramDataPoint:

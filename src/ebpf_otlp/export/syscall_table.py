@@ -10,7 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ebpf_otlp import histogram
-from ebpf_otlp.records import SyscallReport, SyscallStats
+from ebpf_otlp.records import HOST, SyscallReport, SyscallStats
 from ebpf_otlp.syscall_names import READ_SYSCALLS, WRITE_SYSCALLS, errno_name
 
 
@@ -19,7 +19,8 @@ def by_syscall(stats: list[SyscallStats]) -> list[SyscallStats]:
     merged: dict[int, SyscallStats] = {}
     for s in stats:
         row = merged.setdefault(s.nr, SyscallStats(0, "", s.nr, s.syscall))
-        row.merge(replace(s, pid=0, process_name="", errnos=dict(s.errnos), hist=dict(s.hist)))
+        row.merge(replace(s, pid=0, process_name="", errnos=dict(s.errnos), hist=dict(s.hist),
+                          container=HOST))
     return list(merged.values())
 
 
@@ -36,9 +37,12 @@ def _errors(s: SyscallStats) -> str:
 
 def _table(rows: list[SyscallStats], latency: bool, title: str, with_process: bool) -> Table:
     t = Table(title=title, title_justify="left")
+    with_container = with_process and any(s.container.container_id for s in rows)
     if with_process:
         t.add_column("pid", justify="right")
         t.add_column("process")
+    if with_container:
+        t.add_column("container")
     t.add_column("syscall")
     t.add_column("calls", justify="right")
     t.add_column("errors")
@@ -46,7 +50,8 @@ def _table(rows: list[SyscallStats], latency: bool, title: str, with_process: bo
         for name in ("total ms", "min µs", "avg µs", "p50 µs", "p90 µs", "p99 µs", "max µs"):
             t.add_column(name, justify="right")
     for s in rows:
-        cells = ([str(s.pid), Text(s.process_name)] if with_process else []) + [
+        cells = ([str(s.pid), Text(s.process_name)] if with_process else []) + (
+            [s.container.container_id[:12]] if with_container else []) + [
             s.syscall, str(s.calls), _errors(s)]
         if latency and s.timed:
             p = [histogram.percentile(s.hist, q, s.min_ns, s.max_ns) for q in (0.5, 0.9, 0.99)]

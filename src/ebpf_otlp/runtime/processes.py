@@ -1,6 +1,22 @@
-"""Facts about target processes that every command checks."""
+"""Facts about target processes that every command checks or reports: liveness, and the
+container and Kubernetes pod a process runs in (from its cgroup path), so an SRE can tell
+which workload a stack or a syscall belongs to, and a Collector's k8sattributes processor
+can add the pod's name and namespace from the container ID or pod UID."""
 
 from __future__ import annotations
+
+import os
+import re
+import time
+
+from ebpf_otlp.records import ContainerInfo
+
+# cgroup path components as container runtimes and the kubelet name them:
+#   docker-<id>.scope, cri-containerd-<id>.scope, crio-<id>.scope, libpod-<id>.scope (systemd)
+#   /docker/<id>, /kubepods/burstable/pod<uid>/<id> (cgroupfs)
+_CONTAINER = re.compile(r"^(?:docker-|cri-containerd-|crio-|libpod-|containerd-)?([0-9a-f]{64})(?:\.scope)?$")
+_POD = re.compile(r"^(?:kubepods-(?:besteffort-|burstable-|guaranteed-)?)?pod"
+                  r"([0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12})(?:\.slice)?$")
 
 
 def alive(pid: int) -> bool:
@@ -10,3 +26,72 @@ def alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
     except (OSError, IndexError):
         return False
+
+
+def parse_cgroup_path(path: str) -> ContainerInfo:
+    """The container ID and pod UID named in one cgroup path."""
+    container = pod = ""
+    for part in path.split("/"):
+        if m := _CONTAINER.match(part):
+            container = m.group(1)
+        elif m := _POD.match(part):
+            pod = m.group(1).replace("_", "-")
+    return ContainerInfo(container, pod)
+
+
+def parse_cgroup(text: str) -> ContainerInfo:
+    """The container ID and pod UID in a /proc/PID/cgroup text (cgroup v1 or v2 lines)."""
+    for line in text.splitlines():
+        info = parse_cgroup_path(line.split(":", 2)[-1])
+        if info != ContainerInfo():
+            return info
+    return ContainerInfo()
+
+
+class CgroupIds:
+    """cgroup v2 ids (what bpf_get_current_cgroup_id returns: the directory's inode) →
+    container, found by walking the cgroup2 mount. The kernel records the id at the
+    event, so a process that has exited by the time user space looks is still placed."""
+
+    def __init__(self, mount: str | None = None):
+        self.mount = mount if mount is not None else cgroup2_mount()
+        self._known: dict[int, ContainerInfo] = {}
+        self._walked_at = float("-inf")
+
+    def lookup(self, cgroup_id: int) -> ContainerInfo | None:
+        """The container of a cgroup id; None if no such cgroup is found."""
+        # New cgroups appear all the time; re-walk for an unknown id, at most once a second.
+        if cgroup_id not in self._known and self.mount and time.monotonic() - self._walked_at > 1:
+            self._walk()
+        return self._known.get(cgroup_id)
+
+    def _walk(self) -> None:
+        self._walked_at = time.monotonic()
+        for top, dirs, _ in os.walk(self.mount):
+            try:
+                ino = os.stat(top).st_ino
+            except OSError:
+                continue
+            if ino not in self._known:
+                self._known[ino] = parse_cgroup_path(top[len(self.mount):] or "/")
+
+
+def cgroup2_mount() -> str | None:
+    try:
+        with open("/proc/mounts") as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) > 2 and fields[2] == "cgroup2":
+                    return fields[1]
+    except OSError:
+        pass
+    return None
+
+
+def container_of(pid: int) -> ContainerInfo:
+    """Where a live process runs; empty on the host or once the process is gone."""
+    try:
+        with open(f"/proc/{pid}/cgroup") as f:
+            return parse_cgroup(f.read())
+    except OSError:
+        return ContainerInfo()

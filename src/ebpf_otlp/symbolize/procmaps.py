@@ -1,10 +1,14 @@
-"""Snapshots of /proc/PID/maps, taken while a process lives so it symbolizes after it exits."""
+"""Snapshots of /proc/PID/maps, taken while a process lives so it symbolizes after it exits
+(with the container it ran in, which is gone with it too)."""
 
 from __future__ import annotations
 
 import bisect
 import os
 from dataclasses import dataclass
+
+from ebpf_otlp.records import HOST, ContainerInfo
+from ebpf_otlp.runtime.processes import container_of
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,7 @@ class ProcessSnapshot:
     name: str                 # the process's comm (thread group leader)
     exe: str
     entries: list[MapEntry]
+    container: ContainerInfo = HOST
 
     def __post_init__(self):
         self._starts = [e.start for e in self.entries]
@@ -78,4 +83,4 @@ def snapshot(pid: int) -> ProcessSnapshot | None:
     except OSError:
         exe = ""
     name = read_comm(pid) or os.path.basename(exe) or str(pid)
-    return ProcessSnapshot(pid, name, exe.removesuffix(" (deleted)"), entries)
+    return ProcessSnapshot(pid, name, exe.removesuffix(" (deleted)"), entries, container_of(pid))

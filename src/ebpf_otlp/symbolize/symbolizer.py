@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 
-from ebpf_otlp.records import KERNEL_MODULE, Frame, Mapping, RawStackSample, StackSample
+from ebpf_otlp.records import KERNEL_MODULE, ContainerInfo, Frame, Mapping, RawStackSample, StackSample
+from ebpf_otlp.runtime.processes import container_of
 from ebpf_otlp.symbolize.elf import ElfObject
 from ebpf_otlp.symbolize.kernel import KernelSymbols
 from ebpf_otlp.symbolize.perfmap import PerfMap
@@ -62,6 +63,10 @@ class Symbolizer:
         snap = self.processes.get(pid)
         return snap.name if snap else (read_comm(pid) or "")
 
+    def container(self, pid: int) -> ContainerInfo:
+        snap = self.processes.get(pid)
+        return snap.container if snap else container_of(pid)
+
     def _snapshot_for(self, pid: int, addr: int) -> ProcessSnapshot | None:
         snap = self.processes.get(pid)
         if (snap is None or snap.find(addr) is None) and pid not in self._refreshed:
@@ -106,5 +111,5 @@ class Symbolizer:
     def symbolize(self, counts: dict[RawStackSample, int]) -> list[StackSample]:
         self.refresh_perf_maps()
         return [StackSample(raw.pid, raw.tid, raw.thread_name, self.process_name(raw.pid),
-                            self.frames(raw), count)
+                            self.frames(raw), count, self.container(raw.pid))
                 for raw, count in counts.items()]
