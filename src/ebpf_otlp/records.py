@@ -182,6 +182,16 @@ class SyscallReport:
         """The entry hook was time-shared: latency is a sample for (some of) the capture."""
         return self.latency and self.timing_share < 1.0
 
+    def time_in(self, s: SyscallStats) -> float:
+        """Time spent in a row's calls: scaled up from the timed sample while the entry hook
+        was time-shared (entries then are timed at random, whatever their length); else
+        what was measured, since the only untimed calls are those already under way at the
+        start, which are not a fair sample."""
+        return s.est_total_ns if self.sampled else float(s.total_ns)
+
+    def estimated(self, s: SyscallStats) -> bool:
+        return self.sampled and s.sampled
+
     @property
     def timed_fraction(self) -> float:
         calls = sum(s.calls for s in self.stats)

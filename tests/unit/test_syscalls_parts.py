@@ -142,3 +142,21 @@ def test_scale_counts_keeps_integers_and_the_total():
     scaled = histogram.scale_counts({1: 1, 2: 1, 3: 1}, 100)
     assert sum(scaled.values()) == 100 and sorted(scaled.values()) == [33, 33, 34]
     assert histogram.scale_counts({}, 5) == {} and histogram.scale_counts({4: 2}, 2) == {4: 2}
+
+
+def test_calls_under_way_at_the_start_are_not_guessed_at():
+    """Never time-shared: the only untimed calls were already running when tracing began,
+    which are biased towards long ones, so totals stay what was measured."""
+    nr = syscall_names.number("futex")
+    row = SyscallStats(30, "waiter", nr, "futex", calls=5, total_ns=400, min_ns=50, max_ns=200,
+                       hist={histogram.index_of(100): 4}, timed=4)
+    report = SyscallReport([row], start_ns=1, duration_ns=10**9, latency=True, latency_budget=100_000)
+    assert not report.sampled and report.time_in(row) == 400 and not report.estimated(row)
+    console = Console(record=True, width=200)
+    syscall_table.render(report, console)
+    text = console.export_text()
+    assert "0.000" in text and "~" not in text and "already under way" in text
+    [point] = [p for m in syscall_metrics.build(report, build_resource()).resource_metrics[0]
+               .scope_metrics[0].metrics if m.name == "ebpf_otlp.syscall.duration"
+               for p in m.data.data_points]
+    assert point.count == 4 and point.sum == 400

@@ -11,14 +11,15 @@ from ebpf_otlp.syscall_names import errno_name
 
 def encode(report: SyscallReport) -> str:
     rows = []
-    for s in sorted(report.stats, key=lambda s: (-s.est_total_ns, -s.calls)):
+    for s in sorted(report.stats, key=lambda s: (-report.time_in(s), -s.calls)):
         row = {"pid": s.pid, "process": s.process_name, **s.container.attributes(),
                "syscall": s.syscall, "nr": s.nr,
                "calls": s.calls, "errors": s.errors, "bytes": s.bytes,
                "errnos": {errno_name(e): n for e, n in sorted(s.errnos.items())}}
         if report.latency and s.timed:
             row["latency_ns"] = {
-                "timed": s.timed, "total": round(s.est_total_ns), "total_estimated": s.sampled,
+                "timed": s.timed, "total": round(report.time_in(s)),
+                "total_estimated": report.estimated(s),
                 "min": s.min_ns, "max": s.max_ns, "avg": s.avg_ns,
                 **{f"p{int(q * 100)}": histogram.percentile(s.hist, q, s.min_ns, s.max_ns)
                    for q in (0.5, 0.9, 0.99)}}

@@ -7,7 +7,8 @@ The histogram stays in nanoseconds because the kernel's bucket indices are exact
 converting to seconds would shift them by a fraction of a bucket. When latency was
 sampled (over the latency budget), the histogram is the timed calls' scaled up to every
 call: its count equals the syscall count and its sum estimates the time spent; min and
-max are the ones observed.
+max are the ones observed. Otherwise it holds the timed calls, which are all of them
+but those already under way when tracing began.
 """
 
 from __future__ import annotations
@@ -41,14 +42,15 @@ def _attributes(s: SyscallStats) -> dict:
     return {**attrs, **s.container.attributes()}
 
 
-def _exp_point(s: SyscallStats, start: int, now: int) -> ExponentialHistogramDataPoint:
-    hist = histogram.scale_counts(s.hist, s.calls)
+def _exp_point(s: SyscallStats, report: SyscallReport, start: int,
+               now: int) -> ExponentialHistogramDataPoint:
+    hist = histogram.scale_counts(s.hist, s.calls) if report.sampled else s.hist
     buckets = {i: c for i, c in hist.items() if i >= 0}
     offset = min(buckets) if buckets else 0
     counts = [buckets.get(i, 0) for i in range(offset, max(buckets) + 1)] if buckets else []
     return ExponentialHistogramDataPoint(
         attributes=_attributes(s), start_time_unix_nano=start, time_unix_nano=now,
-        count=sum(hist.values()), sum=round(s.est_total_ns), scale=histogram.SCALE,
+        count=sum(hist.values()), sum=round(report.time_in(s)), scale=histogram.SCALE,
         zero_count=hist.get(-1, 0), positive=Buckets(offset, counts), negative=Buckets(0, []),
         flags=0, min=s.min_ns, max=s.max_ns)
 
@@ -69,7 +71,7 @@ def build(report: SyscallReport, resource: Resource) -> MetricsData:
     if report.latency:
         metrics.append(Metric(
             "ebpf_otlp.syscall.duration", "Time from syscall entry to exit", "ns",
-            ExponentialHistogram([_exp_point(s, start, now) for s in report.stats if s.timed],
+            ExponentialHistogram([_exp_point(s, report, start, now) for s in report.stats if s.timed],
                                  AggregationTemporality.CUMULATIVE)))
     scope = ScopeMetrics(InstrumentationScope("ebpf-otlp", __version__), metrics, "")
     return MetricsData([ResourceMetrics(resource, [scope], "")])

@@ -35,7 +35,8 @@ def _errors(s: SyscallStats) -> str:
     return f"{s.errors} ({', '.join(f'{errno_name(e)} {n}' for e, n in top)})"
 
 
-def _table(rows: list[SyscallStats], latency: bool, title: str, with_process: bool) -> Table:
+def _table(rows: list[SyscallStats], report: SyscallReport, title: str, with_process: bool) -> Table:
+    latency = report.latency
     t = Table(title=title, title_justify="left")
     with_container = with_process and any(s.container.container_id for s in rows)
     if with_process:
@@ -55,7 +56,7 @@ def _table(rows: list[SyscallStats], latency: bool, title: str, with_process: bo
             s.syscall, str(s.calls), _errors(s)]
         if latency and s.timed:
             p = [histogram.percentile(s.hist, q, s.min_ns, s.max_ns) for q in (0.5, 0.9, 0.99)]
-            total = f"{'~' if s.sampled else ''}{s.est_total_ns / 1e6:.3f}"
+            total = f"{'~' if report.estimated(s) else ''}{report.time_in(s) / 1e6:.3f}"
             cells += [total, _us(s.min_ns), _us(s.avg_ns), *map(_us, p), _us(s.max_ns)]
         elif latency:
             cells += ["—"] * 7
@@ -65,23 +66,23 @@ def _table(rows: list[SyscallStats], latency: bool, title: str, with_process: bo
 
 def render(report: SyscallReport, console: Console, by: str = "syscall", top: int = 20,
            files: bool = False) -> None:
-    key = (lambda s: (-s.est_total_ns, -s.calls)) if report.latency else (lambda s: -s.calls)
+    key = (lambda s: (-report.time_in(s), -s.calls)) if report.latency else (lambda s: -s.calls)
     order = "total time" if report.latency else "calls"
     secs = report.duration_ns / 1e9
     if by == "syscall":
         rows = sorted(by_syscall(report.stats), key=key)[:top]
-        console.print(_table(rows, report.latency, f"Syscalls by {order} over {secs:.1f} s", False))
+        console.print(_table(rows, report, f"Syscalls by {order} over {secs:.1f} s", False))
     else:
         rows = sorted(report.stats, key=key)[:top]
-        console.print(_table(rows, report.latency, f"Syscalls per process by {order} over {secs:.1f} s",
+        console.print(_table(rows, report, f"Syscalls per process by {order} over {secs:.1f} s",
                              True))
     if report.sampled:
         console.print(f"~ latency sampled: {report.timed_fraction:.1%} of calls timed (the syscall "
                       f"rate passed the {report.latency_budget:,.0f}/s latency budget; counts are "
                       "exact, totals estimated; --latency-budget 0 times every call)", style="dim")
     elif report.latency and any(s.sampled for s in report.stats):
-        console.print("~ estimated: calls already under way when tracing began were counted, "
-                      "not timed", style="dim")
+        console.print("calls already under way when tracing began are counted, not timed",
+                      style="dim")
     if files:
         render_files(report, console, top)
     lost = {k: v for k, v in report.lost.items() if v}
