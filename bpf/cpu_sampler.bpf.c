@@ -3,6 +3,10 @@
 // buffers; user space flips `control[0]` and drains the idle buffer, so the maps
 // never fill and no sample is lost while it reads.
 //
+// A process that execs keeps its pid but gets new mappings: each sample carries the
+// process's exec generation, and each (pid, generation) is announced, so user space
+// symbolizes samples from before an exec against the mappings from before it.
+//
 // Defines: MAX_KEYS, MAX_STACKS, FILTER_PIDS, USER_STACKS, KERNEL_STACKS, INCLUDE_IDLE.
 #include <uapi/linux/ptrace.h>
 #include <uapi/linux/bpf_perf_event.h>
@@ -13,7 +17,14 @@ struct sample_key {
     u32 tid;
     s32 user_stack_id;
     s32 kernel_stack_id;
+    u32 gen;                 // execs of the process seen since the capture began
+    u32 pad;
     char comm[TASK_COMM_LEN];
+};
+
+struct new_task {            // announced once per (process, exec generation)
+    u32 tgid;
+    u32 gen;
 };
 
 // Counters in `stats`, read by the collector (same order as Stat in cpu.py).
@@ -37,6 +48,7 @@ BPF_PERCPU_ARRAY(stats, u64, STAT_MAX);
 // Processes already announced to user space, so it can snapshot /proc/PID/maps
 // while they live; an exec forgets them, since their mappings change.
 BPF_TABLE("lru_hash", u32, u8, announced, 65536);
+BPF_TABLE("lru_hash", u32, u32, exec_gen, 65536);   // pid -> execs seen (absent: 0)
 BPF_RINGBUF_OUTPUT(new_tasks, 16);
 #ifdef FILTER_PIDS
 BPF_HASH(pid_filter, u32, u8, 4096);
@@ -48,17 +60,18 @@ static __always_inline void bump(int which) {
         (*v)++;
 }
 
-static __always_inline void announce(u32 tgid) {
+static __always_inline void announce(u32 tgid, u32 gen) {
     u8 one = 1;
     if (announced.lookup(&tgid))
         return;
     announced.update(&tgid, &one);
-    u32 *slot = new_tasks.ringbuf_reserve(sizeof(u32));
+    struct new_task *slot = new_tasks.ringbuf_reserve(sizeof(struct new_task));
     if (!slot) {
         bump(STAT_NEW_TASK_DROPPED);
         return;
     }
-    *slot = tgid;
+    slot->tgid = tgid;
+    slot->gen = gen;
     new_tasks.ringbuf_submit(slot, 0);
 }
 
@@ -92,6 +105,8 @@ int on_sample(struct bpf_perf_event_data *ctx) {
     key.user_stack_id = -1;
     key.kernel_stack_id = -1;
     bpf_get_current_comm(&key.comm, sizeof(key.comm));
+    u32 *gen = exec_gen.lookup(&tgid);
+    key.gen = gen ? *gen : 0;
 #ifdef USER_STACKS
     key.user_stack_id = stack_error(
         buf ? stacks_1.get_stackid(ctx, BPF_F_USER_STACK) : stacks_0.get_stackid(ctx, BPF_F_USER_STACK),
@@ -111,13 +126,16 @@ int on_sample(struct bpf_perf_event_data *ctx) {
     }
     // A key's first sample in this buffer is the only time its process can be new.
     if (__sync_fetch_and_add(count, 1) == 0 && tgid)
-        announce(tgid);
+        announce(tgid, key.gen);
     return 0;
 }
 
-// A process that execs gets new mappings: announce it again on its next sample.
+// A process that execs gets new mappings: a new generation, announced on its next sample.
 TRACEPOINT_PROBE(sched, sched_process_exec) {
     u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    u32 *gen = exec_gen.lookup(&tgid);
+    u32 next = gen ? *gen + 1 : 1;
+    exec_gen.update(&tgid, &next);
     announced.delete(&tgid);
     return 0;
 }

@@ -64,6 +64,7 @@ class RawStackSample:
     thread_name: str
     user_ips: tuple[int, ...]
     kernel_ips: tuple[int, ...]
+    gen: int = 0             # the process's exec generation: which mappings apply
 
 
 @dataclass(frozen=True)

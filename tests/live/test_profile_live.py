@@ -179,6 +179,31 @@ def test_container_and_pod_of_the_process_are_reported(tmp_path):
     assert ("container.id", FAKE_CONTAINER_ID) in labels and ("k8s.pod.uid", FAKE_POD_UID) in labels
 
 
+def test_samples_before_an_exec_keep_the_old_program_names(tmp_path):
+    """One pid, two programs: exec_chain burns in before_exec_burner, then execs hot. Each
+    sample is symbolized against the mappings of its own exec generation."""
+    chain = compile_c("exec_chain.c", tmp_path / "exec_chain")
+    hot = compile_c("hot.c", tmp_path / "hot")
+    work = subprocess.Popen([str(chain), "1.5", str(hot), "1.5"], stdin=subprocess.PIPE, text=True)
+    run = agent_popen("profile", "--pid", str(work.pid), "-o", str(tmp_path / "x.pb.gz"))
+    try:
+        wait_for_line(run.stderr, "sampling pid")
+        work.communicate("g", timeout=30)
+        assert work.returncode == 0
+        run.send_signal(signal.SIGINT)
+        _, err = run.communicate(timeout=60)
+    finally:
+        run.kill()
+        work.kill()
+    assert run.returncode == 0, err
+    stacks = pprof_stacks(load_pprof(tmp_path / "x.pb.gz"))
+    before = sum(c for st, c in stacks.items() if st[-2:] == ("main", "before_exec_burner"))
+    after = sum(c for st, c in stacks.items() if st and st[-1] in ("hot_a", "hot_b"))
+    assert before > 0.6 * 1.5 * 99 and after > 0.6 * 1.5 * 99, (before, after)
+    unknown = sum(c for st, c in stacks.items() if any("[unknown]" in f or "+0x" in f for f in st[-2:]))
+    assert unknown < 0.05 * (before + after), stacks.most_common(5)
+
+
 def test_process_that_exits_mid_capture_is_named(tmp_path):
     binary = compile_c("short_lived.c", tmp_path / "short_lived")
     prof_path = tmp_path / "all.pb.gz"

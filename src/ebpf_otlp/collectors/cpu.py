@@ -36,7 +36,7 @@ class CpuSampler:
     def __init__(self, hz: int, pids: list[int] | None = None, user_stacks: bool = True,
                  kernel_stacks: bool = True, event: str = "cpu-clock",
                  drain_seconds: float = 2.0,
-                 on_new_process: Callable[[int], object] = lambda pid: None):
+                 on_new_process: Callable[[int, int], object] = lambda pid, gen: None):
         self.hz = hz
         self.pids = list(pids or [])
         self.user_stacks = user_stacks
@@ -65,10 +65,10 @@ class CpuSampler:
         attach_sampler(self._bpf, "on_sample", self.event, self.hz)
 
     def _on_new_task(self, _ctx, data, _size) -> None:
-        pid = ct.cast(data, ct.POINTER(ct.c_uint32)).contents.value
+        pid, gen = ct.cast(data, ct.POINTER(ct.c_uint32 * 2)).contents   # struct new_task
         if self.first_sample_unix_ns is None:
             self.first_sample_unix_ns = time.time_ns()
-        self.on_new_process(pid)
+        self.on_new_process(pid, gen)
 
     def poll(self, timeout_ms: int) -> None:
         """Wait for new-process announcements (up to timeout_ms) and handle them."""
@@ -94,7 +94,7 @@ class CpuSampler:
 
         for key, value in drain(counts):
             raw = RawStackSample(key.tgid, key.tid, key.comm.decode(errors="replace"),
-                                 walk(key.user_stack_id), walk(key.kernel_stack_id))
+                                 walk(key.user_stack_id), walk(key.kernel_stack_id), key.gen)
             self.counts[raw] += value
         stacks.clear()
 

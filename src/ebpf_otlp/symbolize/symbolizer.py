@@ -15,26 +15,30 @@ KERNEL_MAPPING = Mapping(KERNEL_MODULE)
 
 
 class Symbolizer:
-    """Keeps, per process, a maps snapshot and an open handle on each mapped file.
+    """Keeps, per process and exec generation, a maps snapshot, and an open handle on each
+    mapped file.
 
-    `remember(pid)` must be called while the process lives (the collector announces
-    new processes as soon as the kernel sees them); resolving happens at the end.
+    `remember(pid, gen)` must be called while the process lives (the collector announces
+    each process, and again after each exec, as soon as the kernel samples it); resolving
+    happens at the end, each sample against the mappings of its own generation.
     """
 
     def __init__(self, kernel_symbols: KernelSymbols | None = None):
         self.kernel = kernel_symbols or KernelSymbols()
-        self.processes: dict[int, ProcessSnapshot] = {}
+        self.processes: dict[tuple[int, int], ProcessSnapshot] = {}   # (pid, gen) -> snapshot
+        self._latest: dict[int, int] = {}                              # pid -> newest gen
         self._files: dict[tuple[str, int], ElfObject | None] = {}
         self._perf_maps: dict[int, PerfMap] = {}
-        self._refreshed: set[int] = set()
+        self._refreshed: set[tuple[int, int]] = set()
 
     # -- while processes live -------------------------------------------------
-    def remember(self, pid: int) -> bool:
+    def remember(self, pid: int, gen: int = 0) -> bool:
         """Snapshot a process's maps and open its mapped files now; False if it is gone."""
         snap = snapshot(pid)
         if snap is None:
             return False
-        self.processes[pid] = snap
+        self.processes[(pid, gen)] = snap
+        self._latest[pid] = max(gen, self._latest.get(pid, gen))
         for entry in snap.entries:
             if entry.is_file and entry.file_key not in self._files:
                 self._files[entry.file_key] = self._open(pid, entry)
@@ -59,27 +63,35 @@ class Symbolizer:
             perf_map.refresh()
 
     # -- at the end -----------------------------------------------------------
-    def process_name(self, pid: int) -> str:
-        snap = self.processes.get(pid)
-        return snap.name if snap else (read_comm(pid) or "")
-
-    def container(self, pid: int) -> ContainerInfo:
-        snap = self.processes.get(pid)
-        return snap.container if snap else container_of(pid)
-
-    def _snapshot_for(self, pid: int, addr: int) -> ProcessSnapshot | None:
-        snap = self.processes.get(pid)
-        if (snap is None or snap.find(addr) is None) and pid not in self._refreshed:
-            # Mapped after the snapshot (dlopen, JIT): look again once, if it still lives.
-            self._refreshed.add(pid)
-            if self.remember(pid):
-                snap = self.processes[pid]
+    def _snapshot(self, pid: int, gen: int) -> ProcessSnapshot | None:
+        """The generation's own snapshot; else (its announcement was lost) the newest."""
+        snap = self.processes.get((pid, gen))
+        if snap is None and pid in self._latest:
+            snap = self.processes.get((pid, self._latest[pid]))
         return snap
 
-    def user_frame(self, pid: int, addr: int, leaf: bool) -> Frame:
+    def process_name(self, pid: int, gen: int = 0) -> str:
+        snap = self._snapshot(pid, gen)
+        return snap.name if snap else (read_comm(pid) or "")
+
+    def container(self, pid: int, gen: int = 0) -> ContainerInfo:
+        snap = self._snapshot(pid, gen)
+        return snap.container if snap else container_of(pid)
+
+    def _snapshot_for(self, pid: int, gen: int, addr: int) -> ProcessSnapshot | None:
+        snap = self._snapshot(pid, gen)
+        newest = gen >= self._latest.get(pid, gen)   # only the newest maps can be re-read
+        if (snap is None or snap.find(addr) is None) and newest and (pid, gen) not in self._refreshed:
+            # Mapped after the snapshot (dlopen, JIT): look again once, if it still lives.
+            self._refreshed.add((pid, gen))
+            if self.remember(pid, gen):
+                snap = self.processes[(pid, gen)]
+        return snap
+
+    def user_frame(self, pid: int, addr: int, leaf: bool, gen: int = 0) -> Frame:
         # Callers' addresses are return addresses: look up the call instruction before them.
         lookup = addr if leaf else addr - 1
-        snap = self._snapshot_for(pid, addr)
+        snap = self._snapshot_for(pid, gen, addr)
         entry = snap.find(addr) if snap else None
         if entry is None or not entry.is_file:
             perf_map = self._perf_maps.get(pid)
@@ -104,12 +116,12 @@ class Symbolizer:
     def frames(self, raw: RawStackSample) -> tuple[Frame, ...]:
         """Leaf first: kernel frames, then user frames."""
         kernel = [self.kernel_frame(a) for a in raw.kernel_ips]
-        user = [self.user_frame(raw.pid, a, i == 0 and not kernel)
+        user = [self.user_frame(raw.pid, a, i == 0 and not kernel, raw.gen)
                 for i, a in enumerate(raw.user_ips)]
         return tuple(kernel + user)
 
     def symbolize(self, counts: dict[RawStackSample, int]) -> list[StackSample]:
         self.refresh_perf_maps()
-        return [StackSample(raw.pid, raw.tid, raw.thread_name, self.process_name(raw.pid),
-                            self.frames(raw), count, self.container(raw.pid))
+        return [StackSample(raw.pid, raw.tid, raw.thread_name, self.process_name(raw.pid, raw.gen),
+                            self.frames(raw), count, self.container(raw.pid, raw.gen))
                 for raw, count in counts.items()]
