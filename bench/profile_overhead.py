@@ -89,7 +89,7 @@ def measure(args, work, rounds_per_run, tools, tmp) -> int:
     lines = [
         "# Performance",
         "",
-        f"Measured by `bench/run.py` on {time.strftime('%Y-%m-%d')}: Linux {platform.release()}, "
+        f"Measured by `bench/profile_overhead.py` on {time.strftime('%Y-%m-%d')}: Linux {platform.release()}, "
         f"{os.cpu_count()} CPUs, {args.rounds} interleaved rounds of a {args.seconds:.0f} s "
         "single-threaded CPU-bound workload (`bench/cpu_work.c`) pinned to the last CPU, the "
         "profiler pinned to CPU 0. Medians; slowdown is the median of per-round ratios against "

@@ -66,7 +66,7 @@ def main() -> int:
 
     res: dict[str, dict[str, list]] = {"none": {"ns": []}, "none-small": {"ns": []}}
     for t in attached:
-        res[t.name] = {"ns": [], "bpf_ns": [], "cpu_pct": [], "timed": []}
+        res[t.name] = {"ns": [], "bpf_ns": [], "cpu_pct": [], "timed": [], "rss": []}
     for name in wrappers:
         res[name] = {"ns": []}
     with contextlib.nullcontext() if args.no_bpf_stats else bpf_stats_enabled():
@@ -82,6 +82,8 @@ def main() -> int:
                 res[t.name]["ns"].append(wall / args.calls * 1e9)
                 res[t.name]["bpf_ns"].append(stats["bpf_run_ns"] / args.calls)
                 res[t.name]["cpu_pct"].append(stats["steady_cpu_pct"])
+                if "RssAnon" in stats:
+                    res[t.name]["rss"].append(stats["RssAnon"] / 1024)
                 if "-o" in t.argv:
                     res[t.name]["timed"].append(timed_share(Path(t.argv[t.argv.index("-o") + 1])))
             for name, wrapper in wrappers.items():
@@ -106,8 +108,8 @@ def main() -> int:
         f"No tracing: {base:.1f} ns per getppid.",
         "",
         "| configuration | ns per call | extra ns per call | extra cost / syscount-bpfcc -L's "
-        "| BPF ns per call (kernel's count) | agent CPU % | calls timed |",
-        "|---|---|---|---|---|---|---|",
+        "| BPF ns per call (kernel's count) | agent CPU % | agent anon RSS MB | calls timed |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, v in res.items():
         if name.startswith("none"):
@@ -116,8 +118,9 @@ def main() -> int:
         bpf = f"{median(v['bpf_ns']):.0f}" if v.get("bpf_ns") and not args.no_bpf_stats else "—"
         cpu = f"{median(v['cpu_pct']):.2f}" if v.get("cpu_pct") else "—"
         timed = f"{median(v['timed']):.2%}" if v.get("timed") else "—"
+        rss = f"{max(v['rss']):.1f}" if v.get("rss") else "—"
         lines.append(f"| `{name}` | {median(v['ns']):.1f} | {extra[name]:.1f} | {ratio} | {bpf} | {cpu} "
-                     f"| {timed} |")
+                     f"| {rss} | {timed} |")
     lines += [
         "",
         "*BPF ns per call* is the `run_time_ns` of all the tool's programs "
@@ -125,6 +128,7 @@ def main() -> int:
         "*Calls timed*: the share of the loop's getppid calls whose latency was measured "
         "(ebpf-otlp's JSON); by default the entry hook is time-shared once the syscall rate "
         "passes the 100k/s latency budget, and `--latency-budget 0` times every call. "
+        "*Agent anon RSS* is the peak anonymous (heap) memory over the rounds (target ≤ 50 MB). "
         "*Extra ns per call* is end-to-end and includes the "
         "hook dispatch itself (perf-event tracepoints copy their arguments into a perf buffer; "
         "raw tracepoints do not).",
