@@ -33,7 +33,8 @@ available() {
   apt-cache show "$1" >/dev/null 2>&1
 }
 
-apt_install python3-bpfcc python3-venv python3-pip ca-certificates gcc libc6-dev  # gcc: the demo workload
+# gcc: the demo workload; libc6-dbg: the symbols Debian strips from libc (found by build ID)
+apt_install python3-bpfcc python3-venv python3-pip ca-certificates gcc libc6-dev libc6-dbg
 
 # Kernel headers: the running kernel's when the distribution has them, else its generic
 # ones (ebpf-otlp merges those into a usable tree at first run; see runtime/headers.py).
@@ -55,10 +56,9 @@ fi
 
 if [ $want_test = 1 ]; then
   # gcc builds test workloads; node, chromium and pprof check names, drawing and file
-  # format; strace, perf and bpfcc-tools are the peers the benchmarks compare against;
-  # libc6-dbg has the symbols Debian strips from libc (found by build ID).
+  # format; strace, perf and bpfcc-tools are the peers the benchmarks compare against.
   apt_install make nodejs strace linux-perf bpfcc-tools chromium \
-              golang-go golang-github-google-pprof-dev iproute2 libc6-dbg
+              golang-go golang-github-google-pprof-dev iproute2
   if [ ! -x .tools/pprof ]; then
     mkdir -p .tools
     echo "setup: building Google's pprof from Debian's Go sources"

@@ -25,7 +25,8 @@ def test_doctor_mounts_tracefs_and_reports_what_works():
     assert checks["tracefs"]["ok"] and "mounted" in checks["tracefs"]["detail"]
     for name in ("btf", "privileges", "bcc", "kernel headers", "compile",
                  "perf event cpu-clock (software)", "kprobe program load", "uprobe attach",
-                 "tracepoint attach", "raw tracepoint attach", "ring buffer", "map batch ops"):
+                 "tracepoint attach", "raw tracepoint attach", "ring buffer", "map batch ops",
+                 "libc symbols", "cgroup v2"):
         assert checks[name]["ok"], checks[name]
     # kprobe attach must agree with the kernel: kprobe_events exists iff kprobes are built in.
     has_kprobes = os.path.exists("/sys/kernel/tracing/kprobe_events")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes as ct
 import os
 import platform
+import re
 from dataclasses import asdict, dataclass
 
 from ebpf_otlp.errors import AgentError
@@ -53,6 +54,8 @@ class Doctor:
         bcc_ok = self.check("bcc", _bcc)
         self.check("kernel headers", lambda: find_headers().how)
         self.check("tracefs", lambda: f"mounted at {ensure_tracefs()}")
+        self.check("libc symbols", _libc_symbols)
+        self.check("cgroup v2", _cgroup2)
         if not (bcc_ok and self.ok("privileges") and self.ok("kernel headers")):
             return self
         try:
@@ -190,6 +193,34 @@ def _tracepoints_exist(*names: str) -> str:
     if missing:
         raise RuntimeError(f"missing: {', '.join(missing)}")
     return ", ".join(n.replace("/", ":") for n in names)
+
+
+def _libc_symbols() -> str:
+    """Whether profiles can name libc's internal functions (Debian strips them)."""
+    from ebpf_otlp.symbolize.elf import ElfObject
+
+    path = next((line.split()[-1] for line in open("/proc/self/maps")
+                 if re.search(r"/libc(?:-[0-9.]+)?\.so[.0-9]*$", line)), None)
+    if path is None:
+        raise RuntimeError("no libc mapped in this process")
+    with open(path, "rb") as f:
+        elf = ElfObject(f, path)
+        elf.symbols   # reads them, and notes where from
+        source = elf.symbol_source
+    if source == ".dynsym":
+        raise RuntimeError(f"{path} is stripped and no debug file is installed: its internal "
+                           "functions show as libc.so.6+0x…; install libc6-dbg (Debian) or "
+                           "glibc-debuginfo (Fedora)")
+    return f"{path}: {'its own .symtab' if source == '.symtab' else source}"
+
+
+def _cgroup2() -> str:
+    from ebpf_otlp.runtime.processes import cgroup2_mount
+
+    mount = cgroup2_mount()
+    if not mount:
+        raise RuntimeError("not mounted: container.id only for processes still alive when read")
+    return f"mounted at {mount}: syscalls places even exited processes in their containers"
 
 
 def _fentry() -> str:
