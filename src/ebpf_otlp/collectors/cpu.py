@@ -98,6 +98,12 @@ class CpuSampler:
             self.counts[raw] += value
         stacks.clear()
 
+    def samples_so_far(self) -> int:
+        """Samples taken up to now (the kernel's counter), for progress between drains."""
+        if self._bpf is None:
+            return self.stats.samples
+        return sum(self._bpf["stats"][ct.c_int(STAT_SAMPLES)])
+
     def _read_stats(self) -> None:
         total = percpu_counters(self._bpf["stats"], 7)
         s = self.stats

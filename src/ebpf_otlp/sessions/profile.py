@@ -109,7 +109,7 @@ def _sample(config: ProfileConfig, sampler: CpuSampler, notices: Console, stop: 
             next_drain = time.monotonic() + config.drain_s
 
     run_capture(step, config.duration_s, notices, stop,
-                status=lambda: f"{sampler.stats.samples} samples",
+                status=lambda: f"{sampler.samples_so_far()} samples",
                 label=f"profiling at {config.hz} Hz")
     if stop.stopped:
         notices.print(f"{stop.signal_name}: stopping, writing what was gathered", style="yellow")
