@@ -78,6 +78,26 @@ def agent_popen(*args: str, **kw) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "ebpf_otlp", *args], **kw)
 
 
+def agent_around(work: subprocess.Popen, ready: str, *args: str) -> tuple[str, str, str]:
+    """Attach the agent to a workload that waits on stdin: start `ebpf-otlp ARGS`, wait for
+    its `ready` notice, release the workload and let it finish, then stop the agent with
+    SIGINT as a user would. Returns (workload stdout, agent stdout, agent stderr)."""
+    import signal
+
+    run = agent_popen(*args)
+    try:
+        wait_for_line(run.stderr, ready)
+        work_out, _ = work.communicate("g", timeout=60)
+        assert work.returncode == 0, f"workload failed with {work.returncode}"
+        run.send_signal(signal.SIGINT)
+        out, err = run.communicate(timeout=60)
+    finally:
+        run.kill()
+        work.kill()
+    assert run.returncode == 0, err
+    return work_out, out, err
+
+
 def wait_for_line(stream, needle: str, timeout: float = 60) -> list[str]:
     """Read lines until one contains `needle` (e.g. the 'sampling ...' notice on attach)."""
     import selectors

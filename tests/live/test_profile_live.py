@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (FAKE_CONTAINER_ID, FAKE_POD_UID, ROOT, WORKLOADS, agent, agent_popen, compile_c,
-                      in_container, need_tool, wait_for_line)
+from conftest import (FAKE_CONTAINER_ID, FAKE_POD_UID, ROOT, WORKLOADS, agent, agent_around, agent_popen,
+                      compile_c, in_container, need_tool, wait_for_line)
 from ebpf_otlp.export import folded
 from ebpf_otlp.export.pprof_schema import Profile
 
@@ -185,17 +185,7 @@ def test_samples_before_an_exec_keep_the_old_program_names(tmp_path):
     chain = compile_c("exec_chain.c", tmp_path / "exec_chain")
     hot = compile_c("hot.c", tmp_path / "hot")
     work = subprocess.Popen([str(chain), "1.5", str(hot), "1.5"], stdin=subprocess.PIPE, text=True)
-    run = agent_popen("profile", "--pid", str(work.pid), "-o", str(tmp_path / "x.pb.gz"))
-    try:
-        wait_for_line(run.stderr, "sampling pid")
-        work.communicate("g", timeout=30)
-        assert work.returncode == 0
-        run.send_signal(signal.SIGINT)
-        _, err = run.communicate(timeout=60)
-    finally:
-        run.kill()
-        work.kill()
-    assert run.returncode == 0, err
+    agent_around(work, "sampling pid", "profile", "--pid", str(work.pid), "-o", str(tmp_path / "x.pb.gz"))
     stacks = pprof_stacks(load_pprof(tmp_path / "x.pb.gz"))
     before = sum(c for st, c in stacks.items() if st[-2:] == ("main", "before_exec_burner"))
     after = sum(c for st, c in stacks.items() if st and st[-1] in ("hot_a", "hot_b"))

@@ -5,14 +5,12 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-import signal
 import subprocess
 
 import pytest
 
 from collector import GrpcCollector
-from conftest import (FAKE_CONTAINER_ID, FAKE_POD_UID, agent_popen, compile_c, in_container, need_tool,
-                      wait_for_line)
+from conftest import FAKE_CONTAINER_ID, FAKE_POD_UID, agent_around, compile_c, in_container, need_tool
 
 pytestmark = pytest.mark.live
 
@@ -37,17 +35,8 @@ def run_mix(binary, *agent_args, tmp_path, sleeps=K_NANOSLEEP, flood=False, cont
 
 def _trace_mix(work, agent_args, tmp_path):
     out_json = tmp_path / "sys.json"
-    run = agent_popen("syscalls", "--pid", str(work.pid), "--interval", "1s",
-                      "-o", str(out_json), *agent_args)
-    try:
-        wait_for_line(run.stderr, "tracing syscalls")
-        stdout, _ = work.communicate("g", timeout=60)
-        run.send_signal(signal.SIGINT)
-        table, err = run.communicate(timeout=60)
-    finally:
-        run.kill()
-        work.kill()
-    assert run.returncode == 0, err
+    stdout, table, _ = agent_around(work, "tracing syscalls", "syscalls", "--pid", str(work.pid),
+                                    "--interval", "1s", "-o", str(out_json), *agent_args)
     doc = json.loads(out_json.read_text())
     rows = {r["syscall"]: r for r in doc["stats"] if r["pid"] == work.pid}
     facts = {k: int(v) for k, v in re.findall(r"^(\w+) (\d+)$", stdout, re.M)}

@@ -3,22 +3,12 @@
 // It starts once a byte arrives on stdin.  Usage: exec_chain SECONDS PROGRAM [ARGS...]
 #include <stdio.h>
 #include <stdlib.h>
-#include <time.h>
 #include <unistd.h>
 
-volatile unsigned long sink;
+#include "burn.h"
 
 __attribute__((noinline)) void before_exec_burner(double seconds) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    double end = t.tv_sec + t.tv_nsec / 1e9 + seconds;
-    for (;;) {
-        for (long i = 0; i < 100000; i++)
-            sink += i;
-        clock_gettime(CLOCK_MONOTONIC, &t);
-        if (t.tv_sec + t.tv_nsec / 1e9 > end)
-            break;
-    }
+    BURN_FOR(seconds);
 }
 
 int main(int argc, char **argv) {
