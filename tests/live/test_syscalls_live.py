@@ -135,3 +135,31 @@ def test_syscall_filter_and_otlp_metrics(mix_binary, tmp_path):
     h = hists["nanosleep"]
     assert h.scale == 4 and h.count == K_NANOSLEEP and sum(h.positive.bucket_counts) == K_NANOSLEEP
     assert 1e6 <= h.min and h.max >= h.min
+
+
+def test_a_full_map_drops_are_counted_and_reported(mix_binary):
+    """With room for two keys, the calls that do not fit are counted as dropped, exactly,
+    and the table says so: nothing is lost silently."""
+    from rich.console import Console
+
+    from ebpf_otlp.collectors.syscalls import SyscallCollector
+    from ebpf_otlp.export import syscall_table
+    from ebpf_otlp.records import SyscallReport
+
+    work = subprocess.Popen([str(mix_binary), str(N_GETPPID), str(M_OPENAT), str(K_NANOSLEEP)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    collector = SyscallCollector(pids=[work.pid], latency=False, max_keys=2)
+    collector.start()
+    try:
+        work.communicate("g", timeout=60)   # its read of "g" and getppid take the two keys
+    finally:
+        work.kill()
+        stats = collector.drain() + collector.stop()
+    calls = {s.syscall: s.calls for s in stats if s.pid == work.pid}
+    dropped = collector.counters["calls map full"]
+    assert calls == {"read": 1, "getppid": N_GETPPID}
+    assert dropped >= M_OPENAT + K_NANOSLEEP      # openat, nanosleep, write, ... found no room
+    report = SyscallReport(stats, 0, 10**9, latency=False, lost={"calls map full": dropped})
+    console = Console(record=True, width=200)
+    syscall_table.render(report, console)
+    assert f"{dropped} (calls map full)" in console.export_text()
