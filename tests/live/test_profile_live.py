@@ -257,3 +257,28 @@ def test_pid_that_exits_before_attach(tmp_path):
     assert r.returncode == 2
     assert "exited before" in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) <= 2
+
+
+def test_full_maps_lose_samples_only_as_counted(tmp_path, monkeypatch):
+    """With room for two keys and four stacks, every sample is either in the counts or in
+    the kernel's count of samples dropped: samples == counted + dropped, exactly."""
+    from ebpf_otlp.collectors import cpu
+
+    monkeypatch.setattr(cpu, "map_sizes", lambda hz, cpus, drain: (2, 4))
+    binary = compile_c("hot.c", tmp_path / "hot")
+    work = subprocess.Popen([str(binary), "10"])
+    sampler = cpu.CpuSampler(hz=499, pids=[work.pid], drain_seconds=0.5)
+    try:
+        sampler.start()
+        for _ in range(4):
+            time.sleep(0.5)
+            sampler.drain()
+    finally:
+        sampler.stop()
+        work.kill()
+        work.wait()
+    st = sampler.stats
+    counted = sum(sampler.counts.values())
+    assert st.samples > 499 and st.lost_counts_full > 0
+    assert counted + st.lost_counts_full == st.samples
+    assert st.lost_stacks > 0   # four stack slots cannot hold hot's user and kernel stacks
