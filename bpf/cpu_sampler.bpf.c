@@ -3,11 +3,17 @@
 // buffers; user space flips `control[0]` and drains the idle buffer, so the maps
 // never fill and no sample is lost while it reads.
 //
+// With OFF_CPU, the same keys count nanoseconds off CPU instead: sched_switch stores the
+// stacks and time of the thread going off CPU, and adds the time away when it comes back.
+// Its stack ids outlive a drain (a thread can sleep through several), so off-CPU stacks
+// all go in stacks_0, which user space reads but never clears.
+//
 // A process that execs keeps its pid but gets new mappings: each sample carries the
 // process's exec generation, and each (pid, generation) is announced, so user space
 // symbolizes samples from before an exec against the mappings from before it.
 //
-// Defines: MAX_KEYS, MAX_STACKS, FILTER_PIDS, USER_STACKS, KERNEL_STACKS, INCLUDE_IDLE.
+// Defines: MAX_KEYS, MAX_STACKS, FILTER_PIDS, USER_STACKS, KERNEL_STACKS, INCLUDE_IDLE;
+//          OFF_CPU, MIN_BLOCK_NS, MAX_THREADS.
 #include <uapi/linux/ptrace.h>
 #include <uapi/linux/bpf_perf_event.h>
 #include <linux/sched.h>
@@ -36,6 +42,7 @@ enum sampler_stat {
     STAT_KERNEL_STACK_ERROR,
     STAT_COUNTS_FULL,             // the count map had no room for a new key
     STAT_NEW_TASK_DROPPED,        // ring buffer full: a new process was not announced
+    STAT_START_FULL,              // off-CPU: no room to remember a thread going off CPU
     STAT_MAX,
 };
 
@@ -75,6 +82,31 @@ static __always_inline void announce(u32 tgid, u32 gen) {
     new_tasks.ringbuf_submit(slot, 0);
 }
 
+// Add `value` to a key's count; a key's first count in a buffer is the only time its
+// process can be new, so that is when it is announced.
+static __always_inline void add(struct sample_key *key, u32 buf, u64 value) {
+    u64 init = 0;
+    u64 *count = buf ? counts_1.lookup_or_try_init(key, &init)
+                     : counts_0.lookup_or_try_init(key, &init);
+    if (!count) {
+        bump(STAT_COUNTS_FULL);
+        return;
+    }
+    if (__sync_fetch_and_add(count, value) == 0 && key->tgid)
+        announce(key->tgid, key->gen);
+}
+
+static __always_inline u32 active_buffer(void) {
+    int zero = 0;
+    u32 *active = control.lookup(&zero);
+    return active ? *active : 0;
+}
+
+static __always_inline u32 exec_generation(u32 tgid) {
+    u32 *gen = exec_gen.lookup(&tgid);
+    return gen ? *gen : 0;
+}
+
 static __always_inline s32 stack_error(s32 id, int collision, int other) {
     if (id == -EEXIST)
         bump(collision);
@@ -95,9 +127,7 @@ int on_sample(struct bpf_perf_event_data *ctx) {
         return 0;
 #endif
     bump(STAT_SAMPLES);
-    int zero = 0;
-    u32 *active = control.lookup(&zero);
-    u32 buf = active ? *active : 0;
+    u32 buf = active_buffer();
 
     struct sample_key key = {};
     key.tgid = tgid;
@@ -105,8 +135,7 @@ int on_sample(struct bpf_perf_event_data *ctx) {
     key.user_stack_id = -1;
     key.kernel_stack_id = -1;
     bpf_get_current_comm(&key.comm, sizeof(key.comm));
-    u32 *gen = exec_gen.lookup(&tgid);
-    key.gen = gen ? *gen : 0;
+    key.gen = exec_generation(tgid);
 #ifdef USER_STACKS
     key.user_stack_id = stack_error(
         buf ? stacks_1.get_stackid(ctx, BPF_F_USER_STACK) : stacks_0.get_stackid(ctx, BPF_F_USER_STACK),
@@ -117,16 +146,7 @@ int on_sample(struct bpf_perf_event_data *ctx) {
         buf ? stacks_1.get_stackid(ctx, 0) : stacks_0.get_stackid(ctx, 0),
         STAT_KERNEL_STACK_COLLISION, STAT_KERNEL_STACK_ERROR);
 #endif
-    u64 init = 0;
-    u64 *count = buf ? counts_1.lookup_or_try_init(&key, &init)
-                     : counts_0.lookup_or_try_init(&key, &init);
-    if (!count) {
-        bump(STAT_COUNTS_FULL);
-        return 0;
-    }
-    // A key's first sample in this buffer is the only time its process can be new.
-    if (__sync_fetch_and_add(count, 1) == 0 && tgid)
-        announce(tgid, key.gen);
+    add(&key, buf, 1);
     return 0;
 }
 
@@ -139,3 +159,54 @@ TRACEPOINT_PROBE(sched, sched_process_exec) {
     announced.delete(&tgid);
     return 0;
 }
+
+#ifdef OFF_CPU
+struct off_cpu_start {       // a thread that went off CPU, as it left
+    u64 ts;
+    u32 tgid;
+    u32 gen;
+    s32 user_stack_id;
+    s32 kernel_stack_id;
+};
+BPF_TABLE("lru_hash", u32, struct off_cpu_start, off_cpu_since, MAX_THREADS);
+
+TRACEPOINT_PROBE(sched, sched_switch) {
+    u64 now = bpf_ktime_get_ns();
+    u64 id = bpf_get_current_pid_tgid();   // still the thread going off CPU
+    u32 tgid = id >> 32, tid = (u32)id;
+    int wanted = tid != 0;
+#ifdef FILTER_PIDS
+    wanted = wanted && pid_filter.lookup(&tgid) != 0;
+#endif
+    if (wanted) {
+        struct off_cpu_start s = {.ts = now, .tgid = tgid, .gen = exec_generation(tgid),
+                                  .user_stack_id = -1, .kernel_stack_id = -1};
+#ifdef USER_STACKS
+        s.user_stack_id = stack_error(stacks_0.get_stackid(args, BPF_F_USER_STACK),
+                                      STAT_USER_STACK_COLLISION, STAT_USER_STACK_ERROR);
+#endif
+#ifdef KERNEL_STACKS
+        s.kernel_stack_id = stack_error(stacks_0.get_stackid(args, 0),
+                                        STAT_KERNEL_STACK_COLLISION, STAT_KERNEL_STACK_ERROR);
+#endif
+        if (off_cpu_since.update(&tid, &s))
+            bump(STAT_START_FULL);
+    }
+    u32 next = args->next_pid;
+    struct off_cpu_start *s = off_cpu_since.lookup(&next);
+    if (!s)
+        return 0;
+    struct off_cpu_start left = *s;
+    off_cpu_since.delete(&next);
+    u64 away = now - left.ts;
+    if (away < MIN_BLOCK_NS)
+        return 0;
+    bump(STAT_SAMPLES);
+    struct sample_key key = {.tgid = left.tgid, .tid = next, .gen = left.gen,
+                             .user_stack_id = left.user_stack_id,
+                             .kernel_stack_id = left.kernel_stack_id};
+    bpf_probe_read_kernel(&key.comm, sizeof(key.comm), args->next_comm);
+    add(&key, active_buffer(), away);
+    return 0;
+}
+#endif

@@ -119,10 +119,16 @@ def cli():
               show_default=True, help="Where files go when no -o is given (pprof, folded and SVG).")
 @click.option("--top", type=click.IntRange(min=0), default=15, show_default=True,
               help="Rows in the top-functions table (0: none).")
+@click.option("--off-cpu", is_flag=True,
+              help="Profile time off CPU (blocked or waiting) by the stack each thread left with, "
+                   "from sched_switch, instead of sampling on-CPU stacks.")
+@click.option("--min-block", type=Duration(), default="1us", show_default=True,
+              help="With --off-cpu: leave out shorter times off CPU.")
 @otlp_options
 def profile(pids, all_, hz, duration, user_only, kernel_only, event, outputs, fmt, output_dir, top,
-            **otlp_flags):
+            off_cpu, min_block, **otlp_flags):
     """Sample CPU stacks with a perf event and write pprof, folded stacks or a flame graph.
+    With --off-cpu, the same outputs weigh stacks by time spent off CPU instead.
 
     With an OTLP endpoint the profile (and a span and self-telemetry metrics) also go to
     an OpenTelemetry Collector; what it does not take is spooled and resent later."""
@@ -150,13 +156,14 @@ def profile(pids, all_, hz, duration, user_only, kernel_only, event, outputs, fm
         _make_dir(output_dir)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         formats = [fmt] if fmt else ["pprof", "folded", "svg"]
-        targets = [(os.path.join(output_dir, f"profile-{stamp}{profile_files.DEFAULT_SUFFIX[f]}"), f)
+        name = "offcpu" if off_cpu else "profile"
+        targets = [(os.path.join(output_dir, f"{name}-{stamp}{profile_files.DEFAULT_SUFFIX[f]}"), f)
                    for f in formats]
     for path, _ in targets:
         files.check_writable(path)
     config = ProfileConfig(hz=hz, pids=pids, duration_s=duration, user_stacks=not kernel_only,
                            kernel_stacks=not user_only, event=event, outputs=targets, top=top,
-                           otlp=otlp, spool=spool)
+                           otlp=otlp, spool=spool, off_cpu=off_cpu, min_block_ns=int(min_block * 1e9))
     run(config, result_console(), notice_console())
 
 

@@ -98,9 +98,14 @@ class CollectionStats:
         return self.lost_stack_collisions + self.lost_stack_errors
 
 
+SAMPLES = ("samples", "count")              # (type, unit) of a sampled CPU profile's counts
+OFF_CPU_TIME = ("off_cpu", "nanoseconds")   # ... and of an off-CPU profile's
+
+
 @dataclass
 class Profile:
-    """A finished CPU profile: what every CPU-profile exporter reads."""
+    """A finished stack profile: what every profile exporter reads. Each sample's `count`
+    is of `value_type`: samples taken (CPU), or nanoseconds off CPU."""
     samples: list[StackSample]
     start_ns: int
     duration_ns: int
@@ -109,10 +114,37 @@ class Profile:
     event: str = "cpu-clock"
     stats: CollectionStats = field(default_factory=CollectionStats)
     timing: dict[str, float | None] = field(default_factory=dict)   # attach / first-sample ms
+    value_type: tuple[str, str] = SAMPLES
 
     @property
     def total_samples(self) -> int:
+        """The sum of the counts: samples, or nanoseconds off CPU."""
         return sum(s.count for s in self.samples)
+
+    @property
+    def sampled(self) -> bool:
+        return self.value_type == SAMPLES
+
+    @property
+    def sample_types(self) -> list[tuple[str, str]]:
+        """pprof's sample types; a sampled CPU profile also carries CPU time."""
+        return [SAMPLES, ("cpu", "nanoseconds")] if self.sampled else [self.value_type]
+
+    def values(self, count: int) -> list[int]:
+        return [count, count * self.period_ns] if self.sampled else [count]
+
+    @property
+    def period_type(self) -> tuple[str, str]:
+        return ("cpu", "nanoseconds") if self.sampled else self.value_type
+
+    @property
+    def what(self) -> str:
+        """What was measured, for titles: 'cpu-clock at 99 Hz' or 'off-CPU time'."""
+        return f"{self.event} at {self.frequency_hz} Hz" if self.sampled else f"off-CPU time ({self.event})"
+
+    def amount(self, count: int) -> str:
+        """A count in words: '123 samples' or '1.234 s'."""
+        return f"{count} samples" if self.sampled else f"{count / 1e9:.3f} s"
 
 
 @dataclass

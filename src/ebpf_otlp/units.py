@@ -1,11 +1,12 @@
-"""Parse what users type for amounts: durations (30s, 2m, 1h30m, 500ms) and counts (100k, 2M)."""
+"""Parse what users type for amounts: durations (30s, 2m, 1h30m, 500ms, 50us) and counts
+(100k, 2M)."""
 
 from __future__ import annotations
 
 import re
 
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
-_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_UNITS = {"us": 1e-6, "µs": 1e-6, "ms": 0.001, "s": 1, "m": 60, "h": 3600}
+_PART = re.compile(r"(\d+(?:\.\d+)?)(us|µs|ms|s|m|h)")
 
 
 def parse_duration(text: str) -> float:

@@ -282,3 +282,24 @@ def test_full_maps_lose_samples_only_as_counted(tmp_path, monkeypatch):
     assert st.samples > 499 and st.lost_counts_full > 0
     assert counted + st.lost_counts_full == st.samples
     assert st.lost_stacks > 0   # four stack slots cannot hold hot's user and kernel stacks
+
+
+def test_off_cpu_time_is_attributed_to_the_stack_that_slept(tmp_path):
+    """One thread naps 2 ms at a time for 2 s, another spins: the off-CPU profile puts the
+    napper's measured sleep on its nanosleep stack (within 10 %), and almost none on the
+    spinner; pprof says what the values are."""
+    binary = compile_c("off_cpu.c", tmp_path / "off_cpu", "-pthread")
+    work = subprocess.Popen([str(binary), "2"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    out, _, _ = agent_around(work, "tracing off-CPU time", "profile", "--off-cpu", "--pid", str(work.pid),
+                             "-o", str(tmp_path / "off.pb.gz"), "-o", str(tmp_path / "off.folded"))
+    asleep = int(re.search(r"napper_asleep_ns (\d+)", out).group(1))
+    prof = load_pprof(tmp_path / "off.pb.gz")
+    strings = prof.string_table
+    assert [(strings[t.type], strings[t.unit]) for t in prof.sample_type] == [("off_cpu", "nanoseconds")]
+    stacks = pprof_stacks(prof)
+    napping = sum(ns for st, ns in stacks.items() if "napper_thread" in st and "do_nanosleep" in st)
+    spinning = sum(ns for st, ns in stacks.items() if "spinner" in st)
+    assert abs(napping - asleep) / asleep < 0.10, (napping, asleep)
+    assert spinning < 0.10 * asleep, spinning
+    folded_total = sum(int(line.rsplit(" ", 1)[1]) for line in (tmp_path / "off.folded").read_text().splitlines())
+    assert folded_total == sum(stacks.values())

@@ -81,3 +81,32 @@ def test_json_and_table():
     table.render(make_profile(), console)
     text = console.export_text()
     assert "[kernel.kallsyms]" in text and "kernel-side losses: none" in text
+
+
+def test_off_cpu_profile_says_its_values_are_time():
+    """The same stacks weighed in nanoseconds off CPU: one sample type, off_cpu/nanoseconds,
+    everywhere; no CPU-time column invented from a sampling period."""
+    from dataclasses import replace
+
+    from ebpf_otlp.export import otlp_profiles
+    from ebpf_otlp.export.resource import build_resource
+    from ebpf_otlp.records import OFF_CPU_TIME
+
+    profile = replace(make_profile(), period_ns=1, frequency_hz=0, event="sched_switch",
+                      value_type=OFF_CPU_TIME)
+    prof = PprofProfile.FromString(gzip.decompress(pprof.encode(profile)))
+    s = prof.string_table
+    assert [(s[t.type], s[t.unit]) for t in prof.sample_type] == [("off_cpu", "nanoseconds")]
+    assert prof.default_sample_type == 0 and [list(x.value) for x in prof.sample] == [[30], [10], [5]]
+    req = otlp_profiles.build(profile, build_resource())
+    dic = req.dictionary
+    [p] = req.resource_profiles[0].scope_profiles[0].profiles
+    assert (dic.string_table[p.sample_type.type_strindex],
+            dic.string_table[p.sample_type.unit_strindex]) == OFF_CPU_TIME
+    console = Console(record=True, width=200)
+    table.render(profile, console)
+    text = console.export_text()
+    assert "self ms" in text and "0.000 s, off-CPU time (sched_switch)" in text
+    svg = flamegraph.render(profile)
+    assert 'data-unit="ns"' in svg and "Off-CPU flame graph" in svg
+    assert json.loads(json_out.encode(profile))["value_type"] == list(OFF_CPU_TIME)

@@ -4,7 +4,8 @@ from ebpf_otlp.units import parse_count, parse_duration
 
 
 @pytest.mark.parametrize("text,seconds", [("30s", 30), ("2m", 120), ("1h30m", 5400),
-                                          ("500ms", 0.5), ("1.5", 1.5), ("10", 10)])
+                                          ("500ms", 0.5), ("1.5", 1.5), ("10", 10),
+                                          ("50us", 50e-6), ("1µs", 1e-6)])
 def test_parses(text, seconds):
     assert parse_duration(text) == pytest.approx(seconds)
 

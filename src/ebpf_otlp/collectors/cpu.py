@@ -14,7 +14,7 @@ from ebpf_otlp.runtime.perf import attach_sampler, detach_sampler, online_cpus
 
 # Order of `enum stat` in bpf/cpu_sampler.bpf.c.
 STAT_SAMPLES, USER_COLLISION, KERNEL_COLLISION, USER_ERROR, KERNEL_ERROR, COUNTS_FULL, \
-    NEW_TASK_DROPPED = range(7)
+    NEW_TASK_DROPPED, START_FULL = range(8)
 
 
 def _pow2_at_least(n: int) -> int:
@@ -31,12 +31,20 @@ def map_sizes(hz: int, cpus: int, drain_seconds: float) -> tuple[int, int]:
 
 class CpuSampler:
     """Samples stacks at `hz` and accumulates counts per (thread, user stack, kernel stack),
-    draining the kernel's double-buffered maps every `drain_seconds`."""
+    draining the kernel's double-buffered maps every `drain_seconds`.
+
+    With `off_cpu`, counts are nanoseconds spent off CPU (blocked or waiting to run) per
+    stack the thread left the CPU with, from the sched_switch tracepoint; periods shorter
+    than `min_block_ns` are left out."""
 
     def __init__(self, hz: int, pids: list[int] | None = None, user_stacks: bool = True,
                  kernel_stacks: bool = True, event: str = "cpu-clock",
                  drain_seconds: float = 2.0,
-                 on_new_process: Callable[[int, int], object] = lambda pid, gen: None):
+                 on_new_process: Callable[[int, int], object] = lambda pid, gen: None,
+                 off_cpu: bool = False, min_block_ns: int = 1000):
+        self.off_cpu = off_cpu
+        self.min_block_ns = min_block_ns
+        self._off_cpu_stacks: dict[int, tuple[int, ...]] = {}   # stacks_0 is never cleared
         self.hz = hz
         self.pids = list(pids or [])
         self.user_stacks = user_stacks
@@ -52,17 +60,21 @@ class CpuSampler:
 
     def start(self) -> None:
         keys, stacks = map_sizes(self.hz, len(online_cpus()), self.drain_seconds)
+        if self.off_cpu:   # keyed by blocking stack, not by sample: fewer keys, kept stacks
+            keys, stacks = 1 << 16, 1 << 14
         self._bpf = loader.load("cpu_sampler", {
             "MAX_KEYS": keys, "MAX_STACKS": stacks, "FILTER_PIDS": bool(self.pids),
             "USER_STACKS": self.user_stacks, "KERNEL_STACKS": self.kernel_stacks,
-        })
+            "OFF_CPU": self.off_cpu, "MIN_BLOCK_NS": self.min_block_ns, "MAX_THREADS": 65536,
+        })   # with OFF_CPU, sched_switch attached as the program loaded (TRACEPOINT_PROBE)
         if self.pids:
             table = self._bpf["pid_filter"]
             for pid in self.pids:
                 table[ct.c_uint32(pid)] = ct.c_uint8(1)
         self._buffers = DoubleBuffer(self._bpf)
         self._bpf["new_tasks"].open_ring_buffer(self._on_new_task)
-        attach_sampler(self._bpf, "on_sample", self.event, self.hz)
+        if not self.off_cpu:
+            attach_sampler(self._bpf, "on_sample", self.event, self.hz)
 
     def _on_new_task(self, _ctx, data, _size) -> None:
         pid, gen = ct.cast(data, ct.POINTER(ct.c_uint32 * 2)).contents   # struct new_task
@@ -82,8 +94,8 @@ class CpuSampler:
 
     def _read_buffer(self, which: int) -> None:
         counts = self._bpf[f"counts_{which}"]
-        stacks = self._bpf[f"stacks_{which}"]
-        walked: dict[int, tuple[int, ...]] = {}
+        stacks = self._bpf["stacks_0" if self.off_cpu else f"stacks_{which}"]
+        walked = self._off_cpu_stacks if self.off_cpu else {}
 
         def walk(stack_id: int) -> tuple[int, ...]:
             if stack_id < 0:
@@ -96,7 +108,8 @@ class CpuSampler:
             raw = RawStackSample(key.tgid, key.tid, key.comm.decode(errors="replace"),
                                  walk(key.user_stack_id), walk(key.kernel_stack_id), key.gen)
             self.counts[raw] += value
-        stacks.clear()
+        if not self.off_cpu:
+            stacks.clear()
 
     def samples_so_far(self) -> int:
         """Samples taken up to now (the kernel's counter), for progress between drains."""
@@ -105,19 +118,23 @@ class CpuSampler:
         return sum(self._bpf["stats"][ct.c_int(STAT_SAMPLES)])
 
     def _read_stats(self) -> None:
-        total = percpu_counters(self._bpf["stats"], 7)
+        total = percpu_counters(self._bpf["stats"], 8)
         s = self.stats
         s.samples = total[STAT_SAMPLES]
         s.lost_stack_collisions = total[USER_COLLISION] + total[KERNEL_COLLISION]
         s.lost_stack_errors = total[USER_ERROR] + total[KERNEL_ERROR]
         s.lost_counts_full = total[COUNTS_FULL]
         s.lost_new_process_events = total[NEW_TASK_DROPPED]
+        s.lost_counts_full += total[START_FULL]
 
     def stop(self) -> None:
         """Detach, then drain both buffers so samples taken up to the end are kept."""
         if self._bpf is None:
             return
-        detach_sampler(self._bpf, self.event)
+        if self.off_cpu:
+            self._bpf.detach_tracepoint(tp=b"sched:sched_switch")
+        else:
+            detach_sampler(self._bpf, self.event)
         self.poll(0)
         self.drain()
         self.drain()

@@ -49,13 +49,15 @@ def _color(name: str, depth: int) -> str:
     return f"rgb({215 + h % 40},{90 + h % 120},{40 + h % 40})"         # user: warm
 
 
-def render(profile: Profile, title: str = "CPU flame graph") -> str:
+def render(profile: Profile, title: str | None = None) -> str:
+    title = title or ("CPU flame graph" if profile.sampled else "Off-CPU flame graph")
     return render_stacks(folded.fold(profile), title,
-                         subtitle=f"{profile.event} at {profile.frequency_hz} Hz, "
-                                  f"{profile.total_samples} samples")
+                         subtitle=f"{profile.what}, {profile.amount(profile.total_samples)}",
+                         unit="samples" if profile.sampled else "ns")
 
 
-def render_stacks(stacks: Counter[tuple[str, ...]], title: str, subtitle: str = "") -> str:
+def render_stacks(stacks: Counter[tuple[str, ...]], title: str, subtitle: str = "",
+                  unit: str = "samples") -> str:
     root = build_tree(stacks)
     total = max(root.total, 1)
     scale = WIDTH / total
@@ -68,7 +70,7 @@ def render_stacks(stacks: Counter[tuple[str, ...]], title: str, subtitle: str = 
         if w_px < MIN_WIDTH_PX:
             return
         max_depth = max(max_depth, depth)
-        frames.append(_frame(node, x, depth, total))
+        frames.append(_frame(node, x, depth, total, unit))
         cx = x
         for child in sorted(node.children.values(), key=lambda c: c.name):
             walk(child, cx, depth + 1)
@@ -78,11 +80,11 @@ def render_stacks(stacks: Counter[tuple[str, ...]], title: str, subtitle: str = 
     height = PAD_TOP + (max_depth + 1) * FRAME_H + PAD_BOTTOM
     return _TEMPLATE.format(
         width=WIDTH, height=height, title=html.escape(title), subtitle=html.escape(subtitle),
-        total=total, frame_h=FRAME_H, base=height - PAD_BOTTOM, frames="\n".join(frames),
+        total=total, unit=unit, frame_h=FRAME_H, base=height - PAD_BOTTOM, frames="\n".join(frames),
         status_y=height - 8, script=_SCRIPT)
 
 
-def _frame(node: _Node, x: int, depth: int, total: int) -> str:
+def _frame(node: _Node, x: int, depth: int, total: int, unit: str) -> str:
     name = html.escape(node.name, quote=True)
     pct = 100.0 * node.total / total
     # Geometry in samples (data-x/data-w) so the script can zoom; drawn positions in px.
@@ -91,7 +93,7 @@ def _frame(node: _Node, x: int, depth: int, total: int) -> str:
     y = -(depth + 1) * FRAME_H
     label = node.name if pw > 30 else ""
     return (f'<g class="f" data-n="{name}" data-x="{x}" data-w="{node.total}" data-d="{depth}">'
-            f'<title>{name} ({node.total} samples, {pct:.2f}%)</title>'
+            f'<title>{name} ({node.total} {unit}, {pct:.2f}%)</title>'
             f'<rect x="{px:.2f}" y="{y}" width="{max(pw - 0.5, 0.1):.2f}" height="{FRAME_H - 1}" '
             f'fill="{_color(node.name, depth)}" rx="2"/>'
             f'<text x="{px + 3:.2f}" y="{y + FRAME_H - 4}">{html.escape(label)}</text></g>')
@@ -99,7 +101,7 @@ def _frame(node: _Node, x: int, depth: int, total: int) -> str:
 
 _TEMPLATE = """<?xml version="1.0" standalone="no"?>
 <svg version="1.1" width="{width}" height="{height}" viewBox="0 0 {width} {height}"
-     xmlns="http://www.w3.org/2000/svg" data-total="{total}" data-frame-h="{frame_h}">
+     xmlns="http://www.w3.org/2000/svg" data-total="{total}" data-unit="{unit}" data-frame-h="{frame_h}">
 <style>
   text {{ font-family: Verdana, sans-serif; font-size: 11px; fill: #000; pointer-events: none; }}
   .f:hover rect {{ stroke: #000; stroke-width: 0.5; cursor: pointer; }}
@@ -129,6 +131,7 @@ _SCRIPT = r"""
 (function () {
   var svg = document.documentElement, W = svg.viewBox.baseVal.width;
   var total = +svg.getAttribute('data-total');
+  var unit = svg.getAttribute('data-unit');
   var frames = Array.prototype.slice.call(document.querySelectorAll('.f'));
   var status = document.getElementById('status'), reset = document.getElementById('reset');
   function fit(g, x0, span) {
@@ -154,7 +157,7 @@ _SCRIPT = r"""
     fit(f, 0, total);
     f.addEventListener('click', function () { zoom(f); });
     f.addEventListener('mouseover', function () {
-      status.textContent = f.dataset.n + ' (' + f.dataset.w + ' samples, ' +
+      status.textContent = f.dataset.n + ' (' + f.dataset.w + ' ' + unit + ', ' +
         (100 * f.dataset.w / total).toFixed(2) + '%)';
     });
     f.addEventListener('mouseout', function () { status.textContent = ' '; });

@@ -10,6 +10,7 @@ from ebpf_otlp.records import Profile
 def encode(profile: Profile) -> str:
     doc = {
         "event": profile.event,
+        "value_type": list(profile.value_type),
         "frequency_hz": profile.frequency_hz,
         "period_ns": profile.period_ns,
         "start_ns": profile.start_ns,

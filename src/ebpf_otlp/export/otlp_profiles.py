@@ -86,10 +86,10 @@ def build(profile: Profile, resource: Resource) -> ExportProfilesServiceRequest:
         name = next((s.process_name for s in samples if s.process_name), "")
         p = scope.profiles.add(time_unix_nano=profile.start_ns, duration_nano=profile.duration_ns,
                                period=profile.period_ns, profile_id=os.urandom(16))
-        p.sample_type.type_strindex = dic.string("samples")
-        p.sample_type.unit_strindex = dic.string("count")
-        p.period_type.type_strindex = dic.string("cpu")
-        p.period_type.unit_strindex = dic.string("nanoseconds")
+        p.sample_type.type_strindex = dic.string(profile.value_type[0])
+        p.sample_type.unit_strindex = dic.string(profile.value_type[1])
+        p.period_type.type_strindex = dic.string(profile.period_type[0])
+        p.period_type.unit_strindex = dic.string(profile.period_type[1])
         p.attribute_indices.append(dic.attribute("process.pid", pid))
         if name:
             p.attribute_indices.append(dic.attribute("process.executable.name", name))

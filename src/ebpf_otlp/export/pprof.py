@@ -39,22 +39,23 @@ class _Tables:
 
 
 def build(profile: Profile):
-    """The Profile message: samples/count and cpu/nanoseconds, labels pid, tid, thread name."""
+    """The Profile message: samples/count and cpu/nanoseconds (off-CPU: off_cpu/nanoseconds),
+    labels pid, tid, thread name."""
     out = PprofProfile()
     t = _Tables(out)
-    out.sample_type.add(type=t.string("samples"), unit=t.string("count"))
-    out.sample_type.add(type=t.string("cpu"), unit=t.string("nanoseconds"))
-    out.period_type.type = t.string("cpu")
-    out.period_type.unit = t.string("nanoseconds")
+    for kind, unit in profile.sample_types:
+        out.sample_type.add(type=t.string(kind), unit=t.string(unit))
+    out.period_type.type = t.string(profile.period_type[0])
+    out.period_type.unit = t.string(profile.period_type[1])
     out.period = profile.period_ns
     out.time_nanos = profile.start_ns
     out.duration_nanos = profile.duration_ns
-    out.default_sample_type = 1
-    out.comment.append(t.string(f"ebpf-otlp {profile.event} at {profile.frequency_hz} Hz"))
+    out.default_sample_type = len(profile.sample_types) - 1   # CPU time, or off-CPU time
+    out.comment.append(t.string(f"ebpf-otlp {profile.what}"))
     for s in profile.samples:
         sample = out.sample.add()
         sample.location_id.extend(t.location(f) for f in s.frames)
-        sample.value.extend([s.count, s.count * profile.period_ns])
+        sample.value.extend(profile.values(s.count))
         sample.label.add(key=t.string("pid"), num=s.pid)
         sample.label.add(key=t.string("tid"), num=s.tid)
         sample.label.add(key=t.string("thread name"), str=t.string(s.thread_name))

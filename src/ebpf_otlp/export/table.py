@@ -1,4 +1,4 @@
-"""The terminal summary: top functions by self and total samples."""
+"""The terminal summary: top functions by self and total samples (or off-CPU time)."""
 
 from __future__ import annotations
 
@@ -36,15 +36,16 @@ def top_functions(profile: Profile, n: int = 15) -> list[FunctionRow]:
 
 def render(profile: Profile, console: Console, n: int = 15) -> None:
     total = max(profile.total_samples, 1)
-    table = Table(title=f"Top functions ({profile.total_samples} samples, "
-                        f"{profile.event} at {profile.frequency_hz} Hz)", title_justify="left")
+    table = Table(title=f"Top functions ({profile.amount(profile.total_samples)}, {profile.what})",
+                  title_justify="left")
     table.add_column("self %", justify="right")
-    table.add_column("self", justify="right")
+    table.add_column("self" if profile.sampled else "self ms", justify="right")
     table.add_column("total %", justify="right")
     table.add_column("function", overflow="fold")
     table.add_column("module", style="dim")
     for row in top_functions(profile, n):
-        table.add_row(f"{100 * row.self_samples / total:.1f}", str(row.self_samples),
+        self_value = str(row.self_samples) if profile.sampled else f"{row.self_samples / 1e6:.1f}"
+        table.add_row(f"{100 * row.self_samples / total:.1f}", self_value,
                       f"{100 * row.total_samples / total:.1f}", Text(row.function), Text(row.module))
     console.print(table)
     st = profile.stats

@@ -1,4 +1,5 @@
-"""`ebpf-otlp profile`: sample stacks, symbolize, write pprof / folded / SVG / JSON."""
+"""`ebpf-otlp profile`: sample stacks (or time off CPU), symbolize, write pprof / folded /
+SVG / JSON / OTLP."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from rich.console import Console
 from ebpf_otlp.collectors.cpu import CpuSampler
 from ebpf_otlp.errors import AgentError
 from ebpf_otlp.export import profile_files, table
-from ebpf_otlp.records import Profile
+from ebpf_otlp.records import OFF_CPU_TIME, SAMPLES, Profile
 from ebpf_otlp.runtime.capture import StopOnSignal, run_capture
 from ebpf_otlp.runtime.processes import alive
 from ebpf_otlp.symbolize.symbolizer import Symbolizer
@@ -34,6 +35,8 @@ class ProfileConfig:
     drain_s: float = 2.0
     otlp: OtlpSettings | None = None     # None: local files only
     spool: Spool | None = None
+    off_cpu: bool = False                # weigh stacks by time off CPU, from sched_switch
+    min_block_ns: int = 1000
 
 
 def run(config: ProfileConfig, console: Console, notices: Console) -> Profile:
@@ -46,7 +49,8 @@ def run(config: ProfileConfig, console: Console, notices: Console) -> Profile:
         started = time.time_ns()
         symbolizer = Symbolizer()
         sampler = CpuSampler(config.hz, config.pids, config.user_stacks, config.kernel_stacks,
-                             config.event, config.drain_s, on_new_process=symbolizer.remember)
+                             config.event, config.drain_s, on_new_process=symbolizer.remember,
+                             off_cpu=config.off_cpu, min_block_ns=config.min_block_ns)
         for pid in config.pids:
             symbolizer.remember(pid)
         output = None
@@ -63,8 +67,11 @@ def run(config: ProfileConfig, console: Console, notices: Console) -> Profile:
         first = sampler.first_sample_unix_ns
         profile = Profile(
             samples=symbolizer.symbolize(sampler.counts), start_ns=attached,
-            duration_ns=ended - attached, period_ns=1_000_000_000 // config.hz,
-            frequency_hz=config.hz, event=config.event, stats=sampler.stats,
+            duration_ns=ended - attached,
+            period_ns=1 if config.off_cpu else 1_000_000_000 // config.hz,
+            frequency_hz=0 if config.off_cpu else config.hz,
+            event="sched_switch" if config.off_cpu else config.event,
+            value_type=OFF_CPU_TIME if config.off_cpu else SAMPLES, stats=sampler.stats,
             timing={"attach_ms": (attached - started) / 1e6,
                     "first_sample_ms": (first - started) / 1e6 if first else None,
                     "first_sample_unix_ns": first})
@@ -73,8 +80,9 @@ def run(config: ProfileConfig, console: Console, notices: Console) -> Profile:
         if output:
             output.send_profile(profile)   # first: our transport names the failure best
             output.session_span("profile", attached, ended, {
-                "ebpf_otlp.sample_frequency_hz": config.hz, "ebpf_otlp.event": config.event,
-                "ebpf_otlp.samples": profile.total_samples,
+                "ebpf_otlp.sample_frequency_hz": profile.frequency_hz, "ebpf_otlp.event": profile.event,
+                ("ebpf_otlp.samples" if profile.sampled else "ebpf_otlp.off_cpu_ns"):
+                    profile.total_samples,
                 "ebpf_otlp.stacks_lost": profile.stats.lost_stacks,
                 "process.pid": list(config.pids)})
             output.close()
@@ -93,8 +101,9 @@ def _sample(config: ProfileConfig, sampler: CpuSampler, notices: Console, stop: 
     if config.pids and len(gone) == len(config.pids):
         raise AgentError(f"pid {', '.join(map(str, gone))} exited before the sampler was attached")
     target = f"pid {', '.join(map(str, config.pids))}" if config.pids else "all processes"
-    notices.print(f"sampling {target} at {config.hz} Hz ({config.event}); Ctrl-C to stop early",
-                  style="dim", highlight=False)
+    what = (f"tracing off-CPU time of {target} (sched_switch, periods ≥ {config.min_block_ns / 1000:g} µs)"
+            if config.off_cpu else f"sampling {target} at {config.hz} Hz ({config.event})")
+    notices.print(f"{what}; Ctrl-C to stop early", style="dim", highlight=False)
     next_drain = time.monotonic() + config.drain_s
     deadline = time.monotonic() + config.duration_s if config.duration_s else float("inf")
 
@@ -109,7 +118,7 @@ def _sample(config: ProfileConfig, sampler: CpuSampler, notices: Console, stop: 
             next_drain = time.monotonic() + config.drain_s
 
     run_capture(step, config.duration_s, notices, stop,
-                status=lambda: f"{sampler.samples_so_far()} samples",
-                label=f"profiling at {config.hz} Hz")
+                status=lambda: f"{sampler.samples_so_far()} {'periods' if config.off_cpu else 'samples'}",
+                label="profiling off-CPU time" if config.off_cpu else f"profiling at {config.hz} Hz")
     if stop.stopped:
         notices.print(f"{stop.signal_name}: stopping, writing what was gathered", style="yellow")
