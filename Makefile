@@ -23,6 +23,7 @@ test-unit:
 bench: setup-test
 	$(PY) bench/profile_overhead.py --out docs/performance.md
 	$(PY) bench/syscall_overhead.py --out docs/performance-syscalls.md
+	$(PY) bench/offcpu_overhead.py --out docs/performance-offcpu.md
 
 clean:
 	rm -rf $(DEMO_OUT) ebpf-otlp-output .pytest_cache

@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -78,8 +79,10 @@ def proc_rss_kib(pid: int) -> dict[str, int]:
 class Tool:
     """A profiler started before the work and stopped (SIGINT) after it."""
 
-    def __init__(self, name: str, argv: list[str], env: dict[str, str]):
+    def __init__(self, name: str, argv: list[str], env: dict[str, str],
+                 ready: Callable[[int], bool] | None = None):
         self.name, self.argv, self.env = name, argv, env
+        self.ready = ready or holds_bpf_prog   # BPF tools: once they hold a loaded program
 
     def start(self):
         self.t0 = time.time_ns()
@@ -90,9 +93,9 @@ class Tool:
                                      preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         self.err_lines: list[str] = []
         threading.Thread(target=lambda: self.err_lines.extend(self.proc.stderr), daemon=True).start()
-        # Ready once it holds a loaded BPF program (both tools attach right after loading).
+        # BPF tools are ready once they hold a loaded program (they attach right after).
         deadline = time.monotonic() + 120
-        while not holds_bpf_prog(self.proc.pid):
+        while not self.ready(self.proc.pid):
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"{self.name} did not start: {''.join(self.err_lines)[-2000:]}")
             time.sleep(0.05)
