@@ -3,12 +3,14 @@ kernel's and /proc's accounting of what each tool costs."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -58,12 +60,31 @@ def bpf_prog_stats(pid: int) -> tuple[int, int]:
     return total_ns, total_cnt
 
 
-def holds_bpf_prog(pid: int) -> bool:
+def holds_fd(pid: int, target: str) -> bool:
+    """Whether a process holds a file descriptor on `target` (e.g. anon_inode:bpf-prog)."""
     try:
-        return any(os.readlink(f"/proc/{pid}/fd/{fd}") == "anon_inode:bpf-prog"
+        return any(os.readlink(f"/proc/{pid}/fd/{fd}") == target
                    for fd in os.listdir(f"/proc/{pid}/fd"))
     except OSError:
         return False
+
+
+def holds_bpf_prog(pid: int) -> bool:
+    return holds_fd(pid, "anon_inode:bpf-prog")
+
+
+def bench_setup(doc: str, out: str, rounds: int,
+                more: Callable[[argparse.ArgumentParser], None] = lambda ap: None):
+    """The command line every bench shares (--rounds, --out and its own options), run as
+    root; returns the parsed arguments and a scratch directory."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=rounds, help="interleaved rounds")
+    ap.add_argument("--out", default=str(ROOT / "docs" / out))
+    more(ap)
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("bench: run as root")
+    return args, Path(tempfile.mkdtemp(prefix="ebpf-otlp-bench-"))
 
 
 def proc_rss_kib(pid: int) -> dict[str, int]:

@@ -10,38 +10,24 @@ Run as root after `make setup-test`:  .venv/bin/python bench/offcpu_overhead.py
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import shutil
 import sys
-import tempfile
 import time
-from pathlib import Path
 
-from common import (HERE, ROOT, Tool, bpf_stats_enabled, compile_c, median, peer_env, run_work,
-                    write_report)
+from common import (HERE, ROOT, Tool, bench_setup, bpf_stats_enabled, compile_c, holds_fd, median,
+                    peer_env, run_work, write_report)
 
 
 def perf_ready(pid: int) -> bool:
     """perf record holds no BPF program: ready once it has opened its events."""
-    try:
-        return any(os.readlink(f"/proc/{pid}/fd/{fd}") == "anon_inode:[perf_event]"
-                   for fd in os.listdir(f"/proc/{pid}/fd"))
-    except OSError:
-        return False
+    return holds_fd(pid, "anon_inode:[perf_event]")
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--trips", type=int, default=300_000, help="round trips per run")
-    ap.add_argument("--out", default=str(ROOT / "docs" / "performance-offcpu.md"))
-    args = ap.parse_args()
-    if os.geteuid() != 0:
-        print("bench: run as root", file=sys.stderr)
-        return 2
-    tmp = Path(tempfile.mkdtemp(prefix="ebpf-otlp-bench-"))
+    args, tmp = bench_setup(__doc__, "performance-offcpu.md", rounds=5, more=lambda ap: ap.add_argument(
+        "--trips", type=int, default=300_000, help="round trips per run"))
     work = compile_c(HERE / "pingpong.c", tmp / "pingpong", "-pthread")
     env = peer_env()
     agent = str(ROOT / ".venv" / "bin" / "ebpf-otlp")

@@ -9,18 +9,15 @@ Run as root after `make setup-test`:  .venv/bin/python bench/profile_overhead.py
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
 import shutil
 import sys
-import tempfile
 import time
-from pathlib import Path
 
-from common import (HERE, ROOT, Tool, bpf_stats_enabled, compile_c, median, peer_env, run_work,
-                    spread, write_report)
+from common import (HERE, ROOT, Tool, bench_setup, bpf_stats_enabled, compile_c, median, peer_env,
+                    run_work, spread, write_report)
 
 
 def paired_slowdown(res, none) -> str:
@@ -30,15 +27,8 @@ def paired_slowdown(res, none) -> str:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=9, help="rounds per configuration")
-    ap.add_argument("--seconds", type=float, default=3.0, help="length of one workload run")
-    ap.add_argument("--out", default=str(ROOT / "docs" / "performance.md"))
-    args = ap.parse_args()
-    if os.geteuid() != 0:
-        print("bench: run as root", file=sys.stderr)
-        return 2
-    tmp = Path(tempfile.mkdtemp(prefix="ebpf-otlp-bench-"))
+    args, tmp = bench_setup(__doc__, "performance.md", rounds=9, more=lambda ap: ap.add_argument(
+        "--seconds", type=float, default=3.0, help="length of one workload run"))
     work = compile_c(HERE / "cpu_work.c", tmp / "cpu_work")
     wall, _ = run_work(work, 1000)
     rounds_per_run = max(100, int(1000 * args.seconds / wall))

@@ -10,34 +10,26 @@ Run as root after `make setup-test`:  .venv/bin/python bench/syscall_overhead.py
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
 import platform
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from common import (HERE, ROOT, Tool, bpf_stats_enabled, compile_c, median, peer_env, run_work,
-                    write_report)
+from common import (HERE, ROOT, Tool, bench_setup, bpf_stats_enabled, compile_c, median, peer_env,
+                    run_work, write_report)
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--calls", type=int, default=20_000_000, help="getppid calls per run")
-    ap.add_argument("--out", default=str(ROOT / "docs" / "performance-syscalls.md"))
-    ap.add_argument("--no-bpf-stats", action="store_true",
-                    help="leave kernel.bpf_stats_enabled off: no per-program times, but no "
-                         "accounting cost (two clock reads per program run) either")
-    args = ap.parse_args()
-    if os.geteuid() != 0:
-        print("bench: run as root", file=sys.stderr)
-        return 2
-    tmp = Path(tempfile.mkdtemp(prefix="ebpf-otlp-bench-"))
+    def more(ap):
+        ap.add_argument("--calls", type=int, default=20_000_000, help="getppid calls per run")
+        ap.add_argument("--no-bpf-stats", action="store_true",
+                        help="leave kernel.bpf_stats_enabled off: no per-program times, but no "
+                             "accounting cost (two clock reads per program run) either")
+    args, tmp = bench_setup(__doc__, "performance-syscalls.md", rounds=5, more=more)
     loop = compile_c(HERE / "loop_getppid.c", tmp / "loop")
     env = peer_env()
     agent = str(ROOT / ".venv" / "bin" / "ebpf-otlp")
