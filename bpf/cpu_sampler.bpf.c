@@ -6,7 +6,9 @@
 // With OFF_CPU, the same keys count nanoseconds off CPU instead: sched_switch stores the
 // stacks and time of the thread going off CPU, and adds the time away when it comes back.
 // Its stack ids outlive a drain (a thread can sleep through several), so off-CPU stacks
-// all go in stacks_0, which user space reads but never clears.
+// all go in stacks_0, which user space reads but never clears. Walking two stacks at every
+// switch costs; above its budget user space sets control[1] (of 65536) to the share of
+// switches to walk, at random, and each one kept is weighed up by 65536 / share.
 //
 // A process that execs keeps its pid but gets new mappings: each sample carries the
 // process's exec generation, and each (pid, generation) is announced, so user space
@@ -43,6 +45,7 @@ enum sampler_stat {
     STAT_COUNTS_FULL,             // the count map had no room for a new key
     STAT_NEW_TASK_DROPPED,        // ring buffer full: a new process was not announced
     STAT_START_FULL,              // off-CPU: no room to remember a thread going off CPU
+    STAT_SWITCHES,                // off-CPU: traced threads that left the CPU
     STAT_MAX,
 };
 
@@ -50,7 +53,7 @@ BPF_HASH(counts_0, struct sample_key, u64, MAX_KEYS);
 BPF_HASH(counts_1, struct sample_key, u64, MAX_KEYS);
 BPF_STACK_TRACE(stacks_0, MAX_STACKS);
 BPF_STACK_TRACE(stacks_1, MAX_STACKS);
-BPF_ARRAY(control, u32, 1);
+BPF_ARRAY(control, u32, 2);   // [0]: the map set in use; [1]: off-CPU share kept, of 65536
 BPF_PERCPU_ARRAY(stats, u64, STAT_MAX);
 // Processes already announced to user space, so it can snapshot /proc/PID/maps
 // while they live; an exec forgets them, since their mappings change.
@@ -167,7 +170,15 @@ struct off_cpu_start {       // a thread that went off CPU, as it left
     u32 gen;
     s32 user_stack_id;
     s32 kernel_stack_id;
+    u32 keep;                // the share kept when it left, of 65536
+    u32 pad;
 };
+
+static __always_inline u32 off_cpu_keep(void) {
+    int one = 1;
+    u32 *keep = control.lookup(&one);
+    return keep && *keep && *keep < 65536 ? *keep : 65536;   // 0: not set, keep all
+}
 BPF_TABLE("lru_hash", u32, struct off_cpu_start, off_cpu_since, MAX_THREADS);
 
 TRACEPOINT_PROBE(sched, sched_switch) {
@@ -178,9 +189,16 @@ TRACEPOINT_PROBE(sched, sched_switch) {
 #ifdef FILTER_PIDS
     wanted = wanted && pid_filter.lookup(&tgid) != 0;
 #endif
+    u32 keep = 65536;
+    if (wanted) {
+        bump(STAT_SWITCHES);
+        keep = off_cpu_keep();
+        if (keep < 65536 && (bpf_get_prandom_u32() & 0xffff) >= keep)
+            wanted = 0;       // not in the sample: no stacks walked
+    }
     if (wanted) {
         struct off_cpu_start s = {.ts = now, .tgid = tgid, .gen = exec_generation(tgid),
-                                  .user_stack_id = -1, .kernel_stack_id = -1};
+                                  .user_stack_id = -1, .kernel_stack_id = -1, .keep = keep};
 #ifdef USER_STACKS
         s.user_stack_id = stack_error(stacks_0.get_stackid(args, BPF_F_USER_STACK),
                                       STAT_USER_STACK_COLLISION, STAT_USER_STACK_ERROR);
@@ -201,6 +219,8 @@ TRACEPOINT_PROBE(sched, sched_switch) {
     u64 away = now - left.ts;
     if (away < MIN_BLOCK_NS)
         return 0;
+    if (left.keep < 65536)
+        away = away * 65536 / left.keep;   // this one stands for 65536 / keep of its kind
     bump(STAT_SAMPLES);
     struct sample_key key = {.tgid = left.tgid, .tid = next, .gen = left.gen,
                              .user_stack_id = left.user_stack_id,

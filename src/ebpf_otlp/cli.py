@@ -124,9 +124,12 @@ def cli():
                    "from sched_switch, instead of sampling on-CPU stacks.")
 @click.option("--min-block", type=Duration(), default="1us", show_default=True,
               help="With --off-cpu: leave out shorter times off CPU.")
+@click.option("--switch-budget", type=Count(), default="5k", show_default=True, metavar="SWITCHES/S",
+              help="With --off-cpu: walk every switch's stacks while the traced threads switch less "
+                   "often than this; above it, a random sample sized to it, weighed up. 0: every one.")
 @otlp_options
 def profile(pids, all_, hz, duration, user_only, kernel_only, event, outputs, fmt, output_dir, top,
-            off_cpu, min_block, **otlp_flags):
+            off_cpu, min_block, switch_budget, **otlp_flags):
     """Sample CPU stacks with a perf event and write pprof, folded stacks or a flame graph.
     With --off-cpu, the same outputs weigh stacks by time spent off CPU instead.
 
@@ -163,7 +166,8 @@ def profile(pids, all_, hz, duration, user_only, kernel_only, event, outputs, fm
         files.check_writable(path)
     config = ProfileConfig(hz=hz, pids=pids, duration_s=duration, user_stacks=not kernel_only,
                            kernel_stacks=not user_only, event=event, outputs=targets, top=top,
-                           otlp=otlp, spool=spool, off_cpu=off_cpu, min_block_ns=int(min_block * 1e9))
+                           otlp=otlp, spool=spool, off_cpu=off_cpu, min_block_ns=int(min_block * 1e9),
+                           switch_budget=switch_budget)
     run(config, result_console(), notice_console())
 
 

@@ -88,6 +88,7 @@ class CollectionStats:
     lost_counts_full: int = 0        # samples dropped because the count map was full
     lost_new_process_events: int = 0 # ring buffer full: a process was not snapshotted
     drains: int = 0
+    share: float = 1.0               # lowest share of events handled (< 1: sampled, weighed up)
 
     @property
     def lost_samples(self) -> int:

@@ -63,7 +63,7 @@ def test_a_burst_under_the_budget_per_second_changes_nothing():
 
 def test_share_has_a_floor_and_no_budget_means_no_thread():
     duty = DutyCycle(lambda: None, lambda: None, lambda: 0, budget_per_s=10, min_share=0.01)
-    assert duty.share_for(1e9) == 0.01 and duty.share_for(5) == 1.0
+    assert duty.meter.share_for(1e9) == 0.01 and duty.meter.share_for(5) == 1.0
     hook = FakeHook(rate_per_s=1e9)
     assert run_for(hook, budget=0, seconds=0.15).lowest_share == 1.0 and hook.log == []
 
@@ -78,3 +78,21 @@ def test_a_failing_attach_is_kept_not_raised():
     time.sleep(0.3)
     duty.stop()
     assert isinstance(duty.error, OSError) and not duty.attached
+
+
+def test_sample_share_tells_the_kernel_side_only_changes():
+    from ebpf_otlp.runtime.duty_cycle import SampleShare
+
+    told: list[float] = []
+    hook = FakeHook(rate_per_s=1_000_000)
+    share = SampleShare(told.append, hook.events, budget_per_s=100_000, look_s=0.02, horizon_s=0.02)
+    share.start()
+    time.sleep(0.3)
+    share.stop()
+    assert told and abs(told[-1] - 0.1) < 0.02 and share.lowest_share <= told[-1] + 1e-9
+    assert all(a != b for a, b in zip(told, told[1:]))
+    quiet = SampleShare(told.append, FakeHook(rate_per_s=10).events, budget_per_s=100_000)
+    quiet.start()
+    time.sleep(0.25)
+    quiet.stop()
+    assert quiet.share == 1.0 and quiet.error is None

@@ -9,12 +9,13 @@ from typing import Callable
 
 from ebpf_otlp.records import CollectionStats, RawStackSample
 from ebpf_otlp.runtime import loader
+from ebpf_otlp.runtime.duty_cycle import SampleShare
 from ebpf_otlp.runtime.maps import DoubleBuffer, drain, percpu_counters
 from ebpf_otlp.runtime.perf import attach_sampler, detach_sampler, online_cpus
 
 # Order of `enum stat` in bpf/cpu_sampler.bpf.c.
 STAT_SAMPLES, USER_COLLISION, KERNEL_COLLISION, USER_ERROR, KERNEL_ERROR, COUNTS_FULL, \
-    NEW_TASK_DROPPED, START_FULL = range(8)
+    NEW_TASK_DROPPED, START_FULL, SWITCHES = range(9)
 
 
 def _pow2_at_least(n: int) -> int:
@@ -35,15 +36,18 @@ class CpuSampler:
 
     With `off_cpu`, counts are nanoseconds spent off CPU (blocked or waiting to run) per
     stack the thread left the CPU with, from the sched_switch tracepoint; periods shorter
-    than `min_block_ns` are left out."""
+    than `min_block_ns` are left out. Above `switch_budget` switches a second (0: no
+    limit), stacks are walked for a random share of switches, each weighed up."""
 
     def __init__(self, hz: int, pids: list[int] | None = None, user_stacks: bool = True,
                  kernel_stacks: bool = True, event: str = "cpu-clock",
                  drain_seconds: float = 2.0,
                  on_new_process: Callable[[int, int], object] = lambda pid, gen: None,
-                 off_cpu: bool = False, min_block_ns: int = 1000):
+                 off_cpu: bool = False, min_block_ns: int = 1000, switch_budget: float = 0):
         self.off_cpu = off_cpu
         self.min_block_ns = min_block_ns
+        self.switch_budget = switch_budget
+        self._share: SampleShare | None = None
         self._off_cpu_stacks: dict[int, tuple[int, ...]] = {}   # stacks_0 is never cleared
         self.hz = hz
         self.pids = list(pids or [])
@@ -73,8 +77,17 @@ class CpuSampler:
                 table[ct.c_uint32(pid)] = ct.c_uint8(1)
         self._buffers = DoubleBuffer(self._bpf)
         self._bpf["new_tasks"].open_ring_buffer(self._on_new_task)
-        if not self.off_cpu:
+        if self.off_cpu:
+            stats = self._bpf["stats"]
+            self._share = SampleShare(self._keep_share, lambda: sum(stats[ct.c_int(SWITCHES)]),
+                                      budget_per_s=self.switch_budget)
+            self._share.start()
+        else:
             attach_sampler(self._bpf, "on_sample", self.event, self.hz)
+
+    def _keep_share(self, share: float) -> None:
+        """Tell the off-CPU program which share of switches to walk (control[1], of 65536)."""
+        self._bpf["control"][ct.c_int(1)] = ct.c_uint32(max(1, round(share * 65536)))
 
     def _on_new_task(self, _ctx, data, _size) -> None:
         pid, gen = ct.cast(data, ct.POINTER(ct.c_uint32 * 2)).contents   # struct new_task
@@ -118,7 +131,7 @@ class CpuSampler:
         return sum(self._bpf["stats"][ct.c_int(STAT_SAMPLES)])
 
     def _read_stats(self) -> None:
-        total = percpu_counters(self._bpf["stats"], 8)
+        total = percpu_counters(self._bpf["stats"], 9)
         s = self.stats
         s.samples = total[STAT_SAMPLES]
         s.lost_stack_collisions = total[USER_COLLISION] + total[KERNEL_COLLISION]
@@ -126,12 +139,15 @@ class CpuSampler:
         s.lost_counts_full = total[COUNTS_FULL]
         s.lost_new_process_events = total[NEW_TASK_DROPPED]
         s.lost_counts_full += total[START_FULL]
+        if self._share:
+            s.share = self._share.lowest_share
 
     def stop(self) -> None:
         """Detach, then drain both buffers so samples taken up to the end are kept."""
         if self._bpf is None:
             return
         if self.off_cpu:
+            self._share.stop()
             self._bpf.detach_tracepoint(tp=b"sched:sched_switch")
         else:
             detach_sampler(self._bpf, self.event)

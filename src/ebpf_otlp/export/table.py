@@ -57,5 +57,8 @@ def render(profile: Profile, console: Console, n: int = 15) -> None:
         lost.append(f"{st.lost_samples} samples dropped (count map full)")
     if st.lost_new_process_events:
         lost.append(f"{st.lost_new_process_events} new-process events dropped")
+    if st.share < 1.0:
+        console.print(f"~ sampled: stacks walked for a share as low as {st.share:.1%} of switches "
+                      "(over the --switch-budget), each weighed up: times are estimates", style="dim")
     console.print("kernel-side losses: " + ("; ".join(lost) if lost else "none"),
                   style="yellow" if lost else "dim")

@@ -1,12 +1,12 @@
-"""Time-sharing a costly hook: keep it attached only for the share of each period that
-keeps the events it handles within a budget per second.
+"""Keeping a per-event cost within a budget of events per second: below the budget every
+event is handled; above it a known share, so results are exact when cheap and a sample
+(weighed back up) when not. Two ways to apply the share:
 
-Why: some hooks cost on every event whether or not their program does anything (the
-syscall entry hook: a tracepoint dispatch and a clock read per call). At a few thousand
-events per second that is nothing and the hook stays attached all the time, so results
-are exact; at millions per second it would dominate the cost of tracing. Above the budget
-the hook is attached for one window per period, at a random offset (so periodic workloads
-don't alias with it), and what it measures becomes a sample whose share is known.
+- DutyCycle time-shares a hook: attached only for the share of each period, in one window
+  at a random offset (so periodic workloads don't alias with it). For hooks whose
+  dispatch alone costs (the syscall entry hook: a tracepoint and a clock read per call).
+- SampleShare tells the kernel side the share of events to handle, at random. For
+  programs whose work costs (off-CPU stack walks) while the hook itself is cheap.
 """
 
 from __future__ import annotations
@@ -18,29 +18,56 @@ from collections import deque
 from typing import Callable
 
 
-class DutyCycle:
-    """Drives `attach`/`detach` from a thread. `events()` returns a running count of the
-    events the budget is about (counted by a hook that stays attached)."""
+class RateMeter:
+    """The share of events a budget allows, from a running event count. Sharing starts
+    once the trailing horizon (a second) holds more events than the budget allows: a burst
+    smaller than that changes nothing, while a flood is caught at the next look. The share
+    is then sized to the latest rate."""
 
-    def __init__(self, attach: Callable[[], None], detach: Callable[[], None],
-                 events: Callable[[], int], budget_per_s: float, period_s: float = 1.0,
-                 min_share: float = 0.001, attached: bool = True, look_s: float = 0.1,
-                 horizon_s: float = 1.0):
-        self._attach, self._detach, self._events = attach, detach, events
+    def __init__(self, budget_per_s: float, horizon_s: float = 1.0, min_share: float = 0.001):
         self.budget = budget_per_s
-        self.period = period_s
-        self.look = min(look_s, period_s)   # how often the rate is checked while attached
-        self.horizon = horizon_s            # the rate is of events over this trailing time
+        self.horizon = horizon_s
         self.min_share = min_share
-        self.attached = attached      # the hook's state as the caller left it
-        self.share = 1.0              # the share of time the hook is attached, as last set
+        self._seen: deque[tuple[float, int]] = deque()
+
+    def share_for(self, rate: float) -> float:
+        if self.budget <= 0 or rate <= self.budget:
+            return 1.0
+        return max(self.budget / rate, self.min_share)
+
+    def share(self, t: float, n: int) -> float:
+        """Feed the count `n` at time `t`; the share allowed from now on."""
+        seen = self._seen
+        if not seen:
+            seen.append((t, n))
+            return 1.0
+        while len(seen) > 1 and seen[1][0] <= t - self.horizon:
+            seen.popleft()
+        over = n - seen[0][1] > self.budget * self.horizon
+        prev_t, prev_n = seen[-1]
+        seen.append((t, n))
+        return self.share_for((n - prev_n) / max(t - prev_t, 1e-3)) if over else 1.0
+
+
+class _Governor:
+    """A thread that looks at the event rate and applies the share (see subclasses).
+    `events()` returns a running count of the events the budget is about."""
+
+    name = "budget"
+
+    def __init__(self, events: Callable[[], int], budget_per_s: float, look_s: float,
+                 horizon_s: float, min_share: float):
+        self._events = events
+        self.meter = RateMeter(budget_per_s, horizon_s, min_share)
+        self.look = look_s
+        self.share = 1.0              # the share in force, as last set
         self.lowest_share = 1.0
         self.error: Exception | None = None
         self._halt = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="duty-cycle", daemon=True)
+        self._thread = threading.Thread(target=self._guarded, name=self.name, daemon=True)
 
     def start(self) -> None:
-        if self.budget > 0:           # no budget: the hook simply stays attached
+        if self.meter.budget > 0:     # no budget: every event, always
             self._thread.start()
 
     def stop(self) -> None:
@@ -48,45 +75,76 @@ class DutyCycle:
         if self._thread.is_alive():
             self._thread.join()
 
-    def share_for(self, rate: float) -> float:
-        if self.budget <= 0 or rate <= self.budget:
-            return 1.0
-        return max(self.budget / rate, self.min_share)
+    def _measure(self) -> float:
+        self.share = self.meter.share(time.monotonic(), self._events())
+        self.lowest_share = min(self.lowest_share, self.share)
+        return self.share
+
+    def _guarded(self) -> None:
+        try:
+            self._measure()
+            self._loop()
+        except Exception as e:        # kept for the caller to report; the thread ends
+            self.error = e
+
+    def _loop(self) -> None:
+        raise NotImplementedError
+
+
+class SampleShare(_Governor):
+    """Hands the share to `set_share` (which tells the kernel side) whenever it changes."""
+
+    name = "sample-share"
+
+    def __init__(self, set_share: Callable[[float], None], events: Callable[[], int],
+                 budget_per_s: float, look_s: float = 0.1, horizon_s: float = 1.0,
+                 min_share: float = 0.001):
+        super().__init__(events, budget_per_s, look_s, horizon_s, min_share)
+        self._set_share = set_share
+        self._applied = 1.0
+
+    def _loop(self) -> None:
+        while not self._halt.wait(self.look):
+            share = self._measure()
+            if share != self._applied:
+                self._set_share(share)
+                self._applied = share
+
+
+class DutyCycle(_Governor):
+    """Drives `attach`/`detach`: attached throughout while under budget, else one window
+    per period sized to the share. An attach that fails leaves the hook detached."""
+
+    name = "duty-cycle"
+
+    def __init__(self, attach: Callable[[], None], detach: Callable[[], None],
+                 events: Callable[[], int], budget_per_s: float, period_s: float = 1.0,
+                 min_share: float = 0.001, attached: bool = True, look_s: float = 0.1,
+                 horizon_s: float = 1.0):
+        super().__init__(events, budget_per_s, min(look_s, period_s), horizon_s, min_share)
+        self._attach, self._detach = attach, detach
+        self.period = period_s
+        self.attached = attached      # the hook's state as the caller left it
 
     def _set(self, on: bool) -> None:
         if on != self.attached:
             (self._attach if on else self._detach)()
             self.attached = on
 
-    def _run(self) -> None:
-        try:
-            # Sharing starts once the trailing horizon (a second) holds more events than
-            # the budget allows: a burst smaller than that changes nothing, while a flood
-            # is caught within one look. The share is then sized to the latest rate.
-            seen = deque([(time.monotonic(), self._events())])
-            wait = self.look
-            while not self._halt.wait(wait):
-                t, n = time.monotonic(), self._events()
-                while len(seen) > 1 and seen[1][0] <= t - self.horizon:
-                    seen.popleft()
-                over = n - seen[0][1] > self.budget * self.horizon
-                prev_t, prev_n = seen[-1]
-                self.share = self.share_for((n - prev_n) / max(t - prev_t, 1e-3)) if over else 1.0
-                self.lowest_share = min(self.lowest_share, self.share)
-                seen.append((t, n))
-                if self.share >= 1.0:      # a burst is caught within one look
-                    self._set(True)
-                    wait = self.look
-                    continue
-                on = self.period * self.share
-                offset = random.uniform(0, self.period - on)
-                self._set(False)
-                if self._halt.wait(offset):
-                    break
+    def _loop(self) -> None:
+        wait = self.look
+        while not self._halt.wait(wait):
+            if self._measure() >= 1.0:    # a burst is caught within one look
                 self._set(True)
-                if self._halt.wait(on):
-                    break
-                self._set(False)
-                wait = self.period - offset - on
-        except Exception as e:        # an attach that fails leaves the hook detached
-            self.error = e
+                wait = self.look
+                continue
+            on = self.period * self.share
+            offset = random.uniform(0, self.period - on)
+            self._set(False)
+            if self._halt.wait(offset):
+                break
+            self._set(True)
+            if self._halt.wait(on):
+                break
+            self._set(False)
+            wait = self.period - offset - on

@@ -37,6 +37,7 @@ class ProfileConfig:
     spool: Spool | None = None
     off_cpu: bool = False                # weigh stacks by time off CPU, from sched_switch
     min_block_ns: int = 1000
+    switch_budget: float = 5000          # off-CPU: switches/s walked in full (0: no limit)
 
 
 def run(config: ProfileConfig, console: Console, notices: Console) -> Profile:
@@ -50,7 +51,8 @@ def run(config: ProfileConfig, console: Console, notices: Console) -> Profile:
         symbolizer = Symbolizer()
         sampler = CpuSampler(config.hz, config.pids, config.user_stacks, config.kernel_stacks,
                              config.event, config.drain_s, on_new_process=symbolizer.remember,
-                             off_cpu=config.off_cpu, min_block_ns=config.min_block_ns)
+                             off_cpu=config.off_cpu, min_block_ns=config.min_block_ns,
+                             switch_budget=config.switch_budget)
         for pid in config.pids:
             symbolizer.remember(pid)
         output = None
