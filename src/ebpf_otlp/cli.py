@@ -141,6 +141,12 @@ def profile(pids, all_, hz, duration, user_only, kernel_only, event, outputs, fm
 
     if pids and all_:
         raise click.UsageError("--pid and --all exclude each other")
+    if off_cpu:
+        given = click.get_current_context().get_parameter_source
+        for name, flag in (("hz", "--hz"), ("event", "--event")):
+            if given(name) != click.core.ParameterSource.DEFAULT:
+                raise click.UsageError(f"{flag} samples on-CPU stacks; --off-cpu traces every "
+                                       "switch instead (see --switch-budget)")
     if user_only and kernel_only:
         raise click.UsageError("--user-only and --kernel-only exclude each other")
     limit = max_sample_rate()

@@ -37,6 +37,9 @@ def free_pid():
     (["-o", "/nonexistent-dir/x.pb.gz"], ["does not exist"]),
     (["-o", "out.unknown"], ["cannot tell the format"]),
     (["--event", "bogus"], ["--event"]),
+    (["--off-cpu", "--hz", "49"], ["--hz samples on-CPU stacks"]),
+    (["--off-cpu", "--min-block", "0"], ["more than zero"]),
+    (["--off-cpu", "--switch-budget", "lots"], ["bad count 'lots'"]),
 ])
 def test_profile_bad_input(args, needles):
     assert_one_line_error(agent("profile", *args), *needles)
