@@ -136,9 +136,8 @@ class CpuSampler:
         s.samples = total[STAT_SAMPLES]
         s.lost_stack_collisions = total[USER_COLLISION] + total[KERNEL_COLLISION]
         s.lost_stack_errors = total[USER_ERROR] + total[KERNEL_ERROR]
-        s.lost_counts_full = total[COUNTS_FULL]
+        s.lost_counts_full = total[COUNTS_FULL] + total[START_FULL]
         s.lost_new_process_events = total[NEW_TASK_DROPPED]
-        s.lost_counts_full += total[START_FULL]
         if self._share:
             s.share = self._share.lowest_share
 

@@ -113,14 +113,11 @@ class SyscallCollector:
             for v in per_cpu:
                 if v.count:
                     self._place(key.tgid, v.cgroup_id)
-                    comm = v.comm.decode(errors="replace")
-                    if key.timed:
-                        s.merge(SyscallStats(key.tgid, comm, key.nr, "", v.count, v.errors,
-                                             v.total_ns, v.min_ns, v.max_ns, v.bytes,
-                                             hist={key.bucket: v.count}, timed=v.count))
-                    else:
-                        s.merge(SyscallStats(key.tgid, comm, key.nr, "", v.count, v.errors,
-                                             bytes=v.bytes))
+                    timed = v.count if key.timed else 0   # untimed entries carry no latency
+                    s.merge(SyscallStats(key.tgid, v.comm.decode(errors="replace"), key.nr, "",
+                                         v.count, v.errors, v.total_ns, v.min_ns, v.max_ns,
+                                         v.bytes, hist={key.bucket: timed} if timed else {},
+                                         timed=timed))
         for key, count in drain(self._bpf[f"errnos_{idle}"]):
             s = stats.get((key.tgid, key.nr))
             if s is not None:   # else its calls entry did not fit: counted as "calls map full"

@@ -67,7 +67,7 @@ class CgroupIds:
 
     def _walk(self) -> None:
         self._walked_at = time.monotonic()
-        for top, dirs, _ in os.walk(self.mount):
+        for top, _, _ in os.walk(self.mount):
             try:
                 ino = os.stat(top).st_ino
             except OSError:

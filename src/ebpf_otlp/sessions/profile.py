@@ -67,13 +67,13 @@ def run(config: ProfileConfig, console: Console, notices: Console) -> Profile:
             sampler.stop()
         ended = time.time_ns()
         first = sampler.first_sample_unix_ns
+        measured = (dict(period_ns=1, frequency_hz=0, event="sched_switch", value_type=OFF_CPU_TIME)
+                    if config.off_cpu else
+                    dict(period_ns=1_000_000_000 // config.hz, frequency_hz=config.hz,
+                         event=config.event, value_type=SAMPLES))
         profile = Profile(
             samples=symbolizer.symbolize(sampler.counts), start_ns=attached,
-            duration_ns=ended - attached,
-            period_ns=1 if config.off_cpu else 1_000_000_000 // config.hz,
-            frequency_hz=0 if config.off_cpu else config.hz,
-            event="sched_switch" if config.off_cpu else config.event,
-            value_type=OFF_CPU_TIME if config.off_cpu else SAMPLES, stats=sampler.stats,
+            duration_ns=ended - attached, stats=sampler.stats, **measured,
             timing={"attach_ms": (attached - started) / 1e6,
                     "first_sample_ms": (first - started) / 1e6 if first else None,
                     "first_sample_unix_ns": first})
