@@ -19,7 +19,11 @@ def render(result, console: Console) -> None:
     commands = Table(show_header=True, header_style="bold")
     commands.add_column("command")
     commands.add_column("works here?", overflow="fold")
-    for name, verdict in result.commands().items():
-        style = "green" if verdict.startswith("yes") else "red"
-        commands.add_row(name, f"[{style}]{verdict}[/{style}]")
+    for c in result.command_verdicts():
+        style = "green" if c.ok else "red"
+        commands.add_row(c.name, f"[{style}]{c.detail}[/{style}]")
     console.print(commands)
+    if result.usable_commands:
+        console.print(f"usable here: {', '.join(result.usable_commands)}")
+    else:   # the exit status says so too; this says what to look at
+        console.print("[red]no command can run here[/red]: see the checks that say no above")

@@ -16,8 +16,29 @@ from ebpf_otlp.runtime.privileges import missing_privileges
 from ebpf_otlp.runtime.tracefs import ensure_tracefs
 
 
+# The exit status of `ebpf-otlp doctor` (2 stays the CLI's status for bad input).
+EXIT_USABLE = 0          # at least one command can run here
+EXIT_NOTHING_USABLE = 1  # no command can: the failed checks say why
+
+PERF_CLOCK = "perf event cpu-clock (software)"
+PERF_CYCLES = "perf event cpu-cycles (hardware)"
+# Every command goes through loader.load: privileges, headers and tracefs, then BCC compiles.
+_LOAD = ("privileges", "bcc", "kernel headers", "tracefs", "compile")
+# The CPU sampler program always carries TRACEPOINT_PROBE(sched, sched_process_exec).
+_EXEC_TP = "tracepoint sched:sched_process_exec"
+_SWITCH_TP = "tracepoint sched:sched_switch"
+
+
 @dataclass
 class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+@dataclass
+class Command:
+    """A command that exists, and whether it can run here (detail: the hook, or why not)."""
     name: str
     ok: bool
     detail: str
@@ -45,6 +66,15 @@ class Doctor:
 
     def ok(self, name: str) -> bool:
         return any(c.name == name and c.ok for c in self.checks)
+
+    def _needs(self, *names: str) -> str | None:
+        """Why a command cannot run: the required checks that failed (None: all passed).
+        Checks skipped after an earlier failure are not named; that failure is."""
+        failed = [n for n in names if not self.ok(n)]
+        if not failed:
+            return None
+        tried = {c.name for c in self.checks}
+        return "no: needs " + ", ".join([n for n in failed if n in tried] or failed)
 
     def run(self) -> "Doctor":
         self.facts["kernel"] = platform.release()
@@ -76,6 +106,8 @@ class Doctor:
         self.check("tracepoint attach", lambda: _tracepoint(bpf))
         self.check("raw tracepoint attach", lambda: _raw_tracepoint(bpf))
         self.check("ring buffer", lambda: _ringbuf(bpf, received))
+        self.check(_EXEC_TP, lambda: _attach_tracepoint(bpf, "sched:sched_process_exec"))
+        self.check(_SWITCH_TP, lambda: _attach_tracepoint(bpf, "sched:sched_switch"))
         self.check("map batch ops", lambda: _batch(bpf))
         self.check("tcp tracepoints", lambda: _tracepoints_exist(
             "sock/inet_sock_set_state", "tcp/tcp_retransmit_skb", "tcp/tcp_probe"))
@@ -85,30 +117,41 @@ class Doctor:
         self.check("fentry attach", _fentry)
         return self
 
-    def commands(self) -> dict[str, str]:
-        """Which commands work here, and through which hook."""
-        ok = self.ok
-        base = ok("compile") and ok("tracefs")
-        out = {}
-        if base and (ok("perf event cpu-clock (software)") or ok("perf event cpu-cycles (hardware)")):
-            ev = "cpu-cycles or cpu-clock" if ok("perf event cpu-cycles (hardware)") else "cpu-clock only"
-            out["profile"] = f"yes ({ev})"
+    def command_verdicts(self) -> list[Command]:
+        """The commands that exist, each with the checks it cannot run without."""
+        out = []
+        why = self._needs(*_LOAD, _EXEC_TP)
+        if why is None and not (self.ok(PERF_CLOCK) or self.ok(PERF_CYCLES)):
+            why = self._needs(*_LOAD, _EXEC_TP, PERF_CLOCK)
+        if why is None:
+            ev = ("cpu-clock or cpu-cycles" if self.ok(PERF_CLOCK) and self.ok(PERF_CYCLES)
+                  else "cpu-clock" if self.ok(PERF_CLOCK) else "--event cpu-cycles only")
+            out.append(Command("profile", True, f"yes (perf event {ev})"))
         else:
-            out["profile"] = "no: needs perf events"
-        if base and ok("kprobe attach"):
-            out["trace-net"] = "yes (kprobes)"
-        elif base and ok("tcp tracepoints"):
-            out["trace-net"] = "yes (tracepoints; kprobes unavailable)"
-        else:
-            out["trace-net"] = "no: needs kprobes or the sock/tcp tracepoints"
-        out["syscalls"] = "yes (raw tracepoints sys_enter/sys_exit)" if base and ok("raw tracepoint attach") \
-            else "no: needs raw tracepoints"
-        out["memleak"] = "yes (uprobes)" if base and ok("uprobe attach") else "no: needs uprobes"
+            out.append(Command("profile", False, why))
+        why = self._needs(*_LOAD, _EXEC_TP, _SWITCH_TP)
+        out.append(Command("profile --off-cpu", why is None, why or "yes (tracepoint sched:sched_switch)"))
+        why = self._needs(*_LOAD, "raw tracepoint attach", "syscall tracepoints")
+        out.append(Command("syscalls", why is None, why or "yes (raw tracepoints sys_enter/sys_exit)"))
         return out
+
+    def commands(self) -> dict[str, str]:
+        """Command name to verdict: "yes (the hook)" or "no: needs <failed checks>"."""
+        return {c.name: c.detail for c in self.command_verdicts()}
+
+    @property
+    def usable_commands(self) -> list[str]:
+        return [c.name for c in self.command_verdicts() if c.ok]
+
+    @property
+    def exit_status(self) -> int:
+        """Non-zero when nothing can run here, so scripts and provisioning can gate on it."""
+        return EXIT_USABLE if self.usable_commands else EXIT_NOTHING_USABLE
 
     def as_dict(self) -> dict:
         return {"facts": self.facts, "checks": [asdict(c) for c in self.checks],
-                "commands": self.commands()}
+                "commands": self.commands(), "usable_commands": self.usable_commands,
+                "exit_status": self.exit_status}
 
 
 def _btf() -> str:
@@ -164,9 +207,16 @@ def _tracepoint(bpf) -> str:
 
 
 def _raw_tracepoint(bpf) -> str:
-    bpf.attach_raw_tracepoint(tp=b"sys_enter", fn_name=b"on_raw_tracepoint")
-    bpf.detach_raw_tracepoint(tp=b"sys_enter")
-    return "attached to sys_enter"
+    for tp in (b"sys_enter", b"sys_exit"):   # the two `syscalls` attaches
+        bpf.attach_raw_tracepoint(tp=tp, fn_name=b"on_raw_tracepoint")
+        bpf.detach_raw_tracepoint(tp=tp)
+    return "attached to sys_enter and sys_exit"
+
+
+def _attach_tracepoint(bpf, tp: str) -> str:
+    bpf.attach_tracepoint(tp=tp.encode(), fn_name=b"on_tracepoint")
+    bpf.detach_tracepoint(tp=tp.encode())
+    return f"attached to {tp}"
 
 
 def _ringbuf(bpf, received: list[int]) -> str:
