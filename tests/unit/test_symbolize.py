@@ -1,16 +1,33 @@
 """Symbolizer parts against files we build or write here: no kernel needed."""
 
 import ctypes
+import errno
 import os
 import re
+import shutil
+import struct
 import subprocess
+import threading
+
+import pytest
+from elftools.elf.elffile import ELFFile
 
 from conftest import compile_c, need
-from ebpf_otlp.symbolize.elf import ElfObject, SymbolTable, debug_file_path
+from ebpf_otlp.symbolize import symbolizer as symbolizer_module
+from ebpf_otlp.symbolize.elf import ElfObject, SymbolTable, debug_file_path, decode_function_symbols
 from ebpf_otlp.symbolize.kernel import KernelSymbols
 from ebpf_otlp.symbolize.perfmap import PerfMap, parse_perf_map
 from ebpf_otlp.symbolize.procmaps import parse_maps
 from ebpf_otlp.symbolize.symbolizer import Symbolizer
+
+LIBC = "/usr/lib/x86_64-linux-gnu/libc.so.6"
+
+
+@pytest.fixture(autouse=True)
+def symbol_cache(tmp_path, monkeypatch):
+    """Each test its own symbol cache: never the host's, never another test's."""
+    monkeypatch.setenv("EBPF_OTLP_SYMBOL_CACHE", str(tmp_path / "symcache"))
+    return tmp_path / "symcache"
 
 
 def nm_symbols(path):
@@ -134,3 +151,203 @@ def test_symbolizer_names_libc_function_in_this_process():
     assert frame.mapping and frame.mapping.build_id
     unknown = s.user_frame(os.getpid(), 0x10, leaf=True)
     assert unknown.function == "[unknown]"
+
+
+# -- bulk symbol decoding against pyelftools' one object per symbol ------------------
+
+def pyelftools_functions(path, section_name):
+    """The reference: pyelftools symbol by symbol (it names STT_GNU_IFUNC 'STT_LOOS')."""
+    with open(path, "rb") as f:
+        section = ELFFile(f).get_section_by_name(section_name)
+        if section is None or section["sh_type"] == "SHT_NOBITS":
+            return []
+        return [(s["st_value"], s["st_size"], s.name.split("@", 1)[0]) for s in section.iter_symbols()
+                if s["st_info"]["type"] in ("STT_FUNC", "STT_GNU_IFUNC", "STT_LOOS")
+                and s["st_value"] and s["st_shndx"] != "SHN_UNDEF"]
+
+
+def bulk_functions(path, section_name):
+    with open(path, "rb") as f:
+        return ElfObject(f, str(path), cache=None)._section_symbols(section_name)
+
+
+IFUNC_C = r"""
+static int impl(void) { return 7; }
+static int (*resolve_ifn(void))(void) { return impl; }
+int ifn(void) __attribute__((ifunc("resolve_ifn")));
+int twice(int x) { return 2 * x; }
+int main(void) { return ifn() + twice(1); }
+"""
+
+
+def gcc(tmp_path, name, source, *flags):
+    cc = shutil.which("gcc") or shutil.which("cc")
+    if not cc:
+        need("no C compiler")
+    src = tmp_path / f"{name}.c"
+    src.write_text(source)
+    out = tmp_path / name
+    subprocess.run([cc, "-O0", "-g0", "-o", str(out), str(src), *flags], check=True)
+    return out
+
+
+def test_bulk_decoding_equals_pyelftools_on_real_files(tmp_path):
+    binary = gcc(tmp_path, "ifn", IFUNC_C, "-rdynamic")   # exports: a .dynsym with functions
+    cases = [(binary, ".symtab"), (binary, ".dynsym"), (LIBC, ".dynsym")]
+    with open(LIBC, "rb") as f:
+        debug = debug_file_path(ElfObject(f, LIBC, cache=None).build_id)
+    if debug:
+        cases.append((debug, ".symtab"))
+    for path, section in cases:
+        expected = pyelftools_functions(path, section)
+        assert expected and bulk_functions(path, section) == expected, (path, section)
+    names = {name for _, _, name in bulk_functions(binary, ".symtab")}
+    assert {"ifn", "twice", "main", "impl"} <= names          # the IFUNC too
+
+
+def test_bulk_decoding_elf32(tmp_path):
+    source = "int f(int x){return x+1;}\nint g(int x){return f(x)*2;}\nvoid _start(void){for(;;) g(1);}\n"
+    try:
+        binary = gcc(tmp_path, "t32", source, "-m32", "-nostdlib", "-static")
+    except subprocess.CalledProcessError:
+        pytest.skip("gcc cannot build 32-bit code here")
+    with open(binary, "rb") as f:
+        assert ELFFile(f).elfclass == 32
+    expected = pyelftools_functions(binary, ".symtab")
+    assert {n for _, _, n in expected} >= {"f", "g", "_start"}
+    assert bulk_functions(binary, ".symtab") == expected
+
+
+def test_decoding_both_classes_and_endiannesses():
+    strings = b"\0fn\0fn2@GLIBC_2.2\0data\0undef\0"
+    # (name offset, info, shndx, value, size): null entry, FUNC, IFUNC, OBJECT, undefined FUNC, zero value
+    symbols = [(0, 0, 0, 0, 0), (1, 0x12, 1, 0x1000, 16), (4, 0x1a, 1, 0x2000, 8),
+               (18, 0x11, 2, 0x3000, 4), (23, 0x12, 0, 0x4000, 0), (1, 0x12, 1, 0, 0)]
+    for order in "<>":
+        raw64 = b"".join(struct.pack(order + "IBBHQQ", n, i, 0, sh, v, s) for n, i, sh, v, s in symbols)
+        raw32 = b"".join(struct.pack(order + "IIIBBH", n, v, s, i, 0, sh) for n, i, sh, v, s in symbols)
+        for raw, elf64 in ((raw64, True), (raw32, False)):
+            assert decode_function_symbols(raw, strings, elf64, order == "<") == [
+                (0x1000, 16, "fn"), (0x2000, 8, "fn2")]
+    padded = b"".join(struct.pack("<IBBHQQ", n, i, 0, sh, v, s) + b"\xff" * 8 for n, i, sh, v, s in symbols)
+    assert decode_function_symbols(padded, strings, True, True, entsize=32) == [
+        (0x1000, 16, "fn"), (0x2000, 8, "fn2")]
+
+
+def test_libc_symbol_table_same_as_before(tmp_path):
+    """The whole table (sources tried in the same order) equals pyelftools' table."""
+    with open(LIBC, "rb") as f:
+        elf = ElfObject(f, LIBC, cache=None)
+        table = elf.symbols
+        source = elf.symbol_source
+    path, section = (source, ".symtab") if source.startswith("/") else (LIBC, source)
+    assert table.columns() == SymbolTable(pyelftools_functions(path, section)).columns()
+
+
+# -- open-file bound, losses, preparing symbols in a thread ------------------------------
+
+LIB_C = "int x_hot(int n) { int s = 0; for (int i = 0; i < n; i++) s += i; return s; }\n"
+MAIN_C = r"""
+#include <stdio.h>
+#include <unistd.h>
+int x_hot(int);
+int main(void) {
+    printf("ready %d\n", x_hot(3) + getppid() * 0);
+    fflush(stdout);
+    char c;
+    return (int)read(0, &c, 1);
+}
+"""
+
+
+def vaddr_to_addr(snap, path, elf, vaddr):
+    """Where a link-time address of the file at `path` sits in a process's memory."""
+    for entry in snap.entries:
+        if entry.path == str(path):
+            for off, size, v in elf._load_segments():
+                if v <= vaddr < v + size:
+                    addr = entry.start + (off + vaddr - v) - entry.offset
+                    if entry.start <= addr < entry.end:
+                        return addr
+    raise AssertionError(f"{vaddr:#x} of {path} not mapped")
+
+
+@pytest.fixture
+def child(tmp_path):
+    """A stripped program that loads its own libx.so, started and waiting on stdin."""
+    lib = gcc(tmp_path, "libx.so", LIB_C, "-shared", "-fPIC")
+    exe = gcc(tmp_path, "main", MAIN_C, str(lib))
+    main_vaddr = nm_symbols(exe)["main"]
+    subprocess.run(["strip", "--strip-all", str(exe)], check=True)
+    proc = subprocess.Popen([str(exe)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "LD_LIBRARY_PATH": str(tmp_path)})
+    assert proc.stdout.readline().startswith("ready")
+    yield proc, exe, lib, main_vaddr
+    proc.kill()
+    proc.wait()
+
+
+def test_open_file_bound_and_losses(child, tmp_path):
+    proc, exe, lib, main_vaddr = child
+    s = Symbolizer(max_open_files=1)
+    assert s.remember(proc.pid)
+    snap = s.processes[(proc.pid, 0)]
+    files = {e.file_key for e in snap.entries if e.is_file}
+    assert len(files) >= 4 and s._open_files == 1          # exe, libx, libc, ld.so: one held
+    with open(lib, "rb") as f:
+        x_hot = vaddr_to_addr(snap, lib, ElfObject(f, str(lib)), nm_symbols(lib)["x_hot"])
+    with open(exe, "rb") as f:
+        main = vaddr_to_addr(snap, exe, ElfObject(f, str(exe)), main_vaddr)
+    with open(LIBC, "rb") as f:
+        libc_elf = ElfObject(f, LIBC)
+        getppid = next(vaddr_to_addr(snap, LIBC, libc_elf, v)
+                       for v, _, name in libc_elf._read_symbols() if name == "getppid")
+    proc.kill()
+    proc.wait()
+    exe.unlink()
+    lib.unlink()
+
+    main_frame = s.user_frame(proc.pid, main + 1, leaf=True)
+    assert main_frame.mapping.build_id                      # the held handle outlives the file
+    assert main_frame.function.startswith("main+")           # stripped: .dynsym has no main
+    assert s.user_frame(proc.pid, x_hot + 1, leaf=True).function.startswith("libx.so+")
+    assert s.user_frame(proc.pid, x_hot + 2, leaf=True).function.startswith("libx.so+")
+    assert s.user_frame(proc.pid, getppid, leaf=True).function == "getppid"   # reopened by path
+    assert s.losses == {"symbol file missing": 1, "address without symbol": 1}
+    assert s._open_files == 0
+    s.close()
+
+
+def test_out_of_descriptors_is_a_loss(monkeypatch):
+    def no_fds(*a, **k):
+        raise OSError(errno.EMFILE, "Too many open files")
+    s = Symbolizer()
+    monkeypatch.setattr(symbolizer_module, "open", no_fds, raising=False)
+    assert s.remember(os.getpid())
+    assert s._open_files == 0 and s.losses == {}            # not final yet: opened when needed
+    addr = ctypes.cast(ctypes.CDLL(None).getppid, ctypes.c_void_p).value
+    frame = s.user_frame(os.getpid(), addr, leaf=True)
+    assert frame.function.startswith("libc.so.6+")
+    assert s.losses == {"too many open files": 1}
+    monkeypatch.undo()
+    s.user_frame(os.getpid(), addr, leaf=True)
+    assert s.losses == {"too many open files": 1}           # once per file
+
+
+def test_prepare_symbols_in_a_thread_while_remembering(child, symbol_cache):
+    proc, *_ = child
+    s = Symbolizer()
+    assert s.remember(os.getpid())
+    worker = threading.Thread(target=s.prepare_symbols)
+    worker.start()
+    for _ in range(20):
+        assert s.remember(proc.pid)
+    worker.join()
+    s.prepare_symbols()                                      # the files remembered since
+    assert s._open_files == 0 and all(m.loaded for m in s._files.values())
+    with open(LIBC, "rb") as f:
+        libc_id = ElfObject(f, LIBC, cache=None).build_id
+    assert (symbol_cache / f"{libc_id}.sym").is_file()      # prepared once for the host
+    addr = ctypes.cast(ctypes.CDLL(None).getppid, ctypes.c_void_p).value
+    assert s.user_frame(os.getpid(), addr, leaf=True).function == "getppid"
+    assert s.losses == {}

@@ -1,22 +1,34 @@
-"""ELF symbols, build IDs and file-offset → address translation, through pyelftools.
+"""ELF symbols, build IDs and file-offset → address translation.
 
 A stripped file (Debian's libc, most packaged binaries) keeps only .dynsym, its exported
 functions. Its full .symtab may sit in a separate debug file under the build-ID path
 that gdb, perf and debuginfod use (/usr/lib/debug/.build-id/ab/cdef….debug, installed
 by the -dbg and -dbgsym packages); it is read from there when present.
+
+pyelftools reads the headers, notes and segments. Symbol arrays are decoded here in bulk
+from the section's bytes: pyelftools builds one object per symbol, which for libc's ~10k
+debug symbols took most of the agent's start-up after the BPF compile. Tables are kept
+on disk by build ID (symcache), so a library is parsed once per host.
 """
 
 from __future__ import annotations
 
 import bisect
 import os
+import struct
 from typing import BinaryIO
 
 from elftools.common.exceptions import ELFError
+from elftools.common.utils import struct_parse
 from elftools.elf.elffile import ELFFile
+from elftools.elf.segments import NoteSegment
 
-_FUNC_TYPES = {"STT_FUNC", "STT_GNU_IFUNC"}
+from ebpf_otlp.symbolize import symcache
+
+STT_FUNC, STT_GNU_IFUNC = 2, 10
+_FUNC_TYPES = frozenset((STT_FUNC, STT_GNU_IFUNC))
 DEBUG_DIRS = ("/usr/lib/debug",)
+_ERRORS = (ELFError, OSError, ValueError, struct.error)
 
 
 def debug_file_path(build_id: str, debug_dirs=DEBUG_DIRS) -> str | None:
@@ -30,6 +42,33 @@ def debug_file_path(build_id: str, debug_dirs=DEBUG_DIRS) -> str | None:
     return None
 
 
+def decode_function_symbols(data: bytes, strings: bytes, elf64: bool, little_endian: bool,
+                            entsize: int = 0) -> list[tuple[int, int, str]]:
+    """(value, size, name) of the defined, nonzero function symbols in a raw Elf{32,64}_Sym
+    array; names come from the linked string table, cut at '@' (symbol versions)."""
+    order = "<" if little_endian else ">"
+    # Elf64_Sym: name, info, other, shndx, value, size. Elf32_Sym: name, value, size, info, other, shndx.
+    fmt = order + ("IBBHQQ" if elf64 else "IIIBBH")
+    size = struct.calcsize(fmt)
+    stride = entsize if entsize > size else size
+    if stride > size:
+        fmt += f"{stride - size}x"
+    view = memoryview(data)[: len(data) - len(data) % stride]
+    if elf64:
+        rows = ((n, i, sh, v, s) for n, i, _, sh, v, s in struct.iter_unpack(fmt, view))
+    else:
+        rows = ((n, i, sh, v, s) for n, v, s, i, _, sh in struct.iter_unpack(fmt, view))
+    found = []
+    find = strings.find
+    for name_at, info, shndx, value, sym_size in rows:
+        if value and shndx and (info & 0xF) in _FUNC_TYPES:   # shndx 0: SHN_UNDEF
+            end = find(b"\0", name_at)
+            raw = strings[name_at:end] if end >= 0 else strings[name_at:]
+            name = raw.decode("utf-8", "replace")
+            found.append((value, sym_size, name.split("@", 1)[0] if "@" in name else name))
+    return found
+
+
 class SymbolTable:
     """Sorted function symbols; looks up the function containing an address."""
 
@@ -38,6 +77,16 @@ class SymbolTable:
         self._starts = [s[0] for s in symbols]
         self._sizes = [s[1] for s in symbols]
         self._names = [s[2] for s in symbols]
+
+    @classmethod
+    def from_columns(cls, starts: list[int], sizes: list[int], names: list[str]) -> SymbolTable:
+        """A table from columns already sorted as __init__ sorts them (the disk cache's)."""
+        table = cls.__new__(cls)
+        table._starts, table._sizes, table._names = starts, sizes, names
+        return table
+
+    def columns(self) -> tuple[list[int], list[int], list[str]]:
+        return self._starts, self._sizes, self._names
 
     def __len__(self) -> int:
         return len(self._starts)
@@ -56,31 +105,49 @@ class SymbolTable:
 
 
 class ElfObject:
-    """One ELF file, opened once, parsed lazily: symbols are read only when asked for."""
+    """One ELF file, parsed lazily: symbols are read only when asked for.
 
-    def __init__(self, stream: BinaryIO, path: str, debug_dirs=DEBUG_DIRS):
+    `cache` is the on-disk symbol cache (default: symcache.default_cache(), from the
+    environment); None disables it.
+    """
+
+    def __init__(self, stream: BinaryIO, path: str, debug_dirs=DEBUG_DIRS, cache=symcache.DEFAULT):
         self.path = path
         self.debug_dirs = debug_dirs
         self.symbol_source = ""       # where the symbols came from, once read
         self._stream = stream
-        self._parsed: ELFFile | None | bool = False   # False: not yet parsed; None: not ELF
+        self._cache = cache
+        self._file: ELFFile | None = None
+        self._valid: bool | None = None   # None: not parsed yet
         self._symbols: SymbolTable | None = None
         self._segments: list[tuple[int, int, int]] | None = None
+        self._phdrs: list | None = None
         self._build_id: str | None = None
 
     @property
     def _elf(self) -> ELFFile | None:
         # Parsed on first use: most files a process maps are never hit by a sample.
-        if self._parsed is False:
+        if self._valid is None:
             try:
-                self._parsed = ELFFile(self._stream)
-            except (ELFError, OSError, ValueError):
-                self._parsed = None
-        return self._parsed
+                self._file = ELFFile(self._stream)
+                self._valid = True
+            except _ERRORS:
+                self._valid = False
+        return self._file
 
     @property
     def valid(self) -> bool:
-        return self._elf is not None
+        self._elf
+        return bool(self._valid)
+
+    def load(self) -> ElfObject:
+        """Read all that lookups need (build ID, segments, symbols) and drop the parser:
+        afterwards the caller may close the stream."""
+        self.build_id
+        self._load_segments()
+        self.symbols
+        self._file = self._stream = self._phdrs = None
+        return self
 
     @property
     def build_id(self) -> str:
@@ -88,25 +155,37 @@ class ElfObject:
             self._build_id = self._read_build_id() if self.valid else ""
         return self._build_id
 
+    def _program_headers(self) -> list:
+        # Parsed once, as headers: iter_segments() builds a DynamicSegment for PT_DYNAMIC,
+        # which walks every section, 4x the cost of what we need (notes and PT_LOAD).
+        if self._phdrs is None:
+            self._phdrs = []
+            elf = self._elf
+            if elf is not None:
+                try:
+                    self._phdrs = [struct_parse(elf.structs.Elf_Phdr, elf.stream,
+                                                stream_pos=elf["e_phoff"] + i * elf["e_phentsize"])
+                                   for i in range(elf.num_segments())]
+                except _ERRORS:
+                    pass
+        return self._phdrs
+
     def _read_build_id(self) -> str:
         try:
-            for seg in self._elf.iter_segments():
-                if seg["p_type"] != "PT_NOTE":
+            for header in self._program_headers():
+                if header["p_type"] != "PT_NOTE":
                     continue
-                for note in seg.iter_notes():
+                for note in NoteSegment(header, self._elf.stream, self._elf).iter_notes():
                     if note["n_type"] == "NT_GNU_BUILD_ID":
                         return note["n_desc"]
-        except (ELFError, OSError, ValueError):
+        except _ERRORS:
             pass
         return ""
 
     def _load_segments(self) -> list[tuple[int, int, int]]:
         if self._segments is None:
-            self._segments = []
-            if self.valid:
-                for seg in self._elf.iter_segments():
-                    if seg["p_type"] == "PT_LOAD":
-                        self._segments.append((seg["p_offset"], seg["p_filesz"], seg["p_vaddr"]))
+            self._segments = [(h["p_offset"], h["p_filesz"], h["p_vaddr"])
+                              for h in self._program_headers() if h["p_type"] == "PT_LOAD"]
         return self._segments
 
     def offset_to_vaddr(self, file_offset: int) -> int | None:
@@ -119,8 +198,23 @@ class ElfObject:
     @property
     def symbols(self) -> SymbolTable:
         if self._symbols is None:
-            self._symbols = SymbolTable(self._read_symbols() if self.valid else [])
+            self._symbols = self._cached_or_read() if self.valid else SymbolTable([])
         return self._symbols
+
+    def _cached_or_read(self) -> SymbolTable:
+        cache = symcache.default_cache() if self._cache is symcache.DEFAULT else self._cache
+        build_id = self.build_id if cache else ""
+        if build_id:
+            hit = cache.load(build_id)
+            if hit and hit.source != ".dynsym":
+                self.symbol_source = hit.source
+                return SymbolTable.from_columns(hit.starts, hit.sizes, hit.names)
+        table = SymbolTable(self._read_symbols())
+        # Exports only are not kept: cheap to read again, and they would hide a debug file
+        # installed later, or the .symtab of an unstripped copy with the same build ID.
+        if build_id and self.symbol_source != ".dynsym":
+            cache.store(build_id, *table.columns(), source=self.symbol_source)
+        return table
 
     def _read_symbols(self) -> list[tuple[int, int, str]]:
         found = self._section_symbols(".symtab")
@@ -131,7 +225,7 @@ class ElfObject:
         if debug:
             try:
                 with open(debug, "rb") as f:
-                    found = ElfObject(f, debug, debug_dirs=())._section_symbols(".symtab")
+                    found = ElfObject(f, debug, debug_dirs=(), cache=None)._section_symbols(".symtab")
             except OSError:
                 found = []
             if found:
@@ -141,20 +235,18 @@ class ElfObject:
         return self._section_symbols(".dynsym")
 
     def _section_symbols(self, name: str) -> list[tuple[int, int, str]]:
-        found: list[tuple[int, int, str]] = []
         if not self.valid:
-            return found
+            return []
         try:
-            section = self._elf.get_section_by_name(name)
-            if section is None or section["sh_type"] == "SHT_NOBITS":
-                return found
-            for sym in section.iter_symbols():
-                if (sym["st_info"]["type"] in _FUNC_TYPES and sym["st_value"]
-                        and sym["st_shndx"] != "SHN_UNDEF"):
-                    found.append((sym["st_value"], sym["st_size"], sym.name.split("@", 1)[0]))
-        except (ELFError, OSError, ValueError):
-            pass
-        return found
+            elf = self._elf
+            section = elf.get_section_by_name(name)
+            if section is None or section["sh_type"] not in ("SHT_SYMTAB", "SHT_DYNSYM"):
+                return []
+            strings = elf.get_section(section["sh_link"]).data()
+            return decode_function_symbols(section.data(), strings, elf.elfclass == 64,
+                                           elf.little_endian, section["sh_entsize"])
+        except _ERRORS:
+            return []
 
     def function_at(self, file_offset: int) -> str | None:
         vaddr = self.offset_to_vaddr(file_offset)

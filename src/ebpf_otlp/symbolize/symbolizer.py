@@ -2,32 +2,78 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import threading
+from collections import Counter
 
 from ebpf_otlp.records import KERNEL_MODULE, ContainerInfo, Frame, Mapping, RawStackSample, StackSample
 from ebpf_otlp.runtime.processes import container_of
 from ebpf_otlp.symbolize.elf import ElfObject
 from ebpf_otlp.symbolize.kernel import KernelSymbols
 from ebpf_otlp.symbolize.perfmap import PerfMap
-from ebpf_otlp.symbolize.procmaps import MapEntry, ProcessSnapshot, read_comm, snapshot
+from ebpf_otlp.symbolize.procmaps import ProcessSnapshot, read_comm, snapshot
 
 KERNEL_MAPPING = Mapping(KERNEL_MODULE)
+DEFAULT_MAX_OPEN_FILES = 512
+
+# Losses, by cause. Files count once each, when a frame needs them; addresses once each.
+FILE_MISSING = "symbol file missing"
+TOO_MANY_OPEN = "too many open files"
+FILE_UNREADABLE = "symbol file unreadable"
+NO_SYMBOL = "address without symbol"
+_TOO_MANY = {errno.EMFILE, errno.ENFILE}
+_MISSING = {errno.ENOENT, errno.ENOTDIR, errno.ESRCH}
+
+
+def _cause(errors: list[OSError]) -> str:
+    codes = {e.errno for e in errors}
+    if codes & _TOO_MANY:
+        return TOO_MANY_OPEN
+    return FILE_MISSING if codes <= _MISSING else FILE_UNREADABLE
+
+
+class _MappedFile:
+    """One mapped file: held open until its symbols are loaded, then closed (all it takes
+    is in memory); or, past the open-file bound, only the paths to open it by later."""
+
+    __slots__ = ("candidates", "path", "stream", "elf", "loss", "held", "loaded", "counted", "lock")
+
+    def __init__(self, candidates: tuple[str, ...], path: str):
+        self.candidates, self.path = candidates, path
+        self.stream = self.elf = self.loss = None
+        self.held = self.loaded = self.counted = False   # held: counts against the bound
+        self.lock = threading.Lock()
 
 
 class Symbolizer:
-    """Keeps, per process and exec generation, a maps snapshot, and an open handle on each
-    mapped file.
+    """Keeps, per process and exec generation, a maps snapshot, and a handle on each mapped
+    file until its symbols are loaded.
 
     `remember(pid, gen)` must be called while the process lives (the collector announces
     each process, and again after each exec, as soon as the kernel samples it); resolving
     happens at the end, each sample against the mappings of its own generation.
+
+    At most `max_open_files` files are held open, so system-wide profiling cannot run out
+    of descriptors; past that, a file is opened when a frame (or prepare_symbols) needs it,
+    which works while its process lives or its path still holds it. Loading a file's
+    symbols closes it, so the bound only counts files not yet loaded.
+
+    prepare_symbols() may run in another thread while remember() runs in this one: the
+    file table has a lock, and each file one around its open and parse.
     """
 
-    def __init__(self, kernel_symbols: KernelSymbols | None = None):
+    def __init__(self, kernel_symbols: KernelSymbols | None = None,
+                 max_open_files: int = DEFAULT_MAX_OPEN_FILES):
         self.kernel = kernel_symbols or KernelSymbols()
+        self.max_open_files = max_open_files
         self.processes: dict[tuple[int, int], ProcessSnapshot] = {}   # (pid, gen) -> snapshot
         self._latest: dict[int, int] = {}                              # pid -> newest gen
-        self._files: dict[tuple[str, int], ElfObject | None] = {}
+        self._files: dict[tuple[str, int], _MappedFile] = {}
+        self._open_files = 0
+        self._lock = threading.Lock()      # _files, _open_files, _losses, _unnamed
+        self._losses: Counter[str] = Counter()
+        self._unnamed: set[tuple[tuple[str, int], int]] = set()
         self._perf_maps: dict[int, PerfMap] = {}
         self._refreshed: set[tuple[int, int]] = set()
 
@@ -40,23 +86,105 @@ class Symbolizer:
         self.processes[(pid, gen)] = snap
         self._latest[pid] = max(gen, self._latest.get(pid, gen))
         for entry in snap.entries:
-            if entry.is_file and entry.file_key not in self._files:
-                self._files[entry.file_key] = self._open(pid, entry)
+            if not entry.is_file:
+                continue
+            with self._lock:   # opened before others can see it: no per-file lock needed
+                if entry.file_key in self._files:
+                    continue
+                # map_files reaches deleted files and other mount namespaces; root/ the container's view.
+                mapped = _MappedFile((f"/proc/{pid}/map_files/{entry.start:x}-{entry.end:x}",
+                                      f"/proc/{pid}/root{entry.path}", entry.path), entry.path)
+                if self._open_files < self.max_open_files:
+                    mapped.held = self._open(mapped, keep_open=True)
+                    self._open_files += mapped.held
+                self._files[entry.file_key] = mapped
         perf_map = self._perf_maps.setdefault(pid, PerfMap(pid))
         perf_map.refresh()
         return True
 
-    def _open(self, pid: int, entry: MapEntry) -> ElfObject | None:
-        """Hold the file open (parsed later, only if a sample lands in it)."""
-        # map_files reaches deleted files and other mount namespaces; root/ the container's view.
-        candidates = (f"/proc/{pid}/map_files/{entry.start:x}-{entry.end:x}",
-                      f"/proc/{pid}/root{entry.path}", entry.path)
-        for path in candidates:
+    def _open(self, mapped: _MappedFile, keep_open: bool) -> bool:
+        """Open the file by its first reachable path (one thread at a time). Out of
+        descriptors while remembering, it stays to be opened later; else a failure is final."""
+        errors = []
+        for path in mapped.candidates:
             try:
-                return ElfObject(open(path, "rb"), entry.path)
-            except OSError:
+                mapped.stream = open(path, "rb")
+            except OSError as e:
+                errors.append(e)
                 continue
-        return None
+            mapped.elf = ElfObject(mapped.stream, mapped.path)
+            return True
+        if not (keep_open and _cause(errors) == TOO_MANY_OPEN):
+            mapped.loss = _cause(errors)
+            mapped.candidates = ()
+        return False
+
+    def _elf(self, key: tuple[str, int]) -> ElfObject | None:
+        """The file's ELF object with all its symbols loaded (opened now if it was not held),
+        or None if it cannot be read."""
+        mapped = self._files.get(key)
+        if mapped is None:
+            return None
+        if not mapped.loaded:
+            with mapped.lock:
+                if not mapped.loaded:
+                    if mapped.elf is None and mapped.loss is None:
+                        self._open(mapped, keep_open=False)
+                    try:
+                        if mapped.elf is not None:
+                            mapped.elf.load()
+                    except Exception:   # a malformed file must not stop symbolizing the rest
+                        mapped.elf, mapped.loss = None, FILE_UNREADABLE
+                    self._release(mapped)
+                    mapped.candidates = ()
+                    mapped.loaded = True
+        return mapped.elf
+
+    def _release(self, mapped: _MappedFile) -> None:
+        if mapped.stream is not None:
+            mapped.stream.close()
+            mapped.stream = None
+        if mapped.held:
+            mapped.held = False
+            with self._lock:
+                self._open_files -= 1
+
+    def prepare_symbols(self) -> int:
+        """Load the build IDs and symbol tables of every file the processes remembered so far
+        map (from the disk cache, or parsed and cached), so that they are ready before samples
+        arrive. Meant to run in a thread while BPF compiles. Returns how many files are ready."""
+        with self._lock:
+            keys = list(self._files)
+        return sum(self._elf(key) is not None for key in keys)
+
+    @property
+    def losses(self) -> dict[str, int]:
+        """What could not be resolved, by cause (only causes that occurred)."""
+        with self._lock:
+            return {cause: n for cause, n in self._losses.items() if n}
+
+    def _lost_file(self, key: tuple[str, int]) -> None:
+        with self._lock:
+            mapped = self._files.get(key)
+            if mapped and mapped.loss and not mapped.counted:
+                mapped.counted = True
+                self._losses[mapped.loss] += 1
+
+    def _lost_address(self, key: tuple[str, int], file_offset: int) -> None:
+        with self._lock:
+            if (key, file_offset) not in self._unnamed:
+                self._unnamed.add((key, file_offset))
+                self._losses[NO_SYMBOL] += 1
+
+    def close(self) -> None:
+        """Let go of the files still held; a later frame opens them again by path."""
+        with self._lock:
+            held = [m for m in self._files.values() if m.stream is not None]
+        for mapped in held:
+            with mapped.lock:
+                if not mapped.loaded:
+                    self._release(mapped)
+                    mapped.elf = None
 
     def refresh_perf_maps(self) -> None:
         for perf_map in self._perf_maps.values():
@@ -100,11 +228,15 @@ class Symbolizer:
                 return Frame(name, "[jit]", addr, Mapping(f"/tmp/perf-{pid}.map"))
             module = (entry.path or "[anon]") if entry else "[unknown]"
             return Frame(f"[unknown] {module}" if entry else "[unknown]", module, addr)
-        elf = self._files.get(entry.file_key)
+        elf = self._elf(entry.file_key)
         file_offset = lookup - entry.start + entry.offset
         mapping = Mapping(entry.path, entry.start, entry.end, entry.offset,
                           elf.build_id if elf else "")
         name = elf.function_at(file_offset) if elf else None
+        if elf is None:
+            self._lost_file(entry.file_key)
+        elif name is None:
+            self._lost_address(entry.file_key, file_offset)
         if name is None:
             name = f"{os.path.basename(entry.path)}+{addr - entry.start + entry.offset:#x}"
         return Frame(name, entry.path, addr, mapping)
