@@ -14,7 +14,7 @@
 // process's exec generation, and each (pid, generation) is announced, so user space
 // symbolizes samples from before an exec against the mappings from before it.
 //
-// Defines: MAX_KEYS, MAX_STACKS, FILTER_PIDS, USER_STACKS, KERNEL_STACKS, INCLUDE_IDLE;
+// Defines: MAX_KEYS, MAX_STACKS, FILTER_PIDS (with MAX_PIDS; FOLLOW_FORKS), USER_STACKS, KERNEL_STACKS, INCLUDE_IDLE;
 //          OFF_CPU, MIN_BLOCK_NS, MAX_THREADS.
 #include <uapi/linux/ptrace.h>
 #include <uapi/linux/bpf_perf_event.h>
@@ -61,7 +61,7 @@ BPF_TABLE("lru_hash", u32, u8, announced, 65536);
 BPF_TABLE("lru_hash", u32, u32, exec_gen, 65536);   // pid -> execs seen (absent: 0)
 BPF_RINGBUF_OUTPUT(new_tasks, 16);
 #ifdef FILTER_PIDS
-BPF_HASH(pid_filter, u32, u8, 4096);
+BPF_HASH(pid_filter, u32, u8, MAX_PIDS);
 #endif
 
 static __always_inline void bump(int which) {
@@ -152,6 +152,26 @@ int on_sample(struct bpf_perf_event_data *ctx) {
     add(&key, buf, 1);
     return 0;
 }
+
+#ifdef FOLLOW_FORKS
+// Launch mode: what a traced process forks is traced too, from its first instruction.
+// Thread ids land here as well (harmless: threads are matched by tgid) and leave at exit.
+TRACEPOINT_PROBE(sched, sched_process_fork) {
+    u32 parent = bpf_get_current_pid_tgid() >> 32;
+    if (!pid_filter.lookup(&parent))
+        return 0;
+    u32 child = args->child_pid;
+    u8 one = 1;
+    pid_filter.update(&child, &one);
+    return 0;
+}
+
+TRACEPOINT_PROBE(sched, sched_process_exit) {
+    u32 tid = bpf_get_current_pid_tgid();
+    pid_filter.delete(&tid);   // a freed pid may be reused by an unrelated process
+    return 0;
+}
+#endif
 
 // A process that execs gets new mappings: a new generation, announced on its next sample.
 TRACEPOINT_PROBE(sched, sched_process_exec) {

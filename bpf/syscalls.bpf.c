@@ -8,7 +8,7 @@
 // (runtime/duty_cycle.py), so counts stay exact while timing cost stays bounded.
 //
 // Defines: ARCH_X86_64 or ARCH_ARM64; LATENCY; TASK_STORAGE (entry times in task storage,
-//          else an LRU hash by thread id); FILTER_PIDS, FILTER_COMM="name", FILTER_SYSCALLS;
+//          else an LRU hash by thread id); FILTER_PIDS (with MAX_PIDS; FOLLOW_FORKS), FILTER_COMM="name", FILTER_SYSCALLS;
 //          MAX_KEYS, MAX_ERRNOS, MAX_THREADS.
 #include <uapi/linux/ptrace.h>
 #include <linux/sched.h>
@@ -65,7 +65,7 @@ BPF_TABLE("lru_hash", u32, u64, start, MAX_THREADS);   // LRU: threads that exit
 BPF_ARRAY(sub_bucket, u8, 256);          // top 8 mantissa bits -> 16 * log2(1 + m/256)
 #endif
 #ifdef FILTER_PIDS
-BPF_HASH(pid_filter, u32, u8, 4096);
+BPF_HASH(pid_filter, u32, u8, MAX_PIDS);
 #endif
 #ifdef FILTER_SYSCALLS
 BPF_ARRAY(syscall_filter, u8, 1024);
@@ -76,6 +76,26 @@ static __always_inline void bump(int which) {
     if (v)
         (*v)++;
 }
+
+#ifdef FOLLOW_FORKS
+// Launch mode: what a traced process forks is traced too, from its first instruction.
+// Thread ids land here as well (harmless: threads are matched by tgid) and leave at exit.
+TRACEPOINT_PROBE(sched, sched_process_fork) {
+    u32 parent = bpf_get_current_pid_tgid() >> 32;
+    if (!pid_filter.lookup(&parent))
+        return 0;
+    u32 child = args->child_pid;
+    u8 one = 1;
+    pid_filter.update(&child, &one);
+    return 0;
+}
+
+TRACEPOINT_PROBE(sched, sched_process_exit) {
+    u32 tid = bpf_get_current_pid_tgid();
+    pid_filter.delete(&tid);   // a freed pid may be reused by an unrelated process
+    return 0;
+}
+#endif
 
 static __always_inline int wanted(u32 tgid, u32 nr) {
 #ifdef FILTER_PIDS

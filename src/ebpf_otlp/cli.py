@@ -15,6 +15,9 @@ from ebpf_otlp.units import parse_count, parse_duration
 from ebpf_otlp.errors import AgentError
 
 PROG = "ebpf-otlp"
+STARTED_NS = time.time_ns()   # launch-to-attach and first-sample times are measured from here
+LAUNCH = {"allow_interspersed_args": False}   # `-- CMD ARGS`: what follows is the command's
+COMM_MAX = 15                                 # TASK_COMM_LEN - 1: the kernel's command names
 
 
 class Duration(click.ParamType):
@@ -87,6 +90,19 @@ def otlp_from_flags(kw: dict):
     return settings, spool
 
 
+def command_argument(fn):
+    """`-- CMD ARGS`: launch mode, as `perf record -- CMD` and `strace -c CMD` do."""
+    return click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="[-- CMD [ARGS]...]")(fn)
+
+
+def check_target(pids, command, **others) -> None:
+    """--pid, a command to launch and any other target (--all, --comm) exclude each other."""
+    given = [name for name, on in (("--pid", bool(pids)), ("a command", bool(command)),
+                                   *((f"--{k}", bool(v)) for k, v in others.items())) if on]
+    if len(given) > 1:
+        raise click.UsageError(f"{' and '.join(given)} exclude each other: name one target")
+
+
 def existing_pids(ctx, param, pids):
     for pid in pids:
         if pid <= 0 or not os.path.exists(f"/proc/{pid}"):
@@ -100,7 +116,7 @@ def cli():
     """eBPF profiling agent: CPU, network, syscall and memory profiles to pprof and OpenTelemetry."""
 
 
-@cli.command()
+@cli.command(context_settings=LAUNCH)
 @click.option("-p", "--pid", "pids", type=int, multiple=True, callback=existing_pids,
               help="Profile only this process (repeatable). Default: every process.")
 @click.option("-a", "--all", "all_", is_flag=True, help="Profile every process (the default).")
@@ -128,19 +144,23 @@ def cli():
               help="With --off-cpu: walk every switch's stacks while the traced threads switch less "
                    "often than this; above it, a random sample sized to it, weighed up. 0: every one.")
 @otlp_options
+@command_argument
 def profile(pids, all_, hz, duration, user_only, kernel_only, event, outputs, fmt, output_dir, top,
-            off_cpu, min_block, switch_budget, **otlp_flags):
+            off_cpu, min_block, switch_budget, command, **otlp_flags):
     """Sample CPU stacks with a perf event and write pprof, folded stacks or a flame graph.
     With --off-cpu, the same outputs weigh stacks by time spent off CPU instead.
 
+    With `-- CMD ARGS`, run CMD once the sampler is attached, profile it and every process
+    it forks, stop when it exits and exit with its status.
+
     With an OTLP endpoint the profile (and a span and self-telemetry metrics) also go to
     an OpenTelemetry Collector; what it does not take is spooled and resent later."""
-    from ebpf_otlp.export import files, profile_files
+    from ebpf_otlp.export import profile_files
+    from ebpf_otlp.processors import CpuSettings
     from ebpf_otlp.runtime.perf import max_sample_rate
     from ebpf_otlp.sessions.profile import ProfileConfig, run
 
-    if pids and all_:
-        raise click.UsageError("--pid and --all exclude each other")
+    check_target(pids, command, all=all_)
     if off_cpu:
         given = click.get_current_context().get_parameter_source
         for name, flag in (("hz", "--hz"), ("event", "--event")):
@@ -168,16 +188,15 @@ def profile(pids, all_, hz, duration, user_only, kernel_only, event, outputs, fm
         name = "offcpu" if off_cpu else "profile"
         targets = [(os.path.join(output_dir, f"{name}-{stamp}{profile_files.DEFAULT_SUFFIX[f]}"), f)
                    for f in formats]
-    for path, _ in targets:
-        files.check_writable(path)
-    config = ProfileConfig(hz=hz, pids=pids, duration_s=duration, user_stacks=not kernel_only,
-                           kernel_stacks=not user_only, event=event, outputs=targets, top=top,
-                           otlp=otlp, spool=spool, off_cpu=off_cpu, min_block_ns=int(min_block * 1e9),
-                           switch_budget=switch_budget)
-    run(config, result_console(), notice_console())
+    cpu = CpuSettings(hz=hz, pids=pids, user_stacks=not kernel_only, kernel_stacks=not user_only,
+                      event=event, off_cpu=off_cpu, min_block_ns=int(min_block * 1e9),
+                      switch_budget=switch_budget)
+    config = ProfileConfig(cpu=cpu, duration_s=duration, command=list(command), outputs=targets,
+                           top=top, otlp=otlp, spool=spool)
+    return run(config, result_console(), notice_console(), STARTED_NS).exit_status
 
 
-@cli.command()
+@cli.command(context_settings=LAUNCH)
 @click.option("-p", "--pid", "pids", type=int, multiple=True, callback=existing_pids,
               help="Trace only this process (repeatable). Default: every process.")
 @click.option("-c", "--comm", metavar="NAME", help="Trace only processes with this command name.")
@@ -199,11 +218,15 @@ def profile(pids, all_, hz, duration, user_only, kernel_only, event, outputs, fm
 @click.option("-o", "--output", metavar="FILE.json", type=click.Path(dir_okay=False),
               help="Write the results as JSON.")
 @otlp_options
+@command_argument
 def syscalls(pids, comm, syscalls, duration, interval, latency, latency_budget, by, top, files, output,
-             **otlp_flags):
-    """Count syscalls, their errors and latency, per syscall and process, in the kernel."""
+             command, **otlp_flags):
+    """Count syscalls, their errors and latency, per syscall and process, in the kernel.
+
+    With `-- CMD ARGS`, run CMD once tracing is attached, trace it and every process it
+    forks, stop when it exits and exit with its status."""
     from ebpf_otlp import syscall_names
-    from ebpf_otlp.export import files as file_out
+    from ebpf_otlp.processors import SyscallSettings
     from ebpf_otlp.sessions.syscalls import SyscallsConfig, run
 
     numbers = []
@@ -214,18 +237,20 @@ def syscalls(pids, comm, syscalls, duration, interval, latency, latency_budget, 
             hint = f" (did you mean {', '.join(close)}?)" if close else ""
             raise click.BadParameter(f"unknown syscall {name!r}{hint}", param_hint="'--syscall'")
         numbers.append(nr)
-    if pids and comm:
-        raise click.UsageError("--pid and --comm exclude each other")
+    check_target(pids, command, comm=comm)
+    if comm and len(comm.encode()) > COMM_MAX:
+        raise click.BadParameter(
+            f"{comm!r} is longer than the {COMM_MAX} bytes the kernel keeps of a command name, "
+            f"so it would never match: use {comm.encode()[:COMM_MAX].decode(errors='ignore')!r}",
+            param_hint="'--comm'")
     if duration and interval > duration:
         interval = duration
     otlp, spool = otlp_from_flags(otlp_flags)
-    if output:
-        file_out.check_writable(output)
-    config = SyscallsConfig(pids=pids, comm=comm, syscalls=numbers, duration_s=duration,
-                            interval_s=interval, latency=latency, latency_budget=latency_budget,
-                            by=by, top=top, files=files,
-                            json_path=output, otlp=otlp, spool=spool)
-    run(config, result_console(), notice_console())
+    trace = SyscallSettings(pids=pids, comm=comm, syscalls=numbers, interval_s=interval,
+                            latency=latency, latency_budget=latency_budget)
+    config = SyscallsConfig(trace=trace, duration_s=duration, command=list(command), by=by, top=top,
+                            files=files, json_path=output, otlp=otlp, spool=spool)
+    return run(config, result_console(), notice_console(), STARTED_NS).exit_status
 
 
 @cli.command("flush-spool")
@@ -268,6 +293,7 @@ def doctor(as_json):
         click.echo(json.dumps(result.as_dict(), indent=2))
     else:
         doctor_report.render(result, Console())
+    sys.exit(result.exit_status)   # 1 when no command can run here (2 is for bad input)
 
 
 _NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
@@ -276,7 +302,7 @@ _NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
 def main() -> None:
     """Run the CLI; every expected failure is one line on stderr and exit status 2."""
     try:
-        cli.main(prog_name=PROG, standalone_mode=False)
+        status = cli.main(prog_name=PROG, standalone_mode=False)
     except _NO_ARGS_IS_HELP as e:   # bare `ebpf-otlp`: the help text is the answer
         click.echo(e.ctx.get_help() if e.ctx else str(e))
         sys.exit(0)
@@ -297,3 +323,4 @@ def main() -> None:
         sys.exit(130)
     except BrokenPipeError:
         sys.exit(1)
+    sys.exit(status if isinstance(status, int) else 0)

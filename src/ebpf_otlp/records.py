@@ -69,83 +69,140 @@ class RawStackSample:
 
 @dataclass(frozen=True)
 class StackSample:
-    """A symbolized stack, leaf first, and how often it was seen."""
+    """A symbolized stack, leaf first, with one value per sample type of its profile."""
     pid: int
     tid: int
     thread_name: str
     process_name: str
     frames: tuple[Frame, ...]
-    count: int
+    values: tuple[int, ...]
     container: ContainerInfo = HOST
 
 
 @dataclass
-class CollectionStats:
-    """What the kernel side saw and what it could not keep: reported, never hidden."""
-    samples: int = 0                 # samples the BPF program took
-    lost_stack_collisions: int = 0   # stack ids lost to hash collisions
-    lost_stack_errors: int = 0       # stack ids lost to a full map or failed unwind
-    lost_counts_full: int = 0        # samples dropped because the count map was full
-    lost_new_process_events: int = 0 # ring buffer full: a process was not snapshotted
+class CollectorStats:
+    """What a collector handled and what it lost, by cause: reported, never hidden.
+
+    Every collector keeps one; the terminal footer, the JSON outputs and the
+    self-telemetry metric `ebpf_otlp.agent.events.dropped{cause}` read it."""
+    processed: int = 0                                   # events the kernel side handled
+    lost: dict[str, int] = field(default_factory=dict)   # cause -> events (or stacks) lost
     drains: int = 0
-    share: float = 1.0               # lowest share of events handled (< 1: sampled, weighed up)
+    share: float = 1.0   # lowest share of events handled in full (< 1: sampled, weighed up)
 
     @property
-    def lost_samples(self) -> int:
-        return self.lost_counts_full
+    def total_lost(self) -> int:
+        return sum(self.lost.values())
 
-    @property
-    def lost_stacks(self) -> int:
-        return self.lost_stack_collisions + self.lost_stack_errors
+    def set_lost(self, cause: str, count: int) -> None:
+        """Record a cumulative loss count (kernel counters only grow); zero causes stay out."""
+        if count:
+            self.lost[cause] = count
+
+    def add_lost(self, cause: str, count: int = 1) -> None:
+        if count:
+            self.lost[cause] = self.lost.get(cause, 0) + count
+
+    def merged(self, other: "CollectorStats") -> "CollectorStats":
+        lost = dict(self.lost)
+        for cause, n in other.lost.items():
+            lost[cause] = lost.get(cause, 0) + n
+        return CollectorStats(self.processed + other.processed, lost, self.drains + other.drains,
+                              min(self.share, other.share))
+
+    def as_dict(self) -> dict:
+        return {"processed": self.processed, "lost": dict(self.lost), "lost_total": self.total_lost,
+                "drains": self.drains, "share": self.share}
 
 
-SAMPLES = ("samples", "count")              # (type, unit) of a sampled CPU profile's counts
-OFF_CPU_TIME = ("off_cpu", "nanoseconds")   # ... and of an off-CPU profile's
+@dataclass(frozen=True)
+class ValueType:
+    """A pprof/OTLP (type, unit) pair, e.g. cpu/nanoseconds or inuse_space/bytes."""
+    type: str
+    unit: str
+
+    def __str__(self) -> str:
+        return f"{self.type}/{self.unit}"
+
+
+SAMPLES = ValueType("samples", "count")
+CPU_TIME = ValueType("cpu", "nanoseconds")
+OFF_CPU_TIME = ValueType("off_cpu", "nanoseconds")
 
 
 @dataclass
 class Profile:
-    """A finished stack profile: what every profile exporter reads. Each sample's `count`
-    is of `value_type`: samples taken (CPU), or nanoseconds off CPU."""
+    """A finished stack profile: what every profile exporter reads.
+
+    Each sample carries one value per entry of `sample_types`. `default_type` names the
+    one readers show first (pprof's default_sample_type); `shown_type` the one our text
+    outputs (folded, flame graph, table) weigh stacks by, which for a CPU profile is the
+    sample count, as flamegraph.pl and BCC users expect."""
     samples: list[StackSample]
+    sample_types: tuple[ValueType, ...]
     start_ns: int
     duration_ns: int
-    period_ns: int                   # nanoseconds of CPU time one sample stands for
-    frequency_hz: int
-    event: str = "cpu-clock"
-    stats: CollectionStats = field(default_factory=CollectionStats)
+    period_type: ValueType
+    period: int                      # in period_type's unit: what one sample stands for
+    default_type: str = ""           # a sample type's name; "" means the last one
+    shown_type: str = ""             # "" means default_type
+    event: str = ""                  # what was measured: cpu-clock, sched_switch, malloc ...
+    frequency_hz: int = 0            # sampling frequency, when sampled by time
+    stats: CollectorStats = field(default_factory=CollectorStats)
     timing: dict[str, float | None] = field(default_factory=dict)   # attach / first-sample ms
-    value_type: tuple[str, str] = SAMPLES
+
+    def index_of(self, type_name: str) -> int:
+        for i, vt in enumerate(self.sample_types):
+            if vt.type == type_name:
+                return i
+        raise KeyError(f"no sample type {type_name!r} in {[str(t) for t in self.sample_types]}")
 
     @property
-    def total_samples(self) -> int:
-        """The sum of the counts: samples, or nanoseconds off CPU."""
-        return sum(s.count for s in self.samples)
+    def default_index(self) -> int:
+        return self.index_of(self.default_type) if self.default_type else len(self.sample_types) - 1
 
     @property
-    def sampled(self) -> bool:
-        return self.value_type == SAMPLES
+    def shown_index(self) -> int:
+        return self.index_of(self.shown_type) if self.shown_type else self.default_index
 
     @property
-    def sample_types(self) -> list[tuple[str, str]]:
-        """pprof's sample types; a sampled CPU profile also carries CPU time."""
-        return [SAMPLES, ("cpu", "nanoseconds")] if self.sampled else [self.value_type]
+    def shown(self) -> ValueType:
+        return self.sample_types[self.shown_index]
 
-    def values(self, count: int) -> list[int]:
-        return [count, count * self.period_ns] if self.sampled else [count]
+    def value(self, sample: StackSample) -> int:
+        """The sample's value of the shown type: what text outputs weigh its stack by."""
+        return sample.values[self.shown_index]
 
-    @property
-    def period_type(self) -> tuple[str, str]:
-        return ("cpu", "nanoseconds") if self.sampled else self.value_type
+    def total(self, index: int | None = None) -> int:
+        i = self.shown_index if index is None else index
+        return sum(s.values[i] for s in self.samples)
 
     @property
     def what(self) -> str:
-        """What was measured, for titles: 'cpu-clock at 99 Hz' or 'off-CPU time'."""
-        return f"{self.event} at {self.frequency_hz} Hz" if self.sampled else f"off-CPU time ({self.event})"
+        """What was measured, for titles: 'cpu-clock at 99 Hz', 'off_cpu/nanoseconds'."""
+        return f"{self.event} at {self.frequency_hz} Hz" if self.frequency_hz else \
+            f"{self.shown} ({self.event})" if self.event else str(self.shown)
 
-    def amount(self, count: int) -> str:
-        """A count in words: '123 samples' or '1.234 s'."""
-        return f"{count} samples" if self.sampled else f"{count / 1e9:.3f} s"
+    def amount(self, value: int) -> str:
+        """A value of the shown type in words: '123 samples', '1.234 s', '2.0 MiB'."""
+        unit = self.shown.unit
+        if unit == "nanoseconds":
+            return f"{value / 1e9:.3f} s"
+        if unit == "bytes":
+            return f"{value / 2**20:.1f} MiB"
+        return f"{value} {self.shown.type}"
+
+
+def cpu_shape(hz: int, event: str = "cpu-clock") -> dict:
+    """A CPU profile's Profile fields: samples and CPU time per stack, cpu by default (as
+    pprof shows Go's), samples in the text outputs."""
+    return dict(sample_types=(SAMPLES, CPU_TIME), period_type=CPU_TIME, period=1_000_000_000 // hz,
+                default_type="cpu", shown_type="samples", event=event, frequency_hz=hz)
+
+
+def off_cpu_shape() -> dict:
+    """An off-CPU profile's Profile fields: nanoseconds off CPU per stack."""
+    return dict(sample_types=(OFF_CPU_TIME,), period_type=OFF_CPU_TIME, period=1, event="sched_switch")
 
 
 @dataclass
@@ -206,10 +263,18 @@ class SyscallReport:
     start_ns: int
     duration_ns: int
     latency: bool
-    events: int = 0                  # syscall exits the kernel side counted
-    lost: dict[str, int] = field(default_factory=dict)   # kernel-side drops by cause
+    collection: CollectorStats = field(default_factory=CollectorStats)   # events, losses by cause
     latency_budget: float = 0        # syscalls/s timed in full (0: no limit)
     timing_share: float = 1.0        # lowest share of time every call was timed
+
+    @property
+    def events(self) -> int:
+        """Syscall exits the kernel side counted."""
+        return self.collection.processed
+
+    @property
+    def lost(self) -> dict[str, int]:
+        return self.collection.lost
 
     @property
     def sampled(self) -> bool:

@@ -92,8 +92,7 @@ def test_grpc_collector_receives_profile_span_and_metrics(tmp_path, hot_binary):
         spans = [s for t in got["traces"] for rs in t.resource_spans for ss in rs.scope_spans
                  for s in ss.spans]
         assert [s.name for s in spans] == ["ebpf-otlp profile"]
-        assert {"ebpf_otlp.agent.events.processed", "ebpf_otlp.agent.stacks.lost",
-                "ebpf_otlp.agent.events.dropped", "process.cpu.time",
+        assert {"ebpf_otlp.agent.events.processed", "ebpf_otlp.agent.events.dropped", "process.cpu.time",
                 "process.memory.usage"} <= metric_names(got["metrics"])
         assert all(m.get("x-tenant") == "team-a" for m in got.metadata)
         assert "sent 3 OTLP payload(s)" in r.stderr

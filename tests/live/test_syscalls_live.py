@@ -143,7 +143,7 @@ def test_a_full_map_drops_are_counted_and_reported(mix_binary):
     from rich.console import Console
 
     from ebpf_otlp.collectors.syscalls import SyscallCollector
-    from ebpf_otlp.export import syscall_table
+    from ebpf_otlp.export import losses
     from ebpf_otlp.records import SyscallReport
 
     work = subprocess.Popen([str(mix_binary), str(N_GETPPID), str(M_OPENAT), str(K_NANOSLEEP)],
@@ -159,7 +159,8 @@ def test_a_full_map_drops_are_counted_and_reported(mix_binary):
     dropped = collector.counters["calls map full"]
     assert calls == {"read": 1, "getppid": N_GETPPID}
     assert dropped >= M_OPENAT + K_NANOSLEEP      # openat, nanosleep, write, ... found no room
-    report = SyscallReport(stats, 0, 10**9, latency=False, lost={"calls map full": dropped})
+    assert collector.stats.lost["syscall dropped (calls map full)"] == dropped
+    report = SyscallReport(stats, 0, 10**9, latency=False, collection=collector.stats)
     console = Console(record=True, width=200)
-    syscall_table.render(report, console)
-    assert f"{dropped} (calls map full)" in console.export_text()
+    losses.render(report.collection, console)
+    assert f"{dropped} syscall dropped (calls map full)" in console.export_text()

@@ -78,11 +78,16 @@ def test_otlp_profile_request_from_records():
     dic = req.dictionary
     assert dic.string_table[0] == "" and len(dic.function_table) == 5      # 4 + the empty one
     assert len(dic.stack_table) == 4 and len(dic.stack_table[0].location_indices) == 0
-    [prof] = req.resource_profiles[0].scope_profiles[0].profiles
-    assert prof.period == 10_101_010 and len(prof.profile_id) == 16
+    # One Profile per sample type (samples, cpu), both over the one dictionary.
+    samples, cpu = req.resource_profiles[0].scope_profiles[0].profiles
+    types = [dic.string_table[p.sample_type.type_strindex] for p in (samples, cpu)]
+    assert types == ["samples", "cpu"]
+    assert samples.period == 10_101_010 and len(samples.profile_id) == 16
+    assert [s.stack_index for s in samples.samples] == [s.stack_index for s in cpu.samples]
     assert otlp_profiles.decode_stacks(req) == {
         (10, ("main", "work<int>&")): 30, (10, ("main", "other")): 10,
         (10, ("main", "work<int>&", "do_syscall_64")): 5}
+    assert otlp_profiles.decode_stacks(req, "cpu")[(10, ("main", "other"))] == 10 * 10_101_010
     build_ids = [a for a in dic.attribute_table
                  if dic.string_table[a.key_strindex] == otlp_profiles.BUILD_ID_ATTR]
     assert [a.value.string_value for a in build_ids] == ["ab" * 20]

@@ -8,10 +8,13 @@ from rich.console import Console
 
 from ebpf_otlp.export import flamegraph, folded, json_out, pprof, table
 from ebpf_otlp.export.pprof_schema import Profile as PprofProfile
-from ebpf_otlp.records import KERNEL_MODULE, Frame, Mapping, Profile, StackSample
+from ebpf_otlp.records import KERNEL_MODULE, Frame, Mapping, Profile, StackSample, ValueType, cpu_shape
 
 APP = Mapping("/usr/bin/app", 0x1000, 0x5000, 0, "ab" * 20)
 KMAP = Mapping(KERNEL_MODULE)
+
+
+PERIOD = 10_101_010   # 1e9 / 99
 
 
 def make_profile():
@@ -20,12 +23,12 @@ def make_profile():
     b = Frame("other", "/usr/bin/app", 0x1300, APP)
     k = Frame("do_syscall_64", KERNEL_MODULE, 0xffffffff81000000, KMAP, kernel=True)
     samples = [
-        StackSample(10, 11, "worker", "app", (a, main), 30),
-        StackSample(10, 12, "worker2", "app", (b, main), 10),
-        StackSample(10, 11, "worker", "app", (k, a, main), 5),
+        StackSample(10, 11, "worker", "app", (a, main), (30, 30 * PERIOD)),
+        StackSample(10, 12, "worker2", "app", (b, main), (10, 10 * PERIOD)),
+        StackSample(10, 11, "worker", "app", (k, a, main), (5, 5 * PERIOD)),
     ]
     return Profile(samples, start_ns=1_700_000_000_000_000_000, duration_ns=5_000_000_000,
-                   period_ns=10_101_010, frequency_hz=99)
+                   **cpu_shape(99))
 
 
 def test_pprof_round_trip():
@@ -35,6 +38,8 @@ def test_pprof_round_trip():
     assert [(s[t.type], s[t.unit]) for t in prof.sample_type] == [
         ("samples", "count"), ("cpu", "nanoseconds")]
     assert prof.period == 10_101_010 and prof.duration_nanos == 5_000_000_000
+    # default_sample_type indexes the string table (profile.proto): CPU time, as pprof expects
+    assert s[prof.default_sample_type] == "cpu"
     assert len(prof.location) == 4 and len(prof.function) == 4 and len(prof.mapping) == 2
     assert sorted(l.id for l in prof.location) == [1, 2, 3, 4]
     app = next(m for m in prof.mapping if s[m.filename] == "/usr/bin/app")
@@ -73,14 +78,16 @@ def test_flamegraph_is_valid_svg_with_proportional_frames():
 
 def test_json_and_table():
     doc = json.loads(json_out.encode(make_profile()))
-    assert doc["total_samples"] == 45 and doc["samples"][0]["frames"][0]["function"] == "work<int>&"
+    assert doc["totals"] == {"samples": 45, "cpu": 45 * PERIOD}
+    assert doc["default_sample_type"] == "cpu" and doc["samples"][0]["values"] == [30, 30 * PERIOD]
+    assert doc["samples"][0]["frames"][0]["function"] == "work<int>&"
     rows = table.top_functions(make_profile(), 10)
     assert rows[0].function == "work<int>&" and rows[0].self_samples == 30
     assert rows[0].total_samples == 35
     console = Console(record=True, width=120)
     table.render(make_profile(), console)
     text = console.export_text()
-    assert "[kernel.kallsyms]" in text and "kernel-side losses: none" in text
+    assert "[kernel.kallsyms]" in text and "45 samples, cpu-clock at 99 Hz" in text
 
 
 def test_off_cpu_profile_says_its_values_are_time():
@@ -90,23 +97,73 @@ def test_off_cpu_profile_says_its_values_are_time():
 
     from ebpf_otlp.export import otlp_profiles
     from ebpf_otlp.export.resource import build_resource
-    from ebpf_otlp.records import OFF_CPU_TIME
+    from ebpf_otlp.records import OFF_CPU_TIME, off_cpu_shape
 
-    profile = replace(make_profile(), period_ns=1, frequency_hz=0, event="sched_switch",
-                      value_type=OFF_CPU_TIME)
+    cpu = make_profile()
+    profile = replace(cpu, samples=[replace(s, values=s.values[:1]) for s in cpu.samples],
+                      frequency_hz=0, default_type="", shown_type="", **off_cpu_shape())
     prof = PprofProfile.FromString(gzip.decompress(pprof.encode(profile)))
     s = prof.string_table
     assert [(s[t.type], s[t.unit]) for t in prof.sample_type] == [("off_cpu", "nanoseconds")]
-    assert prof.default_sample_type == 0 and [list(x.value) for x in prof.sample] == [[30], [10], [5]]
+    assert s[prof.default_sample_type] == "off_cpu"
+    assert [list(x.value) for x in prof.sample] == [[30], [10], [5]]
     req = otlp_profiles.build(profile, build_resource())
     dic = req.dictionary
     [p] = req.resource_profiles[0].scope_profiles[0].profiles
     assert (dic.string_table[p.sample_type.type_strindex],
-            dic.string_table[p.sample_type.unit_strindex]) == OFF_CPU_TIME
+            dic.string_table[p.sample_type.unit_strindex]) == (OFF_CPU_TIME.type, OFF_CPU_TIME.unit)
     console = Console(record=True, width=200)
     table.render(profile, console)
     text = console.export_text()
-    assert "self ms" in text and "0.000 s, off-CPU time (sched_switch)" in text
+    assert "self ms" in text and "0.000 s, off_cpu/nanoseconds (sched_switch)" in text
     svg = flamegraph.render(profile)
     assert 'data-unit="ns"' in svg and "Off-CPU flame graph" in svg
-    assert json.loads(json_out.encode(profile))["value_type"] == list(OFF_CPU_TIME)
+    assert json.loads(json_out.encode(profile))["sample_types"] == [{"type": "off_cpu",
+                                                                      "unit": "nanoseconds"}]
+
+
+HEAP_TYPES = (ValueType("alloc_objects", "count"), ValueType("alloc_space", "bytes"),
+              ValueType("inuse_objects", "count"), ValueType("inuse_space", "bytes"))
+
+
+def heap_profile() -> Profile:
+    """A heap-shaped profile, as memleak will make: four values per stack, inuse_space first
+    in readers, period = the sampling rate in bytes."""
+    cpu = make_profile()
+    samples = [StackSample(s.pid, s.tid, s.thread_name, s.process_name, s.frames,
+                           (s.values[0], s.values[0] * 512, s.values[0] // 5, s.values[0] * 512 // 5))
+               for s in cpu.samples]
+    return Profile(samples, HEAP_TYPES, cpu.start_ns, cpu.duration_ns,
+                   period_type=ValueType("space", "bytes"), period=512 * 1024,
+                   default_type="inuse_space", event="malloc")
+
+
+def test_a_four_valued_profile_in_googles_pprof_and_otlp(tmp_path):
+    """Google's pprof reads four sample types with inuse_space as the default; the OTLP
+    form is four Profiles (one per type) over one dictionary, the same stacks in each."""
+    import subprocess
+
+    from conftest import ROOT, need_tool
+    from ebpf_otlp.export import otlp_profiles
+    from ebpf_otlp.export.resource import build_resource
+
+    profile = heap_profile()
+    path = tmp_path / "heap.pb.gz"
+    path.write_bytes(pprof.encode(profile))
+    tool = need_tool("pprof", str(ROOT / ".tools" / "pprof"))
+    raw = subprocess.run([tool, "-raw", str(path)], capture_output=True, text=True, timeout=60)
+    assert raw.returncode == 0, raw.stderr
+    assert ("alloc_objects/count alloc_space/bytes inuse_objects/count inuse_space/bytes[dflt]"
+            in raw.stdout), raw.stdout[:500]
+    assert "PeriodType: space bytes" in raw.stdout and "Period: 524288" in raw.stdout
+    top = subprocess.run([tool, "-top", "-sample_index=alloc_space", str(path)],
+                         capture_output=True, text=True, timeout=60)
+    assert top.returncode == 0 and "Type: alloc_space" in top.stdout, top.stderr
+
+    req = otlp_profiles.build(profile, build_resource())
+    profiles = req.resource_profiles[0].scope_profiles[0].profiles
+    s = req.dictionary.string_table
+    assert [s[p.sample_type.type_strindex] for p in profiles] == [t.type for t in HEAP_TYPES]
+    assert len({tuple(x.stack_index for x in p.samples) for p in profiles}) == 1   # shared stacks
+    assert all(s[p.period_type.type_strindex] == "space" and p.period == 512 * 1024 for p in profiles)
+    assert otlp_profiles.decode_stacks(req, "inuse_space")[(10, ("main", "other"))] == 10 * 512 // 5

@@ -10,7 +10,7 @@ from rich.console import Console
 from ebpf_otlp import histogram, syscall_names
 from ebpf_otlp.export import syscall_json, syscall_metrics, syscall_table
 from ebpf_otlp.export.resource import build_resource
-from ebpf_otlp.records import SyscallReport, SyscallStats
+from ebpf_otlp.records import CollectorStats, SyscallReport, SyscallStats
 
 
 def test_kernel_sub_bucket_table_matches_the_exact_index():
@@ -61,8 +61,8 @@ def make_report():
                      max_ns=1100, hist={histogram.index_of(1000): 2}, timed=2)
     c = SyscallStats(10, "app", read, "read", calls=5, total_ns=50_000, min_ns=8000, max_ns=12000,
                      bytes=4096, hist={histogram.index_of(10_000): 5}, timed=5)
-    return SyscallReport([a, b, c], start_ns=1, duration_ns=2_000_000_000, latency=True, events=17,
-                         lost={"calls map full": 0})
+    return SyscallReport([a, b, c], start_ns=1, duration_ns=2_000_000_000, latency=True,
+                         collection=CollectorStats(processed=17))
 
 
 def test_merge_and_by_syscall():
@@ -108,8 +108,9 @@ def sampled_report():
                          max_ns=500, hist={histogram.index_of(250): 7, histogram.index_of(450): 3},
                          timed=10)
     untimed = SyscallStats(21, "rare", nr, "getppid", calls=3)
-    return SyscallReport([timed, untimed], start_ns=1, duration_ns=10**9, latency=True, events=1003,
-                         latency_budget=100_000, timing_share=0.01)
+    return SyscallReport([timed, untimed], start_ns=1, duration_ns=10**9, latency=True,
+                         collection=CollectorStats(processed=1003), latency_budget=100_000,
+                         timing_share=0.01)
 
 
 def test_sampled_latency_is_scaled_not_invented():

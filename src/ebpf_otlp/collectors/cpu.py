@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import ctypes as ct
 import time
-from collections import Counter
 from typing import Callable
 
-from ebpf_otlp.records import CollectionStats, RawStackSample
+from ebpf_otlp.collectors.base import Collector
+from ebpf_otlp.records import RawStackSample
 from ebpf_otlp.runtime import loader
 from ebpf_otlp.runtime.duty_cycle import SampleShare
 from ebpf_otlp.runtime.maps import DoubleBuffer, drain, percpu_counters
@@ -30,20 +30,41 @@ def map_sizes(hz: int, cpus: int, drain_seconds: float) -> tuple[int, int]:
     return keys, stacks
 
 
-class CpuSampler:
-    """Samples stacks at `hz` and accumulates counts per (thread, user stack, kernel stack),
-    draining the kernel's double-buffered maps every `drain_seconds`.
+# Kernel counters that are losses, by the cause users see.
+LOSSES = {USER_COLLISION: "user stack lost (stack-id collision)",
+          KERNEL_COLLISION: "kernel stack lost (stack-id collision)",
+          USER_ERROR: "user stack lost (stack map full or unwind error)",
+          KERNEL_ERROR: "kernel stack lost (stack map full or unwind error)",
+          COUNTS_FULL: "sample dropped (count map full)",
+          START_FULL: "off-CPU period dropped (thread map full)",
+          NEW_TASK_DROPPED: "new process not announced (ring buffer full)"}
+
+
+class CpuSampler(Collector):
+    """Samples stacks at `hz` and counts them per (thread, user stack, kernel stack) in
+    the kernel's double-buffered maps; `drain()` returns what was counted since the last.
 
     With `off_cpu`, counts are nanoseconds spent off CPU (blocked or waiting to run) per
     stack the thread left the CPU with, from the sched_switch tracepoint; periods shorter
     than `min_block_ns` are left out. Above `switch_budget` switches a second (0: no
-    limit), stacks are walked for a random share of switches, each weighed up."""
+    limit), stacks are walked for a random share of switches, each weighed up.
+
+    With `follow_forks`, processes the traced ones fork are traced too, from the kernel
+    (launch mode). Each new process (and exec generation) is announced through a ring
+    buffer; `on_new_process(pid, gen)` runs for it outside the callback, soon enough to
+    read its maps while it lives."""
 
     def __init__(self, hz: int, pids: list[int] | None = None, user_stacks: bool = True,
                  kernel_stacks: bool = True, event: str = "cpu-clock",
                  drain_seconds: float = 2.0,
                  on_new_process: Callable[[int, int], object] = lambda pid, gen: None,
-                 off_cpu: bool = False, min_block_ns: int = 1000, switch_budget: float = 0):
+                 off_cpu: bool = False, min_block_ns: int = 1000, switch_budget: float = 0,
+                 follow_forks: bool = False):
+        super().__init__()
+        self.name = "off-cpu" if off_cpu else "cpu"
+        self.interval_s = drain_seconds
+        self.follow_forks = follow_forks
+        self._announced: list[tuple[int, int]] = []   # (pid, gen) from the ring buffer
         self.off_cpu = off_cpu
         self.min_block_ns = min_block_ns
         self.switch_budget = switch_budget
@@ -56,8 +77,6 @@ class CpuSampler:
         self.event = event
         self.drain_seconds = drain_seconds
         self.on_new_process = on_new_process
-        self.counts: Counter[RawStackSample] = Counter()
-        self.stats = CollectionStats()
         self._bpf = None
         self._buffers: DoubleBuffer | None = None
         self.first_sample_unix_ns: int | None = None   # when the first process was announced
@@ -70,6 +89,7 @@ class CpuSampler:
             "MAX_KEYS": keys, "MAX_STACKS": stacks, "FILTER_PIDS": bool(self.pids),
             "USER_STACKS": self.user_stacks, "KERNEL_STACKS": self.kernel_stacks,
             "OFF_CPU": self.off_cpu, "MIN_BLOCK_NS": self.min_block_ns, "MAX_THREADS": 65536,
+            "FOLLOW_FORKS": self.follow_forks, "MAX_PIDS": 65536 if self.follow_forks else 4096,
         })   # with OFF_CPU, sched_switch attached as the program loaded (TRACEPOINT_PROBE)
         if self.pids:
             table = self._bpf["pid_filter"]
@@ -90,22 +110,31 @@ class CpuSampler:
         self._bpf["control"][ct.c_int(1)] = ct.c_uint32(max(1, round(share * 65536)))
 
     def _on_new_task(self, _ctx, data, _size) -> None:
+        """Only note it: the callback runs inside the poll, and reading maps can wait."""
         pid, gen = ct.cast(data, ct.POINTER(ct.c_uint32 * 2)).contents   # struct new_task
         if self.first_sample_unix_ns is None:
             self.first_sample_unix_ns = time.time_ns()
-        self.on_new_process(pid, gen)
+        self._announced.append((pid, gen))
 
-    def poll(self, timeout_ms: int) -> None:
-        """Wait for new-process announcements (up to timeout_ms) and handle them."""
+    def poll(self, timeout_ms: int) -> bool:
+        """Wait for new-process announcements (up to timeout_ms)."""
         self._bpf.ring_buffer_poll(timeout_ms)
+        return True
 
-    def drain(self) -> None:
-        """Move what the kernel counted so far into self.counts."""
-        self._read_buffer(self._buffers.flip())
+    def handle_events(self) -> None:
+        announced, self._announced = self._announced, []
+        for pid, gen in announced:
+            self.on_new_process(pid, gen)
+
+    def drain(self) -> list[tuple[RawStackSample, int]]:
+        """(stack, count) pairs counted since the previous drain; counts are samples, or
+        nanoseconds off CPU."""
+        records = self._read_buffer(self._buffers.flip())
         self._read_stats()
         self.stats.drains += 1
+        return records
 
-    def _read_buffer(self, which: int) -> None:
+    def _read_buffer(self, which: int) -> list[tuple[RawStackSample, int]]:
         counts = self._bpf[f"counts_{which}"]
         stacks = self._bpf["stacks_0" if self.off_cpu else f"stacks_{which}"]
         walked = self._off_cpu_stacks if self.off_cpu else {}
@@ -117,41 +146,41 @@ class CpuSampler:
                 walked[stack_id] = tuple(stacks.walk(stack_id))
             return walked[stack_id]
 
+        records = []
         for key, value in drain(counts):
             raw = RawStackSample(key.tgid, key.tid, key.comm.decode(errors="replace"),
                                  walk(key.user_stack_id), walk(key.kernel_stack_id), key.gen)
-            self.counts[raw] += value
+            records.append((raw, value))
         if not self.off_cpu:
             stacks.clear()
+        return records
 
-    def samples_so_far(self) -> int:
-        """Samples taken up to now (the kernel's counter), for progress between drains."""
-        if self._bpf is None:
-            return self.stats.samples
-        return sum(self._bpf["stats"][ct.c_int(STAT_SAMPLES)])
+    def progress(self) -> str:
+        """Samples taken up to now (the kernel's counter), between drains too."""
+        taken = self.stats.processed if self._bpf is None else \
+            sum(self._bpf["stats"][ct.c_int(STAT_SAMPLES)])
+        return f"{taken} {'periods' if self.off_cpu else 'samples'}"
 
     def _read_stats(self) -> None:
         total = percpu_counters(self._bpf["stats"], 9)
-        s = self.stats
-        s.samples = total[STAT_SAMPLES]
-        s.lost_stack_collisions = total[USER_COLLISION] + total[KERNEL_COLLISION]
-        s.lost_stack_errors = total[USER_ERROR] + total[KERNEL_ERROR]
-        s.lost_counts_full = total[COUNTS_FULL] + total[START_FULL]
-        s.lost_new_process_events = total[NEW_TASK_DROPPED]
+        self.stats.processed = total[STAT_SAMPLES]
+        for stat, cause in LOSSES.items():
+            self.stats.set_lost(cause, total[stat])
         if self._share:
-            s.share = self._share.lowest_share
+            self.stats.share = self._share.lowest_share
 
-    def stop(self) -> None:
+    def stop(self) -> list[tuple[RawStackSample, int]]:
         """Detach, then drain both buffers so samples taken up to the end are kept."""
         if self._bpf is None:
-            return
+            return []
         if self.off_cpu:
             self._share.stop()
             self._bpf.detach_tracepoint(tp=b"sched:sched_switch")
         else:
             detach_sampler(self._bpf, self.event)
         self.poll(0)
-        self.drain()
-        self.drain()
+        self.handle_events()
+        records = self.drain() + self.drain()
         self._bpf.cleanup()
         self._bpf = None
+        return records

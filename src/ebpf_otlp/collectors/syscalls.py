@@ -6,6 +6,7 @@ import ctypes as ct
 import platform
 
 from ebpf_otlp import histogram, syscall_names
+from ebpf_otlp.collectors.base import Collector
 from ebpf_otlp.errors import AgentError
 from ebpf_otlp.records import ContainerInfo, SyscallStats
 from ebpf_otlp.runtime import loader
@@ -14,12 +15,15 @@ from ebpf_otlp.runtime.maps import DoubleBuffer, drain, percpu_counters
 from ebpf_otlp.runtime.processes import CgroupIds, container_of
 from ebpf_otlp.symbolize.procmaps import read_comm
 
-# Order of `enum syscalls_stat` in bpf/syscalls.bpf.c.
+# Order of `enum syscalls_stat` in bpf/syscalls.bpf.c: events, then losses by cause.
 STAT_NAMES = ("events", "calls map full", "errno map full", "start map full")
+LOSSES = {"calls map full": "syscall dropped (calls map full)",
+          "errno map full": "errno dropped (errno map full)",
+          "start map full": "syscall not timed (entry-time map full)"}
 ENTER_FN = b"raw_tracepoint__sys_enter"   # what BCC names RAW_TRACEPOINT_PROBE(sys_enter)
 
 
-class SyscallCollector:
+class SyscallCollector(Collector):
     """Counts (and with `latency`, times) syscalls in the kernel; `drain()` returns what
     was counted since the previous drain, merged per (process, syscall).
 
@@ -27,9 +31,15 @@ class SyscallCollector:
     rate stays under `latency_budget` per second (0: no limit); above it the entry hook
     is time-shared (runtime/duty_cycle.py) and the timed calls are a sample."""
 
+    name = "syscalls"
+
     def __init__(self, pids: list[int] | None = None, comm: str | None = None,
                  syscalls: list[int] | None = None, latency: bool = True,
-                 latency_budget: float = 0, max_keys: int = 262144):
+                 latency_budget: float = 0, max_keys: int = 262144, interval_s: float = 10.0,
+                 follow_forks: bool = False):
+        super().__init__()
+        self.interval_s = interval_s
+        self.follow_forks = follow_forks
         self.pids = list(pids or [])
         self.comm = comm
         self.syscalls = list(syscalls or [])
@@ -57,6 +67,7 @@ class SyscallCollector:
             arch: True, "LATENCY": self.latency, "FILTER_PIDS": bool(self.pids), "FILTER_COMM": comm,
             "FILTER_SYSCALLS": bool(self.syscalls), "MAX_KEYS": self.max_keys,
             "MAX_ERRNOS": 16384, "MAX_THREADS": 65536,
+            "FOLLOW_FORKS": self.follow_forks, "MAX_PIDS": 65536 if self.follow_forks else 4096,
         }
         try:   # entry times in task storage where the kernel allows it: cheapest
             self._bpf = loader.load("syscalls", {**defines, "TASK_STORAGE": self.latency})
@@ -128,7 +139,18 @@ class SyscallCollector:
             s.container = self._containers.get(s.pid) or container_of(s.pid)
         totals = percpu_counters(self._bpf["stats"], len(STAT_NAMES))
         self.counters = dict(zip(STAT_NAMES, totals))
+        self.stats.processed = self.counters["events"]
+        for counter, cause in LOSSES.items():
+            self.stats.set_lost(cause, self.counters[counter])
+        self.stats.share = self.timing_share
+        self.stats.drains += 1
         return list(stats.values())
+
+    def progress(self) -> str:
+        """Syscalls counted up to now (the kernel's counter), between drains too."""
+        seen = self.counters["events"] if self._bpf is None else \
+            percpu_counters(self._bpf["stats"], 1)[0]
+        return f"{seen} syscalls"
 
     def _place(self, pid: int, cgroup_id: int) -> None:
         """The container a process ran in, from the cgroup id the kernel saw (once per pid)."""

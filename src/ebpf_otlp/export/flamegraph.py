@@ -50,10 +50,12 @@ def _color(name: str, depth: int) -> str:
 
 
 def render(profile: Profile, title: str | None = None) -> str:
-    title = title or ("CPU flame graph" if profile.sampled else "Off-CPU flame graph")
+    shown = profile.shown
+    title = title or {"samples": "CPU flame graph", "off_cpu": "Off-CPU flame graph"}.get(
+        shown.type, f"{shown.type} flame graph")
+    unit = {"count": shown.type, "nanoseconds": "ns", "bytes": "bytes"}.get(shown.unit, shown.unit)
     return render_stacks(folded.fold(profile), title,
-                         subtitle=f"{profile.what}, {profile.amount(profile.total_samples)}",
-                         unit="samples" if profile.sampled else "ns")
+                         subtitle=f"{profile.what}, {profile.amount(profile.total())}", unit=unit)
 
 
 def render_stacks(stacks: Counter[tuple[str, ...]], title: str, subtitle: str = "",

@@ -18,7 +18,7 @@ def frame_names(sample: StackSample) -> list[str]:
 def fold(profile: Profile) -> Counter[tuple[str, ...]]:
     stacks: Counter[tuple[str, ...]] = Counter()
     for s in profile.samples:
-        stacks[tuple(n.replace(";", ":") for n in frame_names(s))] += s.count
+        stacks[tuple(n.replace(";", ":") for n in frame_names(s))] += profile.value(s)
     return stacks
 
 

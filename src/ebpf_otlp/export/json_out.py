@@ -10,18 +10,20 @@ from ebpf_otlp.records import Profile
 def encode(profile: Profile) -> str:
     doc = {
         "event": profile.event,
-        "value_type": list(profile.value_type),
+        "sample_types": [{"type": t.type, "unit": t.unit} for t in profile.sample_types],
+        "default_sample_type": profile.sample_types[profile.default_index].type,
+        "period_type": {"type": profile.period_type.type, "unit": profile.period_type.unit},
+        "period": profile.period,
         "frequency_hz": profile.frequency_hz,
-        "period_ns": profile.period_ns,
         "start_ns": profile.start_ns,
         "duration_ns": profile.duration_ns,
-        "total_samples": profile.total_samples,
+        "totals": {t.type: profile.total(i) for i, t in enumerate(profile.sample_types)},
         "timing": profile.timing,
-        "stats": {**vars(profile.stats), "lost_stacks": profile.stats.lost_stacks},
+        "stats": profile.stats.as_dict(),
         "samples": [
             {
                 "pid": s.pid, "tid": s.tid, "thread_name": s.thread_name,
-                "process_name": s.process_name, "count": s.count,
+                "process_name": s.process_name, "values": list(s.values),
                 **s.container.attributes(),
                 "frames": [{"function": f.function, "module": f.module,
                             "address": f"{f.address:#x}", "kernel": f.kernel}

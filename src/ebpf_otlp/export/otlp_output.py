@@ -22,13 +22,13 @@ from opentelemetry.sdk.metrics.export import (
 )
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 from ebpf_otlp.export import otlp_profiles
 from ebpf_otlp.export.otlp_settings import OtlpSettings
 from ebpf_otlp.export.otlp_transport import SendError, Transport
 from ebpf_otlp.export.spool import Spool
-from ebpf_otlp.records import CollectionStats, Profile
+from ebpf_otlp.records import CollectorStats, Profile, SyscallReport
 
 # The SDK exporters log every retry; we count failures and report them in one line instead.
 for _name in ("opentelemetry.exporter", "opentelemetry.sdk"):
@@ -102,12 +102,26 @@ class OtlpOutput:
     def send_profile(self, profile: Profile) -> bool:
         return self.deliver("profiles", otlp_profiles.encode(profile, self.resource))
 
+    def send_syscalls(self, report: SyscallReport) -> None:
+        from ebpf_otlp.export import syscall_metrics
+        self.export_metrics(syscall_metrics.build(report, self.resource))
+
+    def send(self, result) -> None:
+        """A finished result, as the signal its type calls for."""
+        if isinstance(result, Profile):
+            self.send_profile(result)
+        elif isinstance(result, SyscallReport):
+            self.send_syscalls(result)
+        else:
+            raise TypeError(f"no OTLP form for {type(result).__name__}")
+
     # -- SDK signals ------------------------------------------------------------
     def tracer_provider(self) -> TracerProvider:
         if self._tracer_provider is None:
             self._tracer_provider = TracerProvider(resource=self.resource)
+            # Batches: a capture can close thousands of spans (one per connection).
             self._tracer_provider.add_span_processor(
-                SimpleSpanProcessor(_SpoolingSpanExporter(sdk_span_exporter(self.settings), self)))
+                BatchSpanProcessor(_SpoolingSpanExporter(sdk_span_exporter(self.settings), self)))
         return self._tracer_provider
 
     def metric_exporter(self) -> "_SpoolingMetricExporter":
@@ -259,12 +273,13 @@ def sdk_metric_exporter(settings: OtlpSettings) -> MetricExporter:
     return OTLPMetricExporter(**_http_kwargs(settings, "metrics"))
 
 
-def open_output(settings: OtlpSettings, spool: Spool, collector: str,
-                stats: Callable[[], CollectionStats], interval_s: float = 60.0) -> OtlpOutput:
-    """The OTLP output of one run, with the agent's self-telemetry registered."""
+def open_output(settings: OtlpSettings, spool: Spool, stats: Callable[[], dict[str, CollectorStats]],
+                interval_s: float = 60.0) -> OtlpOutput:
+    """The OTLP output of one run, with the agent's self-telemetry registered; `stats()`
+    gives each collector's statistics by collector name."""
     from ebpf_otlp.export import self_telemetry
 
     output = OtlpOutput.open(settings, spool)
     meter = output.meter_provider(interval_s).get_meter("ebpf-otlp")
-    self_telemetry.register(meter, collector, stats)
+    self_telemetry.register(meter, stats)
     return output

@@ -1,5 +1,5 @@
-"""OTLP profiles (opentelemetry.proto.profiles.v1development): one Profile per process,
-sharing one ProfilesDictionary (string, mapping, location, function, stack, attribute tables)."""
+"""OTLP profiles (opentelemetry.proto.profiles.v1development): one Profile per process and
+sample type, sharing one ProfilesDictionary (string, mapping, location, function, stack, attribute tables)."""
 
 from __future__ import annotations
 
@@ -77,6 +77,9 @@ class _Dictionary:
 
 
 def build(profile: Profile, resource: Resource) -> ExportProfilesServiceRequest:
+    """One Profile per process and sample type (the v1development model carries one sample
+    type per Profile), all over one dictionary: a CPU profile's samples/count and
+    cpu/nanoseconds share every stack, location and string."""
     dic = _Dictionary()
     by_pid = defaultdict(list)
     for s in profile.samples:
@@ -84,21 +87,22 @@ def build(profile: Profile, resource: Resource) -> ExportProfilesServiceRequest:
     scope = pb.ScopeProfiles(scope=InstrumentationScope(name="ebpf-otlp", version=__version__))
     for pid, samples in sorted(by_pid.items()):
         name = next((s.process_name for s in samples if s.process_name), "")
-        p = scope.profiles.add(time_unix_nano=profile.start_ns, duration_nano=profile.duration_ns,
-                               period=profile.period_ns, profile_id=os.urandom(16))
-        p.sample_type.type_strindex = dic.string(profile.value_type[0])
-        p.sample_type.unit_strindex = dic.string(profile.value_type[1])
-        p.period_type.type_strindex = dic.string(profile.period_type[0])
-        p.period_type.unit_strindex = dic.string(profile.period_type[1])
-        p.attribute_indices.append(dic.attribute("process.pid", pid))
+        attributes = [dic.attribute("process.pid", pid)]
         if name:
-            p.attribute_indices.append(dic.attribute("process.executable.name", name))
-        for key, value in samples[0].container.attributes().items():
-            p.attribute_indices.append(dic.attribute(key, value))
-        for s in samples:
-            p.samples.add(stack_index=dic.stack(s.frames), values=[s.count],
-                          attribute_indices=[dic.attribute("thread.id", s.tid),
-                                             dic.attribute("thread.name", s.thread_name)])
+            attributes.append(dic.attribute("process.executable.name", name))
+        attributes += [dic.attribute(k, v) for k, v in samples[0].container.attributes().items()]
+        stacks = [(dic.stack(s.frames), [dic.attribute("thread.id", s.tid),
+                                         dic.attribute("thread.name", s.thread_name)]) for s in samples]
+        for i, vt in enumerate(profile.sample_types):
+            p = scope.profiles.add(time_unix_nano=profile.start_ns, duration_nano=profile.duration_ns,
+                                   period=profile.period, profile_id=os.urandom(16),
+                                   attribute_indices=attributes)
+            p.sample_type.type_strindex = dic.string(vt.type)
+            p.sample_type.unit_strindex = dic.string(vt.unit)
+            p.period_type.type_strindex = dic.string(profile.period_type.type)
+            p.period_type.unit_strindex = dic.string(profile.period_type.unit)
+            for s, (stack, thread) in zip(samples, stacks):
+                p.samples.add(stack_index=stack, values=[s.values[i]], attribute_indices=thread)
     request = ExportProfilesServiceRequest(dictionary=dic.d)
     rp = request.resource_profiles.add(resource=resource_proto(resource))
     rp.scope_profiles.append(scope)
@@ -109,8 +113,10 @@ def encode(profile: Profile, resource: Resource) -> bytes:
     return build(profile, resource).SerializeToString()
 
 
-def decode_stacks(request: ExportProfilesServiceRequest) -> dict[tuple[int, tuple[str, ...]], int]:
-    """(pid, root-first function names) -> samples: what a receiver sees (tests, tooling)."""
+def decode_stacks(request: ExportProfilesServiceRequest,
+                  sample_type: str = "samples") -> dict[tuple[int, tuple[str, ...]], int]:
+    """(pid, root-first function names) -> value of `sample_type`: what a receiver sees
+    (tests, tooling)."""
     d = request.dictionary
     s = d.string_table
 
@@ -121,6 +127,8 @@ def decode_stacks(request: ExportProfilesServiceRequest) -> dict[tuple[int, tupl
     for rp in request.resource_profiles:
         for sp in rp.scope_profiles:
             for p in sp.profiles:
+                if s[p.sample_type.type_strindex] != sample_type:
+                    continue
                 pid = attrs(p.attribute_indices)["process.pid"].int_value
                 for smp in p.samples:
                     locs = d.stack_table[smp.stack_index].location_indices

@@ -39,23 +39,24 @@ class _Tables:
 
 
 def build(profile: Profile):
-    """The Profile message: samples/count and cpu/nanoseconds (off-CPU: off_cpu/nanoseconds),
-    labels pid, tid, thread name."""
+    """The Profile message: one value per sample type (CPU: samples/count, cpu/nanoseconds;
+    off-CPU: off_cpu/nanoseconds; heap: four), labels pid, tid, thread name."""
     out = PprofProfile()
     t = _Tables(out)
-    for kind, unit in profile.sample_types:
-        out.sample_type.add(type=t.string(kind), unit=t.string(unit))
-    out.period_type.type = t.string(profile.period_type[0])
-    out.period_type.unit = t.string(profile.period_type[1])
-    out.period = profile.period_ns
+    for vt in profile.sample_types:
+        out.sample_type.add(type=t.string(vt.type), unit=t.string(vt.unit))
+    out.period_type.type = t.string(profile.period_type.type)
+    out.period_type.unit = t.string(profile.period_type.unit)
+    out.period = profile.period
     out.time_nanos = profile.start_ns
     out.duration_nanos = profile.duration_ns
-    out.default_sample_type = len(profile.sample_types) - 1   # CPU time, or off-CPU time
+    # A string-table index (of the type's name), not an index into sample_type.
+    out.default_sample_type = t.string(profile.sample_types[profile.default_index].type)
     out.comment.append(t.string(f"ebpf-otlp {profile.what}"))
     for s in profile.samples:
         sample = out.sample.add()
         sample.location_id.extend(t.location(f) for f in s.frames)
-        sample.value.extend(profile.values(s.count))
+        sample.value.extend(s.values)
         sample.label.add(key=t.string("pid"), num=s.pid)
         sample.label.add(key=t.string("tid"), num=s.tid)
         sample.label.add(key=t.string("thread name"), str=t.string(s.thread_name))

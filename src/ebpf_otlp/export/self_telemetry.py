@@ -8,7 +8,7 @@ from typing import Callable
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
-from ebpf_otlp.records import CollectionStats
+from ebpf_otlp.records import CollectorStats
 
 
 def _rss_bytes() -> int:
@@ -16,19 +16,19 @@ def _rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def register(meter: Meter, collector: str, stats: Callable[[], CollectionStats]) -> None:
-    """Observable instruments read `stats()` each time the SDK collects."""
-    attrs = {"ebpf_otlp.collector": collector}
+def register(meter: Meter, stats: Callable[[], dict[str, CollectorStats]]) -> None:
+    """Observable instruments read `stats()` (per collector name) each time the SDK collects."""
 
     def processed(_o: CallbackOptions):
-        yield Observation(stats().samples, attrs)
+        for name, s in stats().items():
+            yield Observation(s.processed, {"ebpf_otlp.collector": name})
 
     def dropped(_o: CallbackOptions):
-        s = stats()
-        yield Observation(s.lost_samples + s.lost_new_process_events, attrs)
-
-    def stacks_lost(_o: CallbackOptions):
-        yield Observation(stats().lost_stacks, attrs)
+        for name, s in stats().items():
+            for cause, n in s.lost.items():
+                yield Observation(n, {"ebpf_otlp.collector": name, "cause": cause})
+            if not s.lost:   # a zero says the collector ran and lost nothing
+                yield Observation(0, {"ebpf_otlp.collector": name})
 
     def cpu_time(_o: CallbackOptions):
         r = rusage.getrusage(rusage.RUSAGE_SELF)
@@ -41,9 +41,8 @@ def register(meter: Meter, collector: str, stats: Callable[[], CollectionStats])
     meter.create_observable_counter("ebpf_otlp.agent.events.processed", [processed], unit="{event}",
                                     description="Events the kernel side handed to the agent")
     meter.create_observable_counter("ebpf_otlp.agent.events.dropped", [dropped], unit="{event}",
-                                    description="Events dropped in the kernel (full maps or buffers)")
-    meter.create_observable_counter("ebpf_otlp.agent.stacks.lost", [stacks_lost], unit="{stack}",
-                                    description="Stacks lost to stack-map collisions or errors")
+                                    description="Events (or their stacks or symbols) lost, by collector "
+                                                "and cause: full maps or buffers, stack collisions, ...")
     meter.create_observable_counter("process.cpu.time", [cpu_time], unit="s",
                                     description="CPU time of the agent")
     meter.create_observable_up_down_counter("process.memory.usage", [memory], unit="By",

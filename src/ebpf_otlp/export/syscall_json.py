@@ -29,5 +29,6 @@ def encode(report: SyscallReport) -> str:
     doc = {"start_ns": report.start_ns, "duration_ns": report.duration_ns,
            "latency": report.latency,
            "latency_budget_per_s": report.latency_budget, "timing_share": report.timing_share,
-           "events": report.events, "lost": report.lost, "stats": rows}
+           "events": report.events, "lost": report.lost, "collection": report.collection.as_dict(),
+           "stats": rows}
     return json.dumps(doc, indent=1) + "\n"

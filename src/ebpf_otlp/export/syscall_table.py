@@ -85,10 +85,6 @@ def render(report: SyscallReport, console: Console, by: str = "syscall", top: in
                       style="dim")
     if files:
         render_files(report, console, top)
-    lost = {k: v for k, v in report.lost.items() if v}
-    console.print("kernel-side losses: " + (", ".join(f"{v} ({k})" for k, v in lost.items())
-                                            if lost else "none"),
-                  style="yellow" if lost else "dim")
 
 
 def render_files(report: SyscallReport, console: Console, top: int) -> None:

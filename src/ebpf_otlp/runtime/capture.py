@@ -1,6 +1,10 @@
-"""The capture loop every command runs: until the duration ends or SIGINT/SIGTERM arrives.
+"""The capture engine: one loop and one signal handler for any number of collectors.
 
-A signal only ends the loop; the caller then drains and writes what was gathered.
+Each processor's collector is started (its BPF program compiled while the processor
+prepares symbols in a thread), then the loop sleeps in a ring-buffer poll until the next
+drain is due, drains each collector on its own interval into its processor, and ends at
+the duration, on SIGINT/SIGTERM, or when a launched command exits. A signal only ends the
+loop: every collector is then stopped and drained, so what was gathered is kept.
 """
 
 from __future__ import annotations
@@ -8,38 +12,51 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from typing import Callable
+from typing import Callable, Sequence
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from ebpf_otlp.processors import Processor
+from ebpf_otlp.runtime.launch import LaunchedCommand
 
 
 class StopOnSignal:
     """While active, SIGINT and SIGTERM set `stopped` instead of killing the process.
 
     A second SIGINT falls back to the default (KeyboardInterrupt), for a stuck run.
+    SIGCHLD only wakes the loop, so a launched command's exit is seen at once.
     """
 
     def __init__(self):
         self.stopped = False
         self.signal_name = ""
+        self.signum = 0
         self._saved = {}
         self._event = threading.Event()
 
     def wait(self, timeout: float) -> bool:
         """Sleep up to `timeout` seconds; wake at once when a signal arrives."""
-        return self._event.wait(timeout)
+        woke = self._event.wait(timeout)
+        if not self.stopped:
+            self._event.clear()
+        return woke
 
     def _handle(self, signum, _frame):
         self.stopped = True
         self._event.set()
+        self.signum = signum
         self.signal_name = signal.Signals(signum).name
         if signum == signal.SIGINT:
             signal.signal(signal.SIGINT, signal.default_int_handler)
 
+    def _child(self, _signum, _frame):
+        self._event.set()
+
     def __enter__(self):
         for sig in (signal.SIGINT, signal.SIGTERM):
             self._saved[sig] = signal.signal(sig, self._handle)
+        self._saved[signal.SIGCHLD] = signal.signal(signal.SIGCHLD, self._child)
         return self
 
     def __exit__(self, *exc):
@@ -48,25 +65,139 @@ class StopOnSignal:
         return False
 
 
-def run_capture(step: Callable[[], None], duration_s: float | None, console: Console,
-                stop: StopOnSignal, status: Callable[[], str] = lambda: "",
-                label: str = "capturing") -> None:
-    """Call `step` (which blocks briefly, e.g. a 100 ms poll) until the duration ends or
-    `stop` is signalled; show progress on a terminal."""
-    start = time.monotonic()
-    deadline = start + duration_s if duration_s else None
-    progress = None
-    if console.is_terminal:
-        progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
-                            TimeElapsedColumn(), TextColumn("{task.fields[status]}"),
-                            console=console, transient=True)
-        task = progress.add_task(label, total=duration_s or None, status="")
-        progress.start()
-    try:
-        while not stop.stopped and (deadline is None or time.monotonic() < deadline):
-            step()
-            if progress:
-                progress.update(task, completed=time.monotonic() - start, status=status())
-    finally:
-        if progress:
-            progress.stop()
+class Capture:
+    """Runs processors' collectors together until the end; `run()` returns when every
+    collector has been stopped and drained into its processor."""
+
+    MAX_SLEEP_S = 0.5
+
+    def __init__(self, processors: Sequence[Processor], stop: StopOnSignal, notices: Console,
+                 duration_s: float | None = None, launch: LaunchedCommand | None = None,
+                 on_drain: Callable[[Processor], None] = lambda p: None, label: str = "capturing"):
+        self.processors = list(processors)
+        self.stop = stop
+        self.notices = notices
+        self.duration_s = duration_s
+        self.launch = launch
+        self.on_drain = on_drain
+        self.label = label
+        self.started_ns = 0          # all attached (and a launched command released)
+        self.ended_ns = 0
+        self.started: list[Processor] = []
+        self._helper: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Compile and attach every collector; on failure, stop those already started."""
+        # Symbols load while clang compiles (ctypes releases the GIL), and go on loading
+        # after the attach if need be: sampling never waits for them.
+        self._helper = threading.Thread(target=self._prepare, name="prepare", daemon=True)
+        self._helper.start()
+        try:
+            for p in self.processors:
+                p.collector.start()
+                self.started.append(p)
+        except BaseException:
+            self.abort()
+            raise
+        self.started_ns = time.time_ns()
+        for p in self.processors:
+            p.reset()   # windows start at attach
+        if self.launch:
+            self.launch.release()
+
+    def abort(self) -> None:
+        """The capture cannot go on: stop what started; a held command never runs."""
+        try:
+            self.stop_all()
+        finally:
+            if self.launch:
+                self.launch.abandon()
+
+    def _prepare(self) -> None:
+        for p in self.processors:
+            try:
+                p.prepare()
+            except Exception:   # a head start only: anything missed is read on demand
+                pass
+
+    def run(self) -> None:
+        """After start(): loop until the end, then stop every collector, so each processor
+        holds all that was gathered."""
+        try:
+            self._loop()
+        finally:
+            self.ended_ns = time.time_ns()
+            self.stop_all()
+            self._helper.join()
+        if self.stop.stopped and self.launch:
+            self.launch.forward(self.stop.signum)
+
+    def _done(self, deadline: float) -> bool:
+        return (self.stop.stopped or time.monotonic() >= deadline
+                or (self.launch is not None and self.launch.exited()))
+
+    def _loop(self) -> None:
+        now = time.monotonic()
+        deadline = now + self.duration_s if self.duration_s else float("inf")
+        due = {id(p): now + p.collector.interval_s for p in self.processors}
+        pollers = [p.collector for p in self.processors if p.collector.poll(0)]
+        with _progress(self.notices, self.label, self.duration_s) as show:
+            while not self._done(deadline):
+                now = time.monotonic()
+                wait = max(0.0, min(min(due.values()) - now, deadline - now, self.MAX_SLEEP_S))
+                # Sleep where events arrive: the ring buffer of the one collector that has
+                # one; with several, poll each briefly. Signals wake either wait.
+                if len(pollers) == 1:
+                    pollers[0].poll(max(1, int(wait * 1000)))
+                else:
+                    for c in pollers:
+                        c.poll(0)
+                    self.stop.wait(min(wait, 0.05) if pollers else wait)
+                for p in self.processors:
+                    p.collector.handle_events()
+                now = time.monotonic()
+                for p in self.processors:
+                    if now >= due[id(p)]:
+                        p.add(p.collector.drain())
+                        due[id(p)] = time.monotonic() + p.collector.interval_s
+                        self.on_drain(p)
+                show(" · ".join(p.collector.progress() for p in self.processors))
+
+    def stop_all(self) -> None:
+        """Stop every started collector, keeping what each still held, even if one fails."""
+        failure = None
+        for p in self.started:
+            try:
+                p.add(p.collector.stop())
+            except Exception as e:   # the others still get stopped and drained
+                failure = failure or e
+        self.started = []
+        if failure:
+            raise failure
+
+
+class _progress:
+    """A transient progress line on a terminal; nothing when stderr is not one."""
+
+    def __init__(self, console: Console, label: str, duration_s: float | None):
+        self.console, self.label, self.duration_s = console, label, duration_s
+        self._progress = None
+        self._start = time.monotonic()
+
+    def __enter__(self) -> Callable[[str], None]:
+        if self.console.is_terminal:
+            self._progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                                      TimeElapsedColumn(), TextColumn("{task.fields[status]}"),
+                                      console=self.console, transient=True)
+            self._task = self._progress.add_task(self.label, total=self.duration_s or None, status="")
+            self._progress.start()
+        return self.show
+
+    def show(self, status: str) -> None:
+        if self._progress:
+            self._progress.update(self._task, completed=time.monotonic() - self._start, status=status)
+
+    def __exit__(self, *exc):
+        if self._progress:
+            self._progress.stop()
+        return False

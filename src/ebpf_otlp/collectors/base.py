@@ -1,0 +1,45 @@
+"""The one face every collector shows the capture engine.
+
+A collector owns its BPF program: it attaches it, drains its maps into typed records,
+and counts what it processed and what it lost, by cause. It never formats output,
+knows about files or talks to a collector: that is the output stage's job.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+from ebpf_otlp.records import CollectorStats
+
+
+class Collector(ABC):
+    name: str = ""               # for progress, losses and self-telemetry: "cpu", "syscalls"
+    interval_s: float = 2.0      # how often the engine drains it
+
+    def __init__(self):
+        self.stats = CollectorStats()
+
+    @abstractmethod
+    def start(self) -> None:
+        """Compile, load and attach; raise AgentError naming the fix when it cannot."""
+
+    def poll(self, timeout_ms: int) -> bool:
+        """Wait up to timeout_ms for ring-buffer events and handle them. Returns False
+        when the collector has no ring buffer (the engine then waits elsewhere)."""
+        return False
+
+    def handle_events(self) -> None:
+        """Work that events announced but that must not run inside the ring-buffer
+        callback (e.g. reading a new process's maps); the engine calls it after polls."""
+
+    @abstractmethod
+    def drain(self) -> list:
+        """Typed records of what the kernel gathered since the previous drain."""
+
+    @abstractmethod
+    def stop(self) -> list:
+        """Detach, then return what the kernel still holds (nothing gathered is lost)."""
+
+    def progress(self) -> str:
+        """A few words for the live progress line, e.g. '1234 samples'."""
+        return f"{self.stats.processed} events"

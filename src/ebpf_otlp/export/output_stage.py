@@ -1,0 +1,119 @@
+"""The one output stage: a capture's results go to every requested sink from here.
+
+Sinks are files (each in its format), the terminal, and an OpenTelemetry Collector. A
+result is a finished record (`Profile`, `SyscallReport`); which encoder, table or OTLP
+signal applies follows from its type. Commands only say which sinks they want.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable
+
+from rich.console import Console
+
+from ebpf_otlp.export import files, losses, profile_files, syscall_json
+from ebpf_otlp.records import CollectorStats, Profile, SyscallReport
+
+if TYPE_CHECKING:
+    from ebpf_otlp.export.otlp_output import OtlpOutput
+    from ebpf_otlp.export.otlp_settings import OtlpSettings
+    from ebpf_otlp.export.spool import Spool
+
+# File formats by result type: format name -> encoder to bytes.
+FILE_FORMATS: dict[type, dict[str, Callable[[object], bytes]]] = {
+    Profile: profile_files.ENCODERS,
+    SyscallReport: {"json": lambda r: syscall_json.encode(r).encode()},
+}
+
+
+@dataclass
+class FileTarget:
+    path: str
+    fmt: str
+    kind: type = Profile     # which results it takes
+
+
+@dataclass
+class OutputStage:
+    console: Console                                  # results (tables)
+    notices: Console                                  # progress, "wrote ..." and warnings
+    files: list[FileTarget] = field(default_factory=list)
+    terminal: dict[type, Callable[[object, Console], None]] = field(default_factory=dict)
+    otlp: "OtlpOutput | None" = None
+    written: list[FileTarget] = field(default_factory=list)
+
+    @classmethod
+    def create(cls, console: Console, notices: Console, file_targets: list[FileTarget],
+               terminal: dict[type, Callable[[object, Console], None]],
+               otlp: "OtlpSettings | None", spool: "Spool | None",
+               stats: Callable[[], dict[str, CollectorStats]], interval_s: float = 60.0) -> "OutputStage":
+        """Check every file can be written before the capture starts; open the OTLP
+        output (and resend what earlier runs spooled) when a collector is named."""
+        for target in file_targets:
+            files.check_writable(target.path)
+        output = None
+        if otlp:
+            from ebpf_otlp.export.otlp_output import open_output   # the SDK loads only when used
+            output = open_output(otlp, spool, stats, interval_s)
+        return cls(console, notices, list(file_targets), dict(terminal), output)
+
+    def periodic(self, result) -> None:
+        """An interval's cumulative result (metrics) to the collector, while the capture runs."""
+        if self.otlp and isinstance(result, SyscallReport):
+            self.otlp.send_syscalls(result)
+
+    def finish(self, results: list, command: str, start_ns: int, end_ns: int,
+               span_attributes: dict) -> None:
+        """Write every file, send to the collector, then show the tables; the terminal
+        comes last so a slow terminal never delays the files."""
+        for target in self.files:
+            for result in results:
+                if isinstance(result, target.kind):
+                    files.write_bytes(target.path, FILE_FORMATS[target.kind][target.fmt](result))
+                    self.written.append(target)
+        if self.otlp:
+            for result in results:
+                self.otlp.send(result)   # profiles first: our transport names a failure best
+            self.otlp.session_span(command, start_ns, end_ns,
+                                   {**span_attributes, **_span_attributes(results)})
+            self.otlp.close()
+        for result in results:
+            render = self.terminal.get(type(result))
+            if render:
+                render(result, self.console)
+        for result in results:
+            losses.render(result_stats(result), self.console, result_name(result))
+        for target in self.written:
+            self.notices.print(f"wrote {target.fmt}: {target.path}", style="green", highlight=False)
+        if self.otlp:
+            self.notices.print(self.otlp.summary(), style="yellow" if self.otlp.spooled else "green",
+                               highlight=False)
+
+    def abort(self) -> None:
+        """The capture failed: flush what the OTLP output holds (spooling if need be)."""
+        if self.otlp:
+            self.otlp.close()
+
+
+def result_stats(result) -> CollectorStats:
+    return result.stats if isinstance(result, Profile) else result.collection
+
+
+def result_name(result) -> str:
+    if isinstance(result, Profile):
+        return "off-CPU profile" if result.event == "sched_switch" else "profile"
+    return "syscalls"
+
+
+def _span_attributes(results: list) -> dict:
+    """What the capture's span says of its results: how much was gathered and lost."""
+    out = {}
+    for r in results:
+        if isinstance(r, Profile):
+            out.update({"ebpf_otlp.event": r.event, "ebpf_otlp.sample_frequency_hz": r.frequency_hz,
+                        f"ebpf_otlp.{r.shown.type}": r.total()})
+        else:
+            out["ebpf_otlp.syscalls"] = r.events
+        out[f"ebpf_otlp.{result_name(r).replace(' ', '_').lower()}.lost"] = result_stats(r).total_lost
+    return out

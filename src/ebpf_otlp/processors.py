@@ -1,0 +1,142 @@
+"""Processors: what each collector's drained records become.
+
+A processor owns one collector, takes the records of each drain (`add`), and on demand
+turns what it gathered into the finished result the output stage writes: a symbolized
+`Profile`, a `SyscallReport`. Collectors stay ignorant of symbols and output; exporters
+of BPF. `reset()` starts a new window (the agent's consecutive profiles).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from ebpf_otlp.collectors.base import Collector
+from ebpf_otlp.collectors.cpu import CpuSampler
+from ebpf_otlp.collectors.syscalls import SyscallCollector
+from ebpf_otlp.records import (CollectorStats, Profile, RawStackSample, SyscallReport, SyscallStats,
+                               cpu_shape, off_cpu_shape)
+from ebpf_otlp.symbolize.symbolizer import Symbolizer
+
+
+class Processor:
+    collector: Collector
+    periodic = False     # True: its result is exported at every drain (metrics), not only at the end
+
+    def prepare(self) -> None:
+        """Work that can overlap the collector's BPF compile (it runs in a thread)."""
+
+    def add(self, records: list) -> None:
+        raise NotImplementedError
+
+    def result(self):
+        raise NotImplementedError
+
+    def reset(self) -> None:
+        raise NotImplementedError
+
+
+@dataclass
+class CpuSettings:
+    hz: int = 99
+    pids: list[int] = field(default_factory=list)   # empty: every process
+    user_stacks: bool = True
+    kernel_stacks: bool = True
+    event: str = "cpu-clock"
+    drain_s: float = 2.0
+    off_cpu: bool = False                # weigh stacks by time off CPU, from sched_switch
+    min_block_ns: int = 1000
+    switch_budget: float = 5000          # off-CPU: switches/s walked in full (0: no limit)
+    follow_forks: bool = False           # launch mode: trace what the targets fork
+
+
+class StackProcessor(Processor):
+    """CPU (or off-CPU) stacks: counts raw stacks across drains, symbolizes at the end.
+
+    The symbolizer snapshots each process the kernel announces while it lives, so a
+    process that exits before the end is still named."""
+
+    def __init__(self, settings: CpuSettings, symbolizer: Symbolizer | None = None):
+        self.settings = settings
+        self.symbolizer = symbolizer or Symbolizer()
+        self.collector = CpuSampler(
+            settings.hz, settings.pids, settings.user_stacks, settings.kernel_stacks,
+            settings.event, settings.drain_s, on_new_process=self.symbolizer.remember,
+            off_cpu=settings.off_cpu, min_block_ns=settings.min_block_ns,
+            switch_budget=settings.switch_budget, follow_forks=settings.follow_forks)
+        self.counts: Counter[RawStackSample] = Counter()
+        self.window_start_ns = time.time_ns()
+
+    def prepare(self) -> None:
+        """Snapshot the named processes and read their symbol tables (from the on-disk
+        cache when warm) while BPF compiles."""
+        for pid in self.settings.pids:
+            self.symbolizer.remember(pid)
+        self.symbolizer.prepare_symbols()
+
+    def add(self, records: list[tuple[RawStackSample, int]]) -> None:
+        for raw, count in records:
+            self.counts[raw] += count
+
+    def reset(self) -> None:
+        self.counts = Counter()
+        self.window_start_ns = time.time_ns()
+
+    def result(self, end_ns: int | None = None) -> Profile:
+        s = self.settings
+        end_ns = end_ns or time.time_ns()
+        shape = off_cpu_shape() if s.off_cpu else cpu_shape(s.hz, s.event)
+        period = shape["period"]
+        values = (lambda c: (c,)) if s.off_cpu else (lambda c: (c, c * period))
+        samples = self.symbolizer.symbolize({raw: values(c) for raw, c in self.counts.items()})
+        stats = self.collector.stats.merged(CollectorStats(lost=self.symbolizer.losses))
+        return Profile(samples=samples, start_ns=self.window_start_ns,
+                       duration_ns=end_ns - self.window_start_ns, stats=stats, **shape)
+
+
+@dataclass
+class SyscallSettings:
+    pids: list[int] = field(default_factory=list)
+    comm: str | None = None
+    syscalls: list[int] = field(default_factory=list)
+    interval_s: float = 10.0
+    latency: bool = True
+    latency_budget: float = 100_000   # syscalls/s timed in full; 0: no limit
+    follow_forks: bool = False
+
+
+class SyscallProcessor(Processor):
+    """Cumulative stats per (process, syscall) since the start; exported every interval."""
+
+    periodic = True
+
+    def __init__(self, settings: SyscallSettings, max_keys: int = 262144):
+        self.settings = settings
+        self.collector = SyscallCollector(settings.pids, settings.comm, settings.syscalls,
+                                          settings.latency, settings.latency_budget,
+                                          max_keys=max_keys, interval_s=settings.interval_s,
+                                          follow_forks=settings.follow_forks)
+        self.by_key: dict[tuple[int, int], SyscallStats] = {}
+        self.window_start_ns = time.time_ns()
+
+    def add(self, records: list[SyscallStats]) -> None:
+        for s in records:
+            have = self.by_key.get((s.pid, s.nr))
+            if have is None:
+                self.by_key[(s.pid, s.nr)] = s
+            else:
+                have.merge(s)
+
+    def reset(self) -> None:
+        self.by_key = {}
+        self.window_start_ns = time.time_ns()
+
+    def result(self, end_ns: int | None = None) -> SyscallReport:
+        c = self.collector
+        end_ns = end_ns or time.time_ns()
+        return SyscallReport(list(self.by_key.values()), self.window_start_ns,
+                             end_ns - self.window_start_ns, self.settings.latency,
+                             CollectorStats(c.stats.processed, dict(c.stats.lost), c.stats.drains,
+                                            c.stats.share),
+                             self.settings.latency_budget, c.timing_share)

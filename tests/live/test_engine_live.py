@@ -1,0 +1,103 @@
+"""The engine live: launch mode (`-- CMD`) and several collectors in one process."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+
+import pytest
+from rich.console import Console
+
+from conftest import agent, compile_c
+from ebpf_otlp.export.output_stage import FileTarget, OutputStage
+from ebpf_otlp.processors import CpuSettings, StackProcessor, SyscallProcessor, SyscallSettings
+from ebpf_otlp.records import Profile, SyscallReport
+from ebpf_otlp.runtime.capture import Capture, StopOnSignal
+from test_profile_live import load_pprof, pprof_stacks, self_share
+from test_syscalls_live import K_NANOSLEEP, M_OPENAT, N_GETPPID, mix_binary  # noqa: F401 (a fixture)
+
+pytestmark = pytest.mark.live
+
+
+
+def test_profile_launches_a_command_follows_its_fork_and_returns_its_status(tmp_path):
+    """fork_burn burns parent_burn ~1 s, forks a child that burns child_burn ~1 s, waits
+    and exits 3: both are named, the samples match 99 Hz × the CPU seconds both processes
+    measured themselves (within 10 %), and ebpf-otlp exits 3."""
+    binary = compile_c("fork_burn.c", tmp_path / "fork_burn")
+    r = agent("profile", "-o", str(tmp_path / "cpu.pb.gz"), "--", str(binary), "1")
+    assert r.returncode == 3, r.stderr
+    cpu = {k: float(v) for k, v in re.findall(r"(\w+)_cpu=([\d.]+)", r.stdout)}
+    stacks = pprof_stacks(load_pprof(tmp_path / "cpu.pb.gz"))
+    total = sum(stacks.values())
+    expected = 99 * (cpu["parent"] + cpu["child"])
+    assert abs(total - expected) / expected < 0.10, (total, expected, cpu)
+    for fn in ("parent_burn", "child_burn"):
+        share = self_share(stacks, fn)
+        assert 0.35 < share < 0.65, (fn, share)
+        assert any(st[-2:] == ("main", fn) for st in stacks), fn
+    assert "until it exits" in r.stderr
+
+
+def test_syscalls_launches_a_command_and_counts_it_exactly(tmp_path, mix_binary):
+    """The mix runs only once tracing is attached, so every one of its calls is counted."""
+    out = tmp_path / "sys.json"
+    r = agent("syscalls", "-o", str(out), "--", str(mix_binary), str(N_GETPPID), str(M_OPENAT),
+              str(K_NANOSLEEP), input="g")
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(out.read_text())["stats"]
+    calls = {name: sum(x["calls"] for x in rows if x["syscall"] == name)
+             for name in ("getppid", "openat", "nanosleep")}
+    assert calls == {"getppid": N_GETPPID, "openat": M_OPENAT, "nanosleep": K_NANOSLEEP}
+
+
+def test_a_missing_command_is_one_line_and_exit_2():
+    r = agent("profile", "--", "/nonexistent/program")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "cannot run /nonexistent/program" in r.stderr
+
+
+def test_profile_and_syscalls_together_in_one_process(tmp_path, mix_binary):
+    """One capture engine, two collectors drained on their own intervals, one output stage:
+    the CPU profile finds hot's 3:1 split and the syscall counts of the mix are exact,
+    as in the single-command tests."""
+    hot = compile_c("hot.c", tmp_path / "hot")
+    burn = subprocess.Popen([str(hot), "20"])
+    mix = subprocess.Popen([str(mix_binary), str(N_GETPPID), str(M_OPENAT), str(K_NANOSLEEP)],
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    pids = [burn.pid, mix.pid]
+    cpu = StackProcessor(CpuSettings(hz=199, pids=pids, drain_s=1.0))
+    sys = SyscallProcessor(SyscallSettings(pids=pids, interval_s=0.5))
+    notices = Console(stderr=True)
+    try:
+        with StopOnSignal() as stop:
+            capture = Capture([cpu, sys], stop, notices, duration_s=4.0)
+            capture.start()
+            mix.stdin.write("g")
+            mix.stdin.close()
+            capture.run()
+    finally:
+        burn.kill()
+        mix.kill()
+    assert cpu.collector.stats.drains >= 3 and sys.collector.stats.drains >= 6   # own intervals
+    results = [cpu.result(capture.ended_ns), sys.result(capture.ended_ns)]
+    console = Console(record=True, width=200)
+    stage = OutputStage.create(console, notices,
+                               [FileTarget(str(tmp_path / "cpu.pb.gz"), "pprof", Profile),
+                                FileTarget(str(tmp_path / "sys.json"), "json", SyscallReport)],
+                               {}, None, None, lambda: {})
+    stage.finish(results, "test", capture.started_ns, capture.ended_ns, {})
+
+    stacks = pprof_stacks(load_pprof(tmp_path / "cpu.pb.gz"))
+    hot_stacks = {st: n for st, n in stacks.items() if st and st[0] != "syscall_mix"}
+    a, b = self_share(stacks, "hot_a"), self_share(stacks, "hot_b")
+    assert abs(a / (a + b) - 0.75) < 0.05, (a, b)
+    assert sum(hot_stacks.values()) > 4 * 199 * 0.6
+    rows = {r["syscall"]: r for r in json.loads((tmp_path / "sys.json").read_text())["stats"]
+            if r["pid"] == mix.pid}
+    assert rows["getppid"]["calls"] == N_GETPPID
+    assert rows["openat"]["errnos"] == {"ENOENT": M_OPENAT}
+    assert rows["nanosleep"]["calls"] == K_NANOSLEEP
+    footer = console.export_text()
+    assert "profile losses: none" in footer and "syscalls losses: none" in footer
