@@ -48,7 +48,7 @@ def cflags_for(defines: dict[str, object]) -> list[str]:
     for name, value in sorted(defines.items()):
         if value is True:
             flags.append(f"-D{name}")
-        elif value not in (False, None):
+        elif value is not False and value is not None:   # 0 is a value (an offset, say)
             flags.append(f"-D{name}={value}")
     return flags
 
