@@ -103,6 +103,14 @@ def check_target(pids, command, **others) -> None:
         raise click.UsageError(f"{' and '.join(given)} exclude each other: name one target")
 
 
+def check_comm(comm: str | None) -> None:
+    if comm and len(comm.encode()) > COMM_MAX:
+        raise click.BadParameter(
+            f"{comm!r} is longer than the {COMM_MAX} bytes the kernel keeps of a command name, "
+            f"so it would never match: use {comm.encode()[:COMM_MAX].decode(errors='ignore')!r}",
+            param_hint="'--comm'")
+
+
 def existing_pids(ctx, param, pids):
     for pid in pids:
         if pid <= 0 or not os.path.exists(f"/proc/{pid}"):
@@ -238,11 +246,7 @@ def syscalls(pids, comm, syscalls, duration, interval, latency, latency_budget, 
             raise click.BadParameter(f"unknown syscall {name!r}{hint}", param_hint="'--syscall'")
         numbers.append(nr)
     check_target(pids, command, comm=comm)
-    if comm and len(comm.encode()) > COMM_MAX:
-        raise click.BadParameter(
-            f"{comm!r} is longer than the {COMM_MAX} bytes the kernel keeps of a command name, "
-            f"so it would never match: use {comm.encode()[:COMM_MAX].decode(errors='ignore')!r}",
-            param_hint="'--comm'")
+    check_comm(comm)
     if duration and interval > duration:
         interval = duration
     otlp, spool = otlp_from_flags(otlp_flags)
@@ -250,6 +254,57 @@ def syscalls(pids, comm, syscalls, duration, interval, latency, latency_budget, 
                             latency=latency, latency_budget=latency_budget)
     config = SyscallsConfig(trace=trace, duration_s=duration, command=list(command), by=by, top=top,
                             files=files, json_path=output, otlp=otlp, spool=spool)
+    return run(config, result_console(), notice_console(), STARTED_NS).exit_status
+
+
+def valid_ports(ctx, param, ports):
+    for port in ports:
+        if not 1 <= port <= 65535:
+            raise click.BadParameter(f"{port} is not a TCP/UDP port (1..65535)", ctx, param)
+    return list(ports)
+
+
+@cli.command("trace-net", context_settings=LAUNCH)
+@click.option("-p", "--pid", "pids", type=int, multiple=True, callback=existing_pids,
+              help="Trace only connections of this process (repeatable). Default: every process.")
+@click.option("-c", "--comm", metavar="NAME", help="Trace only processes with this command name.")
+@click.option("--port", "ports", type=int, multiple=True, callback=valid_ports,
+              help="Trace only connections with this local or peer port (repeatable).")
+@click.option("-d", "--duration", type=Duration(), default=None,
+              help="How long, e.g. 60s. Default: until Ctrl-C or SIGTERM.")
+@click.option("-i", "--interval", type=Duration(), default="10s", show_default=True,
+              help="How often metrics go to the collector.")
+@click.option("--hooks", type=click.Choice(["auto", "tracepoints", "kprobes"]), default="auto",
+              show_default=True, help="Kernel hooks: tracepoints (stable) or kprobes; auto prefers "
+                                      "tracepoints and says which it used.")
+@click.option("--rtt", is_flag=True, help="RTT histogram from every ACK (tcp:tcp_probe), not only at close.")
+@click.option("--udp/--no-udp", default=True, show_default=True, help="UDP bytes and datagrams per process and peer.")
+@click.option("--max-connections", type=click.IntRange(min=1024), default=65536, show_default=True,
+              help="Concurrent connections the kernel side can follow; more are counted as lost.")
+@click.option("--top", type=click.IntRange(min=0), default=20, show_default=True,
+              help="Rows in the summary per process and peer (0: none).")
+@click.option("-q", "--quiet", is_flag=True, help="No line per connection on the terminal.")
+@click.option("-o", "--output", metavar="FILE.jsonl", type=click.Path(dir_okay=False),
+              help="Write one JSON object per connection (and UDP flow).")
+@otlp_options
+@command_argument
+def trace_net(pids, comm, ports, duration, interval, hooks, rtt, udp, max_connections, top, quiet,
+              output, command, **otlp_flags):
+    """Trace every TCP connection (IPv4 and IPv6, either role): a line and a span per
+    connection with its process, addresses, bytes, retransmits, RTT and how it ended;
+    TCP and UDP metrics every interval."""
+    from ebpf_otlp.processors import NetSettings
+    from ebpf_otlp.sessions.trace_net import TraceNetConfig, run
+
+    check_target(pids, command, comm=comm)
+    check_comm(comm)
+    if duration and interval > duration:
+        interval = duration
+    otlp, spool = otlp_from_flags(otlp_flags)
+    net = NetSettings(pids=pids, comm=comm, ports=ports, hooks=hooks, rtt=rtt, udp=udp,
+                      max_conns=max_connections, interval_s=interval)
+    config = TraceNetConfig(net=net, duration_s=duration, command=list(command), top=top,
+                            lines=not quiet, jsonl_path=output, otlp=otlp, spool=spool)
     return run(config, result_console(), notice_console(), STARTED_NS).exit_status
 
 

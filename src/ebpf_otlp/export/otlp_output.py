@@ -24,11 +24,12 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
+from ebpf_otlp import __version__
 from ebpf_otlp.export import otlp_profiles
 from ebpf_otlp.export.otlp_settings import OtlpSettings
 from ebpf_otlp.export.otlp_transport import SendError, Transport
 from ebpf_otlp.export.spool import Spool
-from ebpf_otlp.records import CollectorStats, Profile, SyscallReport
+from ebpf_otlp.records import CollectorStats, Connection, NetReport, Profile, SyscallReport
 
 # The SDK exporters log every retry; we count failures and report them in one line instead.
 for _name in ("opentelemetry.exporter", "opentelemetry.sdk"):
@@ -106,12 +107,23 @@ class OtlpOutput:
         from ebpf_otlp.export import syscall_metrics
         self.export_metrics(syscall_metrics.build(report, self.resource))
 
+    def send_connections(self, connections: list[Connection], capture_start_ns: int,
+                         end_ns: int) -> None:
+        """A span per connection, batched by the SDK's BatchSpanProcessor."""
+        from ebpf_otlp.export import net_spans
+        net_spans.emit(self.tracer_provider().get_tracer("ebpf-otlp.trace-net", __version__),
+                       connections, capture_start_ns, end_ns)
+
     def send(self, result) -> None:
-        """A finished result, as the signal its type calls for."""
+        """A finished result, as the signal its type calls for (a NetReport's spans go out
+        as connections close, through send_connections)."""
         if isinstance(result, Profile):
             self.send_profile(result)
         elif isinstance(result, SyscallReport):
             self.send_syscalls(result)
+        elif isinstance(result, NetReport):
+            from ebpf_otlp.export import net_metrics
+            self.export_metrics(net_metrics.build(result, self.resource))
         else:
             raise TypeError(f"no OTLP form for {type(result).__name__}")
 

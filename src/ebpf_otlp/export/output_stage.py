@@ -12,8 +12,10 @@ from typing import TYPE_CHECKING, Callable
 
 from rich.console import Console
 
-from ebpf_otlp.export import files, losses, profile_files, syscall_json
-from ebpf_otlp.records import CollectorStats, Profile, SyscallReport
+import time
+
+from ebpf_otlp.export import files, losses, net_json, net_table, profile_files, syscall_json
+from ebpf_otlp.records import CollectorStats, NetReport, Profile, SyscallReport
 
 if TYPE_CHECKING:
     from ebpf_otlp.export.otlp_output import OtlpOutput
@@ -24,6 +26,7 @@ if TYPE_CHECKING:
 FILE_FORMATS: dict[type, dict[str, Callable[[object], bytes]]] = {
     Profile: profile_files.ENCODERS,
     SyscallReport: {"json": lambda r: syscall_json.encode(r).encode()},
+    NetReport: {"jsonl": lambda r: net_json.encode(r).encode()},
 }
 
 
@@ -41,13 +44,18 @@ class OutputStage:
     files: list[FileTarget] = field(default_factory=list)
     terminal: dict[type, Callable[[object, Console], None]] = field(default_factory=dict)
     otlp: "OtlpOutput | None" = None
+    interval_s: float = 60.0                          # metrics to the collector this often
+    connection_lines: bool = False                    # trace-net: a terminal line per connection
     written: list[FileTarget] = field(default_factory=list)
+    _connections_done: int = 0                        # connections already shown and sent
+    _next_metrics: float = 0.0
 
     @classmethod
     def create(cls, console: Console, notices: Console, file_targets: list[FileTarget],
                terminal: dict[type, Callable[[object, Console], None]],
                otlp: "OtlpSettings | None", spool: "Spool | None",
-               stats: Callable[[], dict[str, CollectorStats]], interval_s: float = 60.0) -> "OutputStage":
+               stats: Callable[[], dict[str, CollectorStats]], interval_s: float = 60.0,
+               connection_lines: bool = False) -> "OutputStage":
         """Check every file can be written before the capture starts; open the OTLP
         output (and resend what earlier runs spooled) when a collector is named."""
         for target in file_targets:
@@ -56,12 +64,26 @@ class OutputStage:
         if otlp:
             from ebpf_otlp.export.otlp_output import open_output   # the SDK loads only when used
             output = open_output(otlp, spool, stats, interval_s)
-        return cls(console, notices, list(file_targets), dict(terminal), output)
+        return cls(console, notices, list(file_targets), dict(terminal), output, interval_s,
+                   connection_lines, _next_metrics=time.monotonic() + interval_s)
 
     def periodic(self, result) -> None:
-        """An interval's cumulative result (metrics) to the collector, while the capture runs."""
-        if self.otlp and isinstance(result, SyscallReport):
-            self.otlp.send_syscalls(result)
+        """While the capture runs: new connections (terminal lines, spans) at once, and the
+        cumulative metrics every interval."""
+        if isinstance(result, NetReport):
+            self._new_connections(result, result.start_ns + result.duration_ns)
+        if self.otlp and isinstance(result, (SyscallReport, NetReport)) and \
+                time.monotonic() >= self._next_metrics:
+            self.otlp.send(result)
+            self._next_metrics = time.monotonic() + self.interval_s
+
+    def _new_connections(self, report: NetReport, end_ns: int) -> None:
+        fresh = report.connections[self._connections_done:]
+        if self.connection_lines and fresh:
+            net_table.print_lines(fresh, self.console, header=not self._connections_done)
+        if self.otlp and fresh:
+            self.otlp.send_connections(fresh, report.start_ns, end_ns)
+        self._connections_done += len(fresh)
 
     def finish(self, results: list, command: str, start_ns: int, end_ns: int,
                span_attributes: dict) -> None:
@@ -72,6 +94,9 @@ class OutputStage:
                 if isinstance(result, target.kind):
                     files.write_bytes(target.path, FILE_FORMATS[target.kind][target.fmt](result))
                     self.written.append(target)
+        for result in results:
+            if isinstance(result, NetReport):   # the last connections, and those still open
+                self._new_connections(result, end_ns)
         if self.otlp:
             for result in results:
                 self.otlp.send(result)   # profiles first: our transport names a failure best
@@ -103,7 +128,7 @@ def result_stats(result) -> CollectorStats:
 def result_name(result) -> str:
     if isinstance(result, Profile):
         return "off-CPU profile" if result.event == "sched_switch" else "profile"
-    return "syscalls"
+    return "trace-net" if isinstance(result, NetReport) else "syscalls"
 
 
 def _span_attributes(results: list) -> dict:
@@ -113,6 +138,9 @@ def _span_attributes(results: list) -> dict:
         if isinstance(r, Profile):
             out.update({"ebpf_otlp.event": r.event, "ebpf_otlp.sample_frequency_hz": r.frequency_hz,
                         f"ebpf_otlp.{r.shown.type}": r.total()})
+        elif isinstance(r, NetReport):
+            out["ebpf_otlp.connections"] = len(r.connections)
+            out["ebpf_otlp.hooks"] = r.hooks
         else:
             out["ebpf_otlp.syscalls"] = r.events
         out[f"ebpf_otlp.{result_name(r).replace(' ', '_').lower()}.lost"] = result_stats(r).total_lost

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 from rich.console import Console
 
@@ -25,7 +25,7 @@ class RunResult:
 
 
 def capture(processors: Sequence[Processor], stage: OutputStage, notices: Console, command: str,
-            what: str, duration_s: float | None, launch: LaunchedCommand | None,
+            what: str | Callable[[], str], duration_s: float | None, launch: LaunchedCommand | None,
             pids: list[int], started_ns: int, span_attributes: dict | None = None) -> RunResult:
     """Run the processors' collectors together until the duration ends, a signal arrives
     or the launched command exits; then write every output. Signals are held from start
@@ -44,7 +44,7 @@ def capture(processors: Sequence[Processor], stage: OutputStage, notices: Consol
             stage.abort()
             raise
         ending = "until it exits" if launch else "Ctrl-C to stop early"
-        notices.print(f"{what}; {ending}", style="dim", highlight=False)
+        notices.print(f"{what() if callable(what) else what}; {ending}", style="dim", highlight=False)
         cap.run()
         if stop.stopped:
             notices.print(f"{stop.signal_name}: stopping, writing what was gathered", style="yellow")

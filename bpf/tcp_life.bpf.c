@@ -1,0 +1,469 @@
+// TCP connection lifecycles (and UDP bytes per process and peer) for `trace-net`.
+//
+// One entry per socket in `conns` (keyed by the socket's address: the source port is 0
+// at SYN_SENT, so no 4-tuple key would do), opened when a connection starts (SYN_SENT in
+// the connecting process; SYN_RECV for an accepted one, in softirq), given its owner in
+// process context (connect, the first send/recv or close of the accepting process), and
+// sent to user space through a ring buffer when it closes, with the kernel's own totals
+// read from struct tcp_sock at offsets taken from the running kernel's BTF (Debian's
+// headers are for another kernel). Open connections are read from `conns` at the end.
+//
+// Two hook sets share everything below them: tracepoints (sock:inet_sock_set_state,
+// sock:sock_{send,recv}_length, tcp:*), and for kernels that have them, kprobes
+// (tcp_set_state, tcp_v{4,6}_connect, inet_csk_accept, tcp_sendmsg, tcp_cleanup_rbuf,
+// tcp_retransmit_skb, tcp_send_active_reset, tcp_reset).
+//
+// Defines: HOOKS_TRACEPOINTS or HOOKS_KPROBES; MAX_CONNS, MAX_UDP; FILTER_PIDS (MAX_PIDS,
+//          FOLLOW_FORKS), FILTER_COMM="name", FILTER_PORTS; RTT (histogram from tcp_probe);
+//          UDP; RETRANS_ERR (tcp_retransmit_skb has `err`); OFF_* field offsets (see
+//          collectors/tcp.py).
+#include <uapi/linux/ptrace.h>
+#include <linux/sched.h>
+
+#define ROLE_CLIENT 1
+#define ROLE_SERVER 2
+
+// TCP states (include/net/tcp_states.h), stable ABI of the tracepoint.
+#define ST_ESTABLISHED 1
+#define ST_SYN_SENT 2
+#define ST_SYN_RECV 3
+#define ST_FIN_WAIT1 4
+#define ST_FIN_WAIT2 5
+#define ST_CLOSE 7
+#define ST_CLOSE_WAIT 8
+#define ST_LAST_ACK 9
+#define ST_LISTEN 10
+#define ST_CLOSING 11
+
+// The kernel's byte counts include sequence space that carries no data: a SYN we sent
+// (acked), our FIN (acked) and the peer's FIN (received). The path through the states
+// says which of them happened, so user space can count payload only.
+#define SEEN_SYN_ACKED 1
+#define SEEN_FIN_ACKED 2
+#define SEEN_FIN_RECEIVED 4
+
+#define AF_INET_ 2
+#define AF_INET6_ 10
+#define PROTO_TCP 6
+#define PROTO_UDP 17
+
+struct conn {
+    u64 start_ns;            // 0: started before the capture
+    u64 established_ns;
+    u64 tx_bytes;            // what the owner sent and received (send/recv): open connections
+    u64 rx_bytes;
+    u32 tgid;                // owner; 0 until seen in process context
+    u32 retrans;             // tcp_retransmit_skb that went out (err == 0)
+    u8 role;
+    u8 rst_sent;
+    u8 rst_received;
+    u8 oldstate;             // at close: the state it closed from
+    u16 family;
+    u16 lport;
+    u16 rport;
+    u16 seen;                // SEEN_* flags
+    u8 laddr[16];
+    u8 raddr[16];
+    char comm[TASK_COMM_LEN];
+};
+
+struct closed {              // to user space when a connection closes
+    struct conn c;
+    u64 sk;
+    u64 end_ns;
+    u64 bytes_acked;         // struct tcp_sock, read at close
+    u64 bytes_received;
+    u32 segs_in;
+    u32 segs_out;
+    u32 total_retrans;
+    u32 srtt_us;             // smoothed RTT << 3, as the kernel keeps it
+    s32 sk_err;
+    u32 pad;
+};
+
+struct udp_key {
+    u32 tgid;
+    u16 family;
+    u16 rport;
+    u8 raddr[16];
+    u32 dir;                 // 0 sent, 1 received
+    char comm[TASK_COMM_LEN];
+};
+
+struct udp_val {
+    u64 bytes;
+    u64 datagrams;
+};
+
+enum tcp_stat {
+    STAT_CLOSED,             // connections reported
+    STAT_CONNS_FULL,         // no room in `conns`: connection not traced
+    STAT_RINGBUF_FULL,       // a closed connection could not be sent up
+    STAT_NO_START,           // closed without its start being seen (began before the capture)
+    STAT_UDP_FULL,           // no room in `udp`
+    STAT_FILTERED,           // closed, not wanted by the filters
+    STAT_MAX,
+};
+
+BPF_HASH(conns, u64, struct conn, MAX_CONNS);
+BPF_RINGBUF_OUTPUT(closed_events, 256);
+BPF_PERCPU_ARRAY(stats, u64, STAT_MAX);
+#ifdef UDP
+BPF_HASH(udp, struct udp_key, struct udp_val, MAX_UDP);
+#endif
+#ifdef RTT
+BPF_ARRAY(rtt_hist, u64, 64);            // log2 buckets of srtt in µs, every ACK
+#endif
+#ifdef FILTER_PIDS
+BPF_HASH(pid_filter, u32, u8, MAX_PIDS);
+#endif
+#ifdef FILTER_PORTS
+BPF_HASH(port_filter, u16, u8, 1024);
+#endif
+
+static __always_inline void bump(int which) {
+    u64 *v = stats.lookup(&which);
+    if (v)
+        (*v)++;
+}
+
+static __always_inline u64 read_u64(const void *sk, int off) {
+    u64 v = 0;
+    bpf_probe_read_kernel(&v, sizeof(v), (const char *)sk + off);
+    return v;
+}
+
+static __always_inline u32 read_u32(const void *sk, int off) {
+    u32 v = 0;
+    bpf_probe_read_kernel(&v, sizeof(v), (const char *)sk + off);
+    return v;
+}
+
+// The owner: the process in whose context the socket is used. Only called from hooks
+// that run in process context (connect, send/recv, close), never from softirq.
+static __always_inline void own(struct conn *c) {
+    if (c->tgid)
+        return;
+    c->tgid = bpf_get_current_pid_tgid() >> 32;
+    bpf_get_current_comm(&c->comm, sizeof(c->comm));
+}
+
+static __always_inline int wanted(struct conn *c) {
+#ifdef FILTER_PIDS
+    if (!pid_filter.lookup(&c->tgid))
+        return 0;
+#endif
+#ifdef FILTER_COMM
+    char want[TASK_COMM_LEN] = FILTER_COMM;
+#pragma unroll
+    for (int i = 0; i < TASK_COMM_LEN; i++) {
+        if (c->comm[i] != want[i])
+            return 0;
+        if (!want[i])
+            break;
+    }
+#endif
+#ifdef FILTER_PORTS
+    u16 l = c->lport, r = c->rport;
+    if (!port_filter.lookup(&l) && !port_filter.lookup(&r))
+        return 0;
+#endif
+    return 1;
+}
+
+static __always_inline void set_addrs(struct conn *c, u16 family, u16 lport, u16 rport,
+                                      const u8 *l4, const u8 *r4, const u8 *l6, const u8 *r6) {
+    c->family = family;
+    c->lport = lport;
+    c->rport = rport;
+    if (family == AF_INET6_) {
+        __builtin_memcpy(c->laddr, l6, 16);
+        __builtin_memcpy(c->raddr, r6, 16);
+    } else {
+        __builtin_memcpy(c->laddr, l4, 4);
+        __builtin_memcpy(c->raddr, r4, 4);
+    }
+}
+
+static __always_inline void emit(u64 sk, struct conn *c, u64 now) {
+    if (!wanted(c)) {
+        bump(STAT_FILTERED);
+        return;
+    }
+    struct closed *e = closed_events.ringbuf_reserve(sizeof(struct closed));
+    if (!e) {
+        bump(STAT_RINGBUF_FULL);
+        return;
+    }
+    const void *p = (const void *)sk;
+    __builtin_memcpy(&e->c, c, sizeof(struct conn));
+    e->sk = sk;
+    e->end_ns = now;
+    e->bytes_acked = read_u64(p, OFF_BYTES_ACKED);
+    e->bytes_received = read_u64(p, OFF_BYTES_RECEIVED);
+    e->segs_in = read_u32(p, OFF_SEGS_IN);
+    e->segs_out = read_u32(p, OFF_SEGS_OUT);
+    e->total_retrans = read_u32(p, OFF_TOTAL_RETRANS);
+    e->srtt_us = read_u32(p, OFF_SRTT_US);
+    e->sk_err = (s32)read_u32(p, OFF_SK_ERR);
+    e->pad = 0;
+    closed_events.ringbuf_submit(e, 0);
+    bump(STAT_CLOSED);
+}
+
+// Every state change of a TCP socket: where connections begin, get their owner and end.
+static __always_inline void state_change(u64 sk, int oldstate, int newstate, u16 family,
+                                         u16 lport, u16 rport, const u8 *l4, const u8 *r4,
+                                         const u8 *l6, const u8 *r6) {
+    u64 now = bpf_ktime_get_ns();
+    struct conn *c = conns.lookup(&sk);
+    if (newstate == ST_SYN_SENT || (newstate == ST_SYN_RECV && !c)) {
+        struct conn fresh = {};
+        fresh.start_ns = now;
+        fresh.role = newstate == ST_SYN_SENT ? ROLE_CLIENT : ROLE_SERVER;
+        if (newstate == ST_SYN_SENT)
+            own(&fresh);     // connect() runs in the connecting process
+        set_addrs(&fresh, family, lport, rport, l4, r4, l6, r6);
+        if (conns.update(&sk, &fresh))
+            bump(STAT_CONNS_FULL);
+        return;
+    }
+    if (!c) {
+        if (newstate == ST_CLOSE || oldstate == ST_LISTEN || newstate == ST_LISTEN)
+            return;          // nothing to say: a listener, or already reported
+        // Under way before the capture: trace it from here, its start unknown.
+        struct conn late = {};
+        late.role = 0;
+        set_addrs(&late, family, lport, rport, l4, r4, l6, r6);
+        if (conns.update(&sk, &late))
+            bump(STAT_CONNS_FULL);
+        c = conns.lookup(&sk);
+        if (!c)
+            return;
+        bump(STAT_NO_START);
+    }
+    set_addrs(c, family, lport, rport, l4, r4, l6, r6);   // the source port is known now
+    if (newstate == ST_ESTABLISHED && !c->established_ns) {
+        c->established_ns = now;
+        if (oldstate == ST_SYN_SENT)
+            c->seen |= SEEN_SYN_ACKED;
+    }
+    if (newstate == ST_FIN_WAIT2 || (newstate == ST_CLOSE && (oldstate == ST_LAST_ACK ||
+                                                              oldstate == ST_CLOSING)))
+        c->seen |= SEEN_FIN_ACKED;     // (unless it ended in a reset or error: see user space)
+    if (newstate == ST_CLOSE_WAIT || newstate == ST_CLOSING ||
+        (newstate == ST_CLOSE && oldstate == ST_FIN_WAIT2))
+        c->seen |= SEEN_FIN_RECEIVED;
+    if (newstate == ST_FIN_WAIT1 || newstate == ST_LAST_ACK)
+        own(c);              // close() or shutdown(): the owner's own call
+    if (newstate == ST_CLOSE) {
+        c->oldstate = oldstate;
+        emit(sk, c, now);
+        conns.delete(&sk);
+    }
+}
+
+static __always_inline void io(u64 sk, u16 family, u16 protocol, int ret, u32 dir) {
+    if (ret <= 0)
+        return;
+    if (protocol == PROTO_TCP) {
+        struct conn *c = conns.lookup(&sk);
+        if (!c)
+            return;
+        own(c);
+        if (dir)
+            c->rx_bytes += ret;
+        else
+            c->tx_bytes += ret;
+        return;
+    }
+#ifdef UDP
+    if (protocol != PROTO_UDP)
+        return;
+    struct udp_key key = {};
+    key.tgid = bpf_get_current_pid_tgid() >> 32;
+#ifdef FILTER_PIDS
+    if (!pid_filter.lookup(&key.tgid))
+        return;
+#endif
+    bpf_get_current_comm(&key.comm, sizeof(key.comm));
+    key.family = family;
+    key.dir = dir;
+    const void *p = (const void *)sk;
+    key.rport = (u16)read_u32(p, OFF_SKC_DPORT);   // network order; 0 when not connected
+    if (family == AF_INET6_)
+        bpf_probe_read_kernel(&key.raddr, 16, (const char *)p + OFF_SKC_V6_DADDR);
+    else
+        bpf_probe_read_kernel(&key.raddr, 4, (const char *)p + OFF_SKC_DADDR);
+    struct udp_val zero = {};
+    struct udp_val *v = udp.lookup_or_try_init(&key, &zero);
+    if (!v) {
+        bump(STAT_UDP_FULL);
+        return;
+    }
+    __sync_fetch_and_add(&v->bytes, ret);
+    __sync_fetch_and_add(&v->datagrams, 1);
+#endif
+}
+
+static __always_inline void retransmitted(u64 sk) {
+    struct conn *c = conns.lookup(&sk);
+    if (c)
+        __sync_fetch_and_add(&c->retrans, 1);
+}
+
+static __always_inline void reset(u64 sk, int sent) {
+    struct conn *c = conns.lookup(&sk);
+    if (!c)
+        return;
+    if (sent)
+        c->rst_sent = 1;
+    else
+        c->rst_received = 1;
+}
+
+#ifdef RTT
+static __always_inline void rtt_sample(u32 srtt_us) {
+    int bucket = 0;
+#pragma unroll
+    for (int i = 0; i < 32; i++) {
+        if ((srtt_us >> i) > 1)
+            bucket = i + 1;
+    }
+    u64 *v = rtt_hist.lookup(&bucket);
+    if (v)
+        __sync_fetch_and_add(v, 1);
+}
+#endif
+
+#ifdef FOLLOW_FORKS
+TRACEPOINT_PROBE(sched, sched_process_fork) {
+    u32 parent = bpf_get_current_pid_tgid() >> 32;
+    if (!pid_filter.lookup(&parent))
+        return 0;
+    u32 child = args->child_pid;
+    u8 one = 1;
+    pid_filter.update(&child, &one);
+    return 0;
+}
+#endif
+
+#ifdef HOOKS_TRACEPOINTS
+TRACEPOINT_PROBE(sock, inet_sock_set_state) {
+    if (args->protocol != PROTO_TCP)
+        return 0;
+    // Copied to the stack: the verifier refuses reads through a moved context pointer.
+    u8 l4[4], r4[4], l6[16], r6[16];
+    bpf_probe_read_kernel(&l4, sizeof(l4), args->saddr);
+    bpf_probe_read_kernel(&r4, sizeof(r4), args->daddr);
+    bpf_probe_read_kernel(&l6, sizeof(l6), args->saddr_v6);
+    bpf_probe_read_kernel(&r6, sizeof(r6), args->daddr_v6);
+    state_change((u64)args->skaddr, args->oldstate, args->newstate, args->family,
+                 args->sport, args->dport, l4, r4, l6, r6);
+    return 0;
+}
+
+TRACEPOINT_PROBE(sock, sock_send_length) {
+    io((u64)args->sk, args->family, args->protocol, args->ret, 0);
+    return 0;
+}
+
+TRACEPOINT_PROBE(sock, sock_recv_length) {
+    io((u64)args->sk, args->family, args->protocol, args->ret, 1);
+    return 0;
+}
+
+TRACEPOINT_PROBE(tcp, tcp_retransmit_skb) {
+#ifdef RETRANS_ERR
+    if (args->err)
+        return 0;            // not sent: no retransmission happened
+#endif
+    retransmitted((u64)args->skaddr);
+    return 0;
+}
+
+// Raw: the formatted tracepoint's `enum sk_rst_reason` is unknown to older headers; the
+// socket has been the first argument in every kernel that has this tracepoint.
+RAW_TRACEPOINT_PROBE(tcp_send_reset) {
+    u64 sk = ctx->args[0];
+    if (sk)
+        reset(sk, 1);
+    return 0;
+}
+
+TRACEPOINT_PROBE(tcp, tcp_receive_reset) {
+    reset((u64)args->skaddr, 0);
+    return 0;
+}
+
+// A socket destroyed without passing through TCP_CLOSE here (should not happen): forget it.
+TRACEPOINT_PROBE(tcp, tcp_destroy_sock) {
+    u64 sk = (u64)args->skaddr;
+    conns.delete(&sk);
+    return 0;
+}
+
+#ifdef RTT
+TRACEPOINT_PROBE(tcp, tcp_probe) {
+    rtt_sample(args->srtt);  // µs (already unscaled by the tracepoint)
+    return 0;
+}
+#endif
+#endif  // HOOKS_TRACEPOINTS
+
+#ifdef HOOKS_KPROBES
+// Kernel-internal sockets read at BTF offsets: never through the (mismatched) headers.
+static __always_inline void sk_state_change(void *sk, int newstate) {
+    u8 oldstate = 0;
+    bpf_probe_read_kernel(&oldstate, 1, (char *)sk + OFF_SKC_STATE);
+    u16 family = 0, lport = 0, rport = 0;
+    bpf_probe_read_kernel(&family, 2, (char *)sk + OFF_SKC_FAMILY);
+    bpf_probe_read_kernel(&lport, 2, (char *)sk + OFF_SKC_NUM);     // host order
+    bpf_probe_read_kernel(&rport, 2, (char *)sk + OFF_SKC_DPORT);   // network order
+    rport = (rport >> 8) | (rport << 8);
+    u8 l4[4] = {}, r4[4] = {}, l6[16] = {}, r6[16] = {};
+    bpf_probe_read_kernel(&l4, 4, (char *)sk + OFF_SKC_RCV_SADDR);
+    bpf_probe_read_kernel(&r4, 4, (char *)sk + OFF_SKC_DADDR);
+    bpf_probe_read_kernel(&l6, 16, (char *)sk + OFF_SKC_V6_RCV_SADDR);
+    bpf_probe_read_kernel(&r6, 16, (char *)sk + OFF_SKC_V6_DADDR);
+    state_change((u64)sk, oldstate, newstate, family, lport, rport, l4, r4, l6, r6);
+}
+
+int kp_tcp_set_state(struct pt_regs *ctx) {
+    sk_state_change((void *)PT_REGS_PARM1(ctx), (int)PT_REGS_PARM2(ctx));
+    return 0;
+}
+
+int kp_tcp_sendmsg(struct pt_regs *ctx) {
+    io((u64)PT_REGS_PARM1(ctx), 0, PROTO_TCP, (int)PT_REGS_PARM3(ctx), 0);
+    return 0;
+}
+
+int kp_tcp_cleanup_rbuf(struct pt_regs *ctx) {
+    io((u64)PT_REGS_PARM1(ctx), 0, PROTO_TCP, (int)PT_REGS_PARM2(ctx), 1);
+    return 0;
+}
+
+int kretp_inet_csk_accept(struct pt_regs *ctx) {
+    u64 sk = PT_REGS_RC(ctx);
+    struct conn *c = sk ? conns.lookup(&sk) : 0;
+    if (c)
+        own(c);              // accept() returns in the accepting process
+    return 0;
+}
+
+int kp_tcp_retransmit_skb(struct pt_regs *ctx) {
+    retransmitted((u64)PT_REGS_PARM1(ctx));
+    return 0;
+}
+
+int kp_tcp_send_active_reset(struct pt_regs *ctx) {
+    reset((u64)PT_REGS_PARM1(ctx), 1);
+    return 0;
+}
+
+int kp_tcp_reset(struct pt_regs *ctx) {
+    reset((u64)PT_REGS_PARM1(ctx), 0);
+    return 0;
+}
+#endif  // HOOKS_KPROBES

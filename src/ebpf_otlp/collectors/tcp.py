@@ -1,0 +1,306 @@
+"""TCP connection collector: socket state changes → one Connection per connection, and
+UDP bytes per process and peer (bpf/tcp_life.bpf.c)."""
+
+from __future__ import annotations
+
+import ctypes as ct
+import errno
+import ipaddress
+import os
+import time
+
+from ebpf_otlp.collectors.base import Collector
+from ebpf_otlp.errors import AgentError
+from ebpf_otlp.records import HOST, Connection, UdpFlow
+from ebpf_otlp.runtime import loader
+from ebpf_otlp.runtime.maps import drain, percpu_counters
+from ebpf_otlp.runtime.processes import container_of
+from ebpf_otlp.runtime.tracefs import ensure_tracefs
+
+# Kernel-internal fields, read at the running kernel's BTF offsets (define -> struct.member).
+FIELDS = {
+    "OFF_BYTES_ACKED": "tcp_sock.bytes_acked", "OFF_BYTES_RECEIVED": "tcp_sock.bytes_received",
+    "OFF_SEGS_IN": "tcp_sock.segs_in", "OFF_SEGS_OUT": "tcp_sock.segs_out",
+    "OFF_TOTAL_RETRANS": "tcp_sock.total_retrans", "OFF_SRTT_US": "tcp_sock.srtt_us",
+    "OFF_SK_ERR": "sock.sk_err",
+    "OFF_SKC_STATE": "sock.__sk_common.skc_state", "OFF_SKC_FAMILY": "sock.__sk_common.skc_family",
+    "OFF_SKC_NUM": "sock.__sk_common.skc_num", "OFF_SKC_DPORT": "sock.__sk_common.skc_dport",
+    "OFF_SKC_DADDR": "sock.__sk_common.skc_daddr",
+    "OFF_SKC_RCV_SADDR": "sock.__sk_common.skc_rcv_saddr",
+    "OFF_SKC_V6_DADDR": "sock.__sk_common.skc_v6_daddr",
+    "OFF_SKC_V6_RCV_SADDR": "sock.__sk_common.skc_v6_rcv_saddr",
+}
+TRACEPOINTS = ("sock/inet_sock_set_state", "sock/sock_send_length", "sock/sock_recv_length",
+               "tcp/tcp_retransmit_skb", "tcp/tcp_receive_reset", "tcp/tcp_destroy_sock")
+KPROBES = (("kp_tcp_set_state", "tcp_set_state", False), ("kp_tcp_sendmsg", "tcp_sendmsg", False),
+           ("kp_tcp_cleanup_rbuf", "tcp_cleanup_rbuf", False),
+           ("kretp_inet_csk_accept", "inet_csk_accept", True),
+           ("kp_tcp_retransmit_skb", "tcp_retransmit_skb", False),
+           ("kp_tcp_send_active_reset", "tcp_send_active_reset", False),
+           ("kp_tcp_reset", "tcp_reset", False))
+
+# Order of `enum tcp_stat` in bpf/tcp_life.bpf.c: reported, then losses by cause.
+STAT_CLOSED, CONNS_FULL, RINGBUF_FULL, NO_START, UDP_FULL, FILTERED = range(6)
+LOSSES = {CONNS_FULL: "connection not traced (connection map full)",
+          RINGBUF_FULL: "closed connection dropped (ring buffer full)",
+          UDP_FULL: "udp flow dropped (udp map full)"}
+ROLES = {1: "client", 2: "server"}
+ST_SYN_SENT = 2
+SEEN_SYN_ACKED, SEEN_FIN_ACKED, SEEN_FIN_RECEIVED = 1, 2, 4   # bpf/tcp_life.bpf.c
+
+
+def payload_bytes(acked: int, received: int, seen: int, clean_end: bool) -> tuple[int, int]:
+    """The kernel's acked and received byte counts less the SYN and FIN sequence numbers
+    among them, which carry no data: what the applications wrote and read."""
+    if seen & SEEN_SYN_ACKED:
+        acked -= 1
+    if seen & SEEN_FIN_ACKED and clean_end:
+        acked -= 1
+    if seen & SEEN_FIN_RECEIVED and clean_end:
+        received -= 1
+    return max(acked, 0), max(received, 0)
+
+
+class _Conn(ct.Structure):
+    _fields_ = [("start_ns", ct.c_uint64), ("established_ns", ct.c_uint64),
+                ("tx_bytes", ct.c_uint64), ("rx_bytes", ct.c_uint64),
+                ("tgid", ct.c_uint32), ("retrans", ct.c_uint32),
+                ("role", ct.c_uint8), ("rst_sent", ct.c_uint8), ("rst_received", ct.c_uint8),
+                ("oldstate", ct.c_uint8), ("family", ct.c_uint16), ("lport", ct.c_uint16),
+                ("rport", ct.c_uint16), ("seen", ct.c_uint16),
+                ("laddr", ct.c_uint8 * 16), ("raddr", ct.c_uint8 * 16), ("comm", ct.c_char * 16)]
+
+
+class _Closed(ct.Structure):
+    _fields_ = [("c", _Conn), ("sk", ct.c_uint64), ("end_ns", ct.c_uint64),
+                ("bytes_acked", ct.c_uint64), ("bytes_received", ct.c_uint64),
+                ("segs_in", ct.c_uint32), ("segs_out", ct.c_uint32),
+                ("total_retrans", ct.c_uint32), ("srtt_us", ct.c_uint32),
+                ("sk_err", ct.c_int32), ("pad", ct.c_uint32)]
+
+
+def tracefs_has(event: str) -> bool:
+    return os.path.isdir(os.path.join(ensure_tracefs(), "events", event))
+
+
+def kprobes_available() -> bool:
+    """Kernels built with CONFIG_KPROBES (and kprobe events) have this file in tracefs."""
+    return os.path.exists(os.path.join(ensure_tracefs(), "kprobe_events"))
+
+
+def choose_hooks(wanted: str) -> str:
+    """`auto`: tracepoints where the kernel has them (stable), else kprobes."""
+    have_tp = all(tracefs_has(e) for e in TRACEPOINTS)
+    if wanted == "tracepoints" and not have_tp:
+        missing = [e for e in TRACEPOINTS if not tracefs_has(e)]
+        raise AgentError(f"this kernel lacks the tracepoints {', '.join(missing)} (Linux 6.3+ has "
+                         "them all): use --hooks kprobes")
+    if wanted == "kprobes" and not kprobes_available():
+        raise AgentError("this kernel cannot attach kprobes (built without CONFIG_KPROBES: no "
+                         "kprobe_events in tracefs): use --hooks tracepoints")
+    if wanted == "auto":
+        if have_tp:
+            return "tracepoints"
+        if kprobes_available():
+            return "kprobes"
+        raise AgentError("this kernel has neither the socket tracepoints trace-net uses (Linux "
+                         "6.3+) nor kprobes ('ebpf-otlp doctor' says more)")
+    return wanted
+
+
+def field_offsets() -> dict[str, int]:
+    from ebpf_otlp.runtime.btf import Btf
+
+    try:
+        return Btf.from_file().offsets(FIELDS)
+    except OSError as e:
+        raise AgentError(f"cannot read the kernel's BTF ({e.strerror}: /sys/kernel/btf/vmlinux): "
+                         "trace-net needs it for struct tcp_sock (CONFIG_DEBUG_INFO_BTF)") from None
+    except KeyError as e:
+        raise AgentError(f"this kernel's BTF lacks {e.args[0]}: trace-net cannot read it") from None
+
+
+def _address(family: int, raw) -> str:
+    data = bytes(raw)
+    return str(ipaddress.IPv6Address(data) if family == 10 else ipaddress.IPv4Address(data[:4]))
+
+
+def _errno_name(code: int) -> str:
+    return errno.errorcode.get(abs(code), str(code)) if code else ""
+
+
+def result_of(oldstate: int, sk_err: int, rst_sent: bool, rst_received: bool) -> str:
+    """How a connection ended, from the state it closed from and the socket's error."""
+    err = abs(sk_err)
+    if oldstate == ST_SYN_SENT:   # the connect never completed
+        return {errno.ECONNREFUSED: "refused", errno.ETIMEDOUT: "timed_out"}.get(
+            err, "refused" if rst_received else "failed")
+    if err == errno.ETIMEDOUT:
+        return "timed_out"
+    if rst_received or err == errno.ECONNRESET:
+        return "reset_received"
+    if rst_sent:
+        return "reset_sent"
+    return "normal"
+
+
+class TcpCollector(Collector):
+    """Every TCP connection of the wanted processes (and ports), as it closes; connections
+    still open at the end are reported too. UDP bytes and datagrams per process and peer
+    with `udp`; an RTT histogram from every ACK with `rtt` (tcp:tcp_probe)."""
+
+    name = "trace-net"
+
+    def __init__(self, pids: list[int] | None = None, comm: str | None = None,
+                 ports: list[int] | None = None, hooks: str = "auto", rtt: bool = False,
+                 udp: bool = True, max_conns: int = 65536, interval_s: float = 1.0,
+                 follow_forks: bool = False):
+        super().__init__()
+        self.pids, self.comm, self.ports = list(pids or []), comm, list(ports or [])
+        self.wanted_hooks, self.rtt, self.udp = hooks, rtt, udp
+        self.max_conns, self.interval_s, self.follow_forks = max_conns, interval_s, follow_forks
+        self.hooks = ""
+        self.rtt_log2_us: dict[int, int] = {}   # log2(srtt µs) bucket → ACKs, cumulative (--rtt)
+        self._bpf = None
+        self._closed: list[_Closed] = []
+        self._containers: dict = {}
+        self._clock_offset = time.time_ns() - time.monotonic_ns()   # bpf_ktime → wall clock
+
+    # -- start -------------------------------------------------------------------------
+    def start(self) -> None:
+        self.hooks = choose_hooks(self.wanted_hooks)
+        self._bpf = loader.load("tcp_life", self.defines())
+        self._fill_filters()
+        if self.hooks == "kprobes":
+            for fn, target, ret in KPROBES:
+                if ret:
+                    self._bpf.attach_kretprobe(event=target, fn_name=fn)
+                else:
+                    self._bpf.attach_kprobe(event=target, fn_name=fn)
+        self._bpf["closed_events"].open_ring_buffer(self._on_closed)
+
+    def defines(self) -> dict[str, object]:
+        comm = None
+        if self.comm:
+            comm = '"' + self.comm[:15].replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return {**field_offsets(), f"HOOKS_{self.hooks.upper()}": True, "MAX_CONNS": self.max_conns,
+                "MAX_UDP": 16384, "UDP": self.udp, "RTT": self.rtt,
+                "RETRANS_ERR": self.hooks == "tracepoints" and _has_field("tcp/tcp_retransmit_skb", "err"),
+                "FILTER_PIDS": bool(self.pids), "MAX_PIDS": 65536 if self.follow_forks else 4096,
+                "FOLLOW_FORKS": self.follow_forks, "FILTER_COMM": comm,
+                "FILTER_PORTS": bool(self.ports)}
+
+    def _fill_filters(self) -> None:
+        one = ct.c_uint8(1)
+        for pid in self.pids:
+            self._bpf["pid_filter"][ct.c_uint32(pid)] = one
+        for port in self.ports:
+            self._bpf["port_filter"][ct.c_uint16(port)] = one
+
+    # -- events ------------------------------------------------------------------------
+    def _on_closed(self, _ctx, data, _size) -> None:
+        """Only copied here: building records waits until the poll returns."""
+        self._closed.append(_Closed.from_buffer_copy(ct.string_at(data, ct.sizeof(_Closed))))
+
+    def poll(self, timeout_ms: int) -> bool:
+        self._bpf.ring_buffer_poll(timeout_ms)
+        return True
+
+    def _connection(self, c: _Conn, end_ns: int, **closed) -> Connection:
+        """`closed`: what the kernel's tcp_sock said at close, over what was seen on the way."""
+        wall = self._clock_offset
+        fields = dict(
+            pid=c.tgid, process_name=c.comm.decode(errors="replace"), role=ROLES.get(c.role, ""),
+            family=6 if c.family == 10 else 4,
+            local_address=_address(c.family, c.laddr), local_port=c.lport,
+            peer_address=_address(c.family, c.raddr), peer_port=c.rport,
+            start_ns=c.start_ns + wall if c.start_ns else 0, end_ns=end_ns + wall if end_ns else 0,
+            handshake_ns=(c.established_ns - c.start_ns
+                          if c.role == 1 and c.established_ns and c.start_ns else None),
+            bytes_sent=c.tx_bytes, bytes_received=c.rx_bytes, retransmits=c.retrans,
+            container=self._container(c.tgid))
+        fields.update(closed)
+        return Connection(**fields)
+
+    def _container(self, pid: int):
+        """Looked up once per process, while it most likely still lives."""
+        if pid not in self._containers:
+            self._containers[pid] = container_of(pid) if pid else HOST
+        return self._containers[pid]
+
+    def _records(self) -> list[Connection]:
+        closed, self._closed = self._closed, []
+        out = []
+        for e in closed:
+            result = result_of(e.c.oldstate, e.sk_err, bool(e.c.rst_sent), bool(e.c.rst_received))
+            sent, received = payload_bytes(e.bytes_acked, e.bytes_received, e.c.seen,
+                                           result == "normal")
+            out.append(self._connection(
+                e.c, e.end_ns, bytes_sent=sent, bytes_received=received,
+                segs_in=e.segs_in, segs_out=e.segs_out, retransmits=e.total_retrans,
+                srtt_us=e.srtt_us >> 3, result=result, error=_errno_name(e.sk_err)))
+        return out
+
+    def _udp(self) -> list[UdpFlow]:
+        if not self.udp:
+            return []
+        flows = []
+        for key, value in drain(self._bpf["udp"]):
+            flows.append(UdpFlow(
+                pid=key.tgid, process_name=key.comm.decode(errors="replace"),
+                direction="receive" if key.dir else "transmit", family=6 if key.family == 10 else 4,
+                peer_address=_address(key.family, key.raddr) if key.rport else "",
+                peer_port=int.from_bytes(key.rport.to_bytes(2, "little"), "big"),
+                bytes=value.bytes, datagrams=value.datagrams))
+        return flows
+
+    def _read_rtt(self) -> None:
+        if self.rtt:
+            self.rtt_log2_us = {k.value: v.value for k, v in self._bpf["rtt_hist"].items() if v.value}
+
+    # -- drain and stop ----------------------------------------------------------------
+    def drain(self) -> list:
+        self._bpf.ring_buffer_poll(0)
+        records = self._records() + self._udp()
+        self._read_stats()
+        self.stats.drains += 1
+        return records
+
+    def _read_stats(self) -> None:
+        total = percpu_counters(self._bpf["stats"], 6)
+        self.stats.processed = total[STAT_CLOSED]
+        for stat, cause in LOSSES.items():
+            self.stats.set_lost(cause, total[stat])
+        self._read_rtt()
+
+    def progress(self) -> str:
+        return f"{self.stats.processed} connections"
+
+    def stop(self) -> list:
+        """Detach, report what closed, then every connection still open, marked open."""
+        if self._bpf is None:
+            return []
+        records = self.drain()
+        still_open = [c for c in self._bpf["conns"].values() if c.tgid or c.start_ns]
+        pids = {k.value for k in self._bpf["pid_filter"].keys()} if self.pids else set()
+        self._bpf.cleanup()
+        self._bpf = None
+        opened = (self._connection(c, 0, result="open") for c in still_open)
+        return records + [c for c in opened if self._wanted(c, pids)]
+
+    def _wanted(self, conn: Connection, pids: set[int]) -> bool:
+        """The kernel filters closed connections; open ones are filtered here, the same way
+        (`pids`: the kernel's filter, with the processes launch mode followed)."""
+        if self.pids and conn.pid not in pids:
+            return False
+        if self.comm and conn.process_name != self.comm[:15]:
+            return False
+        return not self.ports or conn.local_port in self.ports or conn.peer_port in self.ports
+
+
+def _has_field(event: str, field: str) -> bool:
+    try:
+        with open(os.path.join(ensure_tracefs(), "events", event, "format")) as f:
+            return any(f" {field};" in line for line in f if "field:" in line)
+    except OSError:
+        return False

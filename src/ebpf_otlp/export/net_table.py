@@ -1,0 +1,71 @@
+"""trace-net on the terminal: a line per connection as it closes (in the spirit of
+tcplife), and at the end a summary per process and peer."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from ebpf_otlp.records import Connection, NetReport
+
+HEADER = (f"{'PID':>7} {'COMM':<15} {'LADDR:LPORT':<28} {'RADDR:RPORT':<28} {'TX_KB':>8} "
+          f"{'RX_KB':>8} {'MS':>9} {'RETR':>5} RESULT")
+
+
+def _endpoint(address: str, port: int) -> str:
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+def line(c: Connection) -> str:
+    ms = f"{c.duration_ns / 1e6:.2f}" if c.duration_ns is not None else "-"
+    return (f"{c.pid:>7} {c.process_name[:15]:<15} {_endpoint(c.local_address, c.local_port):<28} "
+            f"{_endpoint(c.peer_address, c.peer_port):<28} {c.bytes_sent / 1024:>8.1f} "
+            f"{c.bytes_received / 1024:>8.1f} {ms:>9} {c.retransmits:>5} {c.result}")
+
+
+def print_lines(connections: list[Connection], console: Console, header: bool) -> None:
+    if header:
+        console.print(HEADER, style="bold", highlight=False)
+    for c in connections:
+        console.print(Text(line(c), style="red" if c.failed else ""), highlight=False, soft_wrap=True)
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+def render_summary(report: NetReport, console: Console, top: int = 20) -> None:
+    groups: dict[tuple, list[Connection]] = defaultdict(list)
+    for c in report.connections:
+        groups[(c.pid, c.process_name, c.role, *c.server)].append(c)
+    t = Table(title=f"TCP connections by process and peer ({len(report.connections)} over "
+                    f"{report.duration_ns / 1e9:.1f} s, {report.hooks})", title_justify="left")
+    for col in ("pid", "process", "role", "server", "conns", "failed", "p50 ms", "p99 ms",
+                "TX KB", "RX KB", "retrans", "rtt ms"):
+        t.add_column(col, justify="left" if col in ("process", "role", "server") else "right")
+    ranked = sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0]))[:top]
+    for (pid, name, role, address, port), conns in ranked:
+        durations = [c.duration_ns / 1e6 for c in conns if c.duration_ns is not None]
+        rtts = [c.srtt_us / 1e3 for c in conns if c.srtt_us]
+        cell = lambda v: "-" if v is None else f"{v:.2f}"   # noqa: E731
+        t.add_row(str(pid), Text(name), role or "?", Text(_endpoint(address, port)), str(len(conns)),
+                  str(sum(c.failed for c in conns)), cell(_percentile(durations, 0.5)),
+                  cell(_percentile(durations, 0.99)), f"{sum(c.bytes_sent for c in conns) / 1024:.1f}",
+                  f"{sum(c.bytes_received for c in conns) / 1024:.1f}",
+                  str(sum(c.retransmits for c in conns)), cell(_percentile(rtts, 0.5)))
+    console.print(t)
+    if report.udp:
+        u = Table(title="UDP by process and peer", title_justify="left")
+        for col in ("pid", "process", "direction", "peer", "datagrams", "KB"):
+            u.add_column(col, justify="left" if col in ("process", "direction", "peer") else "right")
+        for f in sorted(report.udp, key=lambda f: -f.bytes)[:top]:
+            u.add_row(str(f.pid), Text(f.process_name), f.direction,
+                      _endpoint(f.peer_address, f.peer_port) if f.peer_address else "(unconnected)",
+                      str(f.datagrams), f"{f.bytes / 1024:.1f}")
+        console.print(u)

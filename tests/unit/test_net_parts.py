@@ -1,0 +1,127 @@
+"""trace-net's pure parts, fed with hand-made connections: results, payload bytes,
+spans, metrics, JSON lines and the terminal."""
+
+import errno
+import json
+
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+from rich.console import Console
+
+from ebpf_otlp.collectors.tcp import (SEEN_FIN_ACKED, SEEN_FIN_RECEIVED, SEEN_SYN_ACKED,
+                                      payload_bytes, result_of)
+from ebpf_otlp.export import net_json, net_metrics, net_spans, net_table
+from ebpf_otlp.export.resource import build_resource
+from ebpf_otlp.records import Connection, NetReport, UdpFlow
+
+T0 = 1_700_000_000_000_000_000
+
+
+def conn(**kw) -> Connection:
+    base = dict(pid=10, process_name="curl", role="client", family=4, local_address="10.0.0.1",
+                local_port=40000, peer_address="10.0.0.2", peer_port=443, start_ns=T0,
+                end_ns=T0 + 2_000_000, handshake_ns=100_000, bytes_sent=100, bytes_received=5000,
+                segs_in=5, segs_out=4, retransmits=0, srtt_us=50)
+    base.update(kw)
+    return Connection(**base)
+
+
+def test_how_a_connection_ended():
+    assert result_of(2, errno.ECONNREFUSED, False, True) == "refused"
+    assert result_of(2, errno.ETIMEDOUT, False, False) == "timed_out"
+    assert result_of(2, 0, False, False) == "failed"          # e.g. closed while connecting
+    assert result_of(9, 0, False, False) == "normal"          # LAST_ACK → CLOSE
+    assert result_of(1, errno.ECONNRESET, False, True) == "reset_received"
+    assert result_of(1, 0, True, False) == "reset_sent"
+    assert result_of(1, errno.ETIMEDOUT, False, False) == "timed_out"
+
+
+def test_payload_leaves_out_syn_and_fin_sequence_numbers():
+    # A client that sent 50 bytes and read 5000, closing cleanly: SYN and FIN acked, FIN in.
+    seen = SEEN_SYN_ACKED | SEEN_FIN_ACKED | SEEN_FIN_RECEIVED
+    assert payload_bytes(52, 5001, seen, clean_end=True) == (50, 5000)
+    # A server: its SYN-ACK is not in bytes_acked.
+    assert payload_bytes(5001, 51, SEEN_FIN_ACKED | SEEN_FIN_RECEIVED, True) == (5000, 50)
+    # A reset: no FIN went either way, whatever the states said.
+    assert payload_bytes(51, 10, SEEN_SYN_ACKED | SEEN_FIN_ACKED, clean_end=False) == (50, 10)
+
+
+def test_spans_kind_status_and_attributes():
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    server = conn(role="server", local_address="10.0.0.2", local_port=443,
+                  peer_address="10.0.0.1", peer_port=40000, handshake_ns=None)
+    refused = conn(result="refused", error="ECONNREFUSED", bytes_sent=0, bytes_received=0,
+                   end_ns=T0 + 10_000)
+    still_open = conn(result="open", end_ns=0)
+    net_spans.emit(provider.get_tracer("t"), [conn(), server, refused, still_open], T0, T0 + 9_000_000)
+    spans = exporter.get_finished_spans()
+    client, srv, ref, op = spans
+    assert client.kind == SpanKind.CLIENT and srv.kind == SpanKind.SERVER
+    assert client.name == srv.name == "tcp 10.0.0.2:443"
+    assert client.start_time == T0 and client.end_time == T0 + 2_000_000
+    a = client.attributes
+    assert a["network.peer.address"] == "10.0.0.2" and a["server.port"] == 443
+    assert a["client.port"] == 40000 and a["process.pid"] == 10 and a["network.type"] == "ipv4"
+    assert a["ebpf_otlp.tcp.bytes_sent"] == 100 and a["ebpf_otlp.tcp.rtt_us"] == 50
+    assert srv.attributes["client.address"] == "10.0.0.1" and srv.attributes["server.address"] == "10.0.0.2"
+    assert ref.status.status_code == StatusCode.ERROR and ref.attributes["error.type"] == "connection_refused"
+    assert op.end_time == T0 + 9_000_000 and op.attributes["ebpf_otlp.tcp.open"] is True
+    assert client.status.status_code == StatusCode.UNSET
+
+
+def report(**kw) -> NetReport:
+    conns = [conn(), conn(local_port=40001, retransmits=3), conn(result="reset_received"),
+             conn(role="server", local_address="10.0.0.2", local_port=443, peer_address="10.0.0.9",
+                  peer_port=51000, handshake_ns=None)]
+    udp = [UdpFlow(10, "dig", "transmit", 4, "10.0.0.53", 53, bytes=300, datagrams=3)]
+    return NetReport(conns, udp, T0, 5_000_000_000, "tracepoints", **kw)
+
+
+def test_metrics_are_cumulative_and_bounded():
+    data = net_metrics.build(report(), build_resource())
+    metrics = {m.name: m for m in data.resource_metrics[0].scope_metrics[0].metrics}
+    connections = metrics["ebpf_otlp.tcp.connections"].data.data_points
+    assert sum(p.value for p in connections) == 4
+    for p in connections:   # a client's ephemeral port is never an attribute
+        assert 40000 not in p.attributes.values() and 51000 not in p.attributes.values()
+        assert p.attributes["server.port"] == 443
+    by_dir = {p.attributes["network.io.direction"]: 0 for p in metrics["ebpf_otlp.tcp.bytes"].data.data_points}
+    for p in metrics["ebpf_otlp.tcp.bytes"].data.data_points:
+        by_dir[p.attributes["network.io.direction"]] += p.value
+    assert by_dir == {"transmit": 400, "receive": 20000}
+    assert sum(p.value for p in metrics["ebpf_otlp.tcp.retransmits"].data.data_points) == 3
+    [reset] = metrics["ebpf_otlp.tcp.resets"].data.data_points
+    assert reset.value == 1 and reset.attributes["ebpf_otlp.tcp.reset.direction"] == "received"
+    hs = metrics["ebpf_otlp.tcp.handshake.duration"].data.data_points
+    assert sum(p.count for p in hs) == 3 and metrics["ebpf_otlp.tcp.handshake.duration"].unit == "s"
+    assert sum(p.count for p in metrics["ebpf_otlp.tcp.connection.duration"].data.data_points) == 4
+    [udp] = metrics["ebpf_otlp.udp.bytes"].data.data_points
+    assert udp.value == 300 and udp.attributes["network.peer.port"] == 53
+
+
+def test_rtt_from_every_ack_uses_the_kernel_histogram():
+    data = net_metrics.build(report(rtt_log2_us={5: 7, 6: 3}), build_resource())
+    rtt = next(m for m in data.resource_metrics[0].scope_metrics[0].metrics if m.name == "ebpf_otlp.tcp.rtt")
+    [point] = rtt.data.data_points
+    assert point.count == 10 and point.bucket_counts[5] == 7 and point.bucket_counts[6] == 3
+    assert point.explicit_bounds[5] == 64 / 1e6   # bucket 5: [32 µs, 64 µs)
+
+
+def test_json_lines_and_terminal():
+    r = report()
+    lines = [json.loads(line) for line in net_json.encode(r).splitlines()]
+    assert [d["type"] for d in lines] == ["tcp"] * 4 + ["udp"]
+    assert lines[0]["duration_ns"] == 2_000_000 and lines[0]["bytes_received"] == 5000
+    console = Console(record=True, width=200)
+    net_table.print_lines(r.connections[:1], console, header=True)
+    net_table.render_summary(r, console)
+    text = console.export_text()
+    assert "LADDR:LPORT" in text and "10.0.0.1:40000" in text and "2.00" in text
+    assert "TCP connections by process and peer (4 over 5.0 s, tracepoints)" in text
+    assert "10.0.0.53:53" in text
+    v6 = conn(family=6, local_address="fd00::1", peer_address="fd00::2")
+    assert "[fd00::2]:443" in net_table.line(v6)
