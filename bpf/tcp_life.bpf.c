@@ -3,10 +3,13 @@
 // One entry per socket in `conns` (keyed by the socket's address: the source port is 0
 // at SYN_SENT, so no 4-tuple key would do), opened when a connection starts (SYN_SENT in
 // the connecting process; SYN_RECV for an accepted one, in softirq), given its owner in
-// process context (connect, the first send/recv or close of the accepting process), and
-// sent to user space through a ring buffer when it closes, with the kernel's own totals
-// read from struct tcp_sock at offsets taken from the running kernel's BTF (Debian's
-// headers are for another kernel). Open connections are read from `conns` at the end.
+// process context (connect, the first send/recv or close of the accepting process), ended
+// when it reaches TCP_CLOSE, and sent to user space through a ring buffer when the socket
+// is destroyed, with the kernel's own totals read from struct tcp_sock at offsets taken
+// from the running kernel's BTF (Debian's headers are for another kernel). Waiting for the
+// destruction lets a reset that follows the close (SO_LINGER 0: the state goes to CLOSE,
+// then the RST goes out) be seen. Connections still open, or closed but not yet destroyed,
+// are read from `conns` at the end.
 //
 // Two hook sets share everything below them: tracepoints (sock:inet_sock_set_state,
 // sock:sock_{send,recv}_length, tcp:*), and for kernels that have them, kprobes
@@ -50,10 +53,13 @@
 struct conn {
     u64 start_ns;            // 0: started before the capture
     u64 established_ns;
+    u64 end_ns;              // TCP_CLOSE reached (0: not yet)
     u64 tx_bytes;            // what the owner sent and received (send/recv): open connections
     u64 rx_bytes;
     u32 tgid;                // owner; 0 until seen in process context
     u32 retrans;             // tcp_retransmit_skb that went out (err == 0)
+    s32 sk_err;              // at TCP_CLOSE: the application may consume it before destruction
+    u32 pad;
     u8 role;
     u8 rst_sent;
     u8 rst_received;
@@ -67,18 +73,15 @@ struct conn {
     char comm[TASK_COMM_LEN];
 };
 
-struct closed {              // to user space when a connection closes
+struct closed {              // to user space when a closed connection's socket is destroyed
     struct conn c;
     u64 sk;
-    u64 end_ns;
     u64 bytes_acked;         // struct tcp_sock, read at close
     u64 bytes_received;
     u32 segs_in;
     u32 segs_out;
     u32 total_retrans;
     u32 srtt_us;             // smoothed RTT << 3, as the kernel keeps it
-    s32 sk_err;
-    u32 pad;
 };
 
 struct udp_key {
@@ -185,7 +188,7 @@ static __always_inline void set_addrs(struct conn *c, u16 family, u16 lport, u16
     }
 }
 
-static __always_inline void emit(u64 sk, struct conn *c, u64 now) {
+static __always_inline void emit(u64 sk, struct conn *c) {
     if (!wanted(c)) {
         bump(STAT_FILTERED);
         return;
@@ -198,15 +201,12 @@ static __always_inline void emit(u64 sk, struct conn *c, u64 now) {
     const void *p = (const void *)sk;
     __builtin_memcpy(&e->c, c, sizeof(struct conn));
     e->sk = sk;
-    e->end_ns = now;
     e->bytes_acked = read_u64(p, OFF_BYTES_ACKED);
     e->bytes_received = read_u64(p, OFF_BYTES_RECEIVED);
     e->segs_in = read_u32(p, OFF_SEGS_IN);
     e->segs_out = read_u32(p, OFF_SEGS_OUT);
     e->total_retrans = read_u32(p, OFF_TOTAL_RETRANS);
     e->srtt_us = read_u32(p, OFF_SRTT_US);
-    e->sk_err = (s32)read_u32(p, OFF_SK_ERR);
-    e->pad = 0;
     closed_events.ringbuf_submit(e, 0);
     bump(STAT_CLOSED);
 }
@@ -248,19 +248,32 @@ static __always_inline void state_change(u64 sk, int oldstate, int newstate, u16
         if (oldstate == ST_SYN_SENT)
             c->seen |= SEEN_SYN_ACKED;
     }
+    // (Unless it ended in a reset or an error: see user space.) FIN_WAIT2 is not always
+    // announced: a close from it is proof enough that our FIN was acked.
     if (newstate == ST_FIN_WAIT2 || (newstate == ST_CLOSE && (oldstate == ST_LAST_ACK ||
-                                                              oldstate == ST_CLOSING)))
-        c->seen |= SEEN_FIN_ACKED;     // (unless it ended in a reset or error: see user space)
+                                                              oldstate == ST_CLOSING ||
+                                                              oldstate == ST_FIN_WAIT2)))
+        c->seen |= SEEN_FIN_ACKED;
     if (newstate == ST_CLOSE_WAIT || newstate == ST_CLOSING ||
         (newstate == ST_CLOSE && oldstate == ST_FIN_WAIT2))
         c->seen |= SEEN_FIN_RECEIVED;
     if (newstate == ST_FIN_WAIT1 || newstate == ST_LAST_ACK)
         own(c);              // close() or shutdown(): the owner's own call
-    if (newstate == ST_CLOSE) {
+    if (newstate == ST_CLOSE && !c->end_ns) {
         c->oldstate = oldstate;
-        emit(sk, c, now);
-        conns.delete(&sk);
+        c->end_ns = now;     // reported when the socket is destroyed (see the top)
+        c->sk_err = (s32)read_u32((const void *)sk, OFF_SK_ERR);
     }
+}
+
+static __always_inline void destroyed(u64 sk) {
+    struct conn *c = conns.lookup(&sk);
+    if (!c)
+        return;
+    if (!c->end_ns)
+        c->end_ns = bpf_ktime_get_ns();
+    emit(sk, c);
+    conns.delete(&sk);
 }
 
 static __always_inline void io(u64 sk, u16 family, u16 protocol, int ret, u32 dir) {
@@ -396,10 +409,8 @@ TRACEPOINT_PROBE(tcp, tcp_receive_reset) {
     return 0;
 }
 
-// A socket destroyed without passing through TCP_CLOSE here (should not happen): forget it.
 TRACEPOINT_PROBE(tcp, tcp_destroy_sock) {
-    u64 sk = (u64)args->skaddr;
-    conns.delete(&sk);
+    destroyed((u64)args->skaddr);
     return 0;
 }
 
@@ -459,6 +470,11 @@ int kp_tcp_retransmit_skb(struct pt_regs *ctx) {
 
 int kp_tcp_send_active_reset(struct pt_regs *ctx) {
     reset((u64)PT_REGS_PARM1(ctx), 1);
+    return 0;
+}
+
+int kp_tcp_v4_destroy_sock(struct pt_regs *ctx) {   // tcp_v6_destroy_sock calls it too
+    destroyed((u64)PT_REGS_PARM1(ctx));
     return 0;
 }
 

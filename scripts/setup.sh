@@ -58,7 +58,7 @@ if [ $want_test = 1 ]; then
   # gcc builds test workloads; node, chromium and pprof check names, drawing and file
   # format; strace, perf and bpfcc-tools are the peers the benchmarks compare against.
   apt_install make nodejs strace linux-perf bpfcc-tools chromium \
-              golang-go golang-github-google-pprof-dev iproute2
+              golang-go golang-github-google-pprof-dev iproute2 nftables
   if [ ! -x .tools/pprof ]; then
     mkdir -p .tools
     echo "setup: building Google's pprof from Debian's Go sources"

@@ -37,6 +37,7 @@ KPROBES = (("kp_tcp_set_state", "tcp_set_state", False), ("kp_tcp_sendmsg", "tcp
            ("kretp_inet_csk_accept", "inet_csk_accept", True),
            ("kp_tcp_retransmit_skb", "tcp_retransmit_skb", False),
            ("kp_tcp_send_active_reset", "tcp_send_active_reset", False),
+           ("kp_tcp_v4_destroy_sock", "tcp_v4_destroy_sock", False),
            ("kp_tcp_reset", "tcp_reset", False))
 
 # Order of `enum tcp_stat` in bpf/tcp_life.bpf.c: reported, then losses by cause.
@@ -62,9 +63,10 @@ def payload_bytes(acked: int, received: int, seen: int, clean_end: bool) -> tupl
 
 
 class _Conn(ct.Structure):
-    _fields_ = [("start_ns", ct.c_uint64), ("established_ns", ct.c_uint64),
+    _fields_ = [("start_ns", ct.c_uint64), ("established_ns", ct.c_uint64), ("end_ns", ct.c_uint64),
                 ("tx_bytes", ct.c_uint64), ("rx_bytes", ct.c_uint64),
                 ("tgid", ct.c_uint32), ("retrans", ct.c_uint32),
+                ("sk_err", ct.c_int32), ("pad", ct.c_uint32),
                 ("role", ct.c_uint8), ("rst_sent", ct.c_uint8), ("rst_received", ct.c_uint8),
                 ("oldstate", ct.c_uint8), ("family", ct.c_uint16), ("lport", ct.c_uint16),
                 ("rport", ct.c_uint16), ("seen", ct.c_uint16),
@@ -72,11 +74,10 @@ class _Conn(ct.Structure):
 
 
 class _Closed(ct.Structure):
-    _fields_ = [("c", _Conn), ("sk", ct.c_uint64), ("end_ns", ct.c_uint64),
+    _fields_ = [("c", _Conn), ("sk", ct.c_uint64),
                 ("bytes_acked", ct.c_uint64), ("bytes_received", ct.c_uint64),
                 ("segs_in", ct.c_uint32), ("segs_out", ct.c_uint32),
-                ("total_retrans", ct.c_uint32), ("srtt_us", ct.c_uint32),
-                ("sk_err", ct.c_int32), ("pad", ct.c_uint32)]
+                ("total_retrans", ct.c_uint32), ("srtt_us", ct.c_uint32)]
 
 
 def tracefs_has(event: str) -> bool:
@@ -135,13 +136,13 @@ def result_of(oldstate: int, sk_err: int, rst_sent: bool, rst_received: bool) ->
     if oldstate == ST_SYN_SENT:   # the connect never completed
         return {errno.ECONNREFUSED: "refused", errno.ETIMEDOUT: "timed_out"}.get(
             err, "refused" if rst_received else "failed")
+    if rst_received:
+        return "reset_received"
+    if rst_sent:                  # an abortive close sets ECONNRESET on our own side too
+        return "reset_sent"
     if err == errno.ETIMEDOUT:
         return "timed_out"
-    if rst_received or err == errno.ECONNRESET:
-        return "reset_received"
-    if rst_sent:
-        return "reset_sent"
-    return "normal"
+    return "reset_received" if err == errno.ECONNRESET else "normal"
 
 
 class TcpCollector(Collector):
@@ -206,7 +207,7 @@ class TcpCollector(Collector):
         self._bpf.ring_buffer_poll(timeout_ms)
         return True
 
-    def _connection(self, c: _Conn, end_ns: int, **closed) -> Connection:
+    def _connection(self, c: _Conn, **closed) -> Connection:
         """`closed`: what the kernel's tcp_sock said at close, over what was seen on the way."""
         wall = self._clock_offset
         fields = dict(
@@ -214,7 +215,7 @@ class TcpCollector(Collector):
             family=6 if c.family == 10 else 4,
             local_address=_address(c.family, c.laddr), local_port=c.lport,
             peer_address=_address(c.family, c.raddr), peer_port=c.rport,
-            start_ns=c.start_ns + wall if c.start_ns else 0, end_ns=end_ns + wall if end_ns else 0,
+            start_ns=c.start_ns + wall if c.start_ns else 0, end_ns=c.end_ns + wall if c.end_ns else 0,
             handshake_ns=(c.established_ns - c.start_ns
                           if c.role == 1 and c.established_ns and c.start_ns else None),
             bytes_sent=c.tx_bytes, bytes_received=c.rx_bytes, retransmits=c.retrans,
@@ -232,13 +233,13 @@ class TcpCollector(Collector):
         closed, self._closed = self._closed, []
         out = []
         for e in closed:
-            result = result_of(e.c.oldstate, e.sk_err, bool(e.c.rst_sent), bool(e.c.rst_received))
+            result = result_of(e.c.oldstate, e.c.sk_err, bool(e.c.rst_sent), bool(e.c.rst_received))
             sent, received = payload_bytes(e.bytes_acked, e.bytes_received, e.c.seen,
                                            result == "normal")
             out.append(self._connection(
-                e.c, e.end_ns, bytes_sent=sent, bytes_received=received,
+                e.c, bytes_sent=sent, bytes_received=received,
                 segs_in=e.segs_in, segs_out=e.segs_out, retransmits=e.total_retrans,
-                srtt_us=e.srtt_us >> 3, result=result, error=_errno_name(e.sk_err)))
+                srtt_us=e.srtt_us >> 3, result=result, error=_errno_name(e.c.sk_err)))
         return out
 
     def _udp(self) -> list[UdpFlow]:
@@ -285,8 +286,16 @@ class TcpCollector(Collector):
         pids = {k.value for k in self._bpf["pid_filter"].keys()} if self.pids else set()
         self._bpf.cleanup()
         self._bpf = None
-        opened = (self._connection(c, 0, result="open") for c in still_open)
+        opened = (self._connection(c, result=self._unfinished(c)) for c in still_open)
         return records + [c for c in opened if self._wanted(c, pids)]
+
+    @staticmethod
+    def _unfinished(c: _Conn) -> str:
+        """Open; or closed, its socket not yet destroyed (its byte counts are then what the
+        owner sent and received)."""
+        if not c.end_ns:
+            return "open"
+        return result_of(c.oldstate, c.sk_err, bool(c.rst_sent), bool(c.rst_received))
 
     def _wanted(self, conn: Connection, pids: set[int]) -> bool:
         """The kernel filters closed connections; open ones are filtered here, the same way
