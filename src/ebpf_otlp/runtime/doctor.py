@@ -110,7 +110,10 @@ class Doctor:
         self.check(_SWITCH_TP, lambda: _attach_tracepoint(bpf, "sched:sched_switch"))
         self.check("map batch ops", lambda: _batch(bpf))
         self.check("tcp tracepoints", lambda: _tracepoints_exist(
-            "sock/inet_sock_set_state", "tcp/tcp_retransmit_skb", "tcp/tcp_probe"))
+            "sock/inet_sock_set_state", "sock/sock_send_length", "sock/sock_recv_length",
+            "tcp/tcp_retransmit_skb", "tcp/tcp_receive_reset", "tcp/tcp_destroy_sock",
+            "tcp/tcp_probe"))
+        self.check("tcp_sock offsets from BTF", _tcp_offsets)
         self.check("syscall tracepoints", lambda: _tracepoints_exist(
             "raw_syscalls/sys_enter", "raw_syscalls/sys_exit"))
         bpf.cleanup()
@@ -133,6 +136,12 @@ class Doctor:
         out.append(Command("profile --off-cpu", why is None, why or "yes (tracepoint sched:sched_switch)"))
         why = self._needs(*_LOAD, "raw tracepoint attach", "syscall tracepoints")
         out.append(Command("syscalls", why is None, why or "yes (raw tracepoints sys_enter/sys_exit)"))
+        hooks = "tcp tracepoints" if self.ok("tcp tracepoints") or not self.ok("kprobe attach") \
+            else "kprobe attach"
+        why = self._needs(*_LOAD, "btf", "tcp_sock offsets from BTF", hooks)
+        out.append(Command("trace-net", why is None, why or (
+            "yes (tracepoints sock:inet_sock_set_state, tcp:*)" if hooks == "tcp tracepoints"
+            else "yes (kprobes tcp_set_state, ...)")))
         return out
 
     def commands(self) -> dict[str, str]:
@@ -235,6 +244,13 @@ def _batch(bpf) -> str:
     if len(items) != 1 or len(table) != 0:
         raise RuntimeError("lookup-and-delete batch returned the wrong entries")
     return "lookup-and-delete batch works"
+
+
+def _tcp_offsets() -> str:
+    from ebpf_otlp.collectors.tcp import field_offsets
+
+    offsets = field_offsets()
+    return f"{len(offsets)} fields of tcp_sock and sock"
 
 
 def _tracepoints_exist(*names: str) -> str:
