@@ -11,8 +11,18 @@ class Interned:
 
     def __init__(self, first: int, add: Callable[[Hashable, int], object]):
         self._index: dict[Hashable, int] = {}
+        self._by_id: dict[int, int] = {}
         self._next = first
         self._add = add
+
+    def of(self, obj, key: Callable[[object], Hashable]) -> int:
+        """The index of `key(obj)`, remembered by the object's identity: the symbolizer
+        shares one Frame among the stacks that have it, and hashing a frame's fields each
+        time is most of an encoder's work. The caller keeps `obj` alive while it interns."""
+        idx = self._by_id.get(id(obj))
+        if idx is None:
+            idx = self._by_id[id(obj)] = self(key(obj))
+        return idx
 
     def __call__(self, key: Hashable) -> int:
         idx = self._index.get(key)

@@ -16,6 +16,7 @@ from opentelemetry.sdk.resources import Resource
 
 from ebpf_otlp import __version__
 from ebpf_otlp.export.interning import Interned
+from ebpf_otlp.gcpause import gc_paused
 from ebpf_otlp.records import Frame, Mapping, Profile
 
 BUILD_ID_ATTR = "process.executable.build_id.gnu"
@@ -72,8 +73,7 @@ class _Dictionary:
 
     def stack(self, frames: tuple[Frame, ...]) -> int:
         """Leaf first, as in pprof."""
-        return self._stack(tuple(self._location((f.mapping, f.address, f.function, f.module))
-                                 for f in frames))
+        return self._stack(tuple(self._location.of(f, _location_key) for f in frames))
 
 
 def build(profile: Profile, resource: Resource) -> ExportProfilesServiceRequest:
@@ -109,8 +109,13 @@ def build(profile: Profile, resource: Resource) -> ExportProfilesServiceRequest:
     return request
 
 
+def _location_key(f: Frame) -> tuple:
+    return (f.mapping, f.address, f.function, f.module)
+
+
 def encode(profile: Profile, resource: Resource) -> bytes:
-    return build(profile, resource).SerializeToString()
+    with gc_paused():
+        return build(profile, resource).SerializeToString()
 
 
 def decode_stacks(request: ExportProfilesServiceRequest,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 
 from ebpf_otlp.export.interning import Interned
+from ebpf_otlp.gcpause import gc_paused
 from ebpf_otlp.export.pprof_schema import Profile as PprofProfile
 from ebpf_otlp.records import Frame, Mapping, Profile
 
@@ -30,12 +31,16 @@ class _Tables:
 
     def location(self, frame: Frame) -> int:
         # The same address in two processes is two locations when the code differs.
-        return self._location((frame.mapping, frame.address, frame.function, frame.module))
+        return self._location.of(frame, _location_key)
 
     def _add_location(self, key, lid: int) -> None:
         mapping, address, function, module = key
         loc = self.out.location.add(id=lid, mapping_id=self.mapping(mapping), address=address)
         loc.line.add(function_id=self._function((function, module)))
+
+
+def _location_key(f: Frame) -> tuple:
+    return (f.mapping, f.address, f.function, f.module)
 
 
 def build(profile: Profile):
@@ -68,4 +73,6 @@ def build(profile: Profile):
 
 
 def encode(profile: Profile) -> bytes:
-    return gzip.compress(build(profile).SerializeToString())
+    """Level 1: a tenth of the default's time for a file about 5 % larger."""
+    with gc_paused():
+        return gzip.compress(build(profile).SerializeToString(), compresslevel=1)

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import bisect
+import threading
 
 
 class KernelSymbols:
     def __init__(self, path: str = "/proc/kallsyms"):
         self.path = path
-        self._starts: list[int] | None = None
+        self._starts: list[int] | None = None   # set last: not None means ready
         self._names: list[str] = []
+        self._lock = threading.Lock()
+
+    def load(self) -> None:
+        """Parse kallsyms now (once; e.g. in a thread while BPF compiles)."""
+        with self._lock:
+            if self._starts is None:
+                self._load()
 
     def _load(self) -> None:
         entries = []
@@ -24,11 +32,11 @@ class KernelSymbols:
         except OSError:
             pass
         entries.sort()
-        self._starts = [a for a, _ in entries]
         self._names = [n for _, n in entries]
+        self._starts = [a for a, _ in entries]
 
     def lookup(self, addr: int) -> str | None:
         if self._starts is None:
-            self._load()
+            self.load()
         i = bisect.bisect_right(self._starts, addr) - 1
         return self._names[i] if i >= 0 else None

@@ -7,6 +7,7 @@ import os
 import threading
 from collections import Counter
 
+from ebpf_otlp.gcpause import gc_paused
 from ebpf_otlp.records import KERNEL_MODULE, ContainerInfo, Frame, Mapping, RawStackSample, StackSample
 from ebpf_otlp.runtime.processes import container_of
 from ebpf_otlp.symbolize.elf import ElfObject
@@ -76,6 +77,9 @@ class Symbolizer:
         self._unnamed: set[tuple[tuple[str, int], int]] = set()
         self._perf_maps: dict[int, PerfMap] = {}
         self._refreshed: set[tuple[int, int]] = set()
+        self._frame_cache: dict[tuple, Frame] = {}
+        self._mapping_cache: dict[tuple, Mapping] = {}
+        self._kernel_cache: dict[int, Frame] = {}
 
     # -- while processes live -------------------------------------------------
     def remember(self, pid: int, gen: int = 0) -> bool:
@@ -155,6 +159,7 @@ class Symbolizer:
         arrive. Meant to run in a thread while BPF compiles. Returns how many files are ready."""
         with self._lock:
             keys = list(self._files)
+        self.kernel.load()
         return sum(self._elf(key) is not None for key in keys)
 
     @property
@@ -217,6 +222,13 @@ class Symbolizer:
         return snap
 
     def user_frame(self, pid: int, addr: int, leaf: bool, gen: int = 0) -> Frame:
+        key = (pid, gen, addr, leaf)
+        frame = self._frame_cache.get(key)
+        if frame is None:
+            frame = self._frame_cache[key] = self._user_frame(pid, addr, leaf, gen)
+        return frame
+
+    def _user_frame(self, pid: int, addr: int, leaf: bool, gen: int) -> Frame:
         # Callers' addresses are return addresses: look up the call instruction before them.
         lookup = addr if leaf else addr - 1
         snap = self._snapshot_for(pid, gen, addr)
@@ -230,8 +242,10 @@ class Symbolizer:
             return Frame(f"[unknown] {module}" if entry else "[unknown]", module, addr)
         elf = self._elf(entry.file_key)
         file_offset = lookup - entry.start + entry.offset
-        mapping = Mapping(entry.path, entry.start, entry.end, entry.offset,
-                          elf.build_id if elf else "")
+        mapping = self._mapping_cache.get((pid, gen, entry.start))
+        if mapping is None:
+            mapping = self._mapping_cache[(pid, gen, entry.start)] = Mapping(
+                entry.path, entry.start, entry.end, entry.offset, elf.build_id if elf else "")
         name = elf.function_at(file_offset) if elf else None
         if elf is None:
             self._lost_file(entry.file_key)
@@ -242,8 +256,12 @@ class Symbolizer:
         return Frame(name, entry.path, addr, mapping)
 
     def kernel_frame(self, addr: int) -> Frame:
-        name = self.kernel.lookup(addr) or f"[kernel] {addr:#x}"
-        return Frame(name, KERNEL_MODULE, addr, KERNEL_MAPPING, kernel=True)
+        frame = self._kernel_cache.get(addr)
+        if frame is None:
+            name = self.kernel.lookup(addr) or f"[kernel] {addr:#x}"
+            frame = self._kernel_cache[addr] = Frame(name, KERNEL_MODULE, addr, KERNEL_MAPPING,
+                                                     kernel=True)
+        return frame
 
     def frames(self, raw: RawStackSample) -> tuple[Frame, ...]:
         """Leaf first: kernel frames, then user frames."""
@@ -252,8 +270,17 @@ class Symbolizer:
                 for i, a in enumerate(raw.user_ips)]
         return tuple(kernel + user)
 
-    def symbolize(self, counts: dict[RawStackSample, int]) -> list[StackSample]:
+    def symbolize(self, counts: dict[RawStackSample, tuple[int, ...]]) -> list[StackSample]:
+        """Stacks with their values (one per sample type). Frames are resolved once per
+        address in a pass, and the same Frame object is shared by every stack that has it
+        (exporters intern by identity first)."""
         self.refresh_perf_maps()
-        return [StackSample(raw.pid, raw.tid, raw.thread_name, self.process_name(raw.pid, raw.gen),
-                            self.frames(raw), count, self.container(raw.pid, raw.gen))
-                for raw, count in counts.items()]
+        self._frame_cache, self._mapping_cache, self._kernel_cache = {}, {}, {}
+        try:
+            with gc_paused():
+                return [StackSample(raw.pid, raw.tid, raw.thread_name,
+                                    self.process_name(raw.pid, raw.gen), self.frames(raw), values,
+                                    self.container(raw.pid, raw.gen))
+                        for raw, values in counts.items()]
+        finally:   # a pass's caches: maps and perf maps may change before the next one
+            self._frame_cache, self._mapping_cache, self._kernel_cache = {}, {}, {}
