@@ -46,23 +46,34 @@ def hot_profile(tmp_path_factory):
     """Profile the 3:1 workload once; several tests read the outputs."""
     d = tmp_path_factory.mktemp("hot")
     binary = compile_c("hot.c", d / "hot")
-    work = subprocess.Popen([str(binary), "12"])
+    work = subprocess.Popen([str(binary), "30"])
     try:
-        r = agent("profile", "--pid", str(work.pid), "--hz", "199", "--duration", "5s",
-                  "-o", str(d / "cpu.pb.gz"), "-o", str(d / "cpu.folded"),
-                  "-o", str(d / "cpu.svg"), "-o", str(d / "cpu.json"))
+        run = agent_popen("profile", "--pid", str(work.pid), "--hz", "199", "--duration", "5s",
+                          "-o", str(d / "cpu.pb.gz"), "-o", str(d / "cpu.folded"),
+                          "-o", str(d / "cpu.svg"), "-o", str(d / "cpu.json"))
+        seen = wait_for_line(run.stderr, "sampling pid")
+        cpu_at_attach = cpu_seconds(work.pid)
+        out, err = run.communicate(timeout=120)
+        cpu = cpu_seconds(work.pid) - cpu_at_attach   # what hot ran while sampled
     finally:
         work.kill()
         work.wait()
+    r = subprocess.CompletedProcess(run.args, run.returncode, out, "".join(seen) + err)
     assert r.returncode == 0, r.stderr
-    return d, r
+    return d, r, cpu
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/schedstat") as f:
+        return int(f.read().split()[0]) / 1e9
 
 
 def test_finds_the_3_to_1_split_with_callers(hot_profile):
-    d, r = hot_profile
+    d, r, cpu = hot_profile
     stacks = pprof_stacks(load_pprof(d / "cpu.pb.gz"))
     total = sum(stacks.values())
-    assert total > 5 * 199 * 0.8, f"too few samples: {total}"
+    # One sample per 1/199 s of hot's own CPU time (less of it on a busy machine).
+    assert abs(total - 199 * cpu) < 0.1 * 199 * cpu + 5, f"{total} samples for {cpu:.2f} CPU s"
     a, b = self_share(stacks, "hot_a"), self_share(stacks, "hot_b")
     assert abs(a - 0.75) < 0.05 and abs(b - 0.25) < 0.05, (a, b)
     # Callers: hot_a and hot_b are called by run, which main calls.
@@ -75,7 +86,7 @@ def test_finds_the_3_to_1_split_with_callers(hot_profile):
 
 
 def test_pprof_metadata(hot_profile):
-    d, _ = hot_profile
+    d, *_ = hot_profile
     prof = load_pprof(d / "cpu.pb.gz")
     s = prof.string_table
     assert s[0] == ""
@@ -95,7 +106,7 @@ def test_pprof_metadata(hot_profile):
 
 
 def test_folded_and_json_agree_with_pprof(hot_profile):
-    d, _ = hot_profile
+    d, *_ = hot_profile
     stacks = pprof_stacks(load_pprof(d / "cpu.pb.gz"))
     fold = folded.parse((d / "cpu.folded").read_text())
     assert sum(fold.values()) == sum(stacks.values())
@@ -110,7 +121,7 @@ def test_folded_and_json_agree_with_pprof(hot_profile):
 
 def test_pprof_tool_reads_it(hot_profile):
     pprof = need_tool("pprof", str(ROOT / ".tools" / "pprof"))
-    d, _ = hot_profile
+    d, *_ = hot_profile
     out = subprocess.run([pprof, "-top", "-nodecount=5", str(d / "cpu.pb.gz")],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
@@ -121,7 +132,7 @@ def test_pprof_tool_reads_it(hot_profile):
 
 def test_flame_graph_renders_in_chromium(hot_profile, tmp_path):
     chromium = need_tool("chromium", "/usr/bin/chromium")
-    d, _ = hot_profile
+    d, *_ = hot_profile
     # A page that embeds the SVG, lets its script lay out the frames, then writes what
     # the browser actually drew (label text and on-screen width of each frame) into the DOM.
     page = tmp_path / "check.html"

@@ -313,7 +313,7 @@ def test_open_file_bound_and_losses(child, tmp_path):
     assert s.user_frame(proc.pid, x_hot + 1, leaf=True).function.startswith("libx.so+")
     assert s.user_frame(proc.pid, x_hot + 2, leaf=True).function.startswith("libx.so+")
     assert s.user_frame(proc.pid, getppid, leaf=True).function == "getppid"   # reopened by path
-    assert s.losses == {"symbol file missing": 1, "address without symbol": 1}
+    assert s.losses == {"symbol file missing": 1}   # an address without a symbol is no loss
     assert s._open_files == 0
     s.close()
 

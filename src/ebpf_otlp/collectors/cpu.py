@@ -26,7 +26,9 @@ def map_sizes(hz: int, cpus: int, drain_seconds: float) -> tuple[int, int]:
     """Room for every sample of one drain interval, with headroom (distinct keys ≤ samples)."""
     per_drain = int(hz * cpus * drain_seconds * 2)
     keys = min(max(_pow2_at_least(per_drain), 4096), 1 << 18)
-    stacks = min(max(_pow2_at_least(per_drain), 4096), 1 << 17)
+    # Stack ids are hashes into a table without chaining: n stacks in m slots collide about
+    # n²/2m times, so the floor is profile-bpfcc's 16k slots (16 MB of kernel memory a set).
+    stacks = min(max(_pow2_at_least(per_drain), 16384), 1 << 17)
     return keys, stacks
 
 

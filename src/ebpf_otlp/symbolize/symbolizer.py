@@ -22,7 +22,6 @@ DEFAULT_MAX_OPEN_FILES = 512
 FILE_MISSING = "symbol file missing"
 TOO_MANY_OPEN = "too many open files"
 FILE_UNREADABLE = "symbol file unreadable"
-NO_SYMBOL = "address without symbol"
 _TOO_MANY = {errno.EMFILE, errno.ENFILE}
 _MISSING = {errno.ENOENT, errno.ENOTDIR, errno.ESRCH}
 
@@ -72,9 +71,8 @@ class Symbolizer:
         self._latest: dict[int, int] = {}                              # pid -> newest gen
         self._files: dict[tuple[str, int], _MappedFile] = {}
         self._open_files = 0
-        self._lock = threading.Lock()      # _files, _open_files, _losses, _unnamed
+        self._lock = threading.Lock()      # _files, _open_files, _losses
         self._losses: Counter[str] = Counter()
-        self._unnamed: set[tuple[tuple[str, int], int]] = set()
         self._perf_maps: dict[int, PerfMap] = {}
         self._refreshed: set[tuple[int, int]] = set()
         self._frame_cache: dict[tuple, Frame] = {}
@@ -175,12 +173,6 @@ class Symbolizer:
                 mapped.counted = True
                 self._losses[mapped.loss] += 1
 
-    def _lost_address(self, key: tuple[str, int], file_offset: int) -> None:
-        with self._lock:
-            if (key, file_offset) not in self._unnamed:
-                self._unnamed.add((key, file_offset))
-                self._losses[NO_SYMBOL] += 1
-
     def close(self) -> None:
         """Let go of the files still held; a later frame opens them again by path."""
         with self._lock:
@@ -249,8 +241,6 @@ class Symbolizer:
         name = elf.function_at(file_offset) if elf else None
         if elf is None:
             self._lost_file(entry.file_key)
-        elif name is None:
-            self._lost_address(entry.file_key, file_offset)
         if name is None:
             name = f"{os.path.basename(entry.path)}+{addr - entry.start + entry.offset:#x}"
         return Frame(name, entry.path, addr, mapping)
