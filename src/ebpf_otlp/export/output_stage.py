@@ -35,6 +35,10 @@ class FileTarget:
     path: str
     fmt: str
     kind: type = Profile     # which results it takes
+    only: str = ""           # and of those, only this one (result_name), e.g. "off-CPU profile"
+
+    def takes(self, result) -> bool:
+        return isinstance(result, self.kind) and (not self.only or result_name(result) == self.only)
 
 
 @dataclass
@@ -91,7 +95,7 @@ class OutputStage:
         comes last so a slow terminal never delays the files."""
         for target in self.files:
             for result in results:
-                if isinstance(result, target.kind):
+                if target.takes(result):
                     files.write_bytes(target.path, FILE_FORMATS[target.kind][target.fmt](result))
                     self.written.append(target)
         for result in results:

@@ -17,6 +17,7 @@ from typing import Callable, Sequence
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from ebpf_otlp.errors import AgentError
 from ebpf_otlp.processors import Processor
 from ebpf_otlp.runtime.launch import LaunchedCommand
 
@@ -73,7 +74,8 @@ class Capture:
 
     def __init__(self, processors: Sequence[Processor], stop: StopOnSignal, notices: Console,
                  duration_s: float | None = None, launch: LaunchedCommand | None = None,
-                 on_drain: Callable[[Processor], None] = lambda p: None, label: str = "capturing"):
+                 on_drain: Callable[[Processor], None] = lambda p: None, label: str = "capturing",
+                 skip_failed: bool = False):
         self.processors = list(processors)
         self.stop = stop
         self.notices = notices
@@ -85,6 +87,8 @@ class Capture:
         self.ended_ns = 0
         self.started: list[Processor] = []
         self._helper: threading.Thread | None = None
+        self.skip_failed = skip_failed     # a snapshot goes on without what cannot start
+        self.failed: dict[int, str] = {}   # id(processor) -> why it did not start
 
     def start(self) -> None:
         """Compile and attach every collector; on failure, stop those already started."""
@@ -94,11 +98,18 @@ class Capture:
         self._helper.start()
         try:
             for p in self.processors:
-                p.collector.start()
+                try:
+                    p.collector.start()
+                except AgentError as e:
+                    if not self.skip_failed:
+                        raise
+                    self.failed[id(p)] = str(e)
+                    continue
                 self.started.append(p)
         except BaseException:
             self.abort()
             raise
+        self.processors = list(self.started)
         self.started_ns = time.time_ns()
         for p in self.processors:
             p.reset()   # windows start at attach
