@@ -308,6 +308,45 @@ def trace_net(pids, comm, ports, duration, interval, hooks, rtt, udp, max_connec
     return run(config, result_console(), notice_console(), STARTED_NS).exit_status
 
 
+@cli.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), metavar="FILE.toml",
+              help="What to capture and where to write (see docs/snapshot.md). Default: profile, "
+                   "syscalls and trace-net of every process.")
+@click.option("--output-root", metavar="DIR", help="Where bundles go (default /var/lib/ebpf-otlp/snapshots).")
+@click.option("-d", "--duration", type=Duration(), help="How long the captures run (default 30s).")
+@click.option("--keep", type=click.IntRange(min=1), help="Keep the newest N bundles (default 48).")
+@click.option("--max-age", metavar="AGE", help="Remove bundles older than this, e.g. 7d (default 7d).")
+@click.option("--max-total", metavar="SIZE", help="Keep all bundles under this size, e.g. 2GiB (default 2GiB).")
+@click.option("--tar/--no-tar", default=None, help="Write each bundle as one .tar.gz.")
+@click.option("--print-config", is_flag=True, help="Print the effective configuration and exit.")
+@click.option("-v", "--verbose", is_flag=True, help="Say on stderr when the captures are attached.")
+def snapshot(config_path, output_root, duration, keep, max_age, max_total, tar, print_config, verbose):
+    """Capture what the config names, at once, for one duration, into one timestamped
+    bundle of files (pprof, flame graphs, syscalls and connections JSON, doctor.json,
+    manifest.json); for cron or a systemd timer. Exits 75 if another run holds the
+    output root, 1 if a capture failed (the manifest says why)."""
+    from ebpf_otlp import config as cfg
+    from ebpf_otlp.sessions import snapshot as session
+
+    config = cfg.load(config_path)
+    if not config.captures:
+        config.tables.update(profile={}, syscalls={}, trace_net={})
+    for option, value, convert in (("--max-age", max_age, cfg.check_duration),
+                                   ("--max-total", max_total, cfg.parse_size)):
+        if value is not None:
+            try:
+                convert(value)
+            except ValueError as e:
+                raise click.BadParameter(str(e), param_hint=f"'{option}'")
+    config.override("snapshot", output_root=output_root, duration=duration, keep=keep,
+                    max_age=cfg.check_duration(max_age) if max_age else None,
+                    max_total=cfg.parse_size(max_total) if max_total else None, tar=tar)
+    if print_config:
+        click.echo(config.to_toml(("snapshot", *config.captures, "otlp")), nl=False)
+        return 0
+    return session.run(config, notice_console(), result_console(), verbose)
+
+
 @cli.command("flush-spool")
 @otlp_options
 def flush_spool(**otlp_flags):
