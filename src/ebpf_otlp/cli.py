@@ -347,6 +347,40 @@ def snapshot(config_path, output_root, duration, keep, max_age, max_total, tar, 
     return session.run(config, notice_console(), result_console(), verbose)
 
 
+@cli.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), metavar="FILE.toml",
+              help="What to capture and where to send it (see docs/config.md). Default: profile, "
+                   "syscalls and trace-net of every process.")
+@click.option("--output-dir", metavar="DIR",
+              help="With no collector, where windows are written (default /var/lib/ebpf-otlp/agent).")
+@click.option("--window", type=Duration(), help="Length of each CPU profile (default 60s).")
+@click.option("-i", "--interval", type=Duration(), help="How often metrics are exported (default 10s).")
+@click.option("-d", "--duration", type=Duration(), default=None,
+              help="Stop after this long (default: run until SIGTERM).")
+@otlp_options
+def agent(config_path, output_dir, window, interval, duration, **otlp_flags):
+    """Run the configured collectors continuously: CPU profiles cut into consecutive
+    windows and sent as OTLP profiles, syscall and network metrics every interval, spans as
+    connections close; with no collector, windows rotate into files. SIGTERM flushes the
+    current window and exits; SIGHUP reloads the configuration."""
+    from ebpf_otlp import config as cfg
+    from ebpf_otlp.sessions import agent as session
+
+    config = cfg.load(config_path)
+    if not config.captures:
+        config.tables.update(profile={}, syscalls={}, trace_net={})
+    config.override("agent", output_dir=output_dir, window=window, interval=interval)
+    flags = {"endpoint": otlp_flags.pop("otlp_endpoint"), "protocol": otlp_flags.pop("otlp_protocol"),
+             "insecure": otlp_flags.pop("otlp_insecure"), "ca_file": otlp_flags.pop("otlp_ca_file"),
+             "compression": otlp_flags.pop("otlp_compression"), "timeout": otlp_flags.pop("otlp_timeout"),
+             "spool_dir": otlp_flags.pop("spool_dir")}
+    headers = dict(h.split("=", 1) for h in otlp_flags.pop("otlp_headers") if "=" in h)
+    if headers:
+        flags["headers"] = {**config.tables.get("otlp", {}).get("headers", {}), **headers}
+    config.override("otlp", **flags)
+    return session.run(config, notice_console(), result_console(), duration)
+
+
 @cli.command("flush-spool")
 @otlp_options
 def flush_spool(**otlp_flags):

@@ -34,7 +34,9 @@ class Processor:
     def result(self):
         raise NotImplementedError
 
-    def reset(self) -> None:
+    def reset(self, start_ns: int | None = None) -> None:
+        """Begin a new window at start_ns (default now): the last one's end, so windows
+        are contiguous."""
         raise NotImplementedError
 
 
@@ -80,9 +82,10 @@ class StackProcessor(Processor):
         for raw, count in records:
             self.counts[raw] += count
 
-    def reset(self) -> None:
+    def reset(self, start_ns: int | None = None) -> None:
         self.counts = Counter()
-        self.window_start_ns = time.time_ns()
+        self.window_start_ns = start_ns or time.time_ns()
+        self.symbolizer.forget_exited()   # a long-running agent keeps only live processes
 
     def result(self, end_ns: int | None = None) -> Profile:
         s = self.settings
@@ -129,9 +132,9 @@ class SyscallProcessor(Processor):
             else:
                 have.merge(s)
 
-    def reset(self) -> None:
+    def reset(self, start_ns: int | None = None) -> None:
         self.by_key = {}
-        self.window_start_ns = time.time_ns()
+        self.window_start_ns = start_ns or time.time_ns()
 
     def result(self, end_ns: int | None = None) -> SyscallReport:
         c = self.collector
@@ -183,9 +186,9 @@ class NetProcessor(Processor):
                     have.bytes += r.bytes
                     have.datagrams += r.datagrams
 
-    def reset(self) -> None:
+    def reset(self, start_ns: int | None = None) -> None:
         self.connections, self.udp = [], {}
-        self.window_start_ns = time.time_ns()
+        self.window_start_ns = start_ns or time.time_ns()
 
     def result(self, end_ns: int | None = None) -> NetReport:
         c = self.collector

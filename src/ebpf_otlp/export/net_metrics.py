@@ -76,7 +76,9 @@ def _sum_points(values: dict[tuple, int], start: int, now: int) -> list[NumberDa
     return [NumberDataPoint(dict(key), start, now, v) for key, v in values.items()]
 
 
-def build(report: NetReport, resource: Resource) -> MetricsData:
+def build(report: NetReport, resource: Resource,
+          temporality: AggregationTemporality = AggregationTemporality.CUMULATIVE) -> MetricsData:
+    """Cumulative since the capture began; DELTA for one window (the agent)."""
     now, start = time.time_ns(), report.start_ns
     connections, nbytes, retrans, resets = (defaultdict(int) for _ in range(4))
     duration, handshake, rtt = (_Histograms(DURATION_BOUNDS), _Histograms(DURATION_BOUNDS),
@@ -109,12 +111,10 @@ def build(report: NetReport, resource: Resource) -> MetricsData:
         udp_datagrams[attrs] += f.datagrams
 
     def total(name, description, unit, values):
-        return Metric(name, description, unit, Sum(_sum_points(values, start, now),
-                                                   AggregationTemporality.CUMULATIVE, True))
+        return Metric(name, description, unit, Sum(_sum_points(values, start, now), temporality, True))
 
     def hist(name, description, h):
-        return Metric(name, description, "s", Histogram(h.data_points(start, now),
-                                                        AggregationTemporality.CUMULATIVE))
+        return Metric(name, description, "s", Histogram(h.data_points(start, now), temporality))
 
     metrics = [
         total("ebpf_otlp.tcp.connections", "TCP connections closed (or open at the end)",

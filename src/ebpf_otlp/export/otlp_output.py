@@ -15,6 +15,7 @@ from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metr
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
+    AggregationTemporality,
     MetricExporter,
     MetricExportResult,
     MetricsData,
@@ -103,9 +104,13 @@ class OtlpOutput:
     def send_profile(self, profile: Profile) -> bool:
         return self.deliver("profiles", otlp_profiles.encode(profile, self.resource))
 
+    # Kernel-aggregated metrics: cumulative since the start, or DELTA where each report
+    # covers one window (the agent resets its processors every interval).
+    metric_temporality = AggregationTemporality.CUMULATIVE
+
     def send_syscalls(self, report: SyscallReport) -> None:
         from ebpf_otlp.export import syscall_metrics
-        self.export_metrics(syscall_metrics.build(report, self.resource))
+        self.export_metrics(syscall_metrics.build(report, self.resource, self.metric_temporality))
 
     def send_connections(self, connections: list[Connection], capture_start_ns: int,
                          end_ns: int) -> None:
@@ -123,7 +128,7 @@ class OtlpOutput:
             self.send_syscalls(result)
         elif isinstance(result, NetReport):
             from ebpf_otlp.export import net_metrics
-            self.export_metrics(net_metrics.build(result, self.resource))
+            self.export_metrics(net_metrics.build(result, self.resource, self.metric_temporality))
         else:
             raise TypeError(f"no OTLP form for {type(result).__name__}")
 

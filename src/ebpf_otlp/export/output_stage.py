@@ -75,19 +75,31 @@ class OutputStage:
         """While the capture runs: new connections (terminal lines, spans) at once, and the
         cumulative metrics every interval."""
         if isinstance(result, NetReport):
-            self._new_connections(result, result.start_ns + result.duration_ns)
+            self.new_connections(result, result.start_ns + result.duration_ns)
         if self.otlp and isinstance(result, (SyscallReport, NetReport)) and \
                 time.monotonic() >= self._next_metrics:
             self.otlp.send(result)
             self._next_metrics = time.monotonic() + self.interval_s
 
-    def _new_connections(self, report: NetReport, end_ns: int) -> None:
+    def new_connections(self, report: NetReport, end_ns: int) -> None:
+        """The connections of `report` not shown or sent yet: a line each, a span each."""
         fresh = report.connections[self._connections_done:]
         if self.connection_lines and fresh:
             net_table.print_lines(fresh, self.console, header=not self._connections_done)
         if self.otlp and fresh:
             self.otlp.send_connections(fresh, report.start_ns, end_ns)
         self._connections_done += len(fresh)
+
+    def reset_connections(self) -> None:
+        """The report's connections start over (the agent began a new window)."""
+        self._connections_done = 0
+
+    def write_file(self, target: FileTarget, result) -> None:
+        files.write_bytes(target.path, FILE_FORMATS[target.kind][target.fmt](result))
+
+    def close(self) -> None:
+        if self.otlp:
+            self.otlp.close()
 
     def finish(self, results: list, command: str, start_ns: int, end_ns: int,
                span_attributes: dict) -> None:
@@ -96,11 +108,11 @@ class OutputStage:
         for target in self.files:
             for result in results:
                 if target.takes(result):
-                    files.write_bytes(target.path, FILE_FORMATS[target.kind][target.fmt](result))
+                    self.write_file(target, result)
                     self.written.append(target)
         for result in results:
             if isinstance(result, NetReport):   # the last connections, and those still open
-                self._new_connections(result, end_ns)
+                self.new_connections(result, end_ns)
         if self.otlp:
             for result in results:
                 self.otlp.send(result)   # profiles first: our transport names a failure best

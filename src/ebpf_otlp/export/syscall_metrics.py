@@ -55,7 +55,10 @@ def _exp_point(s: SyscallStats, report: SyscallReport, start: int,
         flags=0, min=s.min_ns, max=s.max_ns)
 
 
-def build(report: SyscallReport, resource: Resource) -> MetricsData:
+def build(report: SyscallReport, resource: Resource,
+          temporality: AggregationTemporality = AggregationTemporality.CUMULATIVE) -> MetricsData:
+    """Cumulative since the capture began; DELTA when the report covers one window only
+    (the agent resets its processors every interval)."""
     now = time.time_ns()
     start = report.start_ns
     points = []
@@ -67,11 +70,11 @@ def build(report: SyscallReport, resource: Resource) -> MetricsData:
         for err, n in sorted(s.errnos.items()):
             points.append(NumberDataPoint({**attrs, "error.type": errno_name(err)}, start, now, n))
     metrics = [Metric("ebpf_otlp.syscall.count", "System calls made", "{call}",
-                      Sum(points, AggregationTemporality.CUMULATIVE, is_monotonic=True))]
+                      Sum(points, temporality, is_monotonic=True))]
     if report.latency:
         metrics.append(Metric(
             "ebpf_otlp.syscall.duration", "Time from syscall entry to exit", "ns",
             ExponentialHistogram([_exp_point(s, report, start, now) for s in report.stats if s.timed],
-                                 AggregationTemporality.CUMULATIVE)))
+                                 temporality)))
     scope = ScopeMetrics(InstrumentationScope("ebpf-otlp", __version__), metrics, "")
     return MetricsData([ResourceMetrics(resource, [scope], "")])

@@ -29,7 +29,8 @@ class StopOnSignal:
     SIGCHLD only wakes the loop, so a launched command's exit is seen at once.
     """
 
-    def __init__(self):
+    def __init__(self, extra: tuple[int, ...] = ()):
+        self.extra = extra       # more signals that stop the loop (the agent: SIGHUP, to reload)
         self.stopped = False
         self.signal_name = ""
         self.signum = 0
@@ -55,7 +56,7 @@ class StopOnSignal:
         self._event.set()
 
     def __enter__(self):
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, *self.extra):
             self._saved[sig] = signal.signal(sig, self._handle)
         self._saved[signal.SIGCHLD] = signal.signal(signal.SIGCHLD, self._child)
         return self

@@ -9,7 +9,7 @@ from collections import Counter
 
 from ebpf_otlp.gcpause import gc_paused
 from ebpf_otlp.records import KERNEL_MODULE, ContainerInfo, Frame, Mapping, RawStackSample, StackSample
-from ebpf_otlp.runtime.processes import container_of
+from ebpf_otlp.runtime.processes import alive, container_of
 from ebpf_otlp.symbolize.elf import ElfObject
 from ebpf_otlp.symbolize.kernel import KernelSymbols
 from ebpf_otlp.symbolize.perfmap import PerfMap
@@ -103,6 +103,27 @@ class Symbolizer:
         perf_map = self._perf_maps.setdefault(pid, PerfMap(pid))
         perf_map.refresh()
         return True
+
+    def forget_exited(self) -> int:
+        """Drop the snapshots of processes that have exited (their samples were symbolized
+        at the end of a window) and the files no remaining process maps, so an agent's state
+        follows the live processes, not all that ever ran. Returns how many were dropped."""
+        gone = {pid for pid, _gen in self.processes if not alive(pid)}
+        if not gone:
+            return 0
+        self.processes = {k: v for k, v in self.processes.items() if k[0] not in gone}
+        for pid in gone:
+            self._latest.pop(pid, None)
+            self._perf_maps.pop(pid, None)
+        self._refreshed = {k for k in self._refreshed if k[0] not in gone}
+        used = {e.file_key for snap in self.processes.values() for e in snap.entries if e.is_file}
+        with self._lock:
+            unused = [k for k in self._files if k not in used]
+            dropped = [self._files.pop(k) for k in unused]
+        for mapped in dropped:
+            with mapped.lock:
+                self._release(mapped)
+        return len(gone)
 
     def _open(self, mapped: _MappedFile, keep_open: bool) -> bool:
         """Open the file by its first reachable path (one thread at a time). Out of

@@ -1,0 +1,173 @@
+"""`ebpf-otlp agent`: the configured collectors, continuously, one agent per host.
+
+Time is cut into windows. At a cut every processor is drained and its result for the
+window exported, then it starts the next window where that one ended: no sample is lost
+or counted twice between windows. CPU and off-CPU profiles get a window of `window`
+seconds; with a collector, syscall and network metrics are exported (as DELTA) every
+`interval`, and connections as spans as they close. With no collector, each window's files
+go to a directory of the output directory, under the same retention as snapshot bundles.
+
+SIGTERM (or SIGINT) flushes the current window and exits; SIGHUP flushes it, reloads the
+configuration and goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+
+from opentelemetry.sdk.metrics.export import AggregationTemporality
+from rich.console import Console
+
+from ebpf_otlp import config as cfg
+from ebpf_otlp.export.output_stage import FileTarget, OutputStage, result_stats
+from ebpf_otlp.processors import NetProcessor, Processor, StackProcessor
+from ebpf_otlp.records import NetReport
+from ebpf_otlp.runtime.capture import Capture, StopOnSignal
+from ebpf_otlp.sessions import snapshot
+
+
+@dataclass
+class Totals:
+    windows: int = 0
+    profiles: int = 0
+    samples: int = 0            # in the exported windows
+    kernel_samples: int = 0     # as the kernel counted them: the two must agree
+    lost: int = 0
+    by_capture: dict[str, int] = field(default_factory=dict)
+
+
+class _Windows:
+    """Cuts windows of the processors it is given, from Capture's drain callback."""
+
+    def __init__(self, parts: list[snapshot.Part], stage: OutputStage, output_dir: str | None,
+                 window_s: float, interval_s: float, retention: dict):
+        self.parts, self.stage, self.output_dir = parts, stage, output_dir
+        self.retention = retention
+        self.window_s, self.interval_s = window_s, interval_s
+        self.begin(None)
+        self.totals = Totals()
+
+    def begin(self, duration_s: float | None) -> None:
+        """The first window starts now (the collectors just attached)."""
+        now = time.monotonic()
+        self.next_window, self.next_interval = now + self.window_s, now + self.interval_s
+        self.deadline = now + duration_s if duration_s else float("inf")
+
+    def on_drain(self, processor: Processor) -> None:
+        if isinstance(processor, NetProcessor) and self.stage.otlp:   # spans as connections close
+            self.stage.new_connections(processor.result(), time.time_ns())
+        now = time.monotonic()
+        # A tail shorter than half a window goes with the last window, not into one of its own.
+        if now >= self.next_window and now + self.window_s / 2 < self.deadline:
+            self.cut([p.processor for p in self.parts])
+            self.next_window = now + self.window_s
+            self.next_interval = now + self.interval_s
+        elif self.stage.otlp and now >= self.next_interval and now + self.interval_s / 2 < self.deadline:
+            self.cut([p.processor for p in self.parts if not isinstance(p.processor, StackProcessor)])
+            self.next_interval = now + self.interval_s
+
+    def cut(self, processors: list[Processor], final: bool = False) -> None:
+        """Drain, export the window, start the next one where this one ended."""
+        end = time.time_ns()
+        results = []
+        for p in processors:
+            if not final:   # at the end, stop() has drained everything already
+                p.add(p.collector.drain())
+            results.append(p.result(end))
+            if not final:
+                p.reset(end)
+        self.export(processors, results, end)
+
+    def export(self, processors: list[Processor], results: list, end: int) -> None:
+        t = self.totals
+        t.windows += any(isinstance(p, StackProcessor) for p in processors)
+        for p, r in zip(processors, results):
+            stats = result_stats(r)
+            t.lost = max(t.lost, stats.total_lost)
+            if isinstance(p, StackProcessor) and r.frequency_hz:
+                t.profiles += 1
+                t.samples += r.total(r.shown_index)
+                t.kernel_samples = stats.processed
+        if self.stage.otlp:
+            for r in results:
+                if isinstance(r, NetReport):
+                    self.stage.new_connections(r, end)
+                self.stage.otlp.send(r)
+            self.stage.reset_connections()
+        if self.output_dir and any(isinstance(p, StackProcessor) for p in processors):
+            self.write_files(results)
+
+    def write_files(self, results: list) -> None:
+        """One directory per window, written under a temporary name and renamed."""
+        root = self.output_dir
+        name = snapshot.bundle_name(root, time.time())
+        tmp = os.path.join(root, snapshot.TMP_PREFIX + name)
+        os.makedirs(tmp)
+        targets = [FileTarget(os.path.join(tmp, os.path.basename(t.path)), t.fmt, t.kind, t.only)
+                   for part in self.parts for t in part.files]
+        written = []
+        for target in targets:
+            for r in results:
+                if target.takes(r):
+                    self.stage.write_file(target, r)
+                    written.append(os.path.basename(target.path))
+        with open(os.path.join(tmp, snapshot.MANIFEST), "w") as f:
+            json.dump({"made_by": snapshot.MADE_BY, "window": True, "files": written}, f)
+        os.replace(tmp, os.path.join(root, name))
+        r = self.retention
+        snapshot.apply_retention(root, r["keep"], r["max_age"], r["max_total"], time.time())
+
+
+def run(config: cfg.Config, notices: Console, out: Console, duration_s: float | None = None) -> int:
+    while True:
+        reload = _run_once(config, notices, out, duration_s)
+        if not reload:
+            return 0
+        notices.print("SIGHUP: reloading the configuration", style="yellow")
+        config = cfg.load(config.path) if config.path else config
+
+
+def _run_once(config: cfg.Config, notices: Console, out: Console, duration_s: float | None) -> bool:
+    a = config.section("agent")
+    otlp, spool = cfg.otlp_settings(config.tables.get("otlp", {}))
+    output_dir = None if otlp else a["output_dir"]
+    if output_dir:
+        os.makedirs(output_dir, exist_ok=True)
+        snapshot.remove_stale_temporaries(output_dir)
+    parts = snapshot.plan(config, output_dir or "")
+    processors = [p.processor for p in parts]
+    quiet = Console(quiet=True)
+    stage = OutputStage.create(quiet, quiet, [], {}, otlp, spool,
+                               lambda: {p.collector.name: p.collector.stats for p in processors},
+                               a["interval"])
+    if stage.otlp:
+        stage.otlp.metric_temporality = AggregationTemporality.DELTA   # each export: one window
+    windows = _Windows(parts, stage, output_dir, a["window"], a["interval"], a)
+    with StopOnSignal(extra=(signal.SIGHUP,)) as stop:
+        cap = Capture(processors, stop, notices, duration_s, label="agent", skip_failed=True,
+                      on_drain=windows.on_drain)
+        try:
+            cap.start()
+        except BaseException:
+            stage.abort()
+            raise
+        windows.begin(duration_s)
+        for part in parts:
+            if id(part.processor) in cap.failed:
+                notices.print(f"{part.name} cannot run: {cap.failed[id(part.processor)]}", style="yellow")
+        windows.parts = [p for p in parts if id(p.processor) not in cap.failed]
+        where = f"to {otlp.endpoint}" if otlp else f"into {output_dir}"
+        notices.print(f"agent: {', '.join(p.name for p in windows.parts)}; windows of "
+                      f"{a['window']:g} s, exported {where}", highlight=False)
+        cap.run()
+        windows.cut(cap.processors, final=True)   # the current window, up to the stop
+        stage.close()
+    t = windows.totals
+    out.print(f"agent: {t.windows} window(s), {t.profiles} profile(s), {t.samples} CPU samples "
+              f"exported of {t.kernel_samples} taken, losses: {t.lost or 'none'}" + (f"; {stage.otlp.summary()}" if stage.otlp else ""),
+              highlight=False, soft_wrap=True)
+    return stop.signum == signal.SIGHUP
