@@ -128,6 +128,10 @@ def test_pprof_tool_reads_it(hot_profile):
     rows = {line.split()[-1]: float(line.split()[1].rstrip("%"))
             for line in out.stdout.splitlines() if re.match(r"\s*[\d.]+\w*\s+[\d.]+%", line)}
     assert abs(rows["hot_a"] - 75) < 5 and abs(rows["hot_b"] - 25) < 5, out.stdout
+    assert "Type: cpu" in out.stdout   # the default sample type, as pprof opens Go's CPU profiles
+    raw = subprocess.run([pprof, "-raw", str(d / "cpu.pb.gz")], capture_output=True, text=True,
+                         timeout=60)
+    assert "samples/count cpu/nanoseconds[dflt]" in raw.stdout, raw.stdout[:400]
 
 
 def test_flame_graph_renders_in_chromium(hot_profile, tmp_path):
