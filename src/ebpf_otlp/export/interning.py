@@ -15,14 +15,18 @@ class Interned:
         self._next = first
         self._add = add
 
-    def of(self, obj, key: Callable[[object], Hashable]) -> int:
-        """The index of `key(obj)`, remembered by the object's identity: the symbolizer
-        shares one Frame among the stacks that have it, and hashing a frame's fields each
-        time is most of an encoder's work. The caller keeps `obj` alive while it interns."""
-        idx = self._by_id.get(id(obj))
-        if idx is None:
-            idx = self._by_id[id(obj)] = self(key(obj))
-        return idx
+    def of_all(self, objs, key: Callable[[object], Hashable]) -> list[int]:
+        """The indices of `key(o)` for each object, remembered by the object's identity: the
+        symbolizer shares one Frame among the stacks that have it, and hashing a frame's
+        fields each time is most of an encoder's work (one call per stack, not per frame).
+        The caller keeps the objects alive while it interns."""
+        by_id, out = self._by_id, []
+        for o in objs:
+            idx = by_id.get(id(o))
+            if idx is None:
+                idx = by_id[id(o)] = self(key(o))
+            out.append(idx)
+        return out
 
     def __call__(self, key: Hashable) -> int:
         idx = self._index.get(key)

@@ -73,7 +73,7 @@ class _Dictionary:
 
     def stack(self, frames: tuple[Frame, ...]) -> int:
         """Leaf first, as in pprof."""
-        return self._stack(tuple(self._location.of(f, _location_key) for f in frames))
+        return self._stack(tuple(self._location.of_all(frames, _location_key)))
 
 
 def build(profile: Profile, resource: Resource) -> ExportProfilesServiceRequest:

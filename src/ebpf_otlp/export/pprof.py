@@ -29,9 +29,9 @@ class _Tables:
     def mapping(self, m: Mapping | None) -> int:
         return 0 if m is None else self._mapping(m)
 
-    def location(self, frame: Frame) -> int:
+    def locations(self, frames: tuple[Frame, ...]) -> list[int]:
         # The same address in two processes is two locations when the code differs.
-        return self._location.of(frame, _location_key)
+        return self._location.of_all(frames, _location_key)
 
     def _add_location(self, key, lid: int) -> None:
         mapping, address, function, module = key
@@ -60,7 +60,7 @@ def build(profile: Profile):
     out.comment.append(t.string(f"ebpf-otlp {profile.what}"))
     for s in profile.samples:
         sample = out.sample.add()
-        sample.location_id.extend(t.location(f) for f in s.frames)
+        sample.location_id.extend(t.locations(s.frames))
         sample.value.extend(s.values)
         sample.label.add(key=t.string("pid"), num=s.pid)
         sample.label.add(key=t.string("tid"), num=s.tid)

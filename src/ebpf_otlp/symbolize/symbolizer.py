@@ -78,6 +78,7 @@ class Symbolizer:
         self._frame_cache: dict[tuple, Frame] = {}
         self._mapping_cache: dict[tuple, Mapping] = {}
         self._kernel_cache: dict[int, Frame] = {}
+        self._caller_cache: dict[tuple[int, int], dict[int, Frame]] = {}
 
     # -- while processes live -------------------------------------------------
     def remember(self, pid: int, gen: int = 0) -> bool:
@@ -277,8 +278,17 @@ class Symbolizer:
     def frames(self, raw: RawStackSample) -> tuple[Frame, ...]:
         """Leaf first: kernel frames, then user frames."""
         kernel = [self.kernel_frame(a) for a in raw.kernel_ips]
-        user = [self.user_frame(raw.pid, a, i == 0 and not kernel, raw.gen)
-                for i, a in enumerate(raw.user_ips)]
+        if not raw.user_ips:
+            return tuple(kernel)
+        # Only the first user frame can be a leaf; the rest share one cache per process.
+        first = self.user_frame(raw.pid, raw.user_ips[0], not kernel, raw.gen)
+        callers = self._caller_cache.setdefault((raw.pid, raw.gen), {})
+        user = [first]
+        for a in raw.user_ips[1:]:
+            frame = callers.get(a)
+            if frame is None:
+                frame = callers[a] = self._user_frame(raw.pid, a, False, raw.gen)
+            user.append(frame)
         return tuple(kernel + user)
 
     def symbolize(self, counts: dict[RawStackSample, tuple[int, ...]]) -> list[StackSample]:
@@ -287,6 +297,7 @@ class Symbolizer:
         (exporters intern by identity first)."""
         self.refresh_perf_maps()
         self._frame_cache, self._mapping_cache, self._kernel_cache = {}, {}, {}
+        self._caller_cache = {}
         try:
             with gc_paused():
                 return [StackSample(raw.pid, raw.tid, raw.thread_name,
@@ -295,3 +306,4 @@ class Symbolizer:
                         for raw, values in counts.items()]
         finally:   # a pass's caches: maps and perf maps may change before the next one
             self._frame_cache, self._mapping_cache, self._kernel_cache = {}, {}, {}
+            self._caller_cache = {}
