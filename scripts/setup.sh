@@ -57,7 +57,7 @@ fi
 if [ $want_test = 1 ]; then
   # gcc builds test workloads; node, chromium and pprof check names, drawing and file
   # format; strace, perf and bpfcc-tools are the peers the benchmarks compare against.
-  apt_install make nodejs strace linux-perf bpfcc-tools chromium \
+  apt_install make nodejs strace linux-perf bpfcc-tools chromium systemd \
               golang-go golang-github-google-pprof-dev iproute2 nftables
   if [ ! -x .tools/pprof ]; then
     mkdir -p .tools

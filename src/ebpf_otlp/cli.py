@@ -310,7 +310,7 @@ def trace_net(pids, comm, ports, duration, interval, hooks, rtt, udp, max_connec
 
 @cli.command()
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), metavar="FILE.toml",
-              help="What to capture and where to write (see docs/snapshot.md). Default: profile, "
+              help="What to capture and where to write (see docs/config.md). Default: profile, "
                    "syscalls and trace-net of every process.")
 @click.option("--output-root", metavar="DIR", help="Where bundles go (default /var/lib/ebpf-otlp/snapshots).")
 @click.option("-d", "--duration", type=Duration(), help="How long the captures run (default 30s).")
@@ -329,8 +329,7 @@ def snapshot(config_path, output_root, duration, keep, max_age, max_total, tar, 
     from ebpf_otlp.sessions import snapshot as session
 
     config = cfg.load(config_path)
-    if not config.captures:
-        config.tables.update(profile={}, syscalls={}, trace_net={})
+    config.default_captures()
     for option, value, convert in (("--max-age", max_age, cfg.check_duration),
                                    ("--max-total", max_total, cfg.parse_size)):
         if value is not None:
@@ -367,13 +366,12 @@ def agent(config_path, output_dir, window, interval, duration, **otlp_flags):
     from ebpf_otlp.sessions import agent as session
 
     config = cfg.load(config_path)
-    if not config.captures:
-        config.tables.update(profile={}, syscalls={}, trace_net={})
+    config.default_captures()
     config.override("agent", output_dir=output_dir, window=window, interval=interval)
     flags = {"endpoint": otlp_flags.pop("otlp_endpoint"), "protocol": otlp_flags.pop("otlp_protocol"),
              "insecure": otlp_flags.pop("otlp_insecure"), "ca_file": otlp_flags.pop("otlp_ca_file"),
              "compression": otlp_flags.pop("otlp_compression"), "timeout": otlp_flags.pop("otlp_timeout"),
-             "spool_dir": otlp_flags.pop("spool_dir")}
+             "spool_dir": otlp_flags.pop("spool_dir"), "spool_max_mb": otlp_flags.pop("spool_max_mb")}
     headers = dict(h.split("=", 1) for h in otlp_flags.pop("otlp_headers") if "=" in h)
     if headers:
         flags["headers"] = {**config.tables.get("otlp", {}).get("headers", {}), **headers}

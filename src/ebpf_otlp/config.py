@@ -137,6 +137,7 @@ class Config:
     """Validated tables: section -> key -> value, defaults filled for [snapshot]/[agent]."""
     path: str = ""
     tables: dict[str, dict[str, Any]] = field(default_factory=dict)
+    overrides: list[tuple[str, dict[str, Any]]] = field(default_factory=list)   # from the CLI
 
     def section(self, name: str) -> dict[str, Any]:
         return {**DEFAULTS.get(name, {}), **self.tables.get(name, {})}
@@ -150,6 +151,20 @@ class Config:
         given = {k: v for k, v in values.items() if v is not None}
         if given:
             self.tables.setdefault(section, {}).update(given)
+            self.overrides.append((section, given))
+
+    def default_captures(self) -> None:
+        """No capture named: profile, syscalls and trace-net of every process."""
+        if not self.captures:
+            self.tables.update(profile={}, syscalls={}, trace_net={})
+
+    def reloaded(self) -> "Config":
+        """The file read again (SIGHUP), with the same command-line options over it."""
+        fresh = load(self.path) if self.path else Config()
+        fresh.default_captures()
+        for section, values in self.overrides:
+            fresh.override(section, **values)
+        return fresh
 
     def to_toml(self, sections: tuple[str, ...]) -> str:
         """The effective configuration, as TOML (what --print-config shows)."""

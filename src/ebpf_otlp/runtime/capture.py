@@ -157,6 +157,7 @@ class Capture:
         now = time.monotonic()
         deadline = now + self.duration_s if self.duration_s else float("inf")
         due = {id(p): now + p.collector.interval_s for p in self.processors}
+        due[0] = deadline   # with nothing started (a snapshot whose captures all failed): wait
         pollers = [p.collector for p in self.processors if p.collector.poll(0)]
         with _progress(self.notices, self.label, self.duration_s) as show:
             while not self._done(deadline):

@@ -26,7 +26,9 @@ from ebpf_otlp import config as cfg
 from ebpf_otlp.export.output_stage import FileTarget, OutputStage, result_stats
 from ebpf_otlp.processors import NetProcessor, Processor, StackProcessor
 from ebpf_otlp.records import NetReport
+from ebpf_otlp.errors import AgentError
 from ebpf_otlp.runtime.capture import Capture, StopOnSignal
+from ebpf_otlp.runtime.privileges import missing_privileges
 from ebpf_otlp.sessions import snapshot
 
 
@@ -128,10 +130,13 @@ def run(config: cfg.Config, notices: Console, out: Console, duration_s: float | 
         if not reload:
             return 0
         notices.print("SIGHUP: reloading the configuration", style="yellow")
-        config = cfg.load(config.path) if config.path else config
+        config = config.reloaded()
 
 
 def _run_once(config: cfg.Config, notices: Console, out: Console, duration_s: float | None) -> bool:
+    why = missing_privileges()
+    if why:
+        raise AgentError(why)
     a = config.section("agent")
     otlp, spool = cfg.otlp_settings(config.tables.get("otlp", {}))
     output_dir = None if otlp else a["output_dir"]

@@ -30,6 +30,7 @@ from ebpf_otlp.export.output_stage import FileTarget, OutputStage, result_name, 
 from ebpf_otlp.processors import NetProcessor, Processor, StackProcessor, SyscallProcessor
 from ebpf_otlp.records import NetReport, Profile, SyscallReport
 from ebpf_otlp.runtime.capture import Capture, StopOnSignal
+from ebpf_otlp.runtime.privileges import missing_privileges
 
 EX_TEMPFAIL = 75
 LOCK_NAME = ".ebpf-otlp-snapshot.lock"
@@ -167,6 +168,9 @@ def _sha256(path: str) -> str:
 
 def run(config: cfg.Config, notices: Console, out: Console, verbose: bool = False) -> int:
     """Returns 0 when every capture ran, 1 when some failed (the bundle says why)."""
+    why = missing_privileges()   # bad input, not a failed capture: one line, exit 2
+    if why:
+        raise AgentError(why)
     s = config.section("snapshot")
     root = s["output_root"]
     try:
@@ -228,7 +232,10 @@ def _capture(config: cfg.Config, parts: list[Part], bundle: str, duration: float
         if verbose:
             names = [p.name for p in parts if id(p.processor) not in cap.failed]
             notices.print(f"capturing {', '.join(names)} for {duration:g} s", highlight=False)
-        cap.run()
+        if cap.processors:
+            cap.run()
+        else:   # nothing could start: the manifest says why, at once
+            cap.ended_ns = time.time_ns()
         results = [p.result(cap.ended_ns) for p in cap.processors]
         stage.finish(results, "snapshot", cap.started_ns, cap.ended_ns, {})
     by_processor = {id(p): r for p, r in zip(cap.processors, results)}
