@@ -113,7 +113,7 @@ def field_offsets() -> dict[str, int]:
     from ebpf_otlp.runtime.btf import Btf
 
     try:
-        return Btf.from_file().offsets(FIELDS)
+        return Btf.from_file(cache=False).offsets(FIELDS)   # read once; 15 MB not kept
     except OSError as e:
         raise AgentError(f"cannot read the kernel's BTF ({e.strerror}: /sys/kernel/btf/vmlinux): "
                          "trace-net needs it for struct tcp_sock (CONFIG_DEBUG_INFO_BTF)") from None
