@@ -133,8 +133,12 @@ def cli():
               help="How long, e.g. 30s or 2m. Default: until Ctrl-C or SIGTERM.")
 @click.option("-U", "--user-only", is_flag=True, help="User stacks only.")
 @click.option("-K", "--kernel-only", is_flag=True, help="Kernel stacks only.")
-@click.option("-e", "--event", type=click.Choice(["cpu-clock", "cpu-cycles"]), default="cpu-clock",
-              show_default=True, help="Sampling event: software clock, or hardware cycles.")
+@click.option("-e", "--event", type=click.Choice(["cpu-clock", "cpu-cycles", "page-faults"]),
+              default="cpu-clock", show_default=True,
+              help="Sampling event: software clock, hardware cycles, or page faults (where "
+                   "resident memory grows; sampled every --period faults, at no per-call cost).")
+@click.option("--period", type=click.IntRange(min=1), default=100, show_default=True, metavar="N",
+              help="With --event page-faults: one sample every N faults.")
 @click.option("-o", "--output", "outputs", multiple=True, type=click.Path(dir_okay=False),
               help="Output file (repeatable); format from --format or the name (.pb.gz .folded .svg .json).")
 @click.option("-f", "--format", "fmt", type=click.Choice(["pprof", "folded", "svg", "json", "otlp"]),
@@ -153,8 +157,8 @@ def cli():
                    "often than this; above it, a random sample sized to it, weighed up. 0: every one.")
 @otlp_options
 @command_argument
-def profile(pids, all_, hz, duration, user_only, kernel_only, event, outputs, fmt, output_dir, top,
-            off_cpu, min_block, switch_budget, command, **otlp_flags):
+def profile(pids, all_, hz, duration, user_only, kernel_only, event, period, outputs, fmt, output_dir,
+            top, off_cpu, min_block, switch_budget, command, **otlp_flags):
     """Sample CPU stacks with a perf event and write pprof, folded stacks or a flame graph.
     With --off-cpu, the same outputs weigh stacks by time spent off CPU instead.
 
@@ -171,12 +175,17 @@ def profile(pids, all_, hz, duration, user_only, kernel_only, event, outputs, fm
     check_target(pids, command, all=all_)
     if off_cpu:
         given = click.get_current_context().get_parameter_source
-        for name, flag in (("hz", "--hz"), ("event", "--event")):
+        for name, flag in (("hz", "--hz"), ("event", "--event"), ("period", "--period")):
             if given(name) != click.core.ParameterSource.DEFAULT:
                 raise click.UsageError(f"{flag} samples on-CPU stacks; --off-cpu traces every "
                                        "switch instead (see --switch-budget)")
     if user_only and kernel_only:
         raise click.UsageError("--user-only and --kernel-only exclude each other")
+    given = click.get_current_context().get_parameter_source
+    if event == "page-faults" and given("hz") != click.core.ParameterSource.DEFAULT:
+        raise click.UsageError("page faults are sampled every --period faults, not at --hz")
+    if event != "page-faults" and given("period") != click.core.ParameterSource.DEFAULT:
+        raise click.UsageError("--period goes with --event page-faults")
     limit = max_sample_rate()
     if not 1 <= hz <= limit:
         raise click.BadParameter(f"{hz} Hz is outside 1..{limit} "
@@ -193,12 +202,12 @@ def profile(pids, all_, hz, duration, user_only, kernel_only, event, outputs, fm
         _make_dir(output_dir)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         formats = [fmt] if fmt else ["pprof", "folded", "svg"]
-        name = "offcpu" if off_cpu else "profile"
+        name = "offcpu" if off_cpu else "faults" if event == "page-faults" else "profile"
         targets = [(os.path.join(output_dir, f"{name}-{stamp}{profile_files.DEFAULT_SUFFIX[f]}"), f)
                    for f in formats]
     cpu = CpuSettings(hz=hz, pids=pids, user_stacks=not kernel_only, kernel_stacks=not user_only,
                       event=event, off_cpu=off_cpu, min_block_ns=int(min_block * 1e9),
-                      switch_budget=switch_budget)
+                      switch_budget=switch_budget, period=period)
     config = ProfileConfig(cpu=cpu, duration_s=duration, command=list(command), outputs=targets,
                            top=top, otlp=otlp, spool=spool)
     return run(config, result_console(), notice_console(), STARTED_NS).exit_status

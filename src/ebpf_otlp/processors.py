@@ -17,7 +17,9 @@ from ebpf_otlp.collectors.cpu import CpuSampler
 from ebpf_otlp.collectors.syscalls import SyscallCollector
 from ebpf_otlp.collectors.tcp import TcpCollector
 from ebpf_otlp.records import (CollectorStats, Connection, NetReport, Profile, RawStackSample,
-                               SyscallReport, SyscallStats, UdpFlow, cpu_shape, off_cpu_shape)
+                               SyscallReport, SyscallStats, UdpFlow, ValueType, counted_shape,
+                               cpu_shape, off_cpu_shape)
+from ebpf_otlp.runtime.perf import COUNTED
 from ebpf_otlp.symbolize.symbolizer import Symbolizer
 
 
@@ -52,6 +54,7 @@ class CpuSettings:
     min_block_ns: int = 1000
     switch_budget: float = 5000          # off-CPU: switches/s walked in full (0: no limit)
     follow_forks: bool = False           # launch mode: trace what the targets fork
+    period: int = 0                      # counted events (page-faults): one sample every N
 
 
 class StackProcessor(Processor):
@@ -67,7 +70,8 @@ class StackProcessor(Processor):
             settings.hz, settings.pids, settings.user_stacks, settings.kernel_stacks,
             settings.event, settings.drain_s, on_new_process=self.symbolizer.remember,
             off_cpu=settings.off_cpu, min_block_ns=settings.min_block_ns,
-            switch_budget=settings.switch_budget, follow_forks=settings.follow_forks)
+            switch_budget=settings.switch_budget, follow_forks=settings.follow_forks,
+            period=settings.period)
         self.counts: Counter[RawStackSample] = Counter()
         self.window_start_ns = time.time_ns()
 
@@ -90,7 +94,12 @@ class StackProcessor(Processor):
     def result(self, end_ns: int | None = None) -> Profile:
         s = self.settings
         end_ns = end_ns or time.time_ns()
-        shape = off_cpu_shape() if s.off_cpu else cpu_shape(s.hz, s.event)
+        if s.off_cpu:
+            shape = off_cpu_shape()
+        elif s.event in COUNTED:
+            shape = counted_shape(s.event, ValueType(*COUNTED[s.event]), s.period)
+        else:
+            shape = cpu_shape(s.hz, s.event)
         period = shape["period"]
         values = (lambda c: (c,)) if s.off_cpu else (lambda c: (c, c * period))
         samples = self.symbolizer.symbolize({raw: values(c) for raw, c in self.counts.items()})

@@ -180,8 +180,11 @@ class Profile:
     @property
     def what(self) -> str:
         """What was measured, for titles: 'cpu-clock at 99 Hz', 'off_cpu/nanoseconds'."""
-        return f"{self.event} at {self.frequency_hz} Hz" if self.frequency_hz else \
-            f"{self.shown} ({self.event})" if self.event else str(self.shown)
+        if self.frequency_hz:
+            return f"{self.event} at {self.frequency_hz} Hz"
+        if self.period > 1 and self.period_type == self.shown:
+            return f"{self.event}, a sample every {self.period}"
+        return f"{self.shown} ({self.event})" if self.event else str(self.shown)
 
     def amount(self, value: int) -> str:
         """A value of the shown type in words: '123 samples', '1.234 s', '2.0 MiB'."""
@@ -198,6 +201,13 @@ def cpu_shape(hz: int, event: str = "cpu-clock") -> dict:
     pprof shows Go's), samples in the text outputs."""
     return dict(sample_types=(SAMPLES, CPU_TIME), period_type=CPU_TIME, period=1_000_000_000 // hz,
                 default_type="cpu", shown_type="samples", event=event, frequency_hz=hz)
+
+
+def counted_shape(event: str, kind: ValueType, period: int) -> dict:
+    """A profile of an event sampled every `period` occurrences (page faults): samples, and
+    the occurrences they stand for, which readers show by default."""
+    return dict(sample_types=(SAMPLES, kind), period_type=kind, period=period,
+                default_type=kind.type, shown_type=kind.type, event=event)
 
 
 def off_cpu_shape() -> dict:

@@ -40,6 +40,10 @@ def free_pid():
     (["--off-cpu", "--hz", "49"], ["--hz samples on-CPU stacks"]),
     (["--off-cpu", "--min-block", "0"], ["more than zero"]),
     (["--off-cpu", "--switch-budget", "lots"], ["bad count 'lots'"]),
+    (["--event", "page-faults", "--hz", "49"], ["every --period faults"]),
+    (["--period", "10"], ["--period goes with --event page-faults"]),
+    (["--event", "page-faults", "--period", "0"], ["--period"]),
+    (["--pid", "1", "--", "true"], ["exclude each other"]),
 ])
 def test_profile_bad_input(args, needles):
     assert_one_line_error(agent("profile", *args), *needles)

@@ -61,11 +61,12 @@ class CpuSampler(Collector):
                  drain_seconds: float = 2.0,
                  on_new_process: Callable[[int, int], object] = lambda pid, gen: None,
                  off_cpu: bool = False, min_block_ns: int = 1000, switch_budget: float = 0,
-                 follow_forks: bool = False):
+                 follow_forks: bool = False, period: int = 0):
         super().__init__()
         self.name = "off-cpu" if off_cpu else "cpu"
         self.interval_s = drain_seconds
         self.follow_forks = follow_forks
+        self.period = period
         self._announced: list[tuple[int, int]] = []   # (pid, gen) from the ring buffer
         self.off_cpu = off_cpu
         self.min_block_ns = min_block_ns
@@ -105,7 +106,7 @@ class CpuSampler(Collector):
                                       budget_per_s=self.switch_budget)
             self._share.start()
         else:
-            attach_sampler(self._bpf, "on_sample", self.event, self.hz)
+            attach_sampler(self._bpf, "on_sample", self.event, self.hz, self.period)
 
     def _keep_share(self, share: float) -> None:
         """Tell the off-CPU program which share of switches to walk (control[1], of 65536)."""

@@ -11,6 +11,7 @@ from ebpf_otlp.export import table
 from ebpf_otlp.export.output_stage import FileTarget, OutputStage
 from ebpf_otlp.processors import CpuSettings, StackProcessor
 from ebpf_otlp.records import Profile
+from ebpf_otlp.runtime.perf import COUNTED
 from ebpf_otlp.sessions.run import RunResult, capture, held_until_capture
 from ebpf_otlp.sessions.run import launch as launch_command
 
@@ -43,6 +44,7 @@ def run(config: ProfileConfig, console: Console, notices: Console, started_ns: i
     target = launch.describe() if launch else \
         f"pid {', '.join(map(str, cpu.pids))}" if cpu.pids else "all processes"
     what = (f"tracing off-CPU time of {target} (sched_switch, periods ≥ {cpu.min_block_ns / 1000:g} µs)"
-            if cpu.off_cpu else f"sampling {target} at {cpu.hz} Hz ({cpu.event})")
+            if cpu.off_cpu else f"sampling {target} every {cpu.period} {cpu.event}"
+            if cpu.event in COUNTED else f"sampling {target} at {cpu.hz} Hz ({cpu.event})")
     return capture([processor], stage, notices, "profile", what, config.duration_s, launch,
                    [] if launch else cpu.pids, started_ns, {"process.pid": cpu.pids})
