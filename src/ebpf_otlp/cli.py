@@ -388,6 +388,69 @@ def agent(config_path, output_dir, window, interval, duration, **otlp_flags):
     return session.run(config, notice_console(), result_console(), duration)
 
 
+class Size(click.ParamType):
+    name = "size"
+
+    def convert(self, value, param, ctx):
+        from ebpf_otlp.config import parse_size
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_size(value)
+        except ValueError as e:
+            self.fail(str(e), param, ctx)
+
+
+@cli.command(context_settings=LAUNCH)
+@click.option("-p", "--pid", "pids", type=int, multiple=True, callback=existing_pids,
+              help="Trace this process's allocations (repeatable).")
+@click.option("-d", "--duration", type=Duration(), default=None,
+              help="How long, e.g. 30s. Default: until Ctrl-C or SIGTERM (or the command exits).")
+@click.option("--sample-bytes", type=Size(), default="512KiB", show_default=True, metavar="SIZE",
+              help="Mean bytes between sampled allocations (as tcmalloc and Go sample).")
+@click.option("--every-call", is_flag=True, help="Record every allocation: exact, and costly.")
+@click.option("--no-free", is_flag=True, help="Allocation profile only: no probe on free.")
+@click.option("--min-age", type=Duration(), default="5s", show_default=True,
+              help="The leak report lists allocations outstanding longer than this.")
+@click.option("--lib", metavar="PATH", help="The allocator's library (default: the libc the process maps).")
+@click.option("--symbol-prefix", default="", metavar="PREFIX", help="e.g. je_ for jemalloc's prefixed symbols.")
+@click.option("-i", "--interval", type=Duration(), default="10s", show_default=True,
+              help="How often the kernel's maps are read (leak growth is per interval).")
+@click.option("--top", type=click.IntRange(min=0), default=10, show_default=True,
+              help="Rows in the leak report (0: none).")
+@click.option("-o", "--output", "outputs", multiple=True, type=click.Path(dir_okay=False),
+              help="Output file (repeatable): .pb.gz (pprof), .folded, .svg, .json, .otlp.pb.")
+@click.option("-f", "--format", "fmt", type=click.Choice(["pprof", "folded", "svg", "json", "otlp"]),
+              help="Format of the single -o file.")
+@otlp_options
+@command_argument
+def memleak(pids, duration, sample_bytes, every_call, no_free, min_age, lib, symbol_prefix, interval,
+            top, outputs, fmt, command, **otlp_flags):
+    """Heap profile and leak report from allocator uprobes (malloc, calloc, realloc,
+    posix_memalign, ... and free), sampled by bytes in the kernel: alloc and in-use objects
+    and space per stack (Go's heap profile), and what stays allocated longer than --min-age."""
+    from ebpf_otlp.export import profile_files
+    from ebpf_otlp.processors import HeapSettings
+    from ebpf_otlp.sessions.memleak import MemleakConfig, run
+
+    if not pids and not command:
+        raise click.UsageError("name the process: --pid PID, or a command after --")
+    check_target(pids, command)
+    if sample_bytes <= 0:
+        raise click.BadParameter("must be more than zero (--every-call records every allocation)",
+                                 param_hint="'--sample-bytes'")
+    if fmt and len(outputs) > 1:
+        raise click.UsageError("--format applies to a single -o; name several files by extension")
+    otlp, spool = otlp_from_flags(otlp_flags)
+    targets = [(path, profile_files.format_for(path, fmt)) for path in outputs]
+    heap = HeapSettings(pids=pids, rate=0 if every_call else sample_bytes, library=lib,
+                        symbol_prefix=symbol_prefix, no_free=no_free, min_age_s=min_age,
+                        interval_s=interval)
+    config = MemleakConfig(heap=heap, duration_s=duration, command=list(command), outputs=targets,
+                           top=top, otlp=otlp, spool=spool)
+    return run(config, result_console(), notice_console(), STARTED_NS).exit_status
+
+
 @cli.command("flush-spool")
 @otlp_options
 def flush_spool(**otlp_flags):

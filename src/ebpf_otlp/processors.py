@@ -14,11 +14,13 @@ from dataclasses import dataclass, field
 
 from ebpf_otlp.collectors.base import Collector
 from ebpf_otlp.collectors.cpu import CpuSampler
+from ebpf_otlp.collectors.heap import HeapCollector, weight
 from ebpf_otlp.collectors.syscalls import SyscallCollector
 from ebpf_otlp.collectors.tcp import TcpCollector
-from ebpf_otlp.records import (CollectorStats, Connection, NetReport, Profile, RawStackSample,
+from ebpf_otlp.records import (CollectorStats, Connection, HeapCounts, HeapReport, LeakRow,
+                               NetReport, Profile, RawStackSample,
                                SyscallReport, SyscallStats, UdpFlow, ValueType, counted_shape,
-                               cpu_shape, off_cpu_shape)
+                               cpu_shape, heap_shape, off_cpu_shape)
 from ebpf_otlp.runtime.perf import COUNTED
 from ebpf_otlp.symbolize.symbolizer import Symbolizer
 
@@ -206,3 +208,91 @@ class NetProcessor(Processor):
                          end_ns - self.window_start_ns, c.hooks,
                          CollectorStats(c.stats.processed, dict(c.stats.lost), c.stats.drains),
                          dict(c.rtt_log2_us))
+
+
+@dataclass
+class HeapSettings:
+    pids: list[int] = field(default_factory=list)
+    rate: int = 512 * 1024              # mean bytes between samples; 0: every allocation
+    library: str | None = None          # --lib: the allocator's library (default: libc)
+    symbol_prefix: str = ""             # --symbol-prefix, e.g. je_
+    no_free: bool = False               # allocation profile only
+    min_age_s: float = 5.0              # the leak report: outstanding longer than this
+    interval_s: float = 10.0
+    follow_forks: bool = False
+
+
+class HeapProcessor(Processor):
+    """Sampled allocations per stack, weighed up to estimates: a heap profile with Go's four
+    sample types, and outstanding allocations older than min_age as a leak report, with
+    their growth between drains."""
+
+    def __init__(self, settings: HeapSettings, symbolizer: Symbolizer | None = None):
+        self.settings = settings
+        self.symbolizer = symbolizer or Symbolizer()
+        self.collector = HeapCollector(settings.pids, settings.rate, settings.library,
+                                       settings.symbol_prefix, settings.no_free,
+                                       settings.follow_forks, settings.interval_s,
+                                       on_new_process=self.symbolizer.remember)
+        self.counts: dict[RawStackSample, HeapCounts] = {}
+        self.live: list = []
+        self.previous: dict[RawStackSample, tuple[float, float]] = {}   # (time, est bytes)
+        self.growth: dict[RawStackSample, float] = {}
+        self.window_start_ns = time.time_ns()
+
+    def prepare(self) -> None:
+        for pid in self.settings.pids:
+            self.symbolizer.remember(pid)
+        self.symbolizer.prepare_symbols()
+
+    def add(self, records: list) -> None:
+        """Each drain is cumulative: it replaces what the last one said."""
+        self.counts = {r.stack: r for r in records if isinstance(r, HeapCounts)}
+        self.live = [r for r in records if not isinstance(r, HeapCounts)]
+        now = time.monotonic()
+        for stack, bytes_ in self._outstanding().items():
+            then = self.previous.get(stack)
+            if then and now > then[0]:
+                self.growth[stack] = (bytes_[1] - then[1]) / (now - then[0])
+            self.previous[stack] = (now, bytes_[1])
+
+    def reset(self, start_ns: int | None = None) -> None:
+        self.window_start_ns = start_ns or time.time_ns()
+
+    def _outstanding(self) -> dict[RawStackSample, list]:
+        """Per stack: [estimated objects, estimated bytes, sampled] of live allocations older
+        than min_age, each weighed by its own size."""
+        rate, min_age = self.settings.rate, self.settings.min_age_s * 1e9
+        out: dict[RawStackSample, list] = {}
+        for a in self.live:
+            if a.age_ns < min_age:
+                continue
+            w = weight(a.size, rate)
+            row = out.setdefault(a.stack, [0.0, 0.0, 0])
+            row[0] += w
+            row[1] += w * a.size
+            row[2] += 1
+        return out
+
+    def result(self, end_ns: int | None = None) -> HeapReport:
+        s = self.settings
+        end_ns = end_ns or time.time_ns()
+        rate = s.rate
+        values = {}
+        for stack, c in self.counts.items():
+            w = weight(c.alloc_bytes / c.allocs, rate) if c.allocs else 1.0   # Go: by average size
+            live_n, live_b = c.allocs - c.frees, c.alloc_bytes - c.free_bytes
+            values[stack] = (round(c.allocs * w), round(c.alloc_bytes * w),
+                             round(live_n * w), round(live_b * w))
+        samples = self.symbolizer.symbolize(values)
+        stats = self.collector.stats.merged(CollectorStats(lost=self.symbolizer.losses))
+        profile = Profile(samples=samples, start_ns=self.window_start_ns,
+                          duration_ns=end_ns - self.window_start_ns, stats=stats, **heap_shape(rate))
+        leaks = []
+        for stack, (objects, bytes_, sampled) in self._outstanding().items():
+            leaks.append(LeakRow(self.symbolizer.frames(stack), stack.pid,
+                                 self.symbolizer.process_name(stack.pid), objects, bytes_, sampled,
+                                 self.growth.get(stack, 0.0)))
+        leaks.sort(key=lambda r: -r.bytes)
+        return HeapReport(profile, leaks, rate, int(s.min_age_s * 1e9),
+                          [self.collector.library or ""])

@@ -379,3 +379,59 @@ class NetReport:
     hooks: str                  # "tracepoints" or "kprobes": which path was used
     collection: CollectorStats = field(default_factory=CollectorStats)
     rtt_log2_us: dict[int, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class HeapCounts:
+    """Sampled allocations and frees at one stack (not yet weighed up), cumulative."""
+    stack: RawStackSample       # user stack, the allocating function first
+    allocs: int
+    alloc_bytes: int
+    frees: int
+    free_bytes: int
+
+
+@dataclass(frozen=True)
+class LiveAllocation:
+    """A sampled allocation not freed (yet), with its size and age."""
+    stack: RawStackSample
+    size: int
+    age_ns: int
+
+
+@dataclass
+class LeakRow:
+    """Outstanding memory at one stack: allocations older than --min-age, weighed up."""
+    frames: tuple[Frame, ...]
+    pid: int
+    process_name: str
+    objects: float              # estimated
+    bytes: float                # estimated
+    sampled: int                # sampled allocations behind the estimate
+    growth_bytes_per_s: float = 0.0
+
+
+@dataclass
+class HeapReport:
+    """What `memleak` gathered: the heap profile (alloc and in-use, objects and space) and
+    the leak report; estimates unless `rate` is 0 (every call recorded)."""
+    profile: Profile
+    leaks: list[LeakRow]
+    rate: int                   # mean bytes between samples; 0: every allocation
+    min_age_ns: int
+    libraries: list[str] = field(default_factory=list)
+
+    @property
+    def collection(self) -> CollectorStats:
+        return self.profile.stats
+
+
+HEAP_TYPES = (ValueType("alloc_objects", "count"), ValueType("alloc_space", "bytes"),
+              ValueType("inuse_objects", "count"), ValueType("inuse_space", "bytes"))
+
+
+def heap_shape(rate: int) -> dict:
+    """Go's heap profile: four values per stack, inuse_space by default, period the rate."""
+    return dict(sample_types=HEAP_TYPES, period_type=ValueType("space", "bytes"),
+                period=rate or 1, default_type="inuse_space", shown_type="inuse_space",
+                event="malloc")

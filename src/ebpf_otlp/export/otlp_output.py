@@ -30,7 +30,8 @@ from ebpf_otlp.export import otlp_profiles
 from ebpf_otlp.export.otlp_settings import OtlpSettings
 from ebpf_otlp.export.otlp_transport import SendError, Transport
 from ebpf_otlp.export.spool import Spool
-from ebpf_otlp.records import CollectorStats, Connection, NetReport, Profile, SyscallReport
+from ebpf_otlp.records import (CollectorStats, Connection, HeapReport, NetReport, Profile,
+                               SyscallReport)
 
 # The SDK exporters log every retry; we count failures and report them in one line instead.
 for _name in ("opentelemetry.exporter", "opentelemetry.sdk"):
@@ -122,8 +123,8 @@ class OtlpOutput:
     def send(self, result) -> None:
         """A finished result, as the signal its type calls for (a NetReport's spans go out
         as connections close, through send_connections)."""
-        if isinstance(result, Profile):
-            self.send_profile(result)
+        if isinstance(result, (Profile, HeapReport)):
+            self.send_profile(result if isinstance(result, Profile) else result.profile)
         elif isinstance(result, SyscallReport):
             self.send_syscalls(result)
         elif isinstance(result, NetReport):

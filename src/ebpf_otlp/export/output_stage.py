@@ -14,8 +14,8 @@ from rich.console import Console
 
 import time
 
-from ebpf_otlp.export import files, losses, net_json, net_table, profile_files, syscall_json
-from ebpf_otlp.records import CollectorStats, NetReport, Profile, SyscallReport
+from ebpf_otlp.export import files, heap_out, losses, net_json, net_table, profile_files, syscall_json
+from ebpf_otlp.records import CollectorStats, HeapReport, NetReport, Profile, SyscallReport
 
 if TYPE_CHECKING:
     from ebpf_otlp.export.otlp_output import OtlpOutput
@@ -27,6 +27,9 @@ FILE_FORMATS: dict[type, dict[str, Callable[[object], bytes]]] = {
     Profile: profile_files.ENCODERS,
     SyscallReport: {"json": lambda r: syscall_json.encode(r).encode()},
     NetReport: {"jsonl": lambda r: net_json.encode(r).encode()},
+    # A heap report is its profile in every profile format; its JSON adds the leak report.
+    HeapReport: {**{fmt: (lambda r, e=encode: e(r.profile)) for fmt, encode in profile_files.ENCODERS.items()},
+                 "json": lambda r: heap_out.encode(r).encode()},
 }
 
 
@@ -144,6 +147,8 @@ def result_stats(result) -> CollectorStats:
 def result_name(result) -> str:
     if isinstance(result, Profile):
         return "off-CPU profile" if result.event == "sched_switch" else "profile"
+    if isinstance(result, HeapReport):
+        return "memleak"
     return "trace-net" if isinstance(result, NetReport) else "syscalls"
 
 
@@ -157,6 +162,9 @@ def _span_attributes(results: list) -> dict:
         elif isinstance(r, NetReport):
             out["ebpf_otlp.connections"] = len(r.connections)
             out["ebpf_otlp.hooks"] = r.hooks
+        elif isinstance(r, HeapReport):
+            out["ebpf_otlp.heap.sampling_rate_bytes"] = r.rate
+            out["ebpf_otlp.heap.leak_stacks"] = len(r.leaks)
         else:
             out["ebpf_otlp.syscalls"] = r.events
         out[f"ebpf_otlp.{result_name(r).replace(' ', '_').lower()}.lost"] = result_stats(r).total_lost

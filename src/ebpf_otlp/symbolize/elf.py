@@ -188,6 +188,17 @@ class ElfObject:
                               for h in self._program_headers() if h["p_type"] == "PT_LOAD"]
         return self._segments
 
+    def vaddr_to_offset(self, vaddr: int) -> int | None:
+        """The file offset of a link-time address (to read the code there)."""
+        for off, size, seg_vaddr in self._load_segments():
+            if seg_vaddr <= vaddr < seg_vaddr + size:
+                return vaddr - seg_vaddr + off
+        return None
+
+    def exported_functions(self) -> dict[str, int]:
+        """Name -> address of the functions in .dynsym (what uprobes attach to by name)."""
+        return {name: addr for addr, _size, name in self._section_symbols(".dynsym")}
+
     def offset_to_vaddr(self, file_offset: int) -> int | None:
         """The link-time address of a file offset, via the PT_LOAD segment holding it."""
         for off, size, vaddr in self._load_segments():

@@ -1,0 +1,231 @@
+// Heap profiler: allocator uprobes, sampled by bytes in the kernel.
+//
+// Every allocation call traps (the uprobe's cost); the program keeps that cheap: a
+// per-thread countdown of bytes, drawn from an exponential distribution whose mean is the
+// sampling rate (as tcmalloc, Go and jemalloc sample), decides in a few instructions
+// whether this allocation is sampled. Only a sampled allocation walks its stack and waits
+// for its address at the return probe; only a sampled address is remembered in `live`,
+// where free() finds it. Per (process, stack): sampled allocations and frees, objects and
+// bytes. User space weighs samples up (1 / (1 - exp(-size/rate))) to unbiased totals.
+//
+// The walk starts inside the allocator, whose caller is not yet on the frame chain at its
+// first instruction: the return address at the stack pointer names the caller.
+//
+// Defines: RATE (mean bytes between samples; 0: every call), MAX_LIVE, MAX_STACKS,
+//          MAX_KEYS, FILTER_PIDS (MAX_PIDS, FOLLOW_FORKS).
+#include <uapi/linux/ptrace.h>
+#include <linux/sched.h>
+
+struct stack_key {
+    u32 tgid;
+    s32 stack_id;            // user stack from inside the allocator (its caller's caller on)
+    u64 caller;              // return address into the allocating function
+};
+
+struct stack_counts {        // sampled, not yet weighed up
+    u64 allocs;
+    u64 alloc_bytes;
+    u64 frees;
+    u64 free_bytes;
+};
+
+struct live_key {
+    u32 tgid;
+    u32 pad;
+    u64 addr;
+};
+
+struct live_alloc {
+    u64 size;
+    u64 ts_ns;
+    struct stack_key where;
+};
+
+struct pending {             // a sampled call waiting for its address
+    u64 size;
+    u64 memptr;              // posix_memalign: where the address will be written
+    struct stack_key where;
+};
+
+struct new_task {
+    u32 tgid;
+    u32 gen;
+};
+
+enum heap_stat {
+    STAT_SAMPLED,            // allocations sampled
+    STAT_FREED,              // sampled allocations seen freed
+    STAT_LIVE_FULL,          // no room in `live`: the allocation's free cannot be matched
+    STAT_KEYS_FULL,          // no room in `by_stack`
+    STAT_STACK_LOST,         // stack-id collision or error
+    STAT_NEW_TASK_DROPPED,   // ring buffer full: a process was not announced
+    STAT_MAX,
+};
+
+BPF_HASH(by_stack, struct stack_key, struct stack_counts, MAX_KEYS);
+BPF_HASH(live, struct live_key, struct live_alloc, MAX_LIVE);
+BPF_TABLE("lru_hash", u32, struct pending, pending, 65536);
+BPF_TABLE("lru_hash", u32, s64, countdown, 65536);     // tid -> bytes until the next sample
+BPF_ARRAY(draws, u32, 1024);                           // exponential quantiles, mean RATE
+BPF_STACK_TRACE(stacks, MAX_STACKS);
+BPF_PERCPU_ARRAY(stats, u64, STAT_MAX);
+BPF_TABLE("lru_hash", u32, u8, announced, 65536);
+BPF_RINGBUF_OUTPUT(new_tasks, 16);
+#ifdef FILTER_PIDS
+BPF_HASH(pid_filter, u32, u8, MAX_PIDS);
+#endif
+
+static __always_inline void bump(int which) {
+    u64 *v = stats.lookup(&which);
+    if (v)
+        (*v)++;
+}
+
+static __always_inline int wanted(u32 tgid) {
+#ifdef FILTER_PIDS
+    return pid_filter.lookup(&tgid) != 0;
+#else
+    return 1;
+#endif
+}
+
+static __always_inline s64 draw(void) {
+    u32 i = bpf_get_prandom_u32() & 1023;
+    u32 *d = draws.lookup(&i);
+    return d ? *d : RATE;
+}
+
+// Is this allocation in the sample? A per-thread countdown of bytes, drawn anew each time
+// it runs out: an allocation of s bytes is sampled with probability 1 - exp(-s/RATE).
+static __always_inline int sampled(u64 size) {
+#if RATE == 0
+    return 1;
+#else
+    u32 tid = bpf_get_current_pid_tgid();
+    s64 *left = countdown.lookup(&tid);
+    s64 remaining = (left ? *left : draw()) - (s64)size;
+    if (remaining > 0) {
+        if (left)
+            *left = remaining;
+        else
+            countdown.update(&tid, &remaining);
+        return 0;
+    }
+    s64 next = draw();
+    countdown.update(&tid, &next);
+    return 1;
+#endif
+}
+
+static __always_inline void announce(u32 tgid) {
+    u8 one = 1;
+    if (announced.lookup(&tgid))
+        return;
+    announced.update(&tgid, &one);
+    struct new_task *slot = new_tasks.ringbuf_reserve(sizeof(struct new_task));
+    if (!slot) {
+        bump(STAT_NEW_TASK_DROPPED);
+        return;
+    }
+    slot->tgid = tgid;
+    slot->gen = 0;
+    new_tasks.ringbuf_submit(slot, 0);
+}
+
+static __always_inline void on_alloc(struct pt_regs *ctx, u64 size, u64 memptr) {
+    u64 id = bpf_get_current_pid_tgid();
+    u32 tgid = id >> 32, tid = id;
+    if (!wanted(tgid) || !sampled(size))
+        return;
+    struct pending p = {.size = size, .memptr = memptr};
+    p.where.tgid = tgid;
+    bpf_probe_read_user(&p.where.caller, sizeof(p.where.caller), (void *)PT_REGS_SP(ctx));
+    p.where.stack_id = stacks.get_stackid(ctx, BPF_F_USER_STACK);
+    if (p.where.stack_id < 0 && p.where.stack_id != -EFAULT)
+        bump(STAT_STACK_LOST);
+    pending.update(&tid, &p);
+    announce(tgid);
+}
+
+static __always_inline void on_return(u64 addr, int via_memptr) {
+    u64 id = bpf_get_current_pid_tgid();
+    u32 tid = id;
+    struct pending *p = pending.lookup(&tid);
+    if (!p)
+        return;              // not sampled: the common case, one lookup
+    struct pending got = *p;
+    pending.delete(&tid);
+    if (via_memptr) {        // posix_memalign returns 0 and writes the address
+        if (addr != 0)
+            return;
+        addr = 0;
+        bpf_probe_read_user(&addr, sizeof(addr), (void *)got.memptr);
+    }
+    if (!addr)
+        return;              // a failed allocation is no allocation
+    bump(STAT_SAMPLED);
+    struct stack_counts zero = {};
+    struct stack_counts *c = by_stack.lookup_or_try_init(&got.where, &zero);
+    if (!c) {
+        bump(STAT_KEYS_FULL);
+        return;
+    }
+    __sync_fetch_and_add(&c->allocs, 1);
+    __sync_fetch_and_add(&c->alloc_bytes, got.size);
+    struct live_key k = {.tgid = got.where.tgid, .addr = addr};
+    struct live_alloc a = {.size = got.size, .ts_ns = bpf_ktime_get_ns(), .where = got.where};
+    if (live.update(&k, &a))
+        bump(STAT_LIVE_FULL);
+}
+
+static __always_inline void on_free(u64 addr) {
+    if (!addr)
+        return;
+    struct live_key k = {.tgid = bpf_get_current_pid_tgid() >> 32, .addr = addr};
+    struct live_alloc *a = live.lookup(&k);
+    if (!a)
+        return;              // not sampled (or from before the capture)
+    struct stack_counts *c = by_stack.lookup(&a->where);
+    if (c) {
+        __sync_fetch_and_add(&c->frees, 1);
+        __sync_fetch_and_add(&c->free_bytes, a->size);
+    }
+    live.delete(&k);
+    bump(STAT_FREED);
+}
+
+int malloc_enter(struct pt_regs *ctx) { on_alloc(ctx, PT_REGS_PARM1(ctx), 0); return 0; }
+int calloc_enter(struct pt_regs *ctx) {
+    on_alloc(ctx, PT_REGS_PARM1(ctx) * PT_REGS_PARM2(ctx), 0);
+    return 0;
+}
+int realloc_enter(struct pt_regs *ctx) {        // a free of the old block, an allocation
+    on_free(PT_REGS_PARM1(ctx));
+    on_alloc(ctx, PT_REGS_PARM2(ctx), 0);
+    return 0;
+}
+int reallocarray_enter(struct pt_regs *ctx) {
+    on_free(PT_REGS_PARM1(ctx));
+    on_alloc(ctx, PT_REGS_PARM2(ctx) * PT_REGS_PARM3(ctx), 0);
+    return 0;
+}
+int memalign_enter(struct pt_regs *ctx) { on_alloc(ctx, PT_REGS_PARM2(ctx), 0); return 0; }
+int posix_memalign_enter(struct pt_regs *ctx) {
+    on_alloc(ctx, PT_REGS_PARM3(ctx), PT_REGS_PARM1(ctx));
+    return 0;
+}
+int alloc_return(struct pt_regs *ctx) { on_return(PT_REGS_RC(ctx), 0); return 0; }
+int memptr_return(struct pt_regs *ctx) { on_return(PT_REGS_RC(ctx), 1); return 0; }
+int free_enter(struct pt_regs *ctx) { on_free(PT_REGS_PARM1(ctx)); return 0; }
+
+#ifdef FOLLOW_FORKS
+TRACEPOINT_PROBE(sched, sched_process_fork) {
+    u32 parent = bpf_get_current_pid_tgid() >> 32;
+    if (!pid_filter.lookup(&parent))
+        return 0;
+    u32 child = args->child_pid;
+    u8 one = 1;
+    pid_filter.update(&child, &one);
+    return 0;
+}
+#endif

@@ -1,0 +1,190 @@
+"""Heap collector: allocator uprobes (bpf/heap.bpf.c) → sampled allocations and frees per
+stack, and the sampled allocations still live."""
+
+from __future__ import annotations
+
+import ctypes as ct
+import math
+import os
+import time
+from typing import Callable
+
+from ebpf_otlp.collectors.base import Collector
+from ebpf_otlp.errors import AgentError
+from ebpf_otlp.records import HeapCounts, LiveAllocation, RawStackSample
+from ebpf_otlp.runtime import loader
+from ebpf_otlp.runtime.maps import percpu_counters
+from ebpf_otlp.symbolize.elf import ElfObject
+
+# (symbol, entry program, return program): the allocators a process may call.
+ALLOCATORS = (("malloc", "malloc_enter", "alloc_return"), ("calloc", "calloc_enter", "alloc_return"),
+              ("realloc", "realloc_enter", "alloc_return"),
+              ("reallocarray", "reallocarray_enter", "alloc_return"),
+              ("posix_memalign", "posix_memalign_enter", "memptr_return"),
+              ("aligned_alloc", "memalign_enter", "alloc_return"),
+              ("memalign", "memalign_enter", "alloc_return"),
+              ("valloc", "malloc_enter", "alloc_return"), ("pvalloc", "malloc_enter", "alloc_return"))
+STATS = ("sampled", "freed", "live map full", "stack map full", "stack lost", "ring buffer full")
+LOSSES = {2: "free not matched (live-allocation map full)",
+          3: "allocation site dropped (stack-count map full)",
+          4: "allocation stack lost (stack-id collision)",
+          5: "new process not announced (ring buffer full)"}
+TEST_RDI = b"\x48\x85\xff"   # test %rdi,%rdi: single-stepped by uprobes; the next one is not
+
+
+def exponential_draws(rate: int, n: int = 1024) -> list[int]:
+    """Quantiles of an exponential distribution with mean `rate`: the kernel picks one at
+    random for each new countdown (no floating point in BPF)."""
+    return [max(1, min(int(-math.log(1 - (i + 0.5) / n) * rate), 2**32 - 1)) for i in range(n)]
+
+
+def weight(size: float, rate: int) -> float:
+    """How many allocations of `size` bytes one sample stands for (Go's unsampling)."""
+    if rate <= 0 or size <= 0:
+        return 1.0
+    return 1.0 / -math.expm1(-size / rate)
+
+
+def allocator_library(pids: list[int], explicit: str | None) -> str:
+    """The allocator's library: --lib, else the libc the target maps (or this process's)."""
+    if explicit:
+        if not os.path.isfile(explicit):
+            raise AgentError(f"--lib {explicit}: no such file")
+        return explicit
+    for pid in pids or [os.getpid()]:
+        try:
+            with open(f"/proc/{pid}/maps") as f:
+                for line in f:
+                    path = line.split(None, 5)[-1].strip()
+                    if os.path.basename(path).startswith("libc.so"):
+                        return path
+        except OSError:
+            continue
+    raise AgentError(f"pid {', '.join(map(str, pids))} does not map libc: name its allocator with "
+                     "--lib PATH (jemalloc, tcmalloc, or the executable itself if static)")
+
+
+def probe_offset(elf: ElfObject, vaddr: int, path: str) -> int:
+    """Where to attach in a function: past a first `test %rdi,%rdi` (glibc's free), which
+    the kernel would single-step (a second trap), since %rdi still holds the argument."""
+    offset = elf.vaddr_to_offset(vaddr)
+    if offset is None:
+        return 0
+    with open(path, "rb") as f:
+        f.seek(offset)
+        return 3 if f.read(3) == TEST_RDI else 0
+
+
+class HeapCollector(Collector):
+    """Samples allocations by bytes (`rate`, mean bytes between samples; 0: every call) in
+    the processes `pids` (or a launched command and what it forks)."""
+
+    name = "memleak"
+
+    def __init__(self, pids: list[int], rate: int, library: str | None = None,
+                 symbol_prefix: str = "", no_free: bool = False, follow_forks: bool = False,
+                 interval_s: float = 10.0, max_live: int = 1 << 18,
+                 on_new_process: Callable[[int, int], object] = lambda pid, gen: None):
+        super().__init__()
+        self.pids, self.rate, self.library = list(pids), rate, library
+        self.symbol_prefix, self.no_free, self.follow_forks = symbol_prefix, no_free, follow_forks
+        self.interval_s, self.max_live = interval_s, max_live
+        self.on_new_process = on_new_process
+        self.attached: list[str] = []
+        self._announced: list[int] = []
+        self._bpf = None
+        self._clock_offset = time.time_ns() - time.monotonic_ns()
+
+    def start(self) -> None:
+        lib = allocator_library([] if self.follow_forks else self.pids, self.library)
+        with open(lib, "rb") as f:
+            elf = ElfObject(f, lib, cache=None)
+            dynsym = elf.exported_functions()
+            symbols = {name: dynsym.get(self.symbol_prefix + name) for name, *_ in ALLOCATORS}
+            free_at = dynsym.get(self.symbol_prefix + "free")
+            free_off = probe_offset(elf, free_at, lib) if free_at else 0
+        if not any(symbols.values()):
+            raise AgentError(f"{lib} has no {self.symbol_prefix}malloc: not an allocator "
+                             "(use --lib and --symbol-prefix for jemalloc, tcmalloc, ...)")
+        self._bpf = loader.load("heap", {
+            "RATE": self.rate, "MAX_LIVE": self.max_live, "MAX_STACKS": 1 << 16, "MAX_KEYS": 1 << 16,
+            "FILTER_PIDS": True, "MAX_PIDS": 65536 if self.follow_forks else 4096,
+            "FOLLOW_FORKS": self.follow_forks})
+        for pid in self.pids:
+            self._bpf["pid_filter"][ct.c_uint32(pid)] = ct.c_uint8(1)
+        draws = self._bpf["draws"]
+        for i, d in enumerate(exponential_draws(self.rate or 1)):
+            draws[ct.c_int(i)] = ct.c_uint32(d)
+        # A uprobe with a pid traps only that process; launch mode follows forks, so it
+        # probes the library in every process and filters in the kernel.
+        targets = [-1] if self.follow_forks else self.pids
+        seen: set[int] = set()
+        for name, entry, ret in ALLOCATORS:
+            addr = symbols[name]
+            if not addr or addr in seen:   # aligned_alloc and memalign are one function
+                continue
+            seen.add(addr)
+            for pid in targets:
+                self._bpf.attach_uprobe(name=lib.encode(), addr=addr, fn_name=entry.encode(), pid=pid)
+                self._bpf.attach_uretprobe(name=lib.encode(), addr=addr, fn_name=ret.encode(), pid=pid)
+            self.attached.append(name)
+        if free_at and not self.no_free:
+            for pid in targets:
+                self._bpf.attach_uprobe(name=lib.encode(), addr=free_at + free_off,
+                                        fn_name=b"free_enter", pid=pid)
+            self.attached.append(f"free+{free_off}" if free_off else "free")
+        self.library = lib
+        self._bpf["new_tasks"].open_ring_buffer(self._on_new_task)
+
+    def _on_new_task(self, _ctx, data, _size) -> None:
+        self._announced.append(ct.cast(data, ct.POINTER(ct.c_uint32)).contents.value)
+
+    def poll(self, timeout_ms: int) -> bool:
+        self._bpf.ring_buffer_poll(timeout_ms)
+        return True
+
+    def handle_events(self) -> None:
+        announced, self._announced = self._announced, []
+        for pid in announced:
+            self.on_new_process(pid, 0)
+
+    def _stack(self, tgid: int, stack_id: int, caller: int) -> RawStackSample:
+        ips = tuple(self._bpf["stacks"].walk(stack_id)) if stack_id >= 0 else ()
+        # ips[0] is inside the allocator; its caller, from the stack pointer, comes first.
+        return RawStackSample(tgid, tgid, "", (caller, *ips[1:]) if caller else ips[1:], ())
+
+    def drain(self) -> list:
+        """Cumulative: every stack's sampled counts, and the sampled allocations still live."""
+        self.handle_events()
+        stacks: dict[tuple, RawStackSample] = {}
+
+        def stack(key) -> RawStackSample:
+            k = (key.tgid, key.stack_id, key.caller)
+            if k not in stacks:
+                stacks[k] = self._stack(*k)
+            return stacks[k]
+
+        now = time.monotonic_ns()
+        records: list = [HeapCounts(stack(k), v.allocs, v.alloc_bytes, v.frees, v.free_bytes)
+                         for k, v in self._bpf["by_stack"].items()]
+        records += [LiveAllocation(stack(v.where), v.size, now - v.ts_ns)
+                    for v in self._bpf["live"].values()]
+        total = percpu_counters(self._bpf["stats"], len(STATS))
+        self.stats.processed = total[0]
+        for i, cause in LOSSES.items():
+            self.stats.set_lost(cause, total[i])
+        self.stats.drains += 1
+        return records
+
+    def progress(self) -> str:
+        taken = sum(self._bpf["stats"][ct.c_int(0)]) if self._bpf else self.stats.processed
+        return f"{taken} allocations sampled"
+
+    def stop(self) -> list:
+        if self._bpf is None:
+            return []
+        self.poll(0)
+        records = self.drain()
+        self._bpf.cleanup()
+        self._bpf = None
+        return records

@@ -1,0 +1,121 @@
+"""memleak live: a program that leaks known blocks from one function and churns many more
+from another; the leak report, the heap profile, pprof and OTLP against what it did."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+
+import pytest
+
+from collector import GrpcCollector
+from conftest import ROOT, agent, compile_c, need_tool
+from ebpf_otlp.export.otlp_profiles import decode_stacks
+from test_profile_live import load_pprof
+
+pytestmark = pytest.mark.live
+
+LEAKS, SIZE, CHURNS = 2000, 4096, 200_000
+
+
+@pytest.fixture(scope="module")
+def leaker(tmp_path_factory):
+    return compile_c("leaker.c", tmp_path_factory.mktemp("leak") / "leaker")
+
+
+def run_leaker(binary, tmp_path, *args):
+    r = agent("memleak", "--min-age", "1s", "-o", str(tmp_path / "heap.pb.gz"),
+              "-o", str(tmp_path / "heap.json"), *args,
+              "--", str(binary), str(LEAKS), str(SIZE), str(CHURNS), "2.5", "go")
+    assert r.returncode == 0, r.stderr
+    return r, json.loads((tmp_path / "heap.json").read_text())
+
+
+def by_leaf(doc, name, value):
+    i = [t["type"] for t in doc["sample_types"]].index(value)
+    return sum(s["values"][i] for s in doc["samples"] if s["frames"] and s["frames"][0]["function"] == name)
+
+
+def test_sampled_leak_report_and_heap_profile(leaker, tmp_path):
+    """Sampled every ~8 KiB: the leaking function (with its caller) tops the leak report,
+    its estimated bytes within 10 % of the truth; the churning function's in-use space is
+    near zero while its allocated space is within 10 % of what it allocated."""
+    r, doc = run_leaker(leaker, tmp_path, "--sample-bytes", "8KiB")
+    top = doc["leaks"][0]
+    assert top["frames"][:2] == ["leak", "main"], top["frames"]
+    assert abs(top["bytes"] - LEAKS * SIZE) < 0.10 * LEAKS * SIZE, top
+    churn_alloc = by_leaf(doc, "churn", "alloc_space")
+    assert abs(churn_alloc - CHURNS * 64) < 0.10 * CHURNS * 64, churn_alloc
+    assert by_leaf(doc, "churn", "inuse_space") < 0.02 * CHURNS * 64
+    assert doc["default_sample_type"] == "inuse_space" and doc["estimated"] is True
+    assert "estimated" in r.stdout and "leak ← main" in r.stdout
+    assert "free+3" in r.stderr   # past the single-stepped `test %rdi,%rdi`
+
+
+def test_every_call_is_exact(leaker, tmp_path):
+    _, doc = run_leaker(leaker, tmp_path, "--every-call")
+    assert by_leaf(doc, "leak", "alloc_objects") == LEAKS
+    assert by_leaf(doc, "leak", "inuse_space") == LEAKS * SIZE
+    assert by_leaf(doc, "churn", "alloc_objects") == CHURNS
+    assert by_leaf(doc, "churn", "inuse_objects") == 0
+    assert doc["leaks"][0]["objects"] == LEAKS and doc["estimated"] is False
+
+
+def test_googles_pprof_reads_the_heap_profile(leaker, tmp_path):
+    tool = need_tool("pprof", str(ROOT / ".tools" / "pprof"))
+    run_leaker(leaker, tmp_path, "--sample-bytes", "8KiB")
+    for index, top_fn in (("inuse_space", "leak"), ("alloc_space", "churn")):
+        out = subprocess.run([tool, f"-sample_index={index}", "-top", str(tmp_path / "heap.pb.gz")],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert f"Type: {index}" in out.stdout
+        first = next(line for line in out.stdout.splitlines() if re.match(r"\s*[\d.]+\w*B?\s+[\d.]+%", line))
+        assert first.split()[-1] == top_fn, out.stdout
+    prof = load_pprof(tmp_path / "heap.pb.gz")
+    s = prof.string_table
+    assert [s[t.type] for t in prof.sample_type] == ["alloc_objects", "alloc_space", "inuse_objects",
+                                                     "inuse_space"]
+    assert prof.period == 8192 and s[prof.period_type.type] == "space"
+
+
+def test_otlp_profiles_reach_the_collector(leaker, tmp_path):
+    with GrpcCollector() as col:
+        r = agent("memleak", "--sample-bytes", "8KiB", "--otlp-endpoint", col.endpoint,
+                  "--", str(leaker), str(LEAKS), str(SIZE), str(CHURNS), "0.5", "go")
+        assert r.returncode == 0, r.stderr
+        [req] = col.received["profiles"]
+    s = req.dictionary.string_table
+    types = [s[p.sample_type.type_strindex] for rp in req.resource_profiles
+             for sp in rp.scope_profiles for p in sp.profiles]
+    assert types == ["alloc_objects", "alloc_space", "inuse_objects", "inuse_space"]
+    inuse = decode_stacks(req, "inuse_space")
+    leak = sum(v for (_pid, stack), v in inuse.items() if stack and stack[-1] == "leak")
+    assert abs(leak - LEAKS * SIZE) < 0.15 * LEAKS * SIZE
+
+
+def test_realloc_and_posix_memalign(tmp_path):
+    binary = compile_c("alloc_kinds.c", tmp_path / "alloc_kinds")
+    r = agent("memleak", "--every-call", "--min-age", "0.5s", "-o", str(tmp_path / "h.json"),
+              "--", str(binary), "200")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads((tmp_path / "h.json").read_text())
+    leaks = {row["frames"][0]: row["bytes"] for row in doc["leaks"]}
+    assert leaks["grow"] == 200 * 100000       # realloc: the old block freed, the new one kept
+    assert leaks["aligned"] == 200 * 10000
+
+
+def test_bad_input_is_one_line_and_exit_2(tmp_path):
+    static = compile_c("hot.c", tmp_path / "hot_static", "-static")
+    work = subprocess.Popen([str(static), "10"])
+    try:
+        cases = [(["--pid", str(work.pid)], "does not map libc"),
+                 (["--pid", str(work.pid), "--sample-bytes", "0"], "--sample-bytes"),
+                 (["--pid", str(work.pid), "--lib", "/usr/bin/true"], "not an allocator"),
+                 ([], "name the process")]
+        for args, words in cases:
+            r = agent("memleak", "--duration", "1s", *args)
+            assert r.returncode == 2 and words in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
+            assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    finally:
+        work.kill()
