@@ -22,11 +22,11 @@ pytestmark = pytest.mark.live
 
 
 def test_profile_launches_a_command_follows_its_fork_and_returns_its_status(tmp_path):
-    """fork_burn burns parent_burn ~1 s, forks a child that burns child_burn ~1 s, waits
+    """fork_burn burns parent_burn ~1.5 s, forks a child that burns child_burn ~1.5 s, waits
     and exits 3: both are named, the samples match 99 Hz × the CPU seconds both processes
     measured themselves (within 10 %), and ebpf-otlp exits 3."""
     binary = compile_c("fork_burn.c", tmp_path / "fork_burn")
-    r = agent("profile", "-o", str(tmp_path / "cpu.pb.gz"), "--", str(binary), "1")
+    r = agent("profile", "-o", str(tmp_path / "cpu.pb.gz"), "--", str(binary), "1.5")
     assert r.returncode == 3, r.stderr
     cpu = {k: float(v) for k, v in re.findall(r"(\w+)_cpu=([\d.]+)", r.stdout)}
     stacks = pprof_stacks(load_pprof(tmp_path / "cpu.pb.gz"))
@@ -100,4 +100,6 @@ def test_profile_and_syscalls_together_in_one_process(tmp_path, mix_binary):
     assert rows["openat"]["errnos"] == {"ENOENT": M_OPENAT}
     assert rows["nanosleep"]["calls"] == K_NANOSLEEP
     footer = console.export_text()
-    assert "profile losses: none" in footer and "syscalls losses: none" in footer
+    assert "syscalls losses: none" in footer
+    # No sample dropped; a stack id may collide in the hash now and then.
+    assert not any("sample" in cause for cause in cpu.collector.stats.lost), footer
