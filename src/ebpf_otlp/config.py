@@ -117,13 +117,15 @@ SCHEMA: dict[str, dict[str, Callable[[Any], Any]]] = {
     "trace_net": {"pids": _PIDS, "comm": _comm, "ports": _ints(1, 65535),
                   "hooks": _choice("auto", "tracepoints", "kprobes"), "rtt": _bool, "udp": _bool,
                   "max_connections": _positive_int},
+    "memleak": {"pids": _PIDS, "sample_bytes": parse_size, "every_call": _bool, "no_free": _bool,
+                "min_age": check_duration, "lib": _string, "symbol_prefix": _string},
     "otlp": {"endpoint": _string, "protocol": _choice("grpc", "http/protobuf"),
              "headers": _headers, "insecure": _bool, "ca_file": _string,
              "compression": _choice("gzip", "none"), "timeout": check_duration, "spool_dir": _string,
              "spool_max_mb": _positive_int},
 }
-CAPTURES = ("profile", "syscalls", "trace_net")
-NOT_YET = {"memleak": "memleak is not available in this version of ebpf-otlp"}
+CAPTURES = ("profile", "syscalls", "trace_net", "memleak")
+NOT_YET: dict[str, str] = {}
 DEFAULTS = {
     "snapshot": {"output_root": "/var/lib/ebpf-otlp/snapshots", "duration": 30.0, "keep": 48,
                  "max_age": 7 * 86400.0, "max_total": 2 * 2**30, "tar": False},
@@ -264,6 +266,15 @@ def net_settings(t: dict):
     return NetSettings(pids=t.get("pids", []), comm=t.get("comm"), ports=t.get("ports", []),
                        hooks=t.get("hooks", "auto"), rtt=t.get("rtt", False), udp=t.get("udp", True),
                        max_conns=t.get("max_connections", 65536))
+
+
+def heap_settings(t: dict, path: str = "<config>"):
+    from ebpf_otlp.processors import HeapSettings
+    if not t.get("pids"):
+        raise AgentError(f"{path}: [memleak] pids: name the processes whose allocations to trace")
+    return HeapSettings(pids=t["pids"], rate=0 if t.get("every_call") else t.get("sample_bytes", 512 * 1024),
+                        library=t.get("lib"), symbol_prefix=t.get("symbol_prefix", ""),
+                        no_free=t.get("no_free", False), min_age_s=t.get("min_age", 5.0))
 
 
 def otlp_settings(t: dict):

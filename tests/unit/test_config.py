@@ -35,7 +35,7 @@ def test_a_good_config_is_read_with_defaults(tmp_path):
     ('[snapshot]\nmax_total = "lots"', "bad size 'lots'"),
     ('[trace_net]\nports = [70000]', "[trace_net] ports"),
     ('[syscalls]\ncomm = "a-very-long-command-name"', "at most 15 bytes"),
-    ('[memleak]\npids = [1]', "memleak is not available"),
+    ('[memleak]\nsample_bytes = "lots"', "bad size 'lots'"),
     ('[bogus]\nx = 1', "unknown table [bogus]"),
     ('[snapshot\n', "not valid TOML"),
 ])

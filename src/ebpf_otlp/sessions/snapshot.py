@@ -27,8 +27,9 @@ from ebpf_otlp import __version__, config as cfg
 from ebpf_otlp.errors import AgentError
 from ebpf_otlp.export import losses
 from ebpf_otlp.export.output_stage import FileTarget, OutputStage, result_name, result_stats
-from ebpf_otlp.processors import NetProcessor, Processor, StackProcessor, SyscallProcessor
-from ebpf_otlp.records import NetReport, Profile, SyscallReport
+from ebpf_otlp.processors import (HeapProcessor, NetProcessor, Processor, StackProcessor,
+                                  SyscallProcessor)
+from ebpf_otlp.records import HeapReport, NetReport, Profile, SyscallReport
 from ebpf_otlp.runtime.capture import Capture, StopOnSignal
 from ebpf_otlp.runtime.privileges import missing_privileges
 
@@ -72,6 +73,11 @@ def plan(config: cfg.Config, bundle: str) -> list[Part]:
     if "trace_net" in config.tables:
         parts.append(Part("trace-net", NetProcessor(cfg.net_settings(config.tables["trace_net"])),
                           [FileTarget(where("connections.jsonl"), "jsonl", NetReport)]))
+    if "memleak" in config.tables:
+        parts.append(Part("memleak", HeapProcessor(cfg.heap_settings(config.tables["memleak"],
+                                                                     config.path)), [
+            FileTarget(where("heap.pb.gz"), "pprof", HeapReport),
+            FileTarget(where("heap.json"), "json", HeapReport)]))
     if not parts:
         raise AgentError(f"{config.path or 'the configuration'} names no capture: add a [profile], "
                          "[syscalls] or [trace_net] table")
