@@ -30,11 +30,6 @@ struct sample_key {
     char comm[TASK_COMM_LEN];
 };
 
-struct new_task {            // announced once per (process, exec generation)
-    u32 tgid;
-    u32 gen;
-};
-
 // Counters in `stats`, read by the collector (same order as Stat in cpu.py).
 enum sampler_stat {
     STAT_SAMPLES,
@@ -55,35 +50,14 @@ BPF_STACK_TRACE(stacks_0, MAX_STACKS);
 BPF_STACK_TRACE(stacks_1, MAX_STACKS);
 BPF_ARRAY(control, u32, 2);   // [0]: the map set in use; [1]: off-CPU share kept, of 65536
 BPF_PERCPU_ARRAY(stats, u64, STAT_MAX);
-// Processes already announced to user space, so it can snapshot /proc/PID/maps
-// while they live; an exec forgets them, since their mappings change.
-BPF_TABLE("lru_hash", u32, u8, announced, 65536);
+// An exec forgets a process's announcement (announce.inc), since its mappings change.
 BPF_TABLE("lru_hash", u32, u32, exec_gen, 65536);   // pid -> execs seen (absent: 0)
-BPF_RINGBUF_OUTPUT(new_tasks, 16);
 #ifdef FILTER_PIDS
 BPF_HASH(pid_filter, u32, u8, MAX_PIDS);
 #endif
 
-static __always_inline void bump(int which) {
-    u64 *v = stats.lookup(&which);
-    if (v)
-        (*v)++;
-}
-
-static __always_inline void announce(u32 tgid, u32 gen) {
-    u8 one = 1;
-    if (announced.lookup(&tgid))
-        return;
-    announced.update(&tgid, &one);
-    struct new_task *slot = new_tasks.ringbuf_reserve(sizeof(struct new_task));
-    if (!slot) {
-        bump(STAT_NEW_TASK_DROPPED);
-        return;
-    }
-    slot->tgid = tgid;
-    slot->gen = gen;
-    new_tasks.ringbuf_submit(slot, 0);
-}
+// #import bump.inc
+// #import announce.inc
 
 // Add `value` to a key's count; a key's first count in a buffer is the only time its
 // process can be new, so that is when it is announced.
@@ -153,25 +127,7 @@ int on_sample(struct bpf_perf_event_data *ctx) {
     return 0;
 }
 
-#ifdef FOLLOW_FORKS
-// Launch mode: what a traced process forks is traced too, from its first instruction.
-// Thread ids land here as well (harmless: threads are matched by tgid) and leave at exit.
-TRACEPOINT_PROBE(sched, sched_process_fork) {
-    u32 parent = bpf_get_current_pid_tgid() >> 32;
-    if (!pid_filter.lookup(&parent))
-        return 0;
-    u32 child = args->child_pid;
-    u8 one = 1;
-    pid_filter.update(&child, &one);
-    return 0;
-}
-
-TRACEPOINT_PROBE(sched, sched_process_exit) {
-    u32 tid = bpf_get_current_pid_tgid();
-    pid_filter.delete(&tid);   // a freed pid may be reused by an unrelated process
-    return 0;
-}
-#endif
+// #import follow_forks.inc
 
 // A process that execs gets new mappings: a new generation, announced on its next sample.
 TRACEPOINT_PROBE(sched, sched_process_exec) {

@@ -47,10 +47,6 @@ struct pending {             // a sampled call waiting for its address
     struct stack_key where;
 };
 
-struct new_task {
-    u32 tgid;
-    u32 gen;
-};
 
 enum heap_stat {
     STAT_SAMPLED,            // allocations sampled
@@ -69,17 +65,12 @@ BPF_TABLE("lru_hash", u32, s64, countdown, 65536);     // tid -> bytes until the
 BPF_ARRAY(draws, u32, 1024);                           // exponential quantiles, mean RATE
 BPF_STACK_TRACE(stacks, MAX_STACKS);
 BPF_PERCPU_ARRAY(stats, u64, STAT_MAX);
-BPF_TABLE("lru_hash", u32, u8, announced, 65536);
-BPF_RINGBUF_OUTPUT(new_tasks, 16);
 #ifdef FILTER_PIDS
 BPF_HASH(pid_filter, u32, u8, MAX_PIDS);
 #endif
 
-static __always_inline void bump(int which) {
-    u64 *v = stats.lookup(&which);
-    if (v)
-        (*v)++;
-}
+// #import bump.inc
+// #import announce.inc
 
 static __always_inline int wanted(u32 tgid) {
 #ifdef FILTER_PIDS
@@ -117,20 +108,6 @@ static __always_inline int sampled(u64 size) {
 #endif
 }
 
-static __always_inline void announce(u32 tgid) {
-    u8 one = 1;
-    if (announced.lookup(&tgid))
-        return;
-    announced.update(&tgid, &one);
-    struct new_task *slot = new_tasks.ringbuf_reserve(sizeof(struct new_task));
-    if (!slot) {
-        bump(STAT_NEW_TASK_DROPPED);
-        return;
-    }
-    slot->tgid = tgid;
-    slot->gen = 0;
-    new_tasks.ringbuf_submit(slot, 0);
-}
 
 static __always_inline void on_alloc(struct pt_regs *ctx, u64 size, u64 memptr) {
     u64 id = bpf_get_current_pid_tgid();
@@ -144,7 +121,7 @@ static __always_inline void on_alloc(struct pt_regs *ctx, u64 size, u64 memptr) 
     if (p.where.stack_id < 0 && p.where.stack_id != -EFAULT)
         bump(STAT_STACK_LOST);
     pending.update(&tid, &p);
-    announce(tgid);
+    announce(tgid, 0);
 }
 
 static __always_inline void on_return(u64 addr, int via_memptr) {
@@ -218,14 +195,4 @@ int alloc_return(struct pt_regs *ctx) { on_return(PT_REGS_RC(ctx), 0); return 0;
 int memptr_return(struct pt_regs *ctx) { on_return(PT_REGS_RC(ctx), 1); return 0; }
 int free_enter(struct pt_regs *ctx) { on_free(PT_REGS_PARM1(ctx)); return 0; }
 
-#ifdef FOLLOW_FORKS
-TRACEPOINT_PROBE(sched, sched_process_fork) {
-    u32 parent = bpf_get_current_pid_tgid() >> 32;
-    if (!pid_filter.lookup(&parent))
-        return 0;
-    u32 child = args->child_pid;
-    u8 one = 1;
-    pid_filter.update(&child, &one);
-    return 0;
-}
-#endif
+// #import follow_forks.inc

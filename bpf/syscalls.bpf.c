@@ -71,31 +71,9 @@ BPF_HASH(pid_filter, u32, u8, MAX_PIDS);
 BPF_ARRAY(syscall_filter, u8, 1024);
 #endif
 
-static __always_inline void bump(int which) {
-    u64 *v = stats.lookup(&which);
-    if (v)
-        (*v)++;
-}
+// #import bump.inc
 
-#ifdef FOLLOW_FORKS
-// Launch mode: what a traced process forks is traced too, from its first instruction.
-// Thread ids land here as well (harmless: threads are matched by tgid) and leave at exit.
-TRACEPOINT_PROBE(sched, sched_process_fork) {
-    u32 parent = bpf_get_current_pid_tgid() >> 32;
-    if (!pid_filter.lookup(&parent))
-        return 0;
-    u32 child = args->child_pid;
-    u8 one = 1;
-    pid_filter.update(&child, &one);
-    return 0;
-}
-
-TRACEPOINT_PROBE(sched, sched_process_exit) {
-    u32 tid = bpf_get_current_pid_tgid();
-    pid_filter.delete(&tid);   // a freed pid may be reused by an unrelated process
-    return 0;
-}
-#endif
+// #import follow_forks.inc
 
 static __always_inline int wanted(u32 tgid, u32 nr) {
 #ifdef FILTER_PIDS

@@ -124,11 +124,7 @@ BPF_HASH(pid_filter, u32, u8, MAX_PIDS);
 BPF_HASH(port_filter, u16, u8, 1024);
 #endif
 
-static __always_inline void bump(int which) {
-    u64 *v = stats.lookup(&which);
-    if (v)
-        (*v)++;
-}
+// #import bump.inc
 
 static __always_inline u64 read_u64(const void *sk, int off) {
     u64 v = 0;
@@ -349,17 +345,8 @@ static __always_inline void rtt_sample(u32 srtt_us) {
 }
 #endif
 
-#ifdef FOLLOW_FORKS
-TRACEPOINT_PROBE(sched, sched_process_fork) {
-    u32 parent = bpf_get_current_pid_tgid() >> 32;
-    if (!pid_filter.lookup(&parent))
-        return 0;
-    u32 child = args->child_pid;
-    u8 one = 1;
-    pid_filter.update(&child, &one);
-    return 0;
-}
-#endif
+#define KEEP_EXITED_PIDS   // sockets close after their owner's exit tracepoint
+// #import follow_forks.inc
 
 #ifdef HOOKS_TRACEPOINTS
 TRACEPOINT_PROBE(sock, inet_sock_set_state) {

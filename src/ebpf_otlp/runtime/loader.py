@@ -3,6 +3,7 @@
 import contextlib
 import ctypes
 import os
+import re
 import sys
 import tempfile
 from importlib import resources
@@ -90,6 +91,23 @@ def _first_error(log: str) -> str:
     return lines[-1] if lines else "no compiler output"
 
 
+IMPORT = re.compile(r"^// #import (\S+)$", re.M)
+
+
+def source(path: Path) -> str:
+    """The program's text with each `// #import NAME` line replaced by bpf/lib/NAME.
+
+    Not #include: BCC rewrites map calls (`stats.lookup(...)`) only in the main file, so
+    code shared between programs is spliced into it as text."""
+    def splice(m: re.Match) -> str:
+        lib = path.parent / "lib" / m.group(1)
+        if not lib.is_file():
+            raise AgentError(f"{path.name} imports {m.group(1)}, missing from {lib.parent}: "
+                             "reinstall ebpf-otlp")
+        return f"// {m.group(1)}\n{lib.read_text()}"
+    return IMPORT.sub(splice, path.read_text())
+
+
 def load(program: str, defines: dict[str, object] | None = None):
     """Compile bpf/<program>.bpf.c with -D defines and return the BCC BPF object."""
     prepare()
@@ -97,10 +115,11 @@ def load(program: str, defines: dict[str, object] | None = None):
     src = bpf_dir() / f"{program}.bpf.c"
     if not src.is_file():
         raise AgentError(f"no BPF program named {program} in {src.parent}")
+    text = source(src)
     flags = cflags_for(defines or {}) + ["-Wno-macro-redefined", "-Wno-unused-value"]
     with captured_stderr() as log:
         try:
-            bpf = bcc.BPF(src_file=str(src).encode(), cflags=flags)
+            bpf = bcc.BPF(text=text.encode(), cflags=flags)
         except Exception as e:  # BCC raises bare Exception for compile and load failures
             failure = e
         else:
