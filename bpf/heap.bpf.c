@@ -192,6 +192,39 @@ int posix_memalign_enter(struct pt_regs *ctx) {
     return 0;
 }
 int alloc_return(struct pt_regs *ctx) { on_return(PT_REGS_RC(ctx), 0); return 0; }
+
+#ifdef SESSIONS
+// Uprobe sessions (Linux 6.13+): one program at the entry and, only if it returned 0, again
+// at the return. A sampled call leaves a pending record at the entry, so finding one means
+// this is the return half; an unsampled call returns 1 and pays no return probe at all.
+static __always_inline int session(struct pt_regs *ctx, u64 size, u64 memptr, u64 freed) {
+    u32 tid = bpf_get_current_pid_tgid();
+    struct pending *p = pending.lookup(&tid);
+    if (p) {                 // the return half: the arguments' registers are gone by now
+        on_return(PT_REGS_RC(ctx), p->memptr != 0);
+        return 0;
+    }
+    if (freed)
+        on_free(freed);
+    on_alloc(ctx, size, memptr);
+    return pending.lookup(&tid) ? 0 : 1;
+}
+
+int malloc_session(struct pt_regs *ctx) { return session(ctx, PT_REGS_PARM1(ctx), 0, 0); }
+int calloc_session(struct pt_regs *ctx) {
+    return session(ctx, PT_REGS_PARM1(ctx) * PT_REGS_PARM2(ctx), 0, 0);
+}
+int realloc_session(struct pt_regs *ctx) {
+    return session(ctx, PT_REGS_PARM2(ctx), 0, PT_REGS_PARM1(ctx));
+}
+int reallocarray_session(struct pt_regs *ctx) {
+    return session(ctx, PT_REGS_PARM2(ctx) * PT_REGS_PARM3(ctx), 0, PT_REGS_PARM1(ctx));
+}
+int memalign_session(struct pt_regs *ctx) { return session(ctx, PT_REGS_PARM2(ctx), 0, 0); }
+int posix_memalign_session(struct pt_regs *ctx) {
+    return session(ctx, PT_REGS_PARM3(ctx), PT_REGS_PARM1(ctx), 0);
+}
+#endif
 int memptr_return(struct pt_regs *ctx) { on_return(PT_REGS_RC(ctx), 1); return 0; }
 int free_enter(struct pt_regs *ctx) { on_free(PT_REGS_PARM1(ctx)); return 0; }
 

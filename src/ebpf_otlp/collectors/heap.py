@@ -64,6 +64,16 @@ def allocator_library(pids: list[int], explicit: str | None) -> str:
                      "--lib PATH (jemalloc, tcmalloc, or the executable itself if static)")
 
 
+def elf_offsets(path: str, addrs: list[int]) -> list[int]:
+    """File offsets of link-time addresses (uprobe_multi links take offsets)."""
+    with open(path, "rb") as f:
+        elf = ElfObject(f, path, cache=None)
+        offsets = [elf.vaddr_to_offset(a) for a in addrs]
+    if None in offsets:
+        raise OSError(0, f"{path}: an allocator is outside the file's loaded segments")
+    return offsets
+
+
 def probe_offset(elf: ElfObject, vaddr: int, path: str) -> int:
     """Where to attach in a function: past a first `test %rdi,%rdi` (glibc's free), which
     the kernel would single-step (a second trap), since %rdi still holds the argument."""
@@ -91,6 +101,8 @@ class HeapCollector(Collector):
         self.interval_s, self.max_live = interval_s, max_live
         self.on_new_process = on_new_process
         self.attached: list[str] = []
+        self.return_probes = ""
+        self._links: list[int] = []
         self._announced: list[int] = []
         self._bpf = None
         self._clock_offset = time.time_ns() - time.monotonic_ns()
@@ -109,7 +121,7 @@ class HeapCollector(Collector):
         self._bpf = loader.load("heap", {
             "RATE": self.rate, "MAX_LIVE": self.max_live, "MAX_STACKS": 1 << 16, "MAX_KEYS": 1 << 16,
             "FILTER_PIDS": True, "MAX_PIDS": 65536 if self.follow_forks else 4096,
-            "FOLLOW_FORKS": self.follow_forks})
+            "FOLLOW_FORKS": self.follow_forks, "SESSIONS": True})
         for pid in self.pids:
             self._bpf["pid_filter"][ct.c_uint32(pid)] = ct.c_uint8(1)
         draws = self._bpf["draws"]
@@ -118,16 +130,24 @@ class HeapCollector(Collector):
         # A uprobe with a pid traps only that process; launch mode follows forks, so it
         # probes the library in every process and filters in the kernel.
         targets = [-1] if self.follow_forks else self.pids
-        seen: set[int] = set()
+        chosen, seen = [], set()
         for name, entry, ret in ALLOCATORS:
             addr = symbols[name]
-            if not addr or addr in seen:   # aligned_alloc and memalign are one function
-                continue
-            seen.add(addr)
-            for pid in targets:
-                self._bpf.attach_uprobe(name=lib.encode(), addr=addr, fn_name=entry.encode(), pid=pid)
-                self._bpf.attach_uretprobe(name=lib.encode(), addr=addr, fn_name=ret.encode(), pid=pid)
-            self.attached.append(name)
+            if addr and addr not in seen:   # aligned_alloc and memalign are one function
+                seen.add(addr)
+                chosen.append((name, entry, ret, addr))
+        try:
+            self._attach_sessions(lib, elf_offsets(lib, [c[3] for c in chosen]), chosen, targets)
+            self.return_probes = "sampled calls only (uprobe sessions)"
+        except OSError as e:   # before Linux 6.13: a return probe on every call
+            self._close_links()
+            for name, entry, ret, addr in chosen:
+                for pid in targets:
+                    self._bpf.attach_uprobe(name=lib.encode(), addr=addr, fn_name=entry.encode(), pid=pid)
+                    self._bpf.attach_uretprobe(name=lib.encode(), addr=addr, fn_name=ret.encode(),
+                                               pid=pid)
+            self.return_probes = f"every call (no uprobe sessions here: {e.strerror or e})"
+        self.attached += [c[0] for c in chosen]
         if free_at and not self.no_free:
             for pid in targets:
                 self._bpf.attach_uprobe(name=lib.encode(), addr=free_at + free_off,
@@ -135,6 +155,26 @@ class HeapCollector(Collector):
             self.attached.append(f"free+{free_off}" if free_off else "free")
         self.library = lib
         self._bpf["new_tasks"].open_ring_buffer(self._on_new_task)
+
+    def _attach_sessions(self, lib: str, offsets: list[int], chosen: list, targets: list[int]) -> None:
+        """One uprobe_multi session link per program and process."""
+        from bcc import BPF
+
+        from ebpf_otlp.runtime.uprobe_multi import BPF_TRACE_UPROBE_SESSION, link_session
+
+        by_program: dict[str, list[int]] = {}
+        for (_name, entry, _ret, _addr), offset in zip(chosen, offsets):
+            by_program.setdefault(entry.replace("_enter", "_session"), []).append(offset)
+        for program, offs in by_program.items():
+            fn = self._bpf.load_func(program.encode(), BPF.KPROBE,
+                                     attach_type=BPF_TRACE_UPROBE_SESSION)
+            for pid in targets:
+                self._links.append(link_session(fn.fd, lib, offs, max(pid, 0)))
+
+    def _close_links(self) -> None:
+        for fd in self._links:
+            os.close(fd)
+        self._links = []
 
     def _on_new_task(self, _ctx, data, _size) -> None:
         self._announced.append(ct.cast(data, ct.POINTER(ct.c_uint32)).contents.value)
@@ -185,6 +225,7 @@ class HeapCollector(Collector):
             return []
         self.poll(0)
         records = self.drain()
+        self._close_links()
         self._bpf.cleanup()
         self._bpf = None
         return records

@@ -45,5 +45,6 @@ def run(config: MemleakConfig, console: Console, notices: Console, started_ns: i
     how = "every allocation" if not heap.rate else f"one allocation per ~{heap.rate / 1024:g} KiB"
     return capture([processor], stage, notices, "memleak",
                    lambda: f"tracing allocations of {target} ({how}; probes: "
-                           f"{', '.join(processor.collector.attached)})",
+                           f"{', '.join(processor.collector.attached)}; return probes on "
+                           f"{processor.collector.return_probes})",
                    config.duration_s, launch, [] if launch else heap.pids, started_ns)
