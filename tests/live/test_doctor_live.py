@@ -15,7 +15,7 @@ from conftest import agent, need, need_tool, wait_for_line
 pytestmark = pytest.mark.live
 
 TRACING = "/sys/kernel/tracing"
-COMMANDS = {"profile", "profile --off-cpu", "syscalls", "trace-net"}
+COMMANDS = {"profile", "profile --off-cpu", "syscalls", "trace-net", "memleak"}
 
 # Run in a private mount namespace (unshare), so the unmount below is never the host's.
 # It says when tracefs is gone and waits for the test to look at the host, then runs doctor.
@@ -95,7 +95,7 @@ def test_doctor_lists_only_commands_that_exist_and_exits_0_when_one_can_run():
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     assert set(doc["commands"]) == COMMANDS
-    assert doc["usable_commands"] == ["profile", "profile --off-cpu", "syscalls", "trace-net"]
+    assert doc["usable_commands"] == ["profile", "profile --off-cpu", "syscalls", "trace-net", "memleak"]
     assert doc["exit_status"] == 0
     # Each listed command is one the CLI has.
     top = agent("--help").stdout
@@ -127,4 +127,4 @@ def test_doctor_table():
     r = agent("doctor")
     assert r.returncode == 0 and "works here?" in r.stdout and "profile --off-cpu" in r.stdout
     assert "usable here: profile, profile --off-cpu, syscalls" in r.stdout
-    assert "memleak" not in r.stdout   # not built yet: not listed
+    assert "memleak" in r.stdout

@@ -142,6 +142,8 @@ class Doctor:
         out.append(Command("trace-net", why is None, why or (
             "yes (tracepoints sock:inet_sock_set_state, tcp:*)" if hooks == "tcp tracepoints"
             else "yes (kprobes tcp_set_state, ...)")))
+        why = self._needs(*_LOAD, "uprobe attach")
+        out.append(Command("memleak", why is None, why or "yes (uprobes on the allocator)"))
         return out
 
     def commands(self) -> dict[str, str]:
