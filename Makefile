@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 DEMO_OUT := demo-output
 
-.PHONY: setup setup-test demo test test-unit bench clean
+.PHONY: setup setup-test demo test test-unit bench soak clean
 
 setup:
 	bash scripts/setup.sh
@@ -22,8 +22,16 @@ test-unit:
 
 bench: setup-test
 	$(PY) bench/profile_overhead.py --out docs/performance.md
+	$(PY) bench/start_latency.py --append docs/performance.md
+	$(PY) bench/symbolize_encode.py --append docs/performance.md
 	$(PY) bench/syscall_overhead.py --out docs/performance-syscalls.md
 	$(PY) bench/offcpu_overhead.py --out docs/performance-offcpu.md
+	$(PY) bench/net_overhead.py --out docs/performance-net.md
+	$(PY) bench/memleak_overhead.py --out docs/performance-memleak.md
+
+# An hour of the agent on a busy machine: memory, open files and CPU over time.
+soak: setup-test
+	$(PY) bench/agent_soak.py --minutes 60 --out docs/performance-agent.md
 
 clean:
 	rm -rf $(DEMO_OUT) ebpf-otlp-output .pytest_cache

@@ -23,7 +23,8 @@ from opentelemetry.sdk.metrics.export import AggregationTemporality
 from rich.console import Console
 
 from ebpf_otlp import config as cfg
-from ebpf_otlp.export.output_stage import FileTarget, OutputStage, result_stats
+from ebpf_otlp.export import losses
+from ebpf_otlp.export.output_stage import FileTarget, OutputStage, result_name, result_stats
 from ebpf_otlp.processors import NetProcessor, Processor, StackProcessor
 from ebpf_otlp.records import NetReport
 from ebpf_otlp.errors import AgentError
@@ -39,6 +40,7 @@ class Totals:
     samples: int = 0            # in the exported windows
     kernel_samples: int = 0     # as the kernel counted them: the two must agree
     lost: int = 0
+    lost_by: dict[str, str] = field(default_factory=dict)   # capture -> its losses line
     by_capture: dict[str, int] = field(default_factory=dict)
 
 
@@ -90,6 +92,7 @@ class _Windows:
         for p, r in zip(processors, results):
             stats = result_stats(r)
             t.lost = max(t.lost, stats.total_lost)
+            t.lost_by[result_name(r)] = losses.line(stats, result_name(r))
             if isinstance(p, StackProcessor) and r.frequency_hz:
                 t.profiles += 1
                 t.samples += r.total(r.shown_index)
@@ -175,4 +178,6 @@ def _run_once(config: cfg.Config, notices: Console, out: Console, duration_s: fl
     out.print(f"agent: {t.windows} window(s), {t.profiles} profile(s), {t.samples} CPU samples "
               f"exported of {t.kernel_samples} taken, losses: {t.lost or 'none'}" + (f"; {stage.otlp.summary()}" if stage.otlp else ""),
               highlight=False, soft_wrap=True)
+    for line in t.lost_by.values():   # cumulative kernel counters: the run's losses by cause
+        out.print(line, highlight=False, soft_wrap=True)
     return stop.signum == signal.SIGHUP
