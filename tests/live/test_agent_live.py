@@ -61,3 +61,14 @@ def test_without_a_collector_windows_rotate_into_files(tmp_path):
     assert len(dirs) == 2                                  # the newest two kept
     for d in dirs:
         assert {p.name for p in d.iterdir()} >= {"profile.pb.gz", "profile.svg", "manifest.json"}
+
+
+def test_without_a_profile_windows_still_rotate_into_files(tmp_path):
+    """Syscalls alone (no CPU profile) still cut windows and write them."""
+    out = tmp_path / "windows"
+    config = tmp_path / "agent.toml"
+    config.write_text(f'[syscalls]\nlatency = false\n[agent]\noutput_dir = "{out}"\n')
+    r = agent("agent", "--config", str(config), "--window", "1s", "--duration", "3.5s")
+    assert r.returncode == 0, r.stderr
+    dirs = sorted(p for p in out.iterdir() if not p.name.startswith("."))
+    assert len(dirs) >= 3 and all((d / "syscalls.json").exists() for d in dirs)

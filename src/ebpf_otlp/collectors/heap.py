@@ -108,7 +108,7 @@ class HeapCollector(Collector):
         self._clock_offset = time.time_ns() - time.monotonic_ns()
 
     def start(self) -> None:
-        lib = allocator_library([] if self.follow_forks else self.pids, self.library)
+        lib = allocator_library(self.pids, self.library)
         with open(lib, "rb") as f:
             elf = ElfObject(f, lib, cache=None)
             dynsym = elf.exported_functions()
@@ -127,9 +127,10 @@ class HeapCollector(Collector):
         draws = self._bpf["draws"]
         for i, d in enumerate(exponential_draws(self.rate or 1)):
             draws[ct.c_int(i)] = ct.c_uint32(d)
-        # A uprobe with a pid traps only that process; launch mode follows forks, so it
-        # probes the library in every process and filters in the kernel.
-        targets = [-1] if self.follow_forks else self.pids
+        # Probes for these processes only: a uprobe on every process's libc would make each
+        # of them trap on every malloc (and linking one races with processes coming and
+        # going). So a launched command is traced, not what it forks.
+        targets = self.pids
         chosen, seen = [], set()
         for name, entry, ret in ALLOCATORS:
             addr = symbols[name]
@@ -169,7 +170,7 @@ class HeapCollector(Collector):
             fn = self._bpf.load_func(program.encode(), BPF.KPROBE,
                                      attach_type=BPF_TRACE_UPROBE_SESSION)
             for pid in targets:
-                self._links.append(link_session(fn.fd, lib, offs, max(pid, 0)))
+                self._links.append(link_session(fn.fd, lib, offs, pid))
 
     def _close_links(self) -> None:
         for fd in self._links:

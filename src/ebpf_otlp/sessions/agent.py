@@ -67,14 +67,14 @@ class _Windows:
         now = time.monotonic()
         # A tail shorter than half a window goes with the last window, not into one of its own.
         if now >= self.next_window and now + self.window_s / 2 < self.deadline:
-            self.cut([p.processor for p in self.parts])
+            self.cut([p.processor for p in self.parts], whole=True)
             self.next_window = now + self.window_s
             self.next_interval = now + self.interval_s
         elif self.stage.otlp and now >= self.next_interval and now + self.interval_s / 2 < self.deadline:
             self.cut([p.processor for p in self.parts if not isinstance(p.processor, StackProcessor)])
             self.next_interval = now + self.interval_s
 
-    def cut(self, processors: list[Processor], final: bool = False) -> None:
+    def cut(self, processors: list[Processor], final: bool = False, whole: bool = False) -> None:
         """Drain, export the window, start the next one where this one ended."""
         end = time.time_ns()
         results = []
@@ -84,11 +84,13 @@ class _Windows:
             results.append(p.result(end))
             if not final:
                 p.reset(end)
-        self.export(processors, results, end)
+        self.export(processors, results, end, whole or final)
 
-    def export(self, processors: list[Processor], results: list, end: int) -> None:
+    def export(self, processors: list[Processor], results: list, end: int, whole: bool) -> None:
+        """`whole`: a window of every capture (files are written); else one interval's
+        metrics (with a collector only)."""
         t = self.totals
-        t.windows += any(isinstance(p, StackProcessor) for p in processors)
+        t.windows += whole
         for p, r in zip(processors, results):
             stats = result_stats(r)
             t.lost = max(t.lost, stats.total_lost)
@@ -103,7 +105,7 @@ class _Windows:
                     self.stage.new_connections(r, end)
                 self.stage.otlp.send(r)
             self.stage.reset_connections()
-        if self.output_dir and any(isinstance(p, StackProcessor) for p in processors):
+        if self.output_dir and whole:
             self.write_files(results)
 
     def write_files(self, results: list) -> None:
@@ -148,6 +150,8 @@ def _run_once(config: cfg.Config, notices: Console, out: Console, duration_s: fl
         snapshot.remove_stale_temporaries(output_dir)
     parts = snapshot.plan(config, output_dir or "")
     processors = [p.processor for p in parts]
+    for p in processors:   # windows are cut at drains: drain at least as often as they end
+        p.collector.interval_s = min(p.collector.interval_s, a["window"], a["interval"])
     quiet = Console(quiet=True)
     stage = OutputStage.create(quiet, quiet, [], {}, otlp, spool,
                                lambda: {p.collector.name: p.collector.stats for p in processors},
