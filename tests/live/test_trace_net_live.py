@@ -127,16 +127,19 @@ def test_200_connections_between_namespaces(lab, tmp_path, Collector, protocol):
             client, server = traffic(lab, "b", "a", lab.B4, port, count, send, recv,
                                      cli_args=("--parallel", "4", "--hold-ms", "40"))
         check_exact(got, client, server, port, count, send, recv)
-        spans = [s for s in spans_of(col.received) if s.name != "ebpf-otlp trace-net"]
-        assert len(spans) == 2 * count   # and the capture's own span
+        pids = {client["pid"], server["pid"]}
+        spans = [s for s in spans_of(col.received) if s.name != "ebpf-otlp trace-net"
+                 and {kv.key: kv.value.int_value for kv in s.attributes}["process.pid"] in pids]
+        assert len(spans) == 2 * count   # besides the capture's own span
         kinds = {s.kind for s in spans}
         assert kinds == {2, 3}   # SERVER, CLIENT
         attrs = {kv.key: kv.value for kv in spans[0].attributes}
         assert attrs["network.transport"].string_value == "tcp"
         assert attrs["server.port"].int_value == port
-        assert sum_metric(col.received, "ebpf_otlp.tcp.connections") == 2 * count
-        assert sum_metric(col.received, "ebpf_otlp.tcp.bytes", **{"network.io.direction": "transmit"}) \
-            == count * (send + recv)
+        python = {"process.executable.name": "python3", "server.address": lab.B4}
+        assert sum_metric(col.received, "ebpf_otlp.tcp.connections", **python) == 2 * count
+        assert sum_metric(col.received, "ebpf_otlp.tcp.bytes", **python,
+                          **{"network.io.direction": "transmit"}) == count * (send + recv)
     assert "TCP connections by process and peer" in got["stdout"]
 
 
