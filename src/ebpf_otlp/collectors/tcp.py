@@ -204,7 +204,10 @@ class TcpCollector(Collector):
         self._closed.append(_Closed.from_buffer_copy(ct.string_at(data, ct.sizeof(_Closed))))
 
     def poll(self, timeout_ms: int) -> bool:
+        """Records come without wakeups (bpf/tcp_life.bpf.c): wait, then read what is there."""
         self._bpf.ring_buffer_poll(timeout_ms)
+        self._bpf["unread"][ct.c_int(0)] = ct.c_uint64(0)
+        self._bpf.ring_buffer_consume()
         return True
 
     def _connection(self, c: _Conn, **closed) -> Connection:
