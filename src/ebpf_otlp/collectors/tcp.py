@@ -264,7 +264,7 @@ class TcpCollector(Collector):
 
     # -- drain and stop ----------------------------------------------------------------
     def drain(self) -> list:
-        self._bpf.ring_buffer_poll(0)
+        self.poll(0)   # consume too: records come without wakeups, and stop() drains here last
         records = self._records() + self._udp()
         self._read_stats()
         self.stats.drains += 1
