@@ -231,15 +231,21 @@ def interleaved(work_argv, configs, env, rounds, label, on_round=lambda res: Non
     for r in range(rounds):
         for name, factory in configs:
             for attempt in range(3):   # failures are retried twice, and counted in the report
+                mismatches = ref_ctr_mismatches()
                 try:
                     wall, cpu, stats, foreign = run_once(work_argv, factory, env, name)
                     break
                 except RuntimeError as e:
                     print(f"{label}: {name} failed (attempt {attempt + 1}): {e}", file=sys.stderr)
-                    RETRIES.append(f"{label} round {r + 1}: {name}: "
-                                   f"{str(e).strip().splitlines()[-1][:160]}")
+                    why = str(e).strip().splitlines()[-1][:160]
+                    if ref_ctr_mismatches() > mismatches:
+                        why += " (kernel: ref_ctr_offset mismatch)"
+                    RETRIES.append(f"{label} round {r + 1}: {name}: {why}")
                     if attempt == 2:
                         raise
+                    time.sleep((5, 20)[attempt])
+            if factory is not None:
+                time.sleep(1)   # let the last tracer's uprobes go before the next attaches
             res[name]["foreign"].append(foreign)
             if stats and name not in PROBE_LINES:
                 PROBE_LINES[name] = next((line.strip() for line in stats["stderr"].splitlines()
@@ -252,6 +258,15 @@ def interleaved(work_argv, configs, env, rounds, label, on_round=lambda res: Non
         print(f"{label}: round {r + 1}/{rounds} done", file=sys.stderr)
         on_round(res)
     return res
+
+
+def ref_ctr_mismatches() -> int:
+    """The kernel's "ref_ctr_offset mismatch" complaints so far: a uprobe refused because one
+    on the same function was registered with another reference-counter offset. (Debian's
+    python3-bpfcc 0.26 calls libbcc's bpf_attach_uprobe without its seventh argument,
+    ref_ctr_offset, which is then whatever the stack holds.)"""
+    out = subprocess.run(["dmesg"], capture_output=True, text=True).stdout
+    return out.count("ref_ctr_offset mismatch")
 
 
 def ratio_to_peer(res: dict[str, list[float]], name: str, peer="memleak-bpfcc -p PID") -> float:
@@ -298,7 +313,7 @@ def report(R: dict) -> list[str]:
         "",
         f"Measured by `bench/memleak_overhead.py` on {R['date']}: Linux {R['kernel']}, "
         f"{R['cpus']} CPUs ({R['cpu_model']}); load average (1, 5, 15 min) {R['load_start']} at the "
-        f"start, {R['load_end']} at the end. Workloads pinned to CPU {R['work_cpu']}, tracers to CPU 0; "
+        f"start, {R.get('load_end', '(run cut short)')} at the end. Workloads pinned to CPU {R['work_cpu']}, tracers to CPU 0; "
         f"{a['rounds']} interleaved rounds, medians."
         + ("" if a["no_bpf_stats"] else " `kernel.bpf_stats_enabled` was on (per-program run "
                                        "time; it adds two clock reads per program run)."),

@@ -38,7 +38,7 @@ STORM_PORT, BULK_PORT = 47100, 47101
 # Floors for the storm (run as `net_overhead.py --floor KIND`): one program on
 # tcp:tcp_destroy_sock, once per socket as trace-net's reporting program, that does nothing
 # (empty) or reserves and submits a record the size of trace-net's (160 bytes) to a 1 MiB
-# ring buffer that a BCC reader polls, as trace-net's does (ringbuf).
+# ring buffer with the default (adaptive) wakeup, read by a BCC reader (ringbuf).
 FLOOR_C = r"""
 struct rec { u64 words[20]; };
 BPF_RINGBUF_OUTPUT(events, 256);
@@ -347,7 +347,7 @@ def main() -> int:
         "Medians with (min–max) over interleaved rounds; ratios are taken within the same run.",
         "",
         "Reproduce (root, after `make setup-test`; needs bpfcc-tools and bpftool): "
-        "`.venv/bin/python bench/net_overhead.py --out docs/performance-net.md` (about 20 "
+        "`.venv/bin/python bench/net_overhead.py --out docs/performance-net.md` (about 15 "
         "minutes; `--skip storm,sweep,bulk`, `--rounds`, `--seconds` and `--rates` shorten it). "
         "Run it on an otherwise idle machine: the report lists other benchmarks it saw.",
     ]
@@ -445,10 +445,11 @@ def storm_phase(args, binary, otlp_tracer, tcplife, peer_env, tmp, raw, check_ot
               "over the connections made (each connection is two sockets, client and server). "
               "*IWI / conn*: irq_work interrupts (/proc/interrupts) per connection, all CPUs; "
               "a BPF program that submits to a ring or perf buffer whose reader sleeps raises "
-              "one to wake it, inside the program's accounted time. "
+              "one to wake it (it can land inside the program's accounted time). "
               "*floor* rows: a BCC program on tcp:tcp_destroy_sock (once per socket, like "
               "trace-net's reporting program) that is empty, or that only reserves and submits a "
-              "160-byte record (trace-net's size) to a 1 MiB ring buffer polled by a BCC reader "
+              "160-byte record (trace-net's size) to a 1 MiB ring buffer with the default "
+              "(adaptive) wakeup, read by a BCC reader "
               "(`net_overhead.py --floor`). "
               "*Agent CPU µs / conn* adds the CPU the tool spent after SIGINT (ebpf-otlp writes "
               "its JSON lines then) to its CPU during the run. RSS is the peak over all rounds."]
