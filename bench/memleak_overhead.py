@@ -286,8 +286,10 @@ def leak_runs(leaker: Path, tmp: Path, runs: int, leaks: int, size: int, churns:
     out = []
     for i in range(runs):
         doc_path = tmp / f"leak{i}.json"
-        r = subprocess.run(["taskset", "-c", "0", *AGENT, "memleak", "--min-age", "1s", "--top", "0",
-                            "-o", str(doc_path), "--", "taskset", "-c", str(WORK_CPU), str(leaker),
+        # The leaker is launched directly (no taskset wrapper: an allocation the wrapper makes
+        # before exec may be sampled, and the process is then symbolized as the wrapper).
+        r = subprocess.run([*AGENT, "memleak", "--min-age", "1s", "--top", "0",
+                            "-o", str(doc_path), "--", str(leaker),
                             str(leaks), str(size), str(churns), "2.5", "go"],
                            capture_output=True, text=True, env=env, timeout=300)
         if r.returncode != 0:
@@ -321,6 +323,8 @@ def report(R: dict) -> list[str]:
         f"ebpf-otlp measured: `{' '.join(R['agent'])}` at git {R['git']}."
         + "".join(f" Rows marked [{label}]: `{' '.join(cmd)}`." for label, cmd in R["other_agents"].items()),
     ]
+    if R.get("env_note"):
+        lines += ["", R["env_note"]]
     summary: list[str] = []
     body = ((loop_section(R, n, summary) if R["loop"] else [])
             + (python_section(R, summary) if R["py"] else [])
@@ -536,6 +540,7 @@ def leak_section(R: dict, summary: list[str]) -> list[str]:
              "bytes of the leak rows whose allocating function is leak() (`leaks[0]` in every run "
              "where leak() was sampled at all).",
              "",
+             *([R["leak_note"], ""] if R.get("leak_note") else []),
              "| run | estimated bytes | error | samples |",
              "|---|---|---|---|"]
     for i, (x, e) in enumerate(zip(leaks, errs), 1):
