@@ -1,0 +1,1 @@
+"""Unwinding user stacks built without frame pointers: compact tables compiled from CFI."""
