@@ -14,8 +14,12 @@
 // process's exec generation, and each (pid, generation) is announced, so user space
 // symbolizes samples from before an exec against the mappings from before it.
 //
+// With UNWIND_TABLES, user stacks are walked by unwind.inc (tables from .eh_frame, frame
+// pointers where there are none) and kept by content in user_stacks_N, keyed by their hash;
+// without it, the kernel walks frame pointers (get_stackid).
+//
 // Defines: MAX_KEYS, MAX_STACKS, FILTER_PIDS (with MAX_PIDS; FOLLOW_FORKS), USER_STACKS, KERNEL_STACKS, INCLUDE_IDLE;
-//          OFF_CPU, MIN_BLOCK_NS, MAX_THREADS.
+//          OFF_CPU, MIN_BLOCK_NS, MAX_THREADS; UNWIND_TABLES (with unwind.inc's defines).
 #include <uapi/linux/ptrace.h>
 #include <uapi/linux/bpf_perf_event.h>
 #include <linux/sched.h>
@@ -27,6 +31,7 @@ struct sample_key {
     s32 kernel_stack_id;
     u32 gen;                 // execs of the process seen since the capture began
     u32 pad;
+    u64 user_stack_hash;     // UNWIND_TABLES: the user stack's key in user_stacks_N
     char comm[TASK_COMM_LEN];
 };
 
@@ -41,7 +46,10 @@ enum sampler_stat {
     STAT_NEW_TASK_DROPPED,        // ring buffer full: a new process was not announced
     STAT_START_FULL,              // off-CPU: no room to remember a thread going off CPU
     STAT_SWITCHES,                // off-CPU: traced threads that left the CPU
-    STAT_MAX,
+    STAT_UNWIND_TABLES,           // UNWIND_TABLES: user stacks walked through a table
+    STAT_UNWIND_FRAME_POINTERS,   //   ... with frame pointers only
+    STAT_UNWIND_END,              //   how walks ended: enum unwind_end, 5 counters
+    STAT_MAX = STAT_UNWIND_END + 5,
 };
 
 BPF_HASH(counts_0, struct sample_key, u64, MAX_KEYS);
@@ -58,6 +66,25 @@ BPF_HASH(pid_filter, u32, u8, MAX_PIDS);
 
 // #import bump.inc
 // #import announce.inc
+#ifdef UNWIND_TABLES
+// #import unwind.inc
+BPF_HASH(user_stacks_0, u64, struct user_stack, MAX_STACKS);
+BPF_HASH(user_stacks_1, u64, struct user_stack, MAX_STACKS);
+
+// Walk the user stack from the tables and keep it by content: its hash, or 0 if none.
+static __always_inline u64 user_stack(u32 tgid, u32 buf) {
+    u64 hash = 0;
+    struct user_stack *st = unwind_user(tgid, &hash);
+    if (!st)
+        return 0;
+    int err = buf ? user_stacks_1.update(&hash, st) : user_stacks_0.update(&hash, st);
+    if (err) {
+        bump(STAT_USER_STACK_ERROR);
+        return 0;
+    }
+    return hash;
+}
+#endif
 
 // Add `value` to a key's count; a key's first count in a buffer is the only time its
 // process can be new, so that is when it is announced.
@@ -113,7 +140,9 @@ int on_sample(struct bpf_perf_event_data *ctx) {
     key.kernel_stack_id = -1;
     bpf_get_current_comm(&key.comm, sizeof(key.comm));
     key.gen = exec_generation(tgid);
-#ifdef USER_STACKS
+#if defined(USER_STACKS) && defined(UNWIND_TABLES)
+    key.user_stack_hash = user_stack(tgid, buf);
+#elif defined(USER_STACKS)
     key.user_stack_id = stack_error(
         buf ? stacks_1.get_stackid(ctx, BPF_F_USER_STACK) : stacks_0.get_stackid(ctx, BPF_F_USER_STACK),
         STAT_USER_STACK_COLLISION, STAT_USER_STACK_ERROR);
@@ -148,6 +177,7 @@ struct off_cpu_start {       // a thread that went off CPU, as it left
     s32 kernel_stack_id;
     u32 keep;                // the share kept when it left, of 65536
     u32 pad;
+    u64 user_stack_hash;
 };
 
 static __always_inline u32 off_cpu_keep(void) {
@@ -175,7 +205,9 @@ TRACEPOINT_PROBE(sched, sched_switch) {
     if (wanted) {
         struct off_cpu_start s = {.ts = now, .tgid = tgid, .gen = exec_generation(tgid),
                                   .user_stack_id = -1, .kernel_stack_id = -1, .keep = keep};
-#ifdef USER_STACKS
+#if defined(USER_STACKS) && defined(UNWIND_TABLES)
+        s.user_stack_hash = user_stack(tgid, 0);   // off-CPU stacks all live in set 0
+#elif defined(USER_STACKS)
         s.user_stack_id = stack_error(stacks_0.get_stackid(args, BPF_F_USER_STACK),
                                       STAT_USER_STACK_COLLISION, STAT_USER_STACK_ERROR);
 #endif
@@ -200,7 +232,8 @@ TRACEPOINT_PROBE(sched, sched_switch) {
     bump(STAT_SAMPLES);
     struct sample_key key = {.tgid = left.tgid, .tid = next, .gen = left.gen,
                              .user_stack_id = left.user_stack_id,
-                             .kernel_stack_id = left.kernel_stack_id};
+                             .kernel_stack_id = left.kernel_stack_id,
+                             .user_stack_hash = left.user_stack_hash};
     bpf_probe_read_kernel(&key.comm, sizeof(key.comm), args->next_comm);
     add(&key, active_buffer(), away);
     return 0;

@@ -155,10 +155,14 @@ def cli():
 @click.option("--switch-budget", type=Count(), default="5k", show_default=True, metavar="SWITCHES/S",
               help="With --off-cpu: walk every switch's stacks while the traced threads switch less "
                    "often than this; above it, a random sample sized to it, weighed up. 0: every one.")
+@click.option("--unwind", type=click.Choice(["auto", "fp", "dwarf"]), default="auto", show_default=True,
+              help="How user stacks are walked: dwarf unwinds in the kernel from tables compiled "
+                   "out of .eh_frame (code without frame pointers keeps its callers), fp follows "
+                   "frame pointers only, auto is dwarf where this kernel allows it.")
 @otlp_options
 @command_argument
 def profile(pids, all_, hz, duration, user_only, kernel_only, event, period, outputs, fmt, output_dir,
-            top, off_cpu, min_block, switch_budget, command, **otlp_flags):
+            top, off_cpu, min_block, switch_budget, unwind, command, **otlp_flags):
     """Sample CPU stacks with a perf event and write pprof, folded stacks or a flame graph.
     With --off-cpu, the same outputs weigh stacks by time spent off CPU instead.
 
@@ -207,7 +211,7 @@ def profile(pids, all_, hz, duration, user_only, kernel_only, event, period, out
                    for f in formats]
     cpu = CpuSettings(hz=hz, pids=pids, user_stacks=not kernel_only, kernel_stacks=not user_only,
                       event=event, off_cpu=off_cpu, min_block_ns=int(min_block * 1e9),
-                      switch_budget=switch_budget, period=period)
+                      switch_budget=switch_budget, period=period, unwind=unwind)
     config = ProfileConfig(cpu=cpu, duration_s=duration, command=list(command), outputs=targets,
                            top=top, otlp=otlp, spool=spool)
     return run(config, result_console(), notice_console(), STARTED_NS).exit_status

@@ -111,7 +111,8 @@ SCHEMA: dict[str, dict[str, Callable[[Any], Any]]] = {
     "agent": {"output_dir": _string, "window": check_duration, "interval": check_duration,
               "keep": _positive_int, "max_age": check_duration, "max_total": parse_size},
     "profile": {"hz": _positive_int, "pids": _PIDS, "off_cpu": _bool, "min_block": check_duration,
-                "switch_budget": _count, "user_stacks": _bool, "kernel_stacks": _bool},
+                "switch_budget": _count, "user_stacks": _bool, "kernel_stacks": _bool,
+                "unwind": _choice("auto", "fp", "dwarf")},
     "syscalls": {"pids": _PIDS, "comm": _comm, "syscalls": _strings, "latency": _bool,
                  "latency_budget": _count, "interval": check_duration},
     "trace_net": {"pids": _PIDS, "comm": _comm, "ports": _ints(1, 65535),
@@ -242,7 +243,7 @@ def cpu_settings(t: dict, off_cpu: bool):
                        user_stacks=t.get("user_stacks", True),
                        kernel_stacks=t.get("kernel_stacks", True),
                        min_block_ns=int(t.get("min_block", 1e-6) * 1e9),
-                       switch_budget=t.get("switch_budget", 5000))
+                       switch_budget=t.get("switch_budget", 5000), unwind=t.get("unwind", "auto"))
 
 
 def syscall_settings(t: dict, path: str = "<config>"):

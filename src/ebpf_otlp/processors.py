@@ -23,6 +23,7 @@ from ebpf_otlp.records import (CollectorStats, Connection, HeapCounts, HeapRepor
                                cpu_shape, heap_shape, off_cpu_shape)
 from ebpf_otlp.runtime.perf import COUNTED
 from ebpf_otlp.symbolize.symbolizer import Symbolizer
+from ebpf_otlp.unwind.kernel_tables import warm_tables
 
 
 class Processor:
@@ -57,6 +58,7 @@ class CpuSettings:
     switch_budget: float = 5000          # off-CPU: switches/s walked in full (0: no limit)
     follow_forks: bool = False           # launch mode: trace what the targets fork
     period: int = 0                      # counted events (page-faults): one sample every N
+    unwind: str = "auto"                 # user stacks: auto | fp | dwarf (tables from .eh_frame)
 
 
 class StackProcessor(Processor):
@@ -73,7 +75,7 @@ class StackProcessor(Processor):
             settings.event, settings.drain_s, on_new_process=self.symbolizer.remember,
             off_cpu=settings.off_cpu, min_block_ns=settings.min_block_ns,
             switch_budget=settings.switch_budget, follow_forks=settings.follow_forks,
-            period=settings.period)
+            period=settings.period, unwind=settings.unwind)
         self.counts: Counter[RawStackSample] = Counter()
         self.window_start_ns = time.time_ns()
 
@@ -82,6 +84,9 @@ class StackProcessor(Processor):
         cache when warm) while BPF compiles."""
         for pid in self.settings.pids:
             self.symbolizer.remember(pid)
+        if self.settings.unwind != "fp" and self.settings.user_stacks and not self.settings.follow_forks:
+            for pid in self.settings.pids:   # unwind tables too, into the disk cache
+                warm_tables(pid)
         self.symbolizer.prepare_symbols()
 
     def add(self, records: list[tuple[RawStackSample, int]]) -> None:
@@ -243,6 +248,9 @@ class HeapProcessor(Processor):
     def prepare(self) -> None:
         for pid in self.settings.pids:
             self.symbolizer.remember(pid)
+        if self.settings.unwind != "fp" and self.settings.user_stacks and not self.settings.follow_forks:
+            for pid in self.settings.pids:   # unwind tables too, into the disk cache
+                warm_tables(pid)
         self.symbolizer.prepare_symbols()
 
     def add(self, records: list) -> None:

@@ -89,6 +89,7 @@ class CollectorStats:
     lost: dict[str, int] = field(default_factory=dict)   # cause -> events (or stacks) lost
     drains: int = 0
     share: float = 1.0   # lowest share of events handled in full (< 1: sampled, weighed up)
+    unwound: dict[str, int] = field(default_factory=dict)   # user stacks by how they were walked
 
     @property
     def total_lost(self) -> int:
@@ -107,12 +108,15 @@ class CollectorStats:
         lost = dict(self.lost)
         for cause, n in other.lost.items():
             lost[cause] = lost.get(cause, 0) + n
+        unwound = dict(self.unwound)
+        for how, n in other.unwound.items():
+            unwound[how] = unwound.get(how, 0) + n
         return CollectorStats(self.processed + other.processed, lost, self.drains + other.drains,
-                              min(self.share, other.share))
+                              min(self.share, other.share), unwound)
 
     def as_dict(self) -> dict:
         return {"processed": self.processed, "lost": dict(self.lost), "lost_total": self.total_lost,
-                "drains": self.drains, "share": self.share}
+                "drains": self.drains, "share": self.share, "unwound": dict(self.unwound)}
 
 
 @dataclass(frozen=True)

@@ -7,15 +7,27 @@ import time
 from typing import Callable
 
 from ebpf_otlp.collectors.base import Collector
+from ebpf_otlp.errors import AgentError
 from ebpf_otlp.records import RawStackSample
 from ebpf_otlp.runtime import loader
 from ebpf_otlp.runtime.duty_cycle import SampleShare
 from ebpf_otlp.runtime.maps import DoubleBuffer, drain, percpu_counters
 from ebpf_otlp.runtime.perf import attach_sampler, detach_sampler, online_cpus
+from ebpf_otlp.unwind.kernel_tables import ENDS, KernelTables
 
 # Order of `enum stat` in bpf/cpu_sampler.bpf.c.
 STAT_SAMPLES, USER_COLLISION, KERNEL_COLLISION, USER_ERROR, KERNEL_ERROR, COUNTS_FULL, \
-    NEW_TASK_DROPPED, START_FULL, SWITCHES = range(9)
+    NEW_TASK_DROPPED, START_FULL, SWITCHES, UNWIND_TABLES, UNWIND_FRAME_POINTERS, UNWIND_END = range(12)
+STAT_COUNT = UNWIND_END + len(ENDS)
+
+UNWIND_MODES = ("auto", "fp", "dwarf")
+MAX_FRAMES = 127              # perf's default depth
+UNWIND_ROWS = 1 << 21         # 16 MiB of rows: libc is ~20k, a large C++ program ~1M
+UNWIND_MAPPINGS = 1 << 18     # (pid, address prefix) entries, ~30 per mapped object
+
+
+def _plain_key(key) -> int:
+    return key if isinstance(key, int) else key.value
 
 
 def _pow2_at_least(n: int) -> int:
@@ -61,8 +73,10 @@ class CpuSampler(Collector):
                  drain_seconds: float = 2.0,
                  on_new_process: Callable[[int, int], object] = lambda pid, gen: None,
                  off_cpu: bool = False, min_block_ns: int = 1000, switch_budget: float = 0,
-                 follow_forks: bool = False, period: int = 0):
+                 follow_forks: bool = False, period: int = 0, unwind: str = "fp"):
         super().__init__()
+        self.unwind = unwind if user_stacks else "fp"   # auto: tables if the kernel takes them
+        self.tables: KernelTables | None = None
         self.name = "off-cpu" if off_cpu else "cpu"
         self.interval_s = drain_seconds
         self.follow_forks = follow_forks
@@ -73,6 +87,7 @@ class CpuSampler(Collector):
         self.switch_budget = switch_budget
         self._share: SampleShare | None = None
         self._off_cpu_stacks: dict[int, tuple[int, ...]] = {}   # stacks_0 is never cleared
+        self._off_cpu_user: dict[int, tuple[int, ...]] = {}     # nor user_stacks_0
         self.hz = hz
         self.pids = list(pids or [])
         self.user_stacks = user_stacks
@@ -88,12 +103,19 @@ class CpuSampler(Collector):
         keys, stacks = map_sizes(self.hz, len(online_cpus()), self.drain_seconds)
         if self.off_cpu:   # keyed by blocking stack, not by sample: fewer keys, kept stacks
             keys, stacks = 1 << 16, 1 << 14
-        self._bpf = loader.load("cpu_sampler", {
+        defines = {
             "MAX_KEYS": keys, "MAX_STACKS": stacks, "FILTER_PIDS": bool(self.pids),
             "USER_STACKS": self.user_stacks, "KERNEL_STACKS": self.kernel_stacks,
             "OFF_CPU": self.off_cpu, "MIN_BLOCK_NS": self.min_block_ns, "MAX_THREADS": 65536,
             "FOLLOW_FORKS": self.follow_forks, "MAX_PIDS": 65536 if self.follow_forks else 4096,
-        })   # with OFF_CPU, sched_switch attached as the program loaded (TRACEPOINT_PROBE)
+        }   # with OFF_CPU, sched_switch attaches as the program loads (TRACEPOINT_PROBE)
+        self._bpf = self._load(defines)
+        if self.unwind == "dwarf":
+            self.tables = KernelTables(self._bpf, UNWIND_ROWS)
+            if not self.follow_forks:    # a launched command's tables come after its exec
+                for pid in self.pids:    # ready before the first sample (prepare() warmed them)
+                    self.tables.update(pid)
+            self.tables.start()
         if self.pids:
             table = self._bpf["pid_filter"]
             for pid in self.pids:
@@ -107,6 +129,23 @@ class CpuSampler(Collector):
             self._share.start()
         else:
             attach_sampler(self._bpf, "on_sample", self.event, self.hz, self.period)
+
+    def _load(self, defines: dict):
+        """The program with the table unwinder when asked for; `auto` falls back to the
+        kernel's frame-pointer walker if this kernel refuses it, and says so."""
+        if self.unwind == "fp":
+            return loader.load("cpu_sampler", defines)
+        try:
+            bpf = loader.load("cpu_sampler", dict(defines, UNWIND_TABLES=True, MAX_FRAMES=MAX_FRAMES,
+                                                  UNWIND_ROWS=UNWIND_ROWS, UNWIND_MAPPINGS=UNWIND_MAPPINGS))
+        except AgentError as e:
+            if self.unwind == "dwarf":
+                raise
+            self.stats.unwound["table unwinder refused by this kernel; frame pointers used"] = 1
+            self.unwind = "fp"
+            return loader.load("cpu_sampler", defines)
+        self.unwind = "dwarf"
+        return bpf
 
     def _keep_share(self, share: float) -> None:
         """Tell the off-CPU program which share of switches to walk (control[1], of 65536)."""
@@ -127,6 +166,8 @@ class CpuSampler(Collector):
     def handle_events(self) -> None:
         announced, self._announced = self._announced, []
         for pid, gen in announced:
+            if self.tables:
+                self.tables.want(pid)
             self.on_new_process(pid, gen)
 
     def drain(self) -> list[tuple[RawStackSample, int]]:
@@ -135,6 +176,10 @@ class CpuSampler(Collector):
         records = self._read_buffer(self._buffers.flip())
         self._read_stats()
         self.stats.drains += 1
+        if self.tables:   # libraries loaded since, exits: keep the tables in step
+            self.tables.forget_exited()
+            for pid in {raw.pid for raw, _n in records}:
+                self.tables.want(pid)
         return records
 
     def _read_buffer(self, which: int) -> list[tuple[RawStackSample, int]]:
@@ -149,14 +194,33 @@ class CpuSampler(Collector):
                 walked[stack_id] = tuple(stacks.walk(stack_id))
             return walked[stack_id]
 
+        entries = drain(counts)
+        dwarf = self.unwind == "dwarf"
+        unwound = self._unwound_stacks(which, {k.user_stack_hash for k, _v in entries}) if dwarf else {}
         records = []
-        for key, value in drain(counts):
+        for key, value in entries:
+            user = unwound.get(key.user_stack_hash, ()) if dwarf else walk(key.user_stack_id)
             raw = RawStackSample(key.tgid, key.tid, key.comm.decode(errors="replace"),
-                                 walk(key.user_stack_id), walk(key.kernel_stack_id), key.gen)
+                                 user, walk(key.kernel_stack_id), key.gen)
             records.append((raw, value))
         if not self.off_cpu:
             stacks.clear()
         return records
+
+    def _unwound_stacks(self, which: int, wanted: set[int]) -> dict[int, tuple[int, ...]]:
+        """hash -> frames of the stacks the table unwinder kept in user_stacks_N. Off-CPU
+        stacks all live in set 0 and are never cleared (like its kernel stacks): each is
+        read once, when first counted."""
+        if not self.off_cpu:
+            return {_plain_key(k): tuple(v.ips[:v.len]) for k, v in drain(self._bpf[f"user_stacks_{which}"])}
+        table, known = self._bpf["user_stacks_0"], self._off_cpu_user
+        for h in wanted - known.keys():
+            try:
+                v = table[table.Key(h)]
+            except KeyError:
+                continue
+            known[h] = tuple(v.ips[:v.len])
+        return known
 
     def progress(self) -> str:
         """Samples taken up to now (the kernel's counter), between drains too."""
@@ -165,10 +229,17 @@ class CpuSampler(Collector):
         return f"{taken} {'periods' if self.off_cpu else 'samples'}"
 
     def _read_stats(self) -> None:
-        total = percpu_counters(self._bpf["stats"], 9)
+        total = percpu_counters(self._bpf["stats"], STAT_COUNT)
         self.stats.processed = total[STAT_SAMPLES]
         for stat, cause in LOSSES.items():
             self.stats.set_lost(cause, total[stat])
+        if self.unwind == "dwarf":
+            self.stats.unwound.update({"through tables": total[UNWIND_TABLES],
+                                       "frame pointers only": total[UNWIND_FRAME_POINTERS]})
+            for i, why in enumerate(ENDS[1:], start=1):
+                self.stats.set_lost(f"user stack cut short ({why})", total[UNWIND_END + i])
+            for what, n in self.tables.counts.items():
+                self.stats.unwound[what] = n
         if self._share:
             self.stats.share = self._share.lowest_share
 
@@ -184,6 +255,8 @@ class CpuSampler(Collector):
         self.poll(0)
         self.handle_events()
         records = self.drain() + self.drain()
+        if self.tables:
+            self.tables.stop()
         self._bpf.cleanup()
         self._bpf = None
         return records

@@ -1,0 +1,287 @@
+"""Loads processes' unwind tables into the BPF maps of bpf/lib/unwind.inc.
+
+Each object's rows go into `unwind_rows` once, shared by every process that maps it; each
+process gets `unwind_mappings` entries ((pid, address prefix) → the object's rows and load
+bias). When the rows are full, the least recently seen processes give their room back and
+fall back to frame pointers; that is counted, like every object without a table.
+
+Loading runs in a worker thread: compiling a large library's table takes a second or two
+the first time (then it comes from the disk cache), and the capture loop must not wait.
+"""
+
+from __future__ import annotations
+
+import ctypes as ct
+import os
+import queue
+import threading
+from array import array
+from collections import Counter, OrderedDict
+from dataclasses import dataclass, field
+
+from ebpf_otlp.symbolize.elf import ElfObject
+from ebpf_otlp.symbolize.procmaps import MapEntry, parse_maps
+from ebpf_otlp.unwind.tables import ROW, load_table
+
+# Where an unwound stack ended: enum unwind_end in bpf/lib/unwind.inc.
+ENDS = ("complete", "no table (frame-pointer step failed)", "unsupported or bad CFA",
+        "depth limit", "read fault")
+
+
+def prefixes(start: int, end: int) -> list[tuple[int, int]]:
+    """[start, end) as aligned power-of-two blocks: (block start, address bits that match)."""
+    out = []
+    while start < end:
+        size = start & -start if start else 1 << 64
+        while size > end - start:
+            size >>= 1
+        out.append((start, 64 - (size.bit_length() - 1)))
+        start += size
+    return out
+
+
+def warm_tables(pid: int) -> int:
+    """Compile (or find in the disk cache) the tables of every object a process maps, so
+    that loading them later is quick; meant for the prepare thread, while BPF compiles.
+    Returns how many objects have a table."""
+    try:
+        with open(f"/proc/{pid}/maps") as f:
+            entries = [e for e in parse_maps(f.read()) if e.is_file]
+    except OSError:
+        return 0
+    ready = 0
+    for entry in entries:
+        try:
+            path, build_id, _vaddr = _identify(pid, entry)
+            ready += len(load_table(path, build_id or None)) > 0
+        except OSError:
+            continue
+    return ready
+
+
+def _identify(pid: int, entry: MapEntry) -> tuple[str, str, int | None]:
+    """How to open a mapped file (map_files reaches deleted files and other mount
+    namespaces), its build ID, and the ELF virtual address at the mapping's start."""
+    path = f"/proc/{pid}/map_files/{entry.start:x}-{entry.end:x}"
+    with open(path, "rb") as stream:
+        elf = ElfObject(stream, entry.path, cache=None)
+        return path, elf.build_id, elf.offset_to_vaddr(entry.offset)
+
+
+def _big_endian(addr: int) -> int:
+    """The u64 whose in-memory bytes are addr big-endian (the LPM trie matches bytes)."""
+    return int.from_bytes(addr.to_bytes(8, "big"), "little")
+
+
+@dataclass
+class _Object:
+    first_row: int
+    rows: int
+    users: set[int] = field(default_factory=set)   # pids mapping it
+
+
+@dataclass
+class _Process:
+    maps_text: str = ""
+    keys: list = field(default_factory=list)        # its unwind_mappings keys, as tuples
+    objects: set = field(default_factory=set)
+
+
+class RowSpace:
+    """First-fit allocation of row ranges in the fixed-size rows array."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.free: list[tuple[int, int]] = [(0, size)]   # (start, length), sorted
+
+    def take(self, n: int) -> int | None:
+        for i, (start, length) in enumerate(self.free):
+            if length >= n:
+                self.free[i:i + 1] = [(start + n, length - n)] if length > n else []
+                return start
+        return None
+
+    def give(self, start: int, n: int) -> None:
+        self.free.append((start, n))
+        self.free.sort()
+        merged = [self.free[0]]
+        for s, n in self.free[1:]:
+            last_s, last_n = merged[-1]
+            if last_s + last_n == s:
+                merged[-1] = (last_s, last_n + n)
+            else:
+                merged.append((s, n))
+        self.free = merged
+
+    @property
+    def used(self) -> int:
+        return self.size - sum(n for _s, n in self.free)
+
+
+class KernelTables:
+    """The unwinder's maps, kept in step with the processes it samples."""
+
+    def __init__(self, bpf, max_rows: int):
+        self._rows = bpf["unwind_rows"]
+        self._mappings = bpf["unwind_mappings"]
+        self.space = RowSpace(max_rows)
+        self._objects: dict[object, _Object] = {}
+        self._processes: OrderedDict[int, _Process] = OrderedDict()   # least recent first
+        self._lock = threading.Lock()
+        self._queue: queue.Queue[int | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self.counts: Counter[str] = Counter()   # objects loaded/without tables, evictions
+
+    # -- from the capture loop --------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._work, name="unwind-tables", daemon=True)
+        self._thread.start()
+
+    def want(self, pid: int) -> None:
+        """Load (or bring up to date) a process's tables soon, in the worker."""
+        self._queue.put(pid)
+
+    def stop(self) -> None:
+        if self._thread:
+            self._queue.put(None)
+            self._thread.join(timeout=10)
+            self._thread = None
+
+    def wait_idle(self) -> None:
+        """Until every process asked for so far is loaded (tests, and before attaching)."""
+        self._queue.join()
+
+    def _work(self) -> None:
+        while True:
+            pid = self._queue.get()
+            try:
+                if pid is None:
+                    return
+                self.update(pid)
+            except Exception:      # one unreadable process must not stop the others
+                self.counts["processes failed"] += 1
+            finally:
+                self._queue.task_done()
+
+    # -- the work ---------------------------------------------------------------
+    def update(self, pid: int) -> None:
+        """Make the maps match the process's executable mappings now (it may have loaded
+        libraries since it was first seen, or exec'd); forget it if it is gone."""
+        try:
+            with open(f"/proc/{pid}/maps") as f:
+                text = f.read()
+        except OSError:
+            self.forget(pid)
+            return
+        with self._lock:
+            old = self._processes.get(pid)
+            if old is not None:
+                self._processes.move_to_end(pid)
+                if old.maps_text == text:
+                    return
+        proc = _Process(maps_text=text)
+        for entry in parse_maps(text):
+            if entry.is_file:
+                self._add_mapping(pid, proc, entry)
+        with self._lock:
+            self._processes[pid] = proc
+            self._processes.move_to_end(pid)
+            if old is not None:
+                self._release(pid, old, keep=proc)
+
+    def forget(self, pid: int) -> None:
+        with self._lock:
+            proc = self._processes.pop(pid, None)
+            if proc is not None:
+                self._release(pid, proc, keep=_Process())
+
+    def _release(self, pid: int, proc: _Process, keep: _Process) -> None:
+        """Drop what `proc` holds and `keep` does not (under the lock)."""
+        for key in set(proc.keys) - set(keep.keys):
+            try:
+                del self._mappings[self._mappings.Key(*key)]
+            except KeyError:
+                pass
+        for obj_key in proc.objects - keep.objects:
+            obj = self._objects.get(obj_key)
+            if obj is None:
+                continue
+            obj.users.discard(pid)
+            if not obj.users:
+                del self._objects[obj_key]
+                self.space.give(obj.first_row, obj.rows)
+
+    def forget_exited(self) -> None:
+        with self._lock:
+            pids = list(self._processes)
+        for pid in pids:
+            if not os.path.exists(f"/proc/{pid}"):
+                self.forget(pid)
+
+    def _add_mapping(self, pid: int, proc: _Process, entry: MapEntry) -> None:
+        try:
+            path, build_id, vaddr = _identify(pid, entry)
+            obj_key = build_id or entry.file_key
+            with self._lock:
+                obj = self._objects.get(obj_key)
+            if obj is None:
+                obj = self._place(obj_key, load_table(path, build_id or None), pid)
+        except OSError:
+            self.counts["objects unreadable"] += 1
+            return
+        if obj is None or vaddr is None:
+            return
+        with self._lock:
+            obj.users.add(pid)
+        proc.objects.add(obj_key)
+        value = self._mappings.Leaf(entry.start, entry.end, entry.start - vaddr, obj.first_row, obj.rows)
+        for block, bits in prefixes(entry.start, entry.end):
+            key = (32 + bits, pid, _big_endian(block))
+            self._mappings[self._mappings.Key(*key)] = value
+            proc.keys.append(key)
+
+    def _place(self, obj_key, table, pid: int) -> _Object | None:
+        """Write an object's rows into free room, evicting the least recently seen
+        processes if needed; None if it has no table or cannot fit."""
+        n = len(table)
+        if n == 0:
+            self.counts[f"objects without a table ({table.source})"] += 1
+            return None
+        with self._lock:
+            first = self.space.take(n)
+        while first is None:
+            victim = self._least_recent(besides=pid)
+            if victim is None:
+                self.counts["objects left to frame pointers (tables full)"] += 1
+                return None
+            self.forget(victim)
+            self.counts["processes left to frame pointers (tables full)"] += 1
+            with self._lock:
+                first = self.space.take(n)
+        self._write_rows(first, table.rows)
+        obj = _Object(first, n)
+        with self._lock:
+            self._objects[obj_key] = obj
+        self.counts["objects with a table"] += 1
+        return obj
+
+    def _least_recent(self, besides: int) -> int | None:
+        with self._lock:
+            return next((p for p in self._processes if p != besides), None)
+
+    def _write_rows(self, first: int, rows: bytes) -> None:
+        from bcc.libbcc import lib
+
+        n = len(rows) // ROW.size
+        keys = array("I", range(first, first + n))
+        values = (ct.c_char * len(rows)).from_buffer_copy(rows)
+        count = ct.c_uint32(n)
+        key_buf = (ct.c_char * (4 * n)).from_buffer(keys)
+        if lib.bpf_update_batch(self._rows.map_fd, key_buf, values, ct.byref(count)) != 0:
+            for i in range(n):   # kernels without batch updates for arrays
+                self._rows[ct.c_int(first + i)] = self._rows.Leaf.from_buffer_copy(rows, i * ROW.size)
+
+    def loaded(self) -> dict[str, int]:
+        with self._lock:
+            return {"processes": len(self._processes), "objects": len(self._objects),
+                    "rows": self.space.used}
