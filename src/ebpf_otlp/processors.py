@@ -23,7 +23,7 @@ from ebpf_otlp.records import (CollectorStats, Connection, HeapCounts, HeapRepor
                                cpu_shape, heap_shape, off_cpu_shape)
 from ebpf_otlp.runtime.perf import COUNTED
 from ebpf_otlp.symbolize.symbolizer import Symbolizer
-from ebpf_otlp.unwind.kernel_tables import warm_tables
+from ebpf_otlp.unwind.kernel_tables import warm_in_background
 
 
 class Processor:
@@ -85,8 +85,7 @@ class StackProcessor(Processor):
         for pid in self.settings.pids:
             self.symbolizer.remember(pid)
         if self.settings.unwind != "fp" and self.settings.user_stacks and not self.settings.follow_forks:
-            for pid in self.settings.pids:   # unwind tables too, into the disk cache
-                warm_tables(pid)
+            warm_in_background(self.settings.pids)   # unwind tables, into the disk cache
         self.symbolizer.prepare_symbols()
 
     def add(self, records: list[tuple[RawStackSample, int]]) -> None:
@@ -249,8 +248,7 @@ class HeapProcessor(Processor):
         for pid in self.settings.pids:
             self.symbolizer.remember(pid)
         if self.settings.unwind != "fp" and self.settings.user_stacks and not self.settings.follow_forks:
-            for pid in self.settings.pids:   # unwind tables too, into the disk cache
-                warm_tables(pid)
+            warm_in_background(self.settings.pids)   # unwind tables, into the disk cache
         self.symbolizer.prepare_symbols()
 
     def add(self, records: list) -> None:

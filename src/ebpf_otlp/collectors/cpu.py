@@ -113,8 +113,8 @@ class CpuSampler(Collector):
         if self.unwind == "dwarf":
             self.tables = KernelTables(self._bpf, UNWIND_ROWS)
             if not self.follow_forks:    # a launched command's tables come after its exec
-                for pid in self.pids:    # ready before the first sample (prepare() warmed them)
-                    self.tables.update(pid)
+                for pid in self.pids:    # ready for the first sample if prepare() warmed them
+                    self.tables.update(pid, cached_only=True)
             self.tables.start()
         if self.pids:
             table = self._bpf["pid_filter"]

@@ -17,4 +17,7 @@ def line(stats: CollectorStats, what: str = "") -> str:
 
 
 def render(stats: CollectorStats, console: Console, what: str = "") -> None:
+    if stats.unwound:   # how user stacks were walked: beside what was cut short
+        console.print("user stacks: " + ", ".join(f"{n} {how}" for how, n in stats.unwound.items()),
+                      style="dim", highlight=False)
     console.print(line(stats, what), style="yellow" if stats.total_lost else "dim", highlight=False)

@@ -54,6 +54,4 @@ def render(profile: Profile, console: Console, n: int = 15) -> None:
         console.print(f"~ sampled: stacks walked for a share as low as {profile.stats.share:.1%} of "
                       "switches (over the --switch-budget), each weighed up: times are estimates",
                       style="dim")
-    if profile.stats.unwound:
-        console.print("user stacks: " + ", ".join(f"{n} {how}" for how, n in profile.stats.unwound.items()),
-                      style="dim", highlight=False)
+

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from ebpf_otlp.symbolize.elf import ElfObject
 from ebpf_otlp.symbolize.procmaps import MapEntry, parse_maps
-from ebpf_otlp.unwind.tables import ROW, load_table
+from ebpf_otlp.unwind.tables import ROW, cached_table, load_table
 
 # Where an unwound stack ended: enum unwind_end in bpf/lib/unwind.inc.
 ENDS = ("complete", "no table (frame-pointer step failed)", "unsupported or bad CFA",
@@ -40,9 +40,22 @@ def prefixes(start: int, end: int) -> list[tuple[int, int]]:
     return out
 
 
+def warm_in_background(pids: list[int]) -> threading.Thread:
+    """Compile the processes' tables into the disk cache in a daemon thread while BPF
+    compiles: loading them at attach is then quick. Nobody waits for it (a large binary
+    takes seconds the first time): the worker loads what is not ready later. Not niced,
+    nor is the worker: on the busy host one profiles, a niced compile would starve, and
+    stacks would stay cut short; it is paid once per binary per host."""
+    def warm():
+        for pid in pids:
+            warm_tables(pid)
+    thread = threading.Thread(target=warm, name="unwind-warm", daemon=True)
+    thread.start()
+    return thread
+
+
 def warm_tables(pid: int) -> int:
-    """Compile (or find in the disk cache) the tables of every object a process maps, so
-    that loading them later is quick; meant for the prepare thread, while BPF compiles.
+    """Compile (or find in the disk cache) the tables of every object a process maps.
     Returns how many objects have a table."""
     try:
         with open(f"/proc/{pid}/maps") as f:
@@ -85,6 +98,7 @@ class _Process:
     maps_text: str = ""
     keys: list = field(default_factory=list)        # its unwind_mappings keys, as tuples
     objects: set = field(default_factory=set)
+    complete: bool = True                           # False: tables left for the worker
 
 
 class RowSpace:
@@ -127,7 +141,8 @@ class KernelTables:
         self.space = RowSpace(max_rows)
         self._objects: dict[object, _Object] = {}
         self._processes: OrderedDict[int, _Process] = OrderedDict()   # least recent first
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()   # and held around map writes: stop() closes them
+        self._closed = False
         self._queue: queue.Queue[int | None] = queue.Queue()
         self._thread: threading.Thread | None = None
         self.counts: Counter[str] = Counter()   # objects loaded/without tables, evictions
@@ -142,9 +157,12 @@ class KernelTables:
         self._queue.put(pid)
 
     def stop(self) -> None:
+        """No map writes after this returns (the maps are about to close); a compile still
+        under way is left to finish in its daemon thread, for the disk cache."""
+        with self._lock:
+            self._closed = True
         if self._thread:
             self._queue.put(None)
-            self._thread.join(timeout=10)
             self._thread = None
 
     def wait_idle(self) -> None:
@@ -164,9 +182,11 @@ class KernelTables:
                 self._queue.task_done()
 
     # -- the work ---------------------------------------------------------------
-    def update(self, pid: int) -> None:
+    def update(self, pid: int, cached_only: bool = False) -> None:
         """Make the maps match the process's executable mappings now (it may have loaded
-        libraries since it was first seen, or exec'd); forget it if it is gone."""
+        libraries since it was first seen, or exec'd); forget it if it is gone. With
+        `cached_only`, tables not in the disk cache are left to the worker (a large
+        binary's first compile takes seconds: the capture should not wait for it)."""
         try:
             with open(f"/proc/{pid}/maps") as f:
                 text = f.read()
@@ -177,12 +197,14 @@ class KernelTables:
             old = self._processes.get(pid)
             if old is not None:
                 self._processes.move_to_end(pid)
-                if old.maps_text == text:
+                if old.maps_text == text and old.complete:
                     return
         proc = _Process(maps_text=text)
         for entry in parse_maps(text):
             if entry.is_file:
-                self._add_mapping(pid, proc, entry)
+                self._add_mapping(pid, proc, entry, cached_only)
+        if not proc.complete:
+            self.want(pid)
         with self._lock:
             self._processes[pid] = proc
             self._processes.move_to_end(pid)
@@ -197,6 +219,8 @@ class KernelTables:
 
     def _release(self, pid: int, proc: _Process, keep: _Process) -> None:
         """Drop what `proc` holds and `keep` does not (under the lock)."""
+        if self._closed:
+            return
         for key in set(proc.keys) - set(keep.keys):
             try:
                 del self._mappings[self._mappings.Key(*key)]
@@ -218,14 +242,18 @@ class KernelTables:
             if not os.path.exists(f"/proc/{pid}"):
                 self.forget(pid)
 
-    def _add_mapping(self, pid: int, proc: _Process, entry: MapEntry) -> None:
+    def _add_mapping(self, pid: int, proc: _Process, entry: MapEntry, cached_only: bool) -> None:
         try:
             path, build_id, vaddr = _identify(pid, entry)
             obj_key = build_id or entry.file_key
             with self._lock:
                 obj = self._objects.get(obj_key)
             if obj is None:
-                obj = self._place(obj_key, load_table(path, build_id or None), pid)
+                table = cached_table(build_id) if cached_only else load_table(path, build_id or None)
+                if table is None:
+                    proc.complete = False
+                    return
+                obj = self._place(obj_key, table, pid)
         except OSError:
             self.counts["objects unreadable"] += 1
             return
@@ -235,10 +263,13 @@ class KernelTables:
             obj.users.add(pid)
         proc.objects.add(obj_key)
         value = self._mappings.Leaf(entry.start, entry.end, entry.start - vaddr, obj.first_row, obj.rows)
-        for block, bits in prefixes(entry.start, entry.end):
-            key = (32 + bits, pid, _big_endian(block))
-            self._mappings[self._mappings.Key(*key)] = value
-            proc.keys.append(key)
+        with self._lock:
+            if self._closed:
+                return
+            for block, bits in prefixes(entry.start, entry.end):
+                key = (32 + bits, pid, _big_endian(block))
+                self._mappings[self._mappings.Key(*key)] = value
+                proc.keys.append(key)
 
     def _place(self, obj_key, table, pid: int) -> _Object | None:
         """Write an object's rows into free room, evicting the least recently seen
@@ -258,9 +289,11 @@ class KernelTables:
             self.counts["processes left to frame pointers (tables full)"] += 1
             with self._lock:
                 first = self.space.take(n)
-        self._write_rows(first, table.rows)
-        obj = _Object(first, n)
         with self._lock:
+            if self._closed:
+                return None
+            self._write_rows(first, table.rows)
+            obj = _Object(first, n)
             self._objects[obj_key] = obj
         self.counts["objects with a table"] += 1
         return obj

@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import re
 import struct
+import threading
 from bisect import bisect_right
 from dataclasses import dataclass
 from functools import cached_property
@@ -288,23 +289,45 @@ def default_cache() -> UnwindCache | None:
     return None if where is None else buildid_cache.shared(UnwindCache, where)
 
 
+_compiling: dict[str, threading.Lock] = {}
+_compiling_lock = threading.Lock()
+
+
+def cached_table(build_id: str | None, cache=DEFAULT) -> UnwindTable | None:
+    """The table from the disk cache alone (None: not there, or no cache)."""
+    if cache is DEFAULT:
+        cache = default_cache()
+    return cache.load(build_id) if cache is not None and build_id else None
+
+
 def load_table(path: str, build_id: str | None, cache=DEFAULT) -> UnwindTable:
     """The table of the ELF file at path, from the cache if its build ID is there.
     Tables without rows are not cached: cheap to find again, and a copy with the same
-    build ID may have CFI this one lost (a stripped .debug_frame)."""
+    build ID may have CFI this one lost (a stripped .debug_frame). Two threads asking
+    for the same build ID compile it once: the second waits and reads the cache."""
     if cache is DEFAULT:
         cache = default_cache()
     if not build_id:
         cache = None
-    if cache is not None:
+    if cache is None:
+        return _compile_file(path)
+    with _compiling_lock:
+        lock = _compiling.setdefault(build_id, threading.Lock())
+    with lock:
         hit = cache.load(build_id)
         if hit is not None:
             return hit
+        table = _compile_file(path)
+        if table.rows:
+            cache.store(build_id, table)
+    with _compiling_lock:
+        _compiling.pop(build_id, None)
+    return table
+
+
+def _compile_file(path: str) -> UnwindTable:
     try:
         with open(path, "rb") as f:
-            table = compile_table(f)
+            return compile_table(f)
     except OSError as e:
         return UnwindTable(b"", f"unreadable ({e.strerror})")
-    if cache is not None and table.rows:
-        cache.store(build_id, table)
-    return table

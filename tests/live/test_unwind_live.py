@@ -1,0 +1,185 @@
+"""Live: user stacks through code built without frame pointers, unwound in BPF from
+.eh_frame tables, checked against known call chains and against perf's DWARF unwinding."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from conftest import WORKLOADS, agent, need, need_tool
+from ebpf_otlp.export import folded
+
+pytestmark = pytest.mark.live
+
+BUSY_PYTHON = """
+import sys, time
+def spin(n):
+    total = 0
+    for i in range(n):
+        total += i * i
+    return total
+end = time.time() + float(sys.argv[1])
+while time.time() < end:
+    spin(20000)
+"""
+
+
+def build(source: str, out: Path) -> Path:
+    """-O2 -fomit-frame-pointer: gcc's default, the case frame-pointer walkers lose."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if not cc:
+        need("no C compiler")
+    subprocess.run([cc, "-O2", "-fomit-frame-pointer", "-g0", "-o", str(out), str(WORKLOADS / source)],
+                   check=True)
+    return out
+
+
+def profile(tmp_path: Path, argv: list[str], *flags: str, seconds: str = "4s") -> tuple[Counter, str]:
+    """Profile a running workload by pid; (root-first folded stacks, what it printed)."""
+    work = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
+    out = tmp_path / f"unwind-{len(list(tmp_path.iterdir()))}.folded"
+    try:
+        time.sleep(0.3)
+        r = agent("profile", "--pid", str(work.pid), "--hz", "199", "--duration", seconds,
+                  "-o", str(out), *flags)
+    finally:
+        work.kill()
+        work.wait()
+    assert r.returncode == 0, r.stderr
+    # Without the comm (the folded stacks' first frame), from the outermost function.
+    return Counter({st[1:]: n for st, n in folded.parse(out.read_text()).items()}), r.stdout + r.stderr
+
+
+def plain(name: str) -> str:
+    """A function's name as both tools can agree on it: perf names libc's internals from
+    their debug info (`__GI___qsort_r`), we from the symbol table (`qsort_r`), and gcc's
+    clones (`.part.0`, `.isra.0`) are one function. A frame without a symbol is
+    `[unknown]` to perf, `module+0xoffset` to us."""
+    if name.startswith("[unknown]") or re.search(r"\+0x[0-9a-f]+$", name):
+        return "[unknown]"
+    name = re.sub(r"\.(part|isra|constprop|cold|lto_priv)(\.\d+)?", "", name)
+    return name.removeprefix("__GI_").lstrip("_")
+
+
+def from_main(stack: tuple[str, ...], root: str = "main") -> tuple[str, ...] | None:
+    """The chain from `root` to the leaf, names made plain and consecutive repeats
+    (recursion) folded; None if the stack never reaches it."""
+    names = [plain(f) for f in stack]
+    if root not in names:
+        return None
+    chain = names[names.index(root):]
+    return tuple(f for i, f in enumerate(chain) if i == 0 or f != chain[i - 1])
+
+
+@pytest.fixture(scope="module")
+def chain_binary(tmp_path_factory):
+    return build("no_fp_chain.c", tmp_path_factory.mktemp("chain") / "no_fp_chain")
+
+
+def test_full_chain_without_frame_pointers(chain_binary, tmp_path):
+    stacks, err = profile(tmp_path, [str(chain_binary), "15"])
+    total = sum(stacks.values())
+    full = {leaf: sum(n for st, n in stacks.items() if from_main(st) == ("main", "mid", leaf))
+            for leaf in ("leaf_a", "leaf_b")}
+    assert total > 400, err
+    assert sum(full.values()) >= 0.95 * total, stacks.most_common(5)
+    share_a = full["leaf_a"] / sum(full.values())
+    assert abs(share_a - 0.75) <= 0.05, share_a
+    assert re.search(r"user stacks: \d+ through tables", err), err
+
+
+def test_frame_pointers_alone_lose_the_callers(chain_binary, tmp_path):
+    """The control: the kernel's frame-pointer walker cannot see past the leaf here."""
+    stacks, err = profile(tmp_path, [str(chain_binary), "10"], "--unwind", "fp", seconds="2s")
+    total = sum(stacks.values())
+    full = sum(n for st, n in stacks.items() if from_main(st) in (("main", "mid", "leaf_a"),
+                                                                   ("main", "mid", "leaf_b")))
+    assert total > 150 and full < 0.5 * total, stacks.most_common(5)
+    assert "through tables" not in err
+
+
+def test_qsort_comparator_reaches_main_through_libc(tmp_path):
+    binary = build("qsort_busy.c", tmp_path / "qsort_busy")
+    stacks, _ = profile(tmp_path, [str(binary), "15"])
+    in_compare = {st: n for st, n in stacks.items() if st and st[-1] == "busy_compare"}
+    total = sum(in_compare.values())
+    assert total > 200, stacks.most_common(5)
+    through_libc = sum(n for st, n in in_compare.items()
+                       if (chain := from_main(st)) and len(chain) >= 3
+                       and all(re.search("qsort|msort", f) for f in chain[1:-1]))
+    assert through_libc >= 0.9 * total, sorted(in_compare.items(), key=lambda kv: -kv[1])[:5]
+
+
+def test_python_native_stacks_reach_main(tmp_path):
+    python = need_tool("python3.11", "/usr/bin/python3.11")
+    stacks, _ = profile(tmp_path, [python, "-c", BUSY_PYTHON, "15"])
+    interp = {st: n for st, n in stacks.items() if "_PyEval_EvalFrameDefault" in st}
+    total = sum(interp.values())
+    assert total > 300, stacks.most_common(5)
+    # Debian's main only tail-calls Py_BytesMain, so main itself is never on the stack:
+    # the walk must reach _start, through Py_BytesMain, with nothing unknown on the way.
+    clean = sum(n for st, n in interp.items()
+                if st[0] == "_start" and "Py_BytesMain" in st
+                and not any(f.startswith("[unknown]") for f in st[:st.index("_PyEval_EvalFrameDefault")]))
+    assert clean >= 0.95 * total, sorted(interp.items(), key=lambda kv: -kv[1])[:3]
+
+
+def perf_stacks(tmp_path: Path, pid: int, seconds: float) -> Counter:
+    """`perf record --call-graph dwarf`'s stacks, root first, as function names."""
+    perf = need_tool("perf", "/usr/bin/perf")
+    data = tmp_path / "perf.data"
+    subprocess.run([perf, "record", "-q", "--call-graph", "dwarf", "-e", "cpu-clock", "-F", "199",
+                    "-o", str(data), "-p", str(pid), "--", "sleep", str(seconds)],
+                   check=True, capture_output=True, timeout=120)
+    text = subprocess.run([perf, "script", "-i", str(data), "-F", "comm,ip,sym"], check=True,
+                          capture_output=True, text=True, timeout=300).stdout
+    stacks: Counter = Counter()
+    for block in text.strip().split("\n\n"):
+        frames = [line.split(None, 1)[1].removesuffix(" (inlined)") if len(line.split(None, 1)) > 1
+                  else "[unknown]" for line in block.splitlines()[1:]]
+        stacks[tuple(reversed(frames))] += 1
+    return stacks
+
+
+def top_chains(stacks: Counter, n: int, root: str) -> list[tuple[tuple[str, ...], float]]:
+    chains: Counter = Counter()
+    for st, count in stacks.items():
+        chains[from_main(st, root)] += count
+    total = sum(chains.values())
+    return [(c, count / total) for c, count in chains.most_common(n)]
+
+
+@pytest.mark.parametrize("workload", ["chain", "qsort", "python"])
+def test_same_top_chains_as_perf_dwarf(workload, chain_binary, tmp_path):
+    if workload == "chain":
+        argv = [str(chain_binary), "30"]
+    elif workload == "qsort":
+        argv = [str(build("qsort_busy.c", tmp_path / "qsort_busy")), "30"]
+    else:
+        argv = [need_tool("python3.11", "/usr/bin/python3.11"), "-c", BUSY_PYTHON, "30"]
+    work = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
+    out = tmp_path / "ours.folded"
+    try:
+        time.sleep(0.3)
+        ours_run = subprocess.Popen([sys.executable, "-m", "ebpf_otlp", "profile", "--pid", str(work.pid),
+                                     "--hz", "199", "--duration", "5s", "-o", str(out)],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        theirs = perf_stacks(tmp_path, work.pid, 5)
+        _, err = ours_run.communicate(timeout=120)
+    finally:
+        work.kill()
+        work.wait()
+    assert ours_run.returncode == 0, err
+    ours = Counter({st[1:]: n for st, n in folded.parse(out.read_text()).items()})
+    n, root = (1, "start") if workload == "python" else (2, "main")
+    mine, perfs = top_chains(ours, n, root), top_chains(theirs, n, root)
+    assert [c for c, _ in mine] == [c for c, _ in perfs], (mine, perfs)
+    for (_, a), (_, b) in zip(mine, perfs):
+        assert abs(a - b) < 0.1, (mine, perfs)
