@@ -114,7 +114,8 @@ class CpuSampler(Collector):
             self.tables = KernelTables(self._bpf, UNWIND_ROWS)
             if not self.follow_forks:    # a launched command's tables come after its exec
                 for pid in self.pids:    # ready for the first sample if prepare() warmed them
-                    self.tables.update(pid, cached_only=True)
+                    if not self.tables.update(pid, compile_limit=0):
+                        self.tables.want(pid)
             self.tables.start()
         if self.pids:
             table = self._bpf["pid_filter"]

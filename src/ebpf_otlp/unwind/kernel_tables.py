@@ -23,6 +23,8 @@ from ebpf_otlp.symbolize.elf import ElfObject
 from ebpf_otlp.symbolize.procmaps import MapEntry, parse_maps
 from ebpf_otlp.unwind.tables import ROW, cached_table, load_table
 
+BIG_FILE = 32 << 20   # larger binaries' first compiles (seconds each) wait their turn
+
 # Where an unwound stack ended: enum unwind_end in bpf/lib/unwind.inc.
 ENDS = ("complete", "no table (frame-pointer step failed)", "unsupported or bad CFA",
         "depth limit", "read fault")
@@ -143,7 +145,7 @@ class KernelTables:
         self._processes: OrderedDict[int, _Process] = OrderedDict()   # least recent first
         self._lock = threading.RLock()   # and held around map writes: stop() closes them
         self._closed = False
-        self._queue: queue.Queue[int | None] = queue.Queue()
+        self._queue: queue.Queue[int | None] = queue.Queue()   # pids; None: stop
         self._thread: threading.Thread | None = None
         self.counts: Counter[str] = Counter()   # objects loaded/without tables, evictions
 
@@ -165,51 +167,56 @@ class KernelTables:
             self._queue.put(None)
             self._thread = None
 
-    def wait_idle(self) -> None:
-        """Until every process asked for so far is loaded (tests, and before attaching)."""
-        self._queue.join()
-
     def _work(self) -> None:
+        """Processes in the order they were seen, small objects first: a process whose
+        only missing table is a large binary's waits until the queue is empty, so one
+        100 MB binary does not hold back every other process's tables."""
+        deferred: list[int] = []
         while True:
-            pid = self._queue.get()
             try:
-                if pid is None:
-                    return
-                self.update(pid)
+                pid, limit = self._queue.get(timeout=0.1 if deferred else None), BIG_FILE
+            except queue.Empty:
+                pid, limit = deferred.pop(0), None
+            if pid is None:
+                return
+            try:
+                if not self.update(pid, compile_limit=limit) and pid not in deferred:
+                    deferred.append(pid)
             except Exception:      # one unreadable process must not stop the others
                 self.counts["processes failed"] += 1
-            finally:
-                self._queue.task_done()
 
     # -- the work ---------------------------------------------------------------
-    def update(self, pid: int, cached_only: bool = False) -> None:
+    def update(self, pid: int, compile_limit: int | None = None) -> bool:
         """Make the maps match the process's executable mappings now (it may have loaded
-        libraries since it was first seen, or exec'd); forget it if it is gone. With
-        `cached_only`, tables not in the disk cache are left to the worker (a large
-        binary's first compile takes seconds: the capture should not wait for it)."""
+        libraries since it was first seen, or exec'd); forget it if it is gone. Tables not
+        in the disk cache are compiled only for files up to `compile_limit` bytes (0: none;
+        None: all): a large binary's first compile takes seconds. Returns False if some
+        were left out for that reason. The agent itself is left to frame pointers: it maps
+        LLVM (170 MB of C++), whose tables would cost minutes to compile."""
+        if pid == os.getpid():
+            return True
         try:
             with open(f"/proc/{pid}/maps") as f:
                 text = f.read()
         except OSError:
             self.forget(pid)
-            return
+            return True
         with self._lock:
             old = self._processes.get(pid)
             if old is not None:
                 self._processes.move_to_end(pid)
                 if old.maps_text == text and old.complete:
-                    return
+                    return True
         proc = _Process(maps_text=text)
         for entry in parse_maps(text):
             if entry.is_file:
-                self._add_mapping(pid, proc, entry, cached_only)
-        if not proc.complete:
-            self.want(pid)
+                self._add_mapping(pid, proc, entry, compile_limit)
         with self._lock:
             self._processes[pid] = proc
             self._processes.move_to_end(pid)
             if old is not None:
                 self._release(pid, old, keep=proc)
+        return proc.complete
 
     def forget(self, pid: int) -> None:
         with self._lock:
@@ -242,17 +249,19 @@ class KernelTables:
             if not os.path.exists(f"/proc/{pid}"):
                 self.forget(pid)
 
-    def _add_mapping(self, pid: int, proc: _Process, entry: MapEntry, cached_only: bool) -> None:
+    def _add_mapping(self, pid: int, proc: _Process, entry: MapEntry, compile_limit: int | None) -> None:
         try:
             path, build_id, vaddr = _identify(pid, entry)
             obj_key = build_id or entry.file_key
             with self._lock:
                 obj = self._objects.get(obj_key)
             if obj is None:
-                table = cached_table(build_id) if cached_only else load_table(path, build_id or None)
+                table = cached_table(build_id)
                 if table is None:
-                    proc.complete = False
-                    return
+                    if compile_limit is not None and os.stat(path).st_size > compile_limit:
+                        proc.complete = False
+                        return
+                    table = load_table(path, build_id or None)
                 obj = self._place(obj_key, table, pid)
         except OSError:
             self.counts["objects unreadable"] += 1
