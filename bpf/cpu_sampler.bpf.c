@@ -68,13 +68,14 @@ BPF_HASH(pid_filter, u32, u8, MAX_PIDS);
 // #import announce.inc
 #ifdef UNWIND_TABLES
 // #import unwind.inc
-BPF_HASH(user_stacks_0, u64, struct user_stack, MAX_STACKS);
-BPF_HASH(user_stacks_1, u64, struct user_stack, MAX_STACKS);
+// Allocated as stacks appear (1 KiB each): preallocated, the two would hold 32 MiB.
+BPF_F_TABLE("hash", u64, struct user_stack, user_stacks_0, MAX_STACKS, BPF_F_NO_PREALLOC);
+BPF_F_TABLE("hash", u64, struct user_stack, user_stacks_1, MAX_STACKS, BPF_F_NO_PREALLOC);
 
 // Walk the user stack from the tables and keep it by content: its hash, or 0 if none.
 static __always_inline u64 user_stack(u32 tgid, u32 buf) {
     u64 hash = 0;
-    struct user_stack *st = unwind_user(tgid, &hash);
+    struct user_stack *st = unwind_user(tgid, &hash, 0);
     if (!st)
         return 0;
     int err = buf ? user_stacks_1.update(&hash, st) : user_stacks_0.update(&hash, st);

@@ -11,8 +11,12 @@
 // The walk starts inside the allocator, whose caller is not yet on the frame chain at its
 // first instruction: the return address at the stack pointer names the caller.
 //
+// With UNWIND_TABLES the stack is unwound from .eh_frame tables instead (unwind.inc):
+// from malloc's first instruction its table says where the return address is, so the
+// caller comes out of the walk itself; stacks are kept by content in user_stacks.
+//
 // Defines: RATE (mean bytes between samples; 0: every call), MAX_LIVE, MAX_STACKS,
-//          MAX_KEYS, FILTER_PIDS (MAX_PIDS, FOLLOW_FORKS).
+//          MAX_KEYS, FILTER_PIDS (MAX_PIDS, FOLLOW_FORKS); UNWIND_TABLES (and unwind.inc's).
 #include <uapi/linux/ptrace.h>
 #include <linux/sched.h>
 
@@ -20,6 +24,7 @@ struct stack_key {
     u32 tgid;
     s32 stack_id;            // user stack from inside the allocator (its caller's caller on)
     u64 caller;              // return address into the allocating function
+    u64 user_stack_hash;     // UNWIND_TABLES: the stack's key in user_stacks
 };
 
 struct stack_counts {        // sampled, not yet weighed up
@@ -55,7 +60,10 @@ enum heap_stat {
     STAT_KEYS_FULL,          // no room in `by_stack`
     STAT_STACK_LOST,         // stack-id collision or error
     STAT_NEW_TASK_DROPPED,   // ring buffer full: a process was not announced
-    STAT_MAX,
+    STAT_UNWIND_TABLES,      // UNWIND_TABLES: stacks walked through a table
+    STAT_UNWIND_FRAME_POINTERS,
+    STAT_UNWIND_END,         // how walks ended: enum unwind_end, 5 counters
+    STAT_MAX = STAT_UNWIND_END + 5,
 };
 
 BPF_HASH(by_stack, struct stack_key, struct stack_counts, MAX_KEYS);
@@ -63,7 +71,9 @@ BPF_HASH(live, struct live_key, struct live_alloc, MAX_LIVE);
 BPF_TABLE("lru_hash", u32, struct pending, pending, 65536);
 BPF_TABLE("lru_hash", u32, s64, countdown, 65536);     // tid -> bytes until the next sample
 BPF_ARRAY(draws, u32, 1024);                           // exponential quantiles, mean RATE
+#ifndef UNWIND_TABLES
 BPF_STACK_TRACE(stacks, MAX_STACKS);
+#endif
 BPF_PERCPU_ARRAY(stats, u64, STAT_MAX);
 #ifdef FILTER_PIDS
 BPF_HASH(pid_filter, u32, u8, MAX_PIDS);
@@ -71,6 +81,11 @@ BPF_HASH(pid_filter, u32, u8, MAX_PIDS);
 
 // #import bump.inc
 // #import announce.inc
+#ifdef UNWIND_TABLES
+// #import unwind.inc
+// Allocated as stacks appear: a preallocated map of 1 KiB stacks would cost 64 MiB.
+BPF_F_TABLE("hash", u64, struct user_stack, user_stacks, MAX_STACKS, BPF_F_NO_PREALLOC);
+#endif
 
 static __always_inline int wanted(u32 tgid) {
 #ifdef FILTER_PIDS
@@ -116,10 +131,21 @@ static __always_inline void on_alloc(struct pt_regs *ctx, u64 size, u64 memptr) 
         return;
     struct pending p = {.size = size, .memptr = memptr};
     p.where.tgid = tgid;
+#ifdef UNWIND_TABLES
+    p.where.stack_id = -1;
+    struct user_stack *st = unwind_user(tgid, &p.where.user_stack_hash, 1);
+    if (!st)
+        p.where.user_stack_hash = 0;
+    else if (user_stacks.update(&p.where.user_stack_hash, st)) {
+        bump(STAT_STACK_LOST);
+        p.where.user_stack_hash = 0;
+    }
+#else
     bpf_probe_read_user(&p.where.caller, sizeof(p.where.caller), (void *)PT_REGS_SP(ctx));
     p.where.stack_id = stacks.get_stackid(ctx, BPF_F_USER_STACK);
     if (p.where.stack_id < 0 && p.where.stack_id != -EFAULT)
         bump(STAT_STACK_LOST);
+#endif
     pending.update(&tid, &p);
     announce(tgid, 0);
 }

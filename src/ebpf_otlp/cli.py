@@ -118,6 +118,13 @@ def existing_pids(ctx, param, pids):
     return list(pids)
 
 
+unwind_option = click.option(
+    "--unwind", type=click.Choice(["auto", "fp", "dwarf"]), default="auto", show_default=True,
+    help="How user stacks are walked: dwarf unwinds in the kernel from tables compiled out of "
+         ".eh_frame (code built without frame pointers keeps its callers), fp follows frame "
+         "pointers only, auto is dwarf where this kernel allows it.")
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name=PROG)
 def cli():
@@ -155,10 +162,7 @@ def cli():
 @click.option("--switch-budget", type=Count(), default="5k", show_default=True, metavar="SWITCHES/S",
               help="With --off-cpu: walk every switch's stacks while the traced threads switch less "
                    "often than this; above it, a random sample sized to it, weighed up. 0: every one.")
-@click.option("--unwind", type=click.Choice(["auto", "fp", "dwarf"]), default="auto", show_default=True,
-              help="How user stacks are walked: dwarf unwinds in the kernel from tables compiled "
-                   "out of .eh_frame (code without frame pointers keeps its callers), fp follows "
-                   "frame pointers only, auto is dwarf where this kernel allows it.")
+@unwind_option
 @otlp_options
 @command_argument
 def profile(pids, all_, hz, duration, user_only, kernel_only, event, period, outputs, fmt, output_dir,
@@ -426,10 +430,11 @@ class Size(click.ParamType):
               help="Output file (repeatable): .pb.gz (pprof), .folded, .svg, .json, .otlp.pb.")
 @click.option("-f", "--format", "fmt", type=click.Choice(["pprof", "folded", "svg", "json", "otlp"]),
               help="Format of the single -o file.")
+@unwind_option
 @otlp_options
 @command_argument
 def memleak(pids, duration, sample_bytes, every_call, no_free, min_age, lib, symbol_prefix, interval,
-            top, outputs, fmt, command, **otlp_flags):
+            top, outputs, fmt, unwind, command, **otlp_flags):
     """Heap profile and leak report from allocator uprobes (malloc, calloc, realloc,
     posix_memalign, ... and free), sampled by bytes in the kernel: alloc and in-use objects
     and space per stack (Go's heap profile), and what stays allocated longer than --min-age."""
@@ -449,7 +454,7 @@ def memleak(pids, duration, sample_bytes, every_call, no_free, min_age, lib, sym
     targets = [(path, profile_files.format_for(path, fmt)) for path in outputs]
     heap = HeapSettings(pids=pids, rate=0 if every_call else sample_bytes, library=lib,
                         symbol_prefix=symbol_prefix, no_free=no_free, min_age_s=min_age,
-                        interval_s=interval)
+                        interval_s=interval, unwind=unwind)
     config = MemleakConfig(heap=heap, duration_s=duration, command=list(command), outputs=targets,
                            top=top, otlp=otlp, spool=spool)
     return run(config, result_console(), notice_console(), STARTED_NS).exit_status

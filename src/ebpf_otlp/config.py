@@ -119,7 +119,8 @@ SCHEMA: dict[str, dict[str, Callable[[Any], Any]]] = {
                   "hooks": _choice("auto", "tracepoints", "kprobes"), "rtt": _bool, "udp": _bool,
                   "max_connections": _positive_int},
     "memleak": {"pids": _PIDS, "sample_bytes": parse_size, "every_call": _bool, "no_free": _bool,
-                "min_age": check_duration, "lib": _string, "symbol_prefix": _string},
+                "min_age": check_duration, "lib": _string, "symbol_prefix": _string,
+                "unwind": _choice("auto", "fp", "dwarf")},
     "otlp": {"endpoint": _string, "protocol": _choice("grpc", "http/protobuf"),
              "headers": _headers, "insecure": _bool, "ca_file": _string,
              "compression": _choice("gzip", "none"), "timeout": check_duration, "spool_dir": _string,
@@ -275,7 +276,8 @@ def heap_settings(t: dict, path: str = "<config>"):
         raise AgentError(f"{path}: [memleak] pids: name the processes whose allocations to trace")
     return HeapSettings(pids=t["pids"], rate=0 if t.get("every_call") else t.get("sample_bytes", 512 * 1024),
                         library=t.get("lib"), symbol_prefix=t.get("symbol_prefix", ""),
-                        no_free=t.get("no_free", False), min_age_s=t.get("min_age", 5.0))
+                        no_free=t.get("no_free", False), min_age_s=t.get("min_age", 5.0),
+                        unwind=t.get("unwind", "auto"))
 
 
 def otlp_settings(t: dict):

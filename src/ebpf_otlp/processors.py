@@ -224,6 +224,7 @@ class HeapSettings:
     min_age_s: float = 5.0              # the leak report: outstanding longer than this
     interval_s: float = 10.0
     follow_forks: bool = False
+    unwind: str = "auto"                # as CpuSettings.unwind
 
 
 class HeapProcessor(Processor):
@@ -237,7 +238,7 @@ class HeapProcessor(Processor):
         self.collector = HeapCollector(settings.pids, settings.rate, settings.library,
                                        settings.symbol_prefix, settings.no_free,
                                        settings.follow_forks, settings.interval_s,
-                                       on_new_process=self.symbolizer.remember)
+                                       on_new_process=self.symbolizer.remember, unwind=settings.unwind)
         self.counts: dict[RawStackSample, HeapCounts] = {}
         self.live: list = []
         self.previous: dict[RawStackSample, tuple[float, float]] = {}   # (time, est bytes)
@@ -247,7 +248,7 @@ class HeapProcessor(Processor):
     def prepare(self) -> None:
         for pid in self.settings.pids:
             self.symbolizer.remember(pid)
-        if self.settings.unwind != "fp" and self.settings.user_stacks and not self.settings.follow_forks:
+        if self.settings.unwind != "fp" and not self.settings.follow_forks:
             warm_in_background(self.settings.pids)   # unwind tables, into the disk cache
         self.symbolizer.prepare_symbols()
 

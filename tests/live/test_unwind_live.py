@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import WORKLOADS, agent, need, need_tool
+from conftest import WORKLOADS, agent, agent_around, need, need_tool
 from ebpf_otlp.export import folded
 
 pytestmark = pytest.mark.live
@@ -183,3 +184,19 @@ def test_same_top_chains_as_perf_dwarf(workload, chain_binary, tmp_path):
     assert [c for c, _ in mine] == [c for c, _ in perfs], (mine, perfs)
     for (_, a), (_, b) in zip(mine, perfs):
         assert abs(a - b) < 0.1, (mine, perfs)
+
+
+def test_memleak_stacks_without_frame_pointers(tmp_path):
+    """The heap profiler walks the same way: a leak from -O2 -fomit-frame-pointer code
+    keeps its whole chain, down to _start. (Attached by pid before the workload starts
+    allocating: a launched command's tables load as it is first seen, a few ms in.)"""
+    binary = build("leaker.c", tmp_path / "leaker")
+    out = tmp_path / "heap.json"
+    work = subprocess.Popen([str(binary), "2000", "4096", "200000", "2.5"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    _, printed, err = agent_around(work, "tracing", "memleak", "--pid", str(work.pid), "--min-age", "1s",
+                                   "--sample-bytes", "8KiB", "-o", str(out))
+    top = json.loads(out.read_text())["leaks"][0]
+    assert top["frames"][:2] == ["leak", "main"], top["frames"]
+    assert top["frames"][-1] == "_start", top["frames"]
+    assert "through tables" in printed + err

@@ -7,23 +7,18 @@ import time
 from typing import Callable
 
 from ebpf_otlp.collectors.base import Collector
-from ebpf_otlp.errors import AgentError
 from ebpf_otlp.records import RawStackSample
 from ebpf_otlp.runtime import loader
 from ebpf_otlp.runtime.duty_cycle import SampleShare
 from ebpf_otlp.runtime.maps import DoubleBuffer, drain, percpu_counters
 from ebpf_otlp.runtime.perf import attach_sampler, detach_sampler, online_cpus
-from ebpf_otlp.unwind.kernel_tables import ENDS, KernelTables
+from ebpf_otlp.unwind import unwinder
+from ebpf_otlp.unwind.unwinder import Unwinder
 
 # Order of `enum stat` in bpf/cpu_sampler.bpf.c.
 STAT_SAMPLES, USER_COLLISION, KERNEL_COLLISION, USER_ERROR, KERNEL_ERROR, COUNTS_FULL, \
-    NEW_TASK_DROPPED, START_FULL, SWITCHES, UNWIND_TABLES, UNWIND_FRAME_POINTERS, UNWIND_END = range(12)
-STAT_COUNT = UNWIND_END + len(ENDS)
-
-UNWIND_MODES = ("auto", "fp", "dwarf")
-MAX_FRAMES = 127              # perf's default depth
-UNWIND_ROWS = 1 << 21         # 16 MiB of rows: libc is ~20k, a large C++ program ~1M
-UNWIND_MAPPINGS = 1 << 18     # (pid, address prefix) entries, ~30 per mapped object
+    NEW_TASK_DROPPED, START_FULL, SWITCHES, UNWIND = range(10)
+STAT_COUNT = UNWIND + unwinder.COUNTERS
 
 
 def _plain_key(key) -> int:
@@ -75,8 +70,7 @@ class CpuSampler(Collector):
                  off_cpu: bool = False, min_block_ns: int = 1000, switch_budget: float = 0,
                  follow_forks: bool = False, period: int = 0, unwind: str = "fp"):
         super().__init__()
-        self.unwind = unwind if user_stacks else "fp"   # auto: tables if the kernel takes them
-        self.tables: KernelTables | None = None
+        self.unwinder = Unwinder(unwind if user_stacks else "fp")
         self.name = "off-cpu" if off_cpu else "cpu"
         self.interval_s = drain_seconds
         self.follow_forks = follow_forks
@@ -109,14 +103,9 @@ class CpuSampler(Collector):
             "OFF_CPU": self.off_cpu, "MIN_BLOCK_NS": self.min_block_ns, "MAX_THREADS": 65536,
             "FOLLOW_FORKS": self.follow_forks, "MAX_PIDS": 65536 if self.follow_forks else 4096,
         }   # with OFF_CPU, sched_switch attaches as the program loads (TRACEPOINT_PROBE)
-        self._bpf = self._load(defines)
-        if self.unwind == "dwarf":
-            self.tables = KernelTables(self._bpf, UNWIND_ROWS)
-            if not self.follow_forks:    # a launched command's tables come after its exec
-                for pid in self.pids:    # ready for the first sample if prepare() warmed them
-                    if not self.tables.update(pid, compile_limit=0):
-                        self.tables.want(pid)
-            self.tables.start()
+        self._bpf = self.unwinder.load("cpu_sampler", defines)
+        # A launched command's tables come after its exec, when it is first sampled.
+        self.unwinder.start([] if self.follow_forks else self.pids)
         if self.pids:
             table = self._bpf["pid_filter"]
             for pid in self.pids:
@@ -130,23 +119,6 @@ class CpuSampler(Collector):
             self._share.start()
         else:
             attach_sampler(self._bpf, "on_sample", self.event, self.hz, self.period)
-
-    def _load(self, defines: dict):
-        """The program with the table unwinder when asked for; `auto` falls back to the
-        kernel's frame-pointer walker if this kernel refuses it, and says so."""
-        if self.unwind == "fp":
-            return loader.load("cpu_sampler", defines)
-        try:
-            bpf = loader.load("cpu_sampler", dict(defines, UNWIND_TABLES=True, MAX_FRAMES=MAX_FRAMES,
-                                                  UNWIND_ROWS=UNWIND_ROWS, UNWIND_MAPPINGS=UNWIND_MAPPINGS))
-        except AgentError as e:
-            if self.unwind == "dwarf":
-                raise
-            self.stats.unwound["table unwinder refused by this kernel; frame pointers used"] = 1
-            self.unwind = "fp"
-            return loader.load("cpu_sampler", defines)
-        self.unwind = "dwarf"
-        return bpf
 
     def _keep_share(self, share: float) -> None:
         """Tell the off-CPU program which share of switches to walk (control[1], of 65536)."""
@@ -166,9 +138,8 @@ class CpuSampler(Collector):
 
     def handle_events(self) -> None:
         announced, self._announced = self._announced, []
+        self.unwinder.seen(pid for pid, _gen in announced)
         for pid, gen in announced:
-            if self.tables:
-                self.tables.want(pid)
             self.on_new_process(pid, gen)
 
     def drain(self) -> list[tuple[RawStackSample, int]]:
@@ -177,10 +148,7 @@ class CpuSampler(Collector):
         records = self._read_buffer(self._buffers.flip())
         self._read_stats()
         self.stats.drains += 1
-        if self.tables:   # libraries loaded since, exits: keep the tables in step
-            self.tables.forget_exited()
-            for pid in {raw.pid for raw, _n in records}:
-                self.tables.want(pid)
+        self.unwinder.drained(raw.pid for raw, _n in records)
         return records
 
     def _read_buffer(self, which: int) -> list[tuple[RawStackSample, int]]:
@@ -196,7 +164,7 @@ class CpuSampler(Collector):
             return walked[stack_id]
 
         entries = drain(counts)
-        dwarf = self.unwind == "dwarf"
+        dwarf = self.unwinder.tables
         unwound = self._unwound_stacks(which, {k.user_stack_hash for k, _v in entries}) if dwarf else {}
         records = []
         for key, value in entries:
@@ -234,13 +202,7 @@ class CpuSampler(Collector):
         self.stats.processed = total[STAT_SAMPLES]
         for stat, cause in LOSSES.items():
             self.stats.set_lost(cause, total[stat])
-        if self.unwind == "dwarf":
-            self.stats.unwound.update({"through tables": total[UNWIND_TABLES],
-                                       "frame pointers only": total[UNWIND_FRAME_POINTERS]})
-            for i, why in enumerate(ENDS[1:], start=1):
-                self.stats.set_lost(f"user stack cut short ({why})", total[UNWIND_END + i])
-            for what, n in self.tables.counts.items():
-                self.stats.unwound[what] = n
+        self.unwinder.report(self.stats, total[UNWIND:])
         if self._share:
             self.stats.share = self._share.lowest_share
 
@@ -256,8 +218,7 @@ class CpuSampler(Collector):
         self.poll(0)
         self.handle_events()
         records = self.drain() + self.drain()
-        if self.tables:
-            self.tables.stop()
+        self.unwinder.stop()
         self._bpf.cleanup()
         self._bpf = None
         return records

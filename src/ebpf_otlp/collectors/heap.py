@@ -15,6 +15,8 @@ from ebpf_otlp.records import HeapCounts, LiveAllocation, RawStackSample
 from ebpf_otlp.runtime import loader
 from ebpf_otlp.runtime.maps import percpu_counters
 from ebpf_otlp.symbolize.elf import ElfObject
+from ebpf_otlp.unwind import unwinder
+from ebpf_otlp.unwind.unwinder import Unwinder
 
 # (symbol, entry program, return program): the allocators a process may call.
 ALLOCATORS = (("malloc", "malloc_enter", "alloc_return"), ("calloc", "calloc_enter", "alloc_return"),
@@ -94,8 +96,11 @@ class HeapCollector(Collector):
     def __init__(self, pids: list[int], rate: int, library: str | None = None,
                  symbol_prefix: str = "", no_free: bool = False, follow_forks: bool = False,
                  interval_s: float = 10.0, max_live: int = 1 << 18,
-                 on_new_process: Callable[[int, int], object] = lambda pid, gen: None):
+                 on_new_process: Callable[[int, int], object] = lambda pid, gen: None,
+                 unwind: str = "fp"):
         super().__init__()
+        self.unwinder = Unwinder(unwind)
+        self._unwound: dict[int, tuple[int, ...]] = {}   # hash -> frames (user_stacks is kept)
         self.pids, self.rate, self.library = list(pids), rate, library
         self.symbol_prefix, self.no_free, self.follow_forks = symbol_prefix, no_free, follow_forks
         self.interval_s, self.max_live = interval_s, max_live
@@ -118,10 +123,11 @@ class HeapCollector(Collector):
         if not any(symbols.values()):
             raise AgentError(f"{lib} has no {self.symbol_prefix}malloc: not an allocator "
                              "(use --lib and --symbol-prefix for jemalloc, tcmalloc, ...)")
-        self._bpf = loader.load("heap", {
+        self._bpf = self.unwinder.load("heap", {
             "RATE": self.rate, "MAX_LIVE": self.max_live, "MAX_STACKS": 1 << 16, "MAX_KEYS": 1 << 16,
             "FILTER_PIDS": True, "MAX_PIDS": 65536 if self.follow_forks else 4096,
             "FOLLOW_FORKS": self.follow_forks, "SESSIONS": True})
+        self.unwinder.start([] if self.follow_forks else self.pids)
         for pid in self.pids:
             self._bpf["pid_filter"][ct.c_uint32(pid)] = ct.c_uint8(1)
         draws = self._bpf["draws"]
@@ -186,10 +192,19 @@ class HeapCollector(Collector):
 
     def handle_events(self) -> None:
         announced, self._announced = self._announced, []
+        self.unwinder.seen(announced)
         for pid in announced:
             self.on_new_process(pid, 0)
 
-    def _stack(self, tgid: int, stack_id: int, caller: int) -> RawStackSample:
+    def _stack(self, tgid: int, stack_id: int, caller: int, unwound: int) -> RawStackSample:
+        if self.unwinder.tables:   # walked from the allocator's first instruction
+            if unwound and unwound not in self._unwound:
+                try:
+                    v = self._bpf["user_stacks"][ct.c_uint64(unwound)]
+                    self._unwound[unwound] = tuple(v.ips[:v.len])
+                except KeyError:
+                    pass
+            return RawStackSample(tgid, tgid, "", self._unwound.get(unwound, ())[1:], ())
         ips = tuple(self._bpf["stacks"].walk(stack_id)) if stack_id >= 0 else ()
         # ips[0] is inside the allocator; its caller, from the stack pointer, comes first.
         return RawStackSample(tgid, tgid, "", (caller, *ips[1:]) if caller else ips[1:], ())
@@ -200,7 +215,7 @@ class HeapCollector(Collector):
         stacks: dict[tuple, RawStackSample] = {}
 
         def stack(key) -> RawStackSample:
-            k = (key.tgid, key.stack_id, key.caller)
+            k = (key.tgid, key.stack_id, key.caller, key.user_stack_hash)
             if k not in stacks:
                 stacks[k] = self._stack(*k)
             return stacks[k]
@@ -210,11 +225,13 @@ class HeapCollector(Collector):
                          for k, v in self._bpf["by_stack"].items()]
         records += [LiveAllocation(stack(v.where), v.size, now - v.ts_ns)
                     for v in self._bpf["live"].values()]
-        total = percpu_counters(self._bpf["stats"], len(STATS))
+        total = percpu_counters(self._bpf["stats"], len(STATS) + unwinder.COUNTERS)
         self.stats.processed = total[0]
         for i, cause in LOSSES.items():
             self.stats.set_lost(cause, total[i])
+        self.unwinder.report(self.stats, total[len(STATS):])
         self.stats.drains += 1
+        self.unwinder.drained(tgid for tgid, *_ in stacks)
         return records
 
     def progress(self) -> str:
@@ -227,6 +244,7 @@ class HeapCollector(Collector):
         self.poll(0)
         records = self.drain()
         self._close_links()
+        self.unwinder.stop()
         self._bpf.cleanup()
         self._bpf = None
         return records

@@ -1,0 +1,88 @@
+"""What a collector does to walk user stacks with bpf/lib/unwind.inc: compile its program
+with the unwinder (or, in `auto` mode, without it where the kernel refuses it), keep the
+tables in step with the processes it sees, and report how stacks were walked."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from ebpf_otlp.errors import AgentError
+from ebpf_otlp.records import CollectorStats
+from ebpf_otlp.runtime import loader
+from ebpf_otlp.unwind.kernel_tables import ENDS, KernelTables
+
+MODES = ("auto", "fp", "dwarf")
+MAX_FRAMES = 127              # perf's default depth
+UNWIND_ROWS = 1 << 21         # 16 MiB of rows: libc has ~28k, python3.11 ~65k, node ~370k
+UNWIND_MAPPINGS = 1 << 18     # (pid, address prefix) entries, ~30 per mapped object
+COUNTERS = 2 + len(ENDS)      # the program's STAT_UNWIND_TABLES, _FRAME_POINTERS, _END + i
+
+
+class Unwinder:
+    """`mode` is what the user asked for; after load(), `tables` says what runs."""
+
+    def __init__(self, mode: str):
+        if mode not in MODES:
+            raise ValueError(f"unwind mode {mode!r} is not one of {', '.join(MODES)}")
+        self.mode = mode
+        self.kernel: KernelTables | None = None
+        self.refused = ""          # auto mode: why the kernel took the frame-pointer program
+
+    @property
+    def tables(self) -> bool:
+        return self.kernel is not None
+
+    def load(self, program: str, defines: dict):
+        """The compiled program: with the table unwinder unless the mode is fp; `auto`
+        falls back to the kernel's frame-pointer walker if this kernel refuses it."""
+        if self.mode == "fp":
+            return loader.load(program, defines)
+        try:
+            bpf = loader.load(program, dict(defines, UNWIND_TABLES=True, MAX_FRAMES=MAX_FRAMES,
+                                            UNWIND_ROWS=UNWIND_ROWS, UNWIND_MAPPINGS=UNWIND_MAPPINGS))
+        except AgentError as e:
+            if self.mode == "dwarf":
+                raise
+            self.refused = str(e)
+            return loader.load(program, defines)
+        self.kernel = KernelTables(bpf, UNWIND_ROWS)
+        return bpf
+
+    def start(self, pids: Iterable[int]) -> None:
+        """Load the tables of processes known now (those already in the disk cache at
+        once, so the first samples have them), then keep loading in the worker."""
+        if not self.kernel:
+            return
+        for pid in pids:
+            if not self.kernel.update(pid, compile_limit=0):
+                self.kernel.want(pid)
+        self.kernel.start()
+
+    def seen(self, pids: Iterable[int]) -> None:
+        """Processes that were sampled: new ones get their tables, known ones are brought
+        up to date (libraries loaded since, exec)."""
+        if self.kernel:
+            for pid in set(pids):
+                self.kernel.want(pid)
+
+    def drained(self, pids: Iterable[int]) -> None:
+        """After a drain: `seen` for its processes, and exited ones let go."""
+        if self.kernel:
+            self.kernel.forget_exited()
+            self.seen(pids)
+
+    def stop(self) -> None:
+        if self.kernel:
+            self.kernel.stop()
+
+    def report(self, stats: CollectorStats, counters: list[int]) -> None:
+        """Fill `stats` from the program's unwind counters (COUNTERS of them, in order):
+        how stacks were walked, and each walk cut short, by why, as a loss."""
+        if self.refused:
+            stats.unwound["frame pointers only (this kernel refused the table unwinder)"] = 1
+        if not self.kernel:
+            return
+        stats.unwound.update({"through tables": counters[0], "frame pointers only": counters[1]})
+        for i, why in enumerate(ENDS[1:], start=1):
+            stats.set_lost(f"user stack cut short ({why})", counters[2 + i])
+        stats.unwound.update(self.kernel.counts)
