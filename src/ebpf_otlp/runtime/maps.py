@@ -75,6 +75,21 @@ def _drain_batched(table) -> list[tuple[object, object]]:
         first = False
 
 
+def write_run(table, first: int, data: bytes) -> None:
+    """Write consecutive entries of an array map (first, first+1, ...) from packed values,
+    in one bpf() call where the kernel has batch updates."""
+    from bcc.libbcc import lib
+
+    size = ct.sizeof(table.Leaf)
+    n = len(data) // size
+    keys = (ct.c_uint32 * n)(*range(first, first + n))
+    values = (ct.c_char * len(data)).from_buffer_copy(data)
+    count = ct.c_uint32(n)
+    if lib.bpf_update_batch(table.map_fd, keys, values, ct.byref(count)) != 0:
+        for i in range(n):
+            table[ct.c_int(first + i)] = table.Leaf.from_buffer_copy(data, i * size)
+
+
 def percpu_counters(table, count: int) -> list[int]:
     """Sum a BPF_PERCPU_ARRAY of u64 counters over CPUs."""
     return [sum(table[ct.c_int(i)]) for i in range(count)]

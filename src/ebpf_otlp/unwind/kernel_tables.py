@@ -11,17 +11,18 @@ the first time (then it comes from the disk cache), and the capture loop must no
 
 from __future__ import annotations
 
-import ctypes as ct
+import functools
+import io
 import os
 import queue
 import threading
-from array import array
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 
+from ebpf_otlp.runtime.maps import write_run
 from ebpf_otlp.symbolize.elf import ElfObject
 from ebpf_otlp.symbolize.procmaps import MapEntry, parse_maps
-from ebpf_otlp.unwind.tables import ROW, cached_table, load_table
+from ebpf_otlp.unwind.tables import UnwindTable, cached_table, compile_table, load_table
 
 BIG_FILE = 32 << 20   # larger binaries' first compiles (seconds each) wait their turn
 
@@ -81,6 +82,20 @@ def _identify(pid: int, entry: MapEntry) -> tuple[str, str, int | None]:
     with open(path, "rb") as stream:
         elf = ElfObject(stream, entry.path, cache=None)
         return path, elf.build_id, elf.offset_to_vaddr(entry.offset)
+
+
+@functools.cache
+def vdso_table() -> UnwindTable:
+    """The vDSO's table, from this process's copy (every process maps the same image)."""
+    try:
+        with open("/proc/self/maps") as f:
+            line = next(ln for ln in f if ln.rstrip().endswith("[vdso]"))
+        start, end = (int(x, 16) for x in line.split()[0].split("-"))
+        with open("/proc/self/mem", "rb") as mem:
+            mem.seek(start)
+            return compile_table(io.BytesIO(mem.read(end - start)))
+    except (OSError, StopIteration, ValueError):
+        return UnwindTable(b"", "no vDSO")
 
 
 def _big_endian(addr: int) -> int:
@@ -209,7 +224,7 @@ class KernelTables:
                     return True
         proc = _Process(maps_text=text)
         for entry in parse_maps(text):
-            if entry.is_file:
+            if entry.is_file or entry.path == "[vdso]":
                 self._add_mapping(pid, proc, entry, compile_limit)
         with self._lock:
             self._processes[pid] = proc
@@ -240,7 +255,8 @@ class KernelTables:
             obj.users.discard(pid)
             if not obj.users:
                 del self._objects[obj_key]
-                self.space.give(obj.first_row, obj.rows)
+                if obj.rows:
+                    self.space.give(obj.first_row, obj.rows)
 
     def forget_exited(self) -> None:
         with self._lock:
@@ -251,12 +267,15 @@ class KernelTables:
 
     def _add_mapping(self, pid: int, proc: _Process, entry: MapEntry, compile_limit: int | None) -> None:
         try:
-            path, build_id, vaddr = _identify(pid, entry)
-            obj_key = build_id or entry.file_key
+            if entry.path == "[vdso]":   # the kernel's, the same in every process
+                obj_key, vaddr, path, build_id = "[vdso]", 0, "", ""
+            else:
+                path, build_id, vaddr = _identify(pid, entry)
+                obj_key = build_id or entry.file_key
             with self._lock:
                 obj = self._objects.get(obj_key)
             if obj is None:
-                table = cached_table(build_id)
+                table = vdso_table() if obj_key == "[vdso]" else cached_table(build_id)
                 if table is None:
                     if compile_limit is not None and os.stat(path).st_size > compile_limit:
                         proc.complete = False
@@ -271,6 +290,8 @@ class KernelTables:
         with self._lock:
             obj.users.add(pid)
         proc.objects.add(obj_key)
+        if not obj.rows:              # no table: frame pointers there, as without an entry
+            return
         value = self._mappings.Leaf(entry.start, entry.end, entry.start - vaddr, obj.first_row, obj.rows)
         with self._lock:
             if self._closed:
@@ -284,9 +305,12 @@ class KernelTables:
         """Write an object's rows into free room, evicting the least recently seen
         processes if needed; None if it has no table or cannot fit."""
         n = len(table)
-        if n == 0:
+        if n == 0:   # remembered as such: not compiled again for every process mapping it
             self.counts[f"objects without a table ({table.source})"] += 1
-            return None
+            obj = _Object(0, 0)
+            with self._lock:
+                self._objects[obj_key] = obj
+            return obj
         with self._lock:
             first = self.space.take(n)
         while first is None:
@@ -301,7 +325,7 @@ class KernelTables:
         with self._lock:
             if self._closed:
                 return None
-            self._write_rows(first, table.rows)
+            write_run(self._rows, first, table.rows)
             obj = _Object(first, n)
             self._objects[obj_key] = obj
         self.counts["objects with a table"] += 1
@@ -310,18 +334,6 @@ class KernelTables:
     def _least_recent(self, besides: int) -> int | None:
         with self._lock:
             return next((p for p in self._processes if p != besides), None)
-
-    def _write_rows(self, first: int, rows: bytes) -> None:
-        from bcc.libbcc import lib
-
-        n = len(rows) // ROW.size
-        keys = array("I", range(first, first + n))
-        values = (ct.c_char * len(rows)).from_buffer_copy(rows)
-        count = ct.c_uint32(n)
-        key_buf = (ct.c_char * (4 * n)).from_buffer(keys)
-        if lib.bpf_update_batch(self._rows.map_fd, key_buf, values, ct.byref(count)) != 0:
-            for i in range(n):   # kernels without batch updates for arrays
-                self._rows[ct.c_int(first + i)] = self._rows.Leaf.from_buffer_copy(rows, i * ROW.size)
 
     def loaded(self) -> dict[str, int]:
         with self._lock:
