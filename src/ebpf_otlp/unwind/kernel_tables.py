@@ -16,6 +16,7 @@ import io
 import os
 import queue
 import threading
+import time
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 
@@ -25,6 +26,7 @@ from ebpf_otlp.symbolize.procmaps import MapEntry, parse_maps
 from ebpf_otlp.unwind.tables import UnwindTable, cached_table, compile_table, load_table
 
 BIG_FILE = 32 << 20   # larger binaries' first compiles (seconds each) wait their turn
+RECHECK_S = 10.0      # how often a sampled process's maps are read again (dlopen, exec)
 
 # Where an unwound stack ended: enum unwind_end in bpf/lib/unwind.inc.
 ENDS = ("complete", "no table (frame-pointer step failed)", "unsupported or bad CFA",
@@ -112,7 +114,8 @@ class _Object:
 
 @dataclass
 class _Process:
-    maps_text: str = ""
+    maps_hash: int = 0                              # of /proc/PID/maps when loaded
+    checked: float = 0.0                            # monotonic time of that reading
     keys: list = field(default_factory=list)        # its unwind_mappings keys, as tuples
     objects: set = field(default_factory=set)
     complete: bool = True                           # False: tables left for the worker
@@ -160,7 +163,7 @@ class KernelTables:
         self._processes: OrderedDict[int, _Process] = OrderedDict()   # least recent first
         self._lock = threading.RLock()   # and held around map writes: stop() closes them
         self._closed = False
-        self._queue: queue.Queue[int | None] = queue.Queue()   # pids; None: stop
+        self._queue: queue.Queue = queue.Queue()   # (pid, fresh); None: stop
         self._thread: threading.Thread | None = None
         self.counts: Counter[str] = Counter()   # objects loaded/without tables, evictions
 
@@ -169,9 +172,10 @@ class KernelTables:
         self._thread = threading.Thread(target=self._work, name="unwind-tables", daemon=True)
         self._thread.start()
 
-    def want(self, pid: int) -> None:
-        """Load (or bring up to date) a process's tables soon, in the worker."""
-        self._queue.put(pid)
+    def want(self, pid: int, fresh: bool = False) -> None:
+        """Load (or bring up to date) a process's tables soon, in the worker. `fresh`: it
+        is new or has just exec'd, read its maps now rather than within RECHECK_S."""
+        self._queue.put((pid, fresh))
 
     def stop(self) -> None:
         """No map writes after this returns (the maps are about to close); a compile still
@@ -189,40 +193,45 @@ class KernelTables:
         deferred: list[int] = []
         while True:
             try:
-                pid, limit = self._queue.get(timeout=0.1 if deferred else None), BIG_FILE
+                item, limit = self._queue.get(timeout=0.1 if deferred else None), BIG_FILE
             except queue.Empty:
-                pid, limit = deferred.pop(0), None
-            if pid is None:
+                item, limit = (deferred.pop(0), True), None
+            if item is None:
                 return
+            pid, fresh = item
             try:
-                if not self.update(pid, compile_limit=limit) and pid not in deferred:
+                if not self.update(pid, compile_limit=limit, fresh=fresh) and pid not in deferred:
                     deferred.append(pid)
             except Exception:      # one unreadable process must not stop the others
                 self.counts["processes failed"] += 1
 
     # -- the work ---------------------------------------------------------------
-    def update(self, pid: int, compile_limit: int | None = None) -> bool:
+    def update(self, pid: int, compile_limit: int | None = None, fresh: bool = True) -> bool:
         """Make the maps match the process's executable mappings now (it may have loaded
         libraries since it was first seen, or exec'd); forget it if it is gone. Tables not
         in the disk cache are compiled only for files up to `compile_limit` bytes (0: none;
         None: all): a large binary's first compile takes seconds. Returns False if some
-        were left out for that reason. The agent itself is left to frame pointers: it maps
+        were left out for that reason. Unless `fresh`, a process read less than RECHECK_S
+        ago is taken as it was (drains ask for every sampled process). The agent itself is left to frame pointers: it maps
         LLVM (170 MB of C++), whose tables would cost minutes to compile."""
         if pid == os.getpid():
             return True
+        with self._lock:
+            old = self._processes.get(pid)
+            if old is not None:
+                self._processes.move_to_end(pid)
+                if not fresh and old.complete and time.monotonic() - old.checked < RECHECK_S:
+                    return True
         try:
             with open(f"/proc/{pid}/maps") as f:
                 text = f.read()
         except OSError:
             self.forget(pid)
             return True
-        with self._lock:
-            old = self._processes.get(pid)
-            if old is not None:
-                self._processes.move_to_end(pid)
-                if old.maps_text == text and old.complete:
-                    return True
-        proc = _Process(maps_text=text)
+        if old is not None and old.complete and old.maps_hash == hash(text):
+            old.checked = time.monotonic()
+            return True
+        proc = _Process(maps_hash=hash(text), checked=time.monotonic())
         for entry in parse_maps(text):
             if entry.is_file or entry.path == "[vdso]":
                 self._add_mapping(pid, proc, entry, compile_limit)

@@ -55,21 +55,22 @@ class Unwinder:
             return
         for pid in pids:
             if not self.kernel.update(pid, compile_limit=0):
-                self.kernel.want(pid)
+                self.kernel.want(pid, fresh=True)
         self.kernel.start()
 
     def seen(self, pids: Iterable[int]) -> None:
-        """Processes that were sampled: new ones get their tables, known ones are brought
-        up to date (libraries loaded since, exec)."""
+        """Processes the program announced (new, or just exec'd): their tables now."""
         if self.kernel:
             for pid in set(pids):
-                self.kernel.want(pid)
+                self.kernel.want(pid, fresh=True)
 
     def drained(self, pids: Iterable[int]) -> None:
-        """After a drain: `seen` for its processes, and exited ones let go."""
+        """After a drain: the sampled processes' tables brought up to date (libraries
+        loaded since), and exited processes let go."""
         if self.kernel:
             self.kernel.forget_exited()
-            self.seen(pids)
+            for pid in set(pids):
+                self.kernel.want(pid)
 
     def stop(self) -> None:
         if self.kernel:
