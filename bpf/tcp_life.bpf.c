@@ -111,7 +111,9 @@ enum tcp_stat {
 BPF_HASH(conns, u64, struct conn, MAX_CONNS);
 // 4 MiB of closed connections (about 24,000). Waking the reader costs an interrupt per
 // record (it was most of the per-connection cost): records are submitted without a wakeup,
-// user space reads them every poll interval, and only a filling ring wakes it at once.
+// user space reads them every poll interval, and a filling ring wakes it once per
+// WAKE_RECORDS records (not at every record past the mark: until the reader runs and
+// resets the count, that was an interrupt per connection again).
 BPF_RINGBUF_OUTPUT(closed_events, 1024);
 BPF_ARRAY(unread, u64, 1);   // records since user space last read (it resets this)
 #define WAKE_RECORDS 4096
@@ -210,8 +212,8 @@ static __always_inline void emit(u64 sk, struct conn *c) {
     e->srtt_us = read_u32(p, OFF_SRTT_US);
     int zero = 0;
     u64 *n = unread.lookup(&zero);
-    u64 queued = n ? __sync_fetch_and_add(n, 1) : WAKE_RECORDS;
-    closed_events.ringbuf_submit(e, queued >= WAKE_RECORDS ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
+    u64 queued = n ? __sync_fetch_and_add(n, 1) + 1 : WAKE_RECORDS;
+    closed_events.ringbuf_submit(e, queued % WAKE_RECORDS == 0 ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
     bump(STAT_CLOSED);
 }
 
