@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ctypes as ct
 import errno
+import functools
 import ipaddress
 import os
 import time
@@ -122,8 +123,13 @@ def field_offsets() -> dict[str, int]:
 
 
 def _address(family: int, raw) -> str:
-    data = bytes(raw)
-    return str(ipaddress.IPv6Address(data) if family == 10 else ipaddress.IPv4Address(data[:4]))
+    return _address_text(family, bytes(raw) if family == 10 else bytes(raw)[:4])
+
+
+@functools.lru_cache(maxsize=4096)
+def _address_text(family: int, data: bytes) -> str:
+    """Peers repeat: each address formatted once (ipaddress costs ~7 µs a call)."""
+    return str(ipaddress.IPv6Address(data) if family == 10 else ipaddress.IPv4Address(data))
 
 
 def _errno_name(code: int) -> str:
