@@ -489,3 +489,17 @@ def test_size_bound_evicts_least_recently_used(tmp_path):
     assert cache.store("dd", table)
     assert sorted(p.name for p in tmp_path.glob("*.unw")) == ["aa.unw", "cc.unw", "dd.unw"]
     assert not UnwindCache(str(tmp_path), max_bytes=one - 1).store("ee", table)
+
+
+def test_large_files_compile_in_a_child_to_the_same_table(monkeypatch):
+    """Above IN_PROCESS_MAX a child process compiles (its memory leaves with it): same rows."""
+    from ebpf_otlp.unwind import tables as unwind_tables
+
+    libc = "/lib/x86_64-linux-gnu/libc.so.6"
+    with open(libc, "rb") as f:
+        here = unwind_tables.compile_table(f)
+    monkeypatch.setattr(unwind_tables, "IN_PROCESS_MAX", 0)
+    child = unwind_tables.load_table(libc, None, cache=None)
+    assert child.rows == here.rows and child.source == here.source and len(child) > 1000
+    not_elf = unwind_tables.load_table("/proc/self/status", None, cache=None)
+    assert not not_elf.rows and "ELF" in not_elf.source

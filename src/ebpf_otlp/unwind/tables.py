@@ -15,8 +15,11 @@ Debian's libc) and scales DW_CFA_def_cfa_sf by the code alignment factor.
 from __future__ import annotations
 
 import io
+import os
 import re
 import struct
+import subprocess
+import sys
 import threading
 from bisect import bisect_right
 from dataclasses import dataclass
@@ -325,9 +328,35 @@ def load_table(path: str, build_id: str | None, cache=DEFAULT) -> UnwindTable:
     return table
 
 
+IN_PROCESS_MAX = 4 << 20   # bytes of file compiled in this process (libc); larger ones in a child
+
+
 def _compile_file(path: str) -> UnwindTable:
+    """Compile here, or, for a large file, in a child process: parsing libpython's
+    .eh_frame peaks at 40 MB of Python objects (a 100 MB binary's, hundreds), memory an
+    agent would keep, and holds the interpreter lock its capture loop needs for seconds."""
     try:
+        if os.stat(path).st_size > IN_PROCESS_MAX:
+            return _compile_in_child(path)
         with open(path, "rb") as f:
-            return compile_table(f)
+            table = compile_table(f)
     except OSError as e:
         return UnwindTable(b"", f"unreadable ({e.strerror})")
+    from ebpf_otlp.runtime.loader import release_compiler_memory
+    release_compiler_memory()   # the parser's objects are gone: give their pages back
+    return table
+
+
+def _compile_in_child(path: str) -> UnwindTable:
+    child = subprocess.run([sys.executable, "-m", "ebpf_otlp.unwind.tables", path],
+                           capture_output=True, timeout=600)
+    table = decode(child.stdout) if child.returncode == 0 else None
+    if table is None:
+        why = child.stderr.decode(errors="replace").strip().splitlines()[-1:] or [f"exit {child.returncode}"]
+        return UnwindTable(b"", f"compile failed ({why[0][:200]})")
+    return table
+
+
+if __name__ == "__main__":   # the child of _compile_in_child: the encoded table on stdout
+    with open(sys.argv[1], "rb") as f:
+        sys.stdout.buffer.write(encode(compile_table(f)))
