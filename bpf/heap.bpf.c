@@ -15,8 +15,13 @@
 // from malloc's first instruction its table says where the return address is, so the
 // caller comes out of the walk itself; stacks are kept by content in user_stacks.
 //
+// With MMAP, anonymous mmap/munmap calls (syscall tracepoints) count as allocations and
+// frees too, sampled by the same countdown; their stacks start in the mmap wrapper. The
+// allocator's own mmaps (a large malloc's) are told apart in user space, where malloc is
+// on their stack; a sampled allocator call in progress is skipped here (one pending a thread).
+//
 // Defines: RATE (mean bytes between samples; 0: every call), MAX_LIVE, MAX_STACKS,
-//          MAX_KEYS, FILTER_PIDS (MAX_PIDS, FOLLOW_FORKS); UNWIND_TABLES (and unwind.inc's).
+//          MAX_KEYS, FILTER_PIDS (MAX_PIDS, FOLLOW_FORKS); UNWIND_TABLES (and unwind.inc's); MMAP.
 #include <uapi/linux/ptrace.h>
 #include <linux/sched.h>
 
@@ -25,6 +30,8 @@ struct stack_key {
     s32 stack_id;            // user stack from inside the allocator (its caller's caller on)
     u64 caller;              // return address into the allocating function
     u64 user_stack_hash;     // UNWIND_TABLES: the stack's key in user_stacks
+    u32 via_mmap;            // an anonymous mmap, not an allocator call
+    u32 pad;
 };
 
 struct stack_counts {        // sampled, not yet weighed up
@@ -124,16 +131,18 @@ static __always_inline int sampled(u64 size) {
 }
 
 
-static __always_inline void on_alloc(struct pt_regs *ctx, u64 size, u64 memptr) {
+// `at_entry`: an allocator's entry uprobe (ctx: its registers); else the mmap tracepoint.
+static __always_inline void on_alloc(void *ctx, u64 size, u64 memptr, int at_entry) {
     u64 id = bpf_get_current_pid_tgid();
     u32 tgid = id >> 32, tid = id;
     if (!wanted(tgid) || !sampled(size))
         return;
     struct pending p = {.size = size, .memptr = memptr};
     p.where.tgid = tgid;
+    p.where.via_mmap = !at_entry;
 #ifdef UNWIND_TABLES
     p.where.stack_id = -1;
-    struct user_stack *st = unwind_user(tgid, &p.where.user_stack_hash, 1);
+    struct user_stack *st = unwind_user(tgid, &p.where.user_stack_hash, at_entry);
     if (!st)
         p.where.user_stack_hash = 0;
     else if (user_stacks.update(&p.where.user_stack_hash, st)) {
@@ -141,7 +150,9 @@ static __always_inline void on_alloc(struct pt_regs *ctx, u64 size, u64 memptr) 
         p.where.user_stack_hash = 0;
     }
 #else
-    bpf_probe_read_user(&p.where.caller, sizeof(p.where.caller), (void *)PT_REGS_SP(ctx));
+    if (at_entry)
+        bpf_probe_read_user(&p.where.caller, sizeof(p.where.caller),
+                            (void *)PT_REGS_SP((struct pt_regs *)ctx));
     p.where.stack_id = stacks.get_stackid(ctx, BPF_F_USER_STACK);
     if (p.where.stack_id < 0 && p.where.stack_id != -EFAULT)
         bump(STAT_STACK_LOST);
@@ -197,24 +208,24 @@ static __always_inline void on_free(u64 addr) {
     bump(STAT_FREED);
 }
 
-int malloc_enter(struct pt_regs *ctx) { on_alloc(ctx, PT_REGS_PARM1(ctx), 0); return 0; }
+int malloc_enter(struct pt_regs *ctx) { on_alloc(ctx, PT_REGS_PARM1(ctx), 0, 1); return 0; }
 int calloc_enter(struct pt_regs *ctx) {
-    on_alloc(ctx, PT_REGS_PARM1(ctx) * PT_REGS_PARM2(ctx), 0);
+    on_alloc(ctx, PT_REGS_PARM1(ctx) * PT_REGS_PARM2(ctx), 0, 1);
     return 0;
 }
 int realloc_enter(struct pt_regs *ctx) {        // a free of the old block, an allocation
     on_free(PT_REGS_PARM1(ctx));
-    on_alloc(ctx, PT_REGS_PARM2(ctx), 0);
+    on_alloc(ctx, PT_REGS_PARM2(ctx), 0, 1);
     return 0;
 }
 int reallocarray_enter(struct pt_regs *ctx) {
     on_free(PT_REGS_PARM1(ctx));
-    on_alloc(ctx, PT_REGS_PARM2(ctx) * PT_REGS_PARM3(ctx), 0);
+    on_alloc(ctx, PT_REGS_PARM2(ctx) * PT_REGS_PARM3(ctx), 0, 1);
     return 0;
 }
-int memalign_enter(struct pt_regs *ctx) { on_alloc(ctx, PT_REGS_PARM2(ctx), 0); return 0; }
+int memalign_enter(struct pt_regs *ctx) { on_alloc(ctx, PT_REGS_PARM2(ctx), 0, 1); return 0; }
 int posix_memalign_enter(struct pt_regs *ctx) {
-    on_alloc(ctx, PT_REGS_PARM3(ctx), PT_REGS_PARM1(ctx));
+    on_alloc(ctx, PT_REGS_PARM3(ctx), PT_REGS_PARM1(ctx), 1);
     return 0;
 }
 int alloc_return(struct pt_regs *ctx) { on_return(PT_REGS_RC(ctx), 0); return 0; }
@@ -232,7 +243,7 @@ static __always_inline int session(struct pt_regs *ctx, u64 size, u64 memptr, u6
     }
     if (freed)
         on_free(freed);
-    on_alloc(ctx, size, memptr);
+    on_alloc(ctx, size, memptr, 1);
     return pending.lookup(&tid) ? 0 : 1;
 }
 
@@ -253,5 +264,30 @@ int posix_memalign_session(struct pt_regs *ctx) {
 #endif
 int memptr_return(struct pt_regs *ctx) { on_return(PT_REGS_RC(ctx), 1); return 0; }
 int free_enter(struct pt_regs *ctx) { on_free(PT_REGS_PARM1(ctx)); return 0; }
+
+#ifdef MMAP
+TRACEPOINT_PROBE(syscalls, sys_enter_mmap) {
+    u32 tid = bpf_get_current_pid_tgid();
+    if (!(args->flags & 0x20) || pending.lookup(&tid))   // MAP_ANONYMOUS; not inside a sampled call
+        return 0;
+    on_alloc(args, args->len, 0, 0);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_mmap) {
+    u32 tid = bpf_get_current_pid_tgid();
+    struct pending *p = pending.lookup(&tid);
+    if (!p || !p->where.via_mmap)                      // a sampled allocator call's: its own
+        return 0;
+    s64 ret = args->ret;
+    on_return(ret < 0 && ret > -4096 ? 0 : ret, 0);    // MAP_FAILED is -errno
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_munmap) {
+    on_free(args->addr);
+    return 0;
+}
+#endif
 
 // #import follow_forks.inc

@@ -418,6 +418,9 @@ class Size(click.ParamType):
               help="Mean bytes between sampled allocations (as tcmalloc and Go sample).")
 @click.option("--every-call", is_flag=True, help="Record every allocation: exact, and costly.")
 @click.option("--no-free", is_flag=True, help="Allocation profile only: no probe on free.")
+@click.option("--mmap/--no-mmap", default=True, show_default=True,
+              help="Count anonymous mmap/munmap calls (syscall tracepoints) as allocations and frees "
+                   "too; the allocator's own mmaps are counted at malloc, not twice.")
 @click.option("--min-age", type=Duration(), default="5s", show_default=True,
               help="The leak report lists allocations outstanding longer than this.")
 @click.option("--lib", metavar="PATH", help="The allocator's library (default: the libc the process maps).")
@@ -433,7 +436,7 @@ class Size(click.ParamType):
 @unwind_option
 @otlp_options
 @command_argument
-def memleak(pids, duration, sample_bytes, every_call, no_free, min_age, lib, symbol_prefix, interval,
+def memleak(pids, duration, sample_bytes, every_call, no_free, mmap, min_age, lib, symbol_prefix, interval,
             top, outputs, fmt, unwind, command, **otlp_flags):
     """Heap profile and leak report from allocator uprobes (malloc, calloc, realloc,
     posix_memalign, ... and free), sampled by bytes in the kernel: alloc and in-use objects
@@ -454,7 +457,7 @@ def memleak(pids, duration, sample_bytes, every_call, no_free, min_age, lib, sym
     targets = [(path, profile_files.format_for(path, fmt)) for path in outputs]
     heap = HeapSettings(pids=pids, rate=0 if every_call else sample_bytes, library=lib,
                         symbol_prefix=symbol_prefix, no_free=no_free, min_age_s=min_age,
-                        interval_s=interval, unwind=unwind)
+                        interval_s=interval, unwind=unwind, mmap=mmap)
     config = MemleakConfig(heap=heap, duration_s=duration, command=list(command), outputs=targets,
                            top=top, otlp=otlp, spool=spool)
     return run(config, result_console(), notice_console(), STARTED_NS).exit_status

@@ -120,7 +120,7 @@ SCHEMA: dict[str, dict[str, Callable[[Any], Any]]] = {
                   "max_connections": _positive_int},
     "memleak": {"pids": _PIDS, "sample_bytes": parse_size, "every_call": _bool, "no_free": _bool,
                 "min_age": check_duration, "lib": _string, "symbol_prefix": _string,
-                "unwind": _choice("auto", "fp", "dwarf")},
+                "unwind": _choice("auto", "fp", "dwarf"), "mmap": _bool},
     "otlp": {"endpoint": _string, "protocol": _choice("grpc", "http/protobuf"),
              "headers": _headers, "insecure": _bool, "ca_file": _string,
              "compression": _choice("gzip", "none"), "timeout": check_duration, "spool_dir": _string,
@@ -277,7 +277,7 @@ def heap_settings(t: dict, path: str = "<config>"):
     return HeapSettings(pids=t["pids"], rate=0 if t.get("every_call") else t.get("sample_bytes", 512 * 1024),
                         library=t.get("lib"), symbol_prefix=t.get("symbol_prefix", ""),
                         no_free=t.get("no_free", False), min_age_s=t.get("min_age", 5.0),
-                        unwind=t.get("unwind", "auto"))
+                        unwind=t.get("unwind", "auto"), mmap=t.get("mmap", True))
 
 
 def otlp_settings(t: dict):

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from ebpf_otlp.collectors.base import Collector
 from ebpf_otlp.collectors.cpu import CpuSampler
-from ebpf_otlp.collectors.heap import HeapCollector, weight
+from ebpf_otlp.collectors.heap import ALLOCATOR_FUNCTIONS, GLIBC_MALLOC_INTERNALS, HeapCollector, weight
 from ebpf_otlp.collectors.syscalls import SyscallCollector
 from ebpf_otlp.collectors.tcp import TcpCollector
 from ebpf_otlp.records import (CollectorStats, Connection, HeapCounts, HeapReport, LeakRow,
@@ -225,6 +225,7 @@ class HeapSettings:
     interval_s: float = 10.0
     follow_forks: bool = False
     unwind: str = "auto"                # as CpuSettings.unwind
+    mmap: bool = True                   # anonymous mmap/munmap as allocations and frees
 
 
 class HeapProcessor(Processor):
@@ -238,8 +239,10 @@ class HeapProcessor(Processor):
         self.collector = HeapCollector(settings.pids, settings.rate, settings.library,
                                        settings.symbol_prefix, settings.no_free,
                                        settings.follow_forks, settings.interval_s,
-                                       on_new_process=self.symbolizer.remember, unwind=settings.unwind)
+                                       on_new_process=self.symbolizer.remember, unwind=settings.unwind,
+                                       mmap=settings.mmap)
         self.counts: dict[RawStackSample, HeapCounts] = {}
+        self._allocators_mmap: dict[RawStackSample, bool] = {}
         self.live: list = []
         self.previous: dict[RawStackSample, tuple[float, float]] = {}   # (time, est bytes)
         self.growth: dict[RawStackSample, float] = {}
@@ -252,8 +255,21 @@ class HeapProcessor(Processor):
             warm_in_background(self.settings.pids)   # unwind tables, into the disk cache
         self.symbolizer.prepare_symbols()
 
+    def _by_allocator(self, r) -> bool:
+        """An mmap the allocator made for itself (a large malloc): its bytes were counted
+        at malloc, so it is left out. Told by the allocator on its stack, named while the
+        process lives."""
+        if not r.via_mmap:
+            return False
+        if r.stack not in self._allocators_mmap:
+            names = {self.settings.symbol_prefix + n for n in ALLOCATOR_FUNCTIONS}
+            self._allocators_mmap[r.stack] = any(f.function in names or f.function in GLIBC_MALLOC_INTERNALS
+                                                 for f in self.symbolizer.frames(r.stack))
+        return self._allocators_mmap[r.stack]
+
     def add(self, records: list) -> None:
         """Each drain is cumulative: it replaces what the last one said."""
+        records = [r for r in records if not self._by_allocator(r)]
         self.counts = {r.stack: r for r in records if isinstance(r, HeapCounts)}
         self.live = [r for r in records if not isinstance(r, HeapCounts)]
         now = time.monotonic()

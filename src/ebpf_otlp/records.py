@@ -393,6 +393,7 @@ class HeapCounts:
     alloc_bytes: int
     frees: int
     free_bytes: int
+    via_mmap: bool = False      # anonymous mmap/munmap, not allocator calls
 
 
 @dataclass(frozen=True)
@@ -401,6 +402,7 @@ class LiveAllocation:
     stack: RawStackSample
     size: int
     age_ns: int
+    via_mmap: bool = False
 
 
 @dataclass

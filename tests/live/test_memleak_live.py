@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from collector import GrpcCollector
-from conftest import ROOT, agent, compile_c, need_tool
+from conftest import ROOT, agent, agent_around, compile_c, need_tool
 from ebpf_otlp.export.otlp_profiles import decode_stacks
 from test_profile_live import load_pprof
 
@@ -120,3 +120,29 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path):
             assert len(r.stderr.strip().splitlines()) == 1, r.stderr
     finally:
         work.kill()
+
+
+def test_mmap_and_munmap_are_allocations_and_frees(tmp_path):
+    """Anonymous mmaps kept show as a leak from their caller, mmaps undone by munmap are
+    allocated and freed, and a large malloc's own mmap is counted once, at malloc."""
+    binary = compile_c("mmap_mix.c", tmp_path / "mmap_mix")
+    out = tmp_path / "heap.json"
+    work = subprocess.Popen([str(binary)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    _, printed, err = agent_around(work, "tracing", "memleak", "--pid", str(work.pid), "--min-age", "1s",
+                                   "--sample-bytes", "64KiB", "-o", str(out))
+    doc = json.loads(out.read_text())
+    mib = 1 << 20
+    leak = doc["leaks"][0]
+    assert leak["frames"][:2] == ["mmap64", "map_some"], leak["frames"]
+    assert abs(leak["bytes"] - 32 * mib) < 0.1 * 32 * mib, leak
+    types = [t["type"] for t in doc["sample_types"]]
+
+    def at(function):
+        rows = [s["values"] for s in doc["samples"] if function in [f["function"] for f in s["frames"]]]
+        return [sum(v[types.index(t)] for v in rows) for t in ("alloc_space", "inuse_space")]
+    unmapped_alloc, unmapped_inuse = at("map_and_unmap")
+    assert abs(unmapped_alloc - 200 * mib) < 0.1 * 200 * mib and unmapped_inuse == 0
+    malloc_alloc, malloc_inuse = at("big_mallocs")
+    assert abs(malloc_alloc - 200 * mib) < 0.1 * 200 * mib and malloc_inuse == 0   # not twice
+    assert not any(s["frames"][0]["function"].startswith("mmap") and "big_mallocs" in
+                   [f["function"] for f in s["frames"]] for s in doc["samples"])

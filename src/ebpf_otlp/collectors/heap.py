@@ -26,6 +26,12 @@ ALLOCATORS = (("malloc", "malloc_enter", "alloc_return"), ("calloc", "calloc_ent
               ("aligned_alloc", "memalign_enter", "alloc_return"),
               ("memalign", "memalign_enter", "alloc_return"),
               ("valloc", "malloc_enter", "alloc_return"), ("pvalloc", "malloc_enter", "alloc_return"))
+ALLOCATOR_FUNCTIONS = {name for name, *_ in ALLOCATORS} | {"free"}
+# glibc's names for the same entry points and the paths that mmap for them.
+GLIBC_MALLOC_INTERNALS = {"__libc_malloc", "__libc_calloc", "__libc_realloc", "__libc_memalign",
+                          "__libc_valloc", "__libc_pvalloc", "__posix_memalign", "_mid_memalign",
+                          "sysmalloc", "_int_malloc", "_int_realloc", "_int_memalign", "mremap_chunk",
+                          "tcache_init", "malloc_hook_ini"}
 STATS = ("sampled", "freed", "live map full", "stack map full", "stack lost", "ring buffer full")
 LOSSES = {2: "free not matched (live-allocation map full)",
           3: "allocation site dropped (stack-count map full)",
@@ -97,8 +103,9 @@ class HeapCollector(Collector):
                  symbol_prefix: str = "", no_free: bool = False, follow_forks: bool = False,
                  interval_s: float = 10.0, max_live: int = 1 << 18,
                  on_new_process: Callable[[int, int], object] = lambda pid, gen: None,
-                 unwind: str = "fp"):
+                 unwind: str = "fp", mmap: bool = True):
         super().__init__()
+        self.mmap = mmap
         self.unwinder = Unwinder(unwind)
         self._unwound: dict[int, tuple[int, ...]] = {}   # hash -> frames (user_stacks is kept)
         self.pids, self.rate, self.library = list(pids), rate, library
@@ -126,7 +133,7 @@ class HeapCollector(Collector):
         self._bpf = self.unwinder.load("heap", {
             "RATE": self.rate, "MAX_LIVE": self.max_live, "MAX_STACKS": 1 << 16, "MAX_KEYS": 1 << 16,
             "FILTER_PIDS": True, "MAX_PIDS": 65536 if self.follow_forks else 4096,
-            "FOLLOW_FORKS": self.follow_forks, "SESSIONS": True})
+            "FOLLOW_FORKS": self.follow_forks, "SESSIONS": True, "MMAP": self.mmap})
         self.unwinder.start([] if self.follow_forks else self.pids)
         for pid in self.pids:
             self._bpf["pid_filter"][ct.c_uint32(pid)] = ct.c_uint8(1)
@@ -160,6 +167,10 @@ class HeapCollector(Collector):
                 self._bpf.attach_uprobe(name=lib.encode(), addr=free_at + free_off,
                                         fn_name=b"free_enter", pid=pid)
             self.attached.append(f"free+{free_off}" if free_off else "free")
+        if self.mmap:   # the tracepoints attached as the program loaded
+            self.attached.append("mmap" + ("" if self.no_free else ", munmap"))
+            if self.no_free:
+                self._bpf.detach_tracepoint(tp=b"syscalls:sys_enter_munmap")
         self.library = lib
         self._bpf["new_tasks"].open_ring_buffer(self._on_new_task)
 
@@ -196,7 +207,9 @@ class HeapCollector(Collector):
         for pid in announced:
             self.on_new_process(pid, 0)
 
-    def _stack(self, tgid: int, stack_id: int, caller: int, unwound: int) -> RawStackSample:
+    def _stack(self, tgid: int, stack_id: int, caller: int, unwound: int, via_mmap: int) -> RawStackSample:
+        """An allocator call's stack starts at its caller (ips[0] is inside the allocator);
+        an mmap's, in the mmap wrapper, where the syscall was made."""
         if self.unwinder.tables:   # walked from the allocator's first instruction
             if unwound and unwound not in self._unwound:
                 try:
@@ -204,9 +217,13 @@ class HeapCollector(Collector):
                     self._unwound[unwound] = tuple(v.ips[:v.len])
                 except KeyError:
                     pass
-            return RawStackSample(tgid, tgid, "", self._unwound.get(unwound, ())[1:], ())
+            ips = self._unwound.get(unwound, ())
+            return RawStackSample(tgid, tgid, "", ips if via_mmap else ips[1:], ())
         ips = tuple(self._bpf["stacks"].walk(stack_id)) if stack_id >= 0 else ()
-        # ips[0] is inside the allocator; its caller, from the stack pointer, comes first.
+        if via_mmap:
+            return RawStackSample(tgid, tgid, "", ips, ())
+        # At the allocator's first instruction its caller is not yet on the frame chain:
+        # the return address at the stack pointer names it.
         return RawStackSample(tgid, tgid, "", (caller, *ips[1:]) if caller else ips[1:], ())
 
     def drain(self) -> list:
@@ -215,15 +232,15 @@ class HeapCollector(Collector):
         stacks: dict[tuple, RawStackSample] = {}
 
         def stack(key) -> RawStackSample:
-            k = (key.tgid, key.stack_id, key.caller, key.user_stack_hash)
+            k = (key.tgid, key.stack_id, key.caller, key.user_stack_hash, key.via_mmap)
             if k not in stacks:
                 stacks[k] = self._stack(*k)
             return stacks[k]
 
         now = time.monotonic_ns()
-        records: list = [HeapCounts(stack(k), v.allocs, v.alloc_bytes, v.frees, v.free_bytes)
-                         for k, v in self._bpf["by_stack"].items()]
-        records += [LiveAllocation(stack(v.where), v.size, now - v.ts_ns)
+        records: list = [HeapCounts(stack(k), v.allocs, v.alloc_bytes, v.frees, v.free_bytes,
+                                    bool(k.via_mmap)) for k, v in self._bpf["by_stack"].items()]
+        records += [LiveAllocation(stack(v.where), v.size, now - v.ts_ns, bool(v.where.via_mmap))
                     for v in self._bpf["live"].values()]
         total = percpu_counters(self._bpf["stats"], len(STATS) + unwinder.COUNTERS)
         self.stats.processed = total[0]
