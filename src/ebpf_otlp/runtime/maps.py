@@ -6,6 +6,7 @@ import ctypes as ct
 import errno
 import os
 import time
+from array import array
 
 
 class DoubleBuffer:
@@ -75,19 +76,24 @@ def _drain_batched(table) -> list[tuple[object, object]]:
         first = False
 
 
-def write_run(table, first: int, data: bytes) -> None:
+def write_run(table, first: int, data: bytes, chunk: int = 65536) -> None:
     """Write consecutive entries of an array map (first, first+1, ...) from packed values,
-    in one bpf() call where the kernel has batch updates."""
+    a chunk per bpf() call where the kernel has batch updates: no copy of the values, and
+    keys built a chunk at a time (a million rows' keys as Python ints would be 40 MB)."""
     from bcc.libbcc import lib
 
     size = ct.sizeof(table.Leaf)
     n = len(data) // size
-    keys = (ct.c_uint32 * n)(*range(first, first + n))
-    values = (ct.c_char * len(data)).from_buffer_copy(data)
-    count = ct.c_uint32(n)
-    if lib.bpf_update_batch(table.map_fd, keys, values, ct.byref(count)) != 0:
-        for i in range(n):
-            table[ct.c_int(first + i)] = table.Leaf.from_buffer_copy(data, i * size)
+    base = ct.cast(ct.c_char_p(data), ct.c_void_p).value   # the bytes object's own buffer
+    for start in range(0, n, chunk):
+        count = min(chunk, n - start)
+        keys = array("I", range(first + start, first + start + count))
+        key_buf = (ct.c_uint32 * count).from_buffer(keys)
+        done = ct.c_uint32(count)
+        if lib.bpf_update_batch(table.map_fd, key_buf, ct.c_void_p(base + start * size),
+                                ct.byref(done)) != 0:
+            for i in range(start, start + count):
+                table[ct.c_int(first + i)] = table.Leaf.from_buffer_copy(data, i * size)
 
 
 def percpu_counters(table, count: int) -> list[int]:

@@ -52,6 +52,11 @@ def warm_in_background(pids: list[int]) -> threading.Thread:
     nor is the worker: on the busy host one profiles, a niced compile would starve, and
     stacks would stay cut short; it is paid once per binary per host."""
     def warm():
+        try:   # Linux threads inherit their creator's nice: the prepare thread's is 19
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(),
+                           os.getpriority(os.PRIO_PROCESS, os.getpid()))
+        except OSError:
+            pass
         for pid in pids:
             warm_tables(pid)
     thread = threading.Thread(target=warm, name="unwind-warm", daemon=True)
