@@ -63,6 +63,18 @@ def compile_c(source: str, out: Path, *flags: str) -> Path:
     return out
 
 
+CACHE_DAMAGE = ("garbage", "truncated", "flipped", "empty", "version")
+
+
+def damaged(blob: bytes, kind: str) -> bytes:
+    """A build-ID cache entry spoilt one way of CACHE_DAMAGE (each must be read as a miss)."""
+    return {"garbage": b"not a cache entry at all" * 3,
+            "truncated": blob[: len(blob) // 2],
+            "flipped": blob[:-5] + bytes([blob[-5] ^ 0x40]) + blob[-4:],
+            "empty": b"",
+            "version": blob[:8] + b"\x63" + blob[9:]}[kind]
+
+
 def agent(*args: str, **kw) -> subprocess.CompletedProcess:
     """Run `ebpf-otlp ARGS` as users do (the module, so the venv's Python is used)."""
     kw.setdefault("capture_output", True)

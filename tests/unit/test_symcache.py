@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from conftest import need
+from conftest import CACHE_DAMAGE, damaged, need
 from ebpf_otlp.symbolize import symcache
 from ebpf_otlp.symbolize.elf import ElfObject
 from ebpf_otlp.symbolize.symcache import SymbolCache
@@ -43,17 +43,13 @@ def test_elf_object_reads_from_the_cache(tmp_path):
     assert warm.symbols.lookup(addr + 1) == "getppid"
 
 
-@pytest.mark.parametrize("damage", ["garbage", "truncated", "flipped", "empty", "version"])
+@pytest.mark.parametrize("damage", CACHE_DAMAGE)
 def test_damaged_entries_are_ignored_and_rewritten(tmp_path, damage):
     cache = SymbolCache(str(tmp_path))
     good = libc(cache).symbols.columns()
     entry = next(tmp_path.glob("*.sym"))
     blob = entry.read_bytes()
-    entry.write_bytes({"garbage": b"not a cache entry at all" * 3,
-                       "truncated": blob[: len(blob) // 2],
-                       "flipped": blob[:-5] + bytes([blob[-5] ^ 0x40]) + blob[-4:],
-                       "empty": b"",
-                       "version": blob[:8] + b"\x63" + blob[9:]}[damage])
+    entry.write_bytes(damaged(blob, damage))
     assert cache.load(entry.name[:-4]) is None and not entry.exists()
     assert libc(cache).symbols.columns() == good
     assert entry.read_bytes() == blob

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from elftools.elf.elffile import ELFFile
 
-from conftest import need_tool
+from conftest import CACHE_DAMAGE, damaged, need_tool
 from ebpf_otlp.unwind import tables
 from ebpf_otlp.unwind.tables import (END, FP, GAP, PLT, ROW, SP, UNSUPPORTED, UnwindCache,
                                      UnwindTable, compile_cfi, compile_table, load_table)
@@ -439,17 +439,13 @@ def test_cache_round_trip(program, tmp_path, monkeypatch):
     assert cache.path("../../etc/passwd") is None
 
 
-@pytest.mark.parametrize("damage", ["garbage", "truncated", "flipped", "empty", "version"])
+@pytest.mark.parametrize("damage", CACHE_DAMAGE)
 def test_damaged_entries_are_compiled_again(program, tmp_path, damage):
     cache = UnwindCache(str(tmp_path))
     good = load_table(str(program), BUILD_ID, cache)
     entry = tmp_path / f"{BUILD_ID}.unw"
     blob = entry.read_bytes()
-    entry.write_bytes({"garbage": b"not a cache entry at all" * 3,
-                       "truncated": blob[: len(blob) // 2],
-                       "flipped": blob[:-5] + bytes([blob[-5] ^ 0x40]) + blob[-4:],
-                       "empty": b"",
-                       "version": blob[:8] + b"\x63" + blob[9:]}[damage])
+    entry.write_bytes(damaged(blob, damage))
     assert cache.load(BUILD_ID) is None and not entry.exists()
     assert load_table(str(program), BUILD_ID, cache) == good
     assert entry.read_bytes() == blob
