@@ -23,7 +23,6 @@ from ebpf_otlp.records import (CollectorStats, Connection, HeapCounts, HeapRepor
                                cpu_shape, heap_shape, off_cpu_shape)
 from ebpf_otlp.runtime.perf import COUNTED
 from ebpf_otlp.symbolize.symbolizer import Symbolizer
-from ebpf_otlp.unwind.kernel_tables import warm_in_background
 
 
 class Processor:
@@ -84,8 +83,8 @@ class StackProcessor(Processor):
         cache when warm) while BPF compiles."""
         for pid in self.settings.pids:
             self.symbolizer.remember(pid)
-        if self.settings.unwind != "fp" and self.settings.user_stacks and not self.settings.follow_forks:
-            warm_in_background(self.settings.pids)   # unwind tables, into the disk cache
+        if self.settings.user_stacks and not self.settings.follow_forks:
+            self.collector.unwinder.warm(self.settings.pids)
         self.symbolizer.prepare_symbols()
 
     def add(self, records: list[tuple[RawStackSample, int]]) -> None:
@@ -251,8 +250,8 @@ class HeapProcessor(Processor):
     def prepare(self) -> None:
         for pid in self.settings.pids:
             self.symbolizer.remember(pid)
-        if self.settings.unwind != "fp" and not self.settings.follow_forks:
-            warm_in_background(self.settings.pids)   # unwind tables, into the disk cache
+        if not self.settings.follow_forks:
+            self.collector.unwinder.warm(self.settings.pids)
         self.symbolizer.prepare_symbols()
 
     def _by_allocator(self, r) -> bool:

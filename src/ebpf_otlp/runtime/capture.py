@@ -113,10 +113,21 @@ class Capture:
             raise
         self.processors = list(self.started)
         self.started_ns = time.time_ns()
+        self._unnice_helper()
         for p in self.processors:
             p.reset()   # windows start at attach
         if self.launch:
             self.launch.release()
+
+    def _unnice_helper(self) -> None:
+        """The compile is done: what prepare() still has to read, the output needs (the
+        run's end waits for it), so it goes on at the agent's own priority."""
+        try:
+            if self._helper.is_alive() and self._helper.native_id:
+                os.setpriority(os.PRIO_PROCESS, self._helper.native_id,
+                               os.getpriority(os.PRIO_PROCESS, os.getpid()))
+        except OSError:   # it ended meanwhile
+            pass
 
     def abort(self) -> None:
         """The capture cannot go on: stop what started; a held command never runs."""

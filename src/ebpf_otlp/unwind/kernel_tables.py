@@ -48,38 +48,45 @@ def prefixes(start: int, end: int) -> list[tuple[int, int]]:
 def warm_in_background(pids: list[int]) -> threading.Thread:
     """Compile the processes' tables into the disk cache in a daemon thread while BPF
     compiles: loading them at attach is then quick. Nobody waits for it (a large binary
-    takes seconds the first time): the worker loads what is not ready later. Not niced,
-    nor is the worker: on the busy host one profiles, a niced compile would starve, and
-    stacks would stay cut short; it is paid once per binary per host."""
+    takes seconds the first time): the worker loads what is not ready later. These are
+    the processes the user named: compiled at the agent's own priority, where the worker's
+    run at nice 10 (tables.CHILD_NICE), below the workloads yet not starved on the busy
+    host one profiles, as nice 19 would be."""
     def warm():
-        try:   # Linux threads inherit their creator's nice: the prepare thread's is 19
+        try:   # Linux threads inherit their creator's nice: the prepare thread's 19
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(),
                            os.getpriority(os.PRIO_PROCESS, os.getpid()))
         except OSError:
             pass
         for pid in pids:
-            warm_tables(pid)
+            warm_tables(pid, nice=0)
     thread = threading.Thread(target=warm, name="unwind-warm", daemon=True)
     thread.start()
     return thread
 
 
-def warm_tables(pid: int) -> int:
+def warm_tables(pid: int, nice: int | None = None) -> int:
     """Compile (or find in the disk cache) the tables of every object a process maps.
     Returns how many objects have a table."""
     try:
         with open(f"/proc/{pid}/maps") as f:
-            entries = [e for e in parse_maps(f.read()) if e.is_file]
+            entries = sorted((e for e in parse_maps(f.read()) if e.is_file), key=_code_size)
     except OSError:
         return 0
     ready = 0
     for entry in entries:
         try:
             path, build_id, _vaddr = _identify(pid, entry)
-            ready += len(load_table(path, build_id or None)) > 0
+            ready += len(load_table(path, build_id or None, nice=nice)) > 0
         except OSError:
             continue
     return ready
+
+
+def _code_size(entry: MapEntry) -> int:
+    """Smallest first: a compile takes about as long as the code is large, and a process
+    with one 100 MB library should get all its others' tables meanwhile."""
+    return entry.end - entry.start
 
 
 def _identify(pid: int, entry: MapEntry) -> tuple[str, str, int | None]:
@@ -237,7 +244,7 @@ class KernelTables:
             old.checked = time.monotonic()
             return True
         proc = _Process(maps_hash=hash(text), checked=time.monotonic())
-        for entry in parse_maps(text):
+        for entry in sorted(parse_maps(text), key=_code_size):
             if entry.is_file or entry.path == "[vdso]":
                 self._add_mapping(pid, proc, entry, compile_limit)
         with self._lock:

@@ -303,53 +303,61 @@ def cached_table(build_id: str | None, cache=DEFAULT) -> UnwindTable | None:
     return cache.load(build_id) if cache is not None and build_id else None
 
 
-def load_table(path: str, build_id: str | None, cache=DEFAULT) -> UnwindTable:
+def load_table(path: str, build_id: str | None, cache=DEFAULT, nice: int | None = None) -> UnwindTable:
     """The table of the ELF file at path, from the cache if its build ID is there.
     Tables without rows are not cached: cheap to find again, and a copy with the same
     build ID may have CFI this one lost (a stripped .debug_frame). Two threads asking
-    for the same build ID compile it once: the second waits and reads the cache."""
+    for the same build ID compile it once: the second waits and reads the cache. `nice`:
+    a compiling child's (default CHILD_NICE; never below the agent's own)."""
     if cache is DEFAULT:
         cache = default_cache()
     if not build_id:
         cache = None
     if cache is None:
-        return _compile_file(path)
+        return _compile_file(path, "", None, nice)
     with _compiling_lock:
         lock = _compiling.setdefault(build_id, threading.Lock())
     with lock:
         hit = cache.load(build_id)
-        if hit is not None:
-            return hit
-        table = _compile_file(path)
-        if table.rows:
-            cache.store(build_id, table)
+        table = hit if hit is not None else _compile_file(path, build_id, cache, nice)
     with _compiling_lock:
         _compiling.pop(build_id, None)
     return table
 
 
-IN_PROCESS_MAX = 4 << 20   # bytes of file compiled in this process (libc); larger ones in a child
-
-
-def _compile_file(path: str) -> UnwindTable:
-    """Compile here, or, for a large file, in a child process: parsing libpython's
-    .eh_frame peaks at 40 MB of Python objects (a 100 MB binary's, hundreds), memory an
-    agent would keep, and holds the interpreter lock its capture loop needs for seconds."""
+def _compile_and_store(path: str, build_id: str, cache) -> UnwindTable:
     try:
-        if os.stat(path).st_size > IN_PROCESS_MAX:
-            return _compile_in_child(path)
         with open(path, "rb") as f:
             table = compile_table(f)
     except OSError as e:
         return UnwindTable(b"", f"unreadable ({e.strerror})")
-    from ebpf_otlp.runtime.loader import release_compiler_memory
-    release_compiler_memory()   # the parser's objects are gone: give their pages back
+    if cache is not None and build_id and table.rows:
+        cache.store(build_id, table)
     return table
 
 
-def _compile_in_child(path: str) -> UnwindTable:
-    child = subprocess.run([sys.executable, "-m", "ebpf_otlp.unwind.tables", path],
-                           capture_output=True, timeout=600)
+IN_PROCESS_MAX = 256 << 10   # bytes of file compiled in this process; larger ones in a child
+CHILD_NICE = 10              # below the workloads, not starved on a busy host
+
+
+def _compile_file(path: str, build_id: str, cache, nice: int | None) -> UnwindTable:
+    """Compile here only small files. Others compile in a child process: parsing
+    libpython's .eh_frame peaks at 40 MB of Python objects (LLVM's at 600 MB), memory an
+    agent would keep, and holds for seconds the interpreter lock its capture loop needs.
+    The child stores the table in the cache itself, so the work is kept even if the agent
+    exits first (it does not wait for compiles)."""
+    try:
+        small = os.stat(path).st_size <= IN_PROCESS_MAX
+    except OSError as e:
+        return UnwindTable(b"", f"unreadable ({e.strerror})")
+    if small:
+        return _compile_and_store(path, build_id, cache)
+    where = cache.directory if cache is not None else ""
+    try:
+        child = subprocess.run([sys.executable, "-m", "ebpf_otlp.unwind.tables", path, build_id, where,
+                                str(CHILD_NICE if nice is None else nice)], capture_output=True, timeout=1800)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return UnwindTable(b"", f"compile failed ({e})")
     table = decode(child.stdout) if child.returncode == 0 else None
     if table is None:
         why = child.stderr.decode(errors="replace").strip().splitlines()[-1:] or [f"exit {child.returncode}"]
@@ -357,6 +365,20 @@ def _compile_in_child(path: str) -> UnwindTable:
     return table
 
 
-if __name__ == "__main__":   # the child of _compile_in_child: the encoded table on stdout
-    with open(sys.argv[1], "rb") as f:
-        sys.stdout.buffer.write(encode(compile_table(f)))
+def _child(path: str, build_id: str, where: str, nice: str) -> None:
+    """The child of _compile_file: compile, store, then the encoded table on stdout."""
+    try:   # never above the agent, whatever nice the thread that started us had
+        os.setpriority(os.PRIO_PROCESS, 0, max(int(nice), os.getpriority(os.PRIO_PROCESS, os.getppid())))
+    except OSError:
+        pass
+    cache = buildid_cache.shared(UnwindCache, where) if where else None
+    table = _compile_and_store(path, build_id, cache)
+    try:
+        sys.stdout.buffer.write(encode(table))
+        sys.stdout.flush()
+    except BrokenPipeError:   # the agent is gone: the cache has the table
+        pass
+
+
+if __name__ == "__main__":
+    _child(*sys.argv[1:5])

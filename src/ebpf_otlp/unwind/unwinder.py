@@ -4,18 +4,21 @@ tables in step with the processes it sees, and report how stacks were walked."""
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Iterable
 
 from ebpf_otlp.errors import AgentError
 from ebpf_otlp.records import CollectorStats
 from ebpf_otlp.runtime import loader
-from ebpf_otlp.unwind.kernel_tables import ENDS, KernelTables
+from ebpf_otlp.unwind.kernel_tables import ENDS, KernelTables, warm_in_background
 
 MODES = ("auto", "fp", "dwarf")
 MAX_FRAMES = 127              # perf's default depth
 UNWIND_ROWS = 1 << 21         # 16 MiB of rows: libc has ~28k, python3.11 ~65k, node ~370k
 UNWIND_MAPPINGS = 1 << 18     # (pid, address prefix) entries, ~30 per mapped object
-COUNTERS = 2 + len(ENDS)      # the program's STAT_UNWIND_TABLES, _FRAME_POINTERS, _END + i
+COUNTERS = 2 + len(ENDS)
+WARM_WAIT_S = 5.0             # the longest a --pid run waits at start for its tables      # the program's STAT_UNWIND_TABLES, _FRAME_POINTERS, _END + i
 
 
 class Unwinder:
@@ -26,6 +29,8 @@ class Unwinder:
             raise ValueError(f"unwind mode {mode!r} is not one of {', '.join(MODES)}")
         self.mode = mode
         self.kernel: KernelTables | None = None
+        self._warming: threading.Thread | None = None
+        self._warm_started = 0.0
         self.refused = ""          # auto mode: why the kernel took the frame-pointer program
 
     @property
@@ -48,11 +53,21 @@ class Unwinder:
         self.kernel = KernelTables(bpf, UNWIND_ROWS)
         return bpf
 
+    def warm(self, pids: list[int]) -> None:
+        """While BPF compiles (from the prepare thread): the named processes' tables into
+        the disk cache, compiled at the agent's priority (the user asked for these)."""
+        if self.mode != "fp" and pids:
+            self._warming = warm_in_background(pids)
+            self._warm_started = time.monotonic()
+
     def start(self, pids: Iterable[int]) -> None:
-        """Load the tables of processes known now (those already in the disk cache at
-        once, so the first samples have them), then keep loading in the worker."""
+        """Load the tables of processes known now, so the first samples have them: those
+        warm() compiles are waited for up to WARM_WAIT_S from its start (the BPF compile
+        takes most of that anyway); the rest come from the worker as they are ready."""
         if not self.kernel:
             return
+        if self._warming is not None:
+            self._warming.join(max(0.0, WARM_WAIT_S - (time.monotonic() - self._warm_started)))
         for pid in pids:
             if not self.kernel.update(pid, compile_limit=0):
                 self.kernel.want(pid, fresh=True)
