@@ -43,21 +43,37 @@ def proc_cpu_seconds(pid: int) -> float:
     return total / 1e9
 
 
-def bpf_prog_stats(pid: int) -> tuple[int, int]:
-    """(run_time_ns, run_cnt) summed over the BPF programs a process holds (bpf_stats_enabled)."""
-    total_ns = total_cnt = 0
+def proc_total_cpu_seconds(pid: int) -> float:
+    """CPU time of the whole process including threads that have exited (a helper that
+    finished its work, which proc_cpu_seconds no longer sees), in 10 ms ticks."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def bpf_fdinfo(pid: int, kind: str = "prog") -> list[dict[str, str]]:
+    """/proc fdinfo of each BPF program (kind "prog") or map ("map") a process holds: ids and
+    types, run_time_ns and run_cnt (bpf_stats_enabled) of programs, memlock of maps."""
+    out = []
     fd_dir = f"/proc/{pid}/fd"
     for fd in os.listdir(fd_dir):
         try:
-            if os.readlink(f"{fd_dir}/{fd}") != "anon_inode:bpf-prog":
+            if os.readlink(f"{fd_dir}/{fd}") != f"anon_inode:bpf-{kind}":
                 continue
             with open(f"/proc/{pid}/fdinfo/{fd}") as f:
-                info = dict(line.split(":", 1) for line in f if ":" in line)
+                pairs = (line.split(":", 1) for line in f if ":" in line)
+                out.append({k.strip(): v.strip() for k, v in pairs})
         except OSError:
             continue
-        total_ns += int(info.get("run_time_ns", "0"))
-        total_cnt += int(info.get("run_cnt", "0"))
-    return total_ns, total_cnt
+    return out
+
+
+def bpf_prog_stats(pid: int, prog_type: int | None = None) -> tuple[int, int]:
+    """(run_time_ns, run_cnt) summed over the BPF programs a process holds (bpf_stats_enabled),
+    or over those of one type (7: perf_event, a sampler's)."""
+    progs = [p for p in bpf_fdinfo(pid) if prog_type is None or int(p.get("prog_type", -1)) == prog_type]
+    return (sum(int(p.get("run_time_ns", 0)) for p in progs),
+            sum(int(p.get("run_cnt", 0)) for p in progs))
 
 
 def holds_fd(pid: int, target: str) -> bool:
@@ -188,11 +204,16 @@ def bpf_stats_enabled():
             f.write(before)
 
 
-def write_report(lines: list[str], raw: dict[str, list[float]], unit: str, fmt: str, out: str) -> None:
-    """Finish a Markdown report with each configuration's raw rounds, write and print it."""
+def render_report(lines: list[str], raw: dict[str, list[float]], unit: str, fmt: str) -> str:
+    """A Markdown report ending with each configuration's raw rounds."""
     lines = [*lines, "", f"Raw rounds ({unit}):", "", "```",
              *(f"{name}: {' '.join(format(x, fmt) for x in xs)}" for name, xs in raw.items()), "```"]
-    report = "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n"
+
+
+def write_report(lines: list[str], raw: dict[str, list[float]], unit: str, fmt: str, out: str) -> None:
+    """Finish a Markdown report with each configuration's raw rounds, write and print it."""
+    report = render_report(lines, raw, unit, fmt)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(report)
     print(report)
