@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ctypes as ct
 import errno
+import gc
 import functools
 import ipaddress
 import os
@@ -272,6 +273,10 @@ class TcpCollector(Collector):
     def drain(self) -> list:
         self.poll(0)   # consume too: records come without wakeups, and stop() drains here last
         records = self._records() + self._udp()
+        # Connections are kept to the end (spans, JSON lines) and hold no cycles: out of
+        # the collector's sight, or its full passes over hundreds of thousands of them
+        # stall the loop that reads the ring buffer.
+        gc.freeze()
         self._read_stats()
         self.stats.drains += 1
         return records
