@@ -224,8 +224,9 @@ class KernelTables:
         in the disk cache are compiled only for files up to `compile_limit` bytes (0: none;
         None: all): a large binary's first compile takes seconds. Returns False if some
         were left out for that reason. Unless `fresh`, a process read less than RECHECK_S
-        ago is taken as it was (drains ask for every sampled process). The agent itself is left to frame pointers: it maps
-        LLVM (170 MB of C++), whose tables would cost minutes to compile."""
+        ago is taken as it was (drains ask for every sampled process). The agent itself is
+        left to frame pointers: it maps LLVM (170 MB of C++), whose tables would cost
+        minutes to compile."""
         if pid == os.getpid():
             return True
         with self._lock:
