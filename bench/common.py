@@ -56,7 +56,11 @@ def bpf_fdinfo(pid: int, kind: str = "prog") -> list[dict[str, str]]:
     types, run_time_ns and run_cnt (bpf_stats_enabled) of programs, memlock of maps."""
     out = []
     fd_dir = f"/proc/{pid}/fd"
-    for fd in os.listdir(fd_dir):
+    try:
+        fds = os.listdir(fd_dir)
+    except OSError:   # gone
+        return out
+    for fd in fds:
         try:
             if os.readlink(f"{fd_dir}/{fd}") != f"anon_inode:bpf-{kind}":
                 continue

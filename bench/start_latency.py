@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import (HERE, ROOT, WORK_CPU, bench_setup, bpf_stats_enabled, compile_c, holds_fd,
+from common import (HERE, ROOT, WORK_CPU, bench_setup, bpf_prog_stats, bpf_stats_enabled, compile_c, holds_fd,
                     median, peer_env, spread)
 
 PERF_EVENT_FD = "anon_inode:[perf_event]"
@@ -38,23 +38,7 @@ COLD, WARM, PEER = "ebpf-otlp, cold symbol cache", "ebpf-otlp, warm symbol cache
 
 def sampler_runs(pid: int) -> int:
     """run_cnt summed over the perf_event BPF programs a process holds (bpf_stats_enabled)."""
-    total = 0
-    fd_dir = f"/proc/{pid}/fd"
-    try:
-        fds = os.listdir(fd_dir)
-    except OSError:
-        return 0
-    for fd in fds:
-        try:
-            if os.readlink(f"{fd_dir}/{fd}") != "anon_inode:bpf-prog":
-                continue
-            with open(f"/proc/{pid}/fdinfo/{fd}") as f:
-                info = dict(line.split(":", 1) for line in f if ":" in line)
-        except OSError:
-            continue
-        if int(info.get("prog_type", "-1")) == BPF_PROG_TYPE_PERF_EVENT:
-            total += int(info.get("run_cnt", "0"))
-    return total
+    return bpf_prog_stats(pid, BPF_PROG_TYPE_PERF_EVENT)[1]
 
 
 def launch(argv: list[str], env: dict[str, str], log: Path) -> dict[str, float]:
