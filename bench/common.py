@@ -117,6 +117,28 @@ def proc_rss_kib(pid: int) -> dict[str, int]:
     return out
 
 
+class PeakRss:
+    """A process's peak VmRSS / RssAnon / RssFile (KiB), sampled in a thread until stop()."""
+
+    def __init__(self, pid: int, every_s: float = 0.2):
+        self.peak: dict[str, int] = {}
+        self._stop = threading.Event()
+
+        def sample():
+            while not self._stop.wait(every_s):
+                try:
+                    for k, v in proc_rss_kib(pid).items():
+                        self.peak[k] = max(self.peak.get(k, 0), v)
+                except OSError:   # it exited
+                    return
+
+        threading.Thread(target=sample, daemon=True).start()
+
+    def stop(self) -> dict[str, int]:
+        self._stop.set()
+        return self.peak
+
+
 class Tool:
     """A profiler started before the work and stopped (SIGINT) after it."""
 
@@ -144,27 +166,16 @@ class Tool:
         self.bpf_ready = bpf_prog_stats(self.proc.pid)
         self.cpu_ready = proc_cpu_seconds(self.proc.pid)
         self.t_ready = time.monotonic()
-        self.peak: dict[str, int] = {}
-        self._stop_sampling = threading.Event()
-
-        def sample_rss():
-            while not self._stop_sampling.wait(0.2):
-                try:
-                    for k, v in proc_rss_kib(self.proc.pid).items():
-                        self.peak[k] = max(self.peak.get(k, 0), v)
-                except OSError:
-                    return
-
-        threading.Thread(target=sample_rss, daemon=True).start()
+        self.rss = PeakRss(self.proc.pid)
 
     def stop(self) -> dict:
         steady_cpu = proc_cpu_seconds(self.proc.pid) - self.cpu_ready
         steady_wall = time.monotonic() - self.t_ready
         run_ns, run_cnt = (a - b for a, b in zip(bpf_prog_stats(self.proc.pid), self.bpf_ready))
-        self._stop_sampling.set()
+        peak = self.rss.stop()
         self.proc.send_signal(signal.SIGINT)
         out, _ = self.proc.communicate(timeout=300)
-        return {"steady_cpu_pct": 100 * steady_cpu / steady_wall, **self.peak, "stdout": out,
+        return {"steady_cpu_pct": 100 * steady_cpu / steady_wall, **peak, "stdout": out,
                 "bpf_ns_per_run": run_ns / max(run_cnt, 1), "bpf_run_ns": run_ns,
                 "bpf_cpu_pct": 100 * run_ns / 1e9 / steady_wall}
 

@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 from common import (HERE, ROOT, WORK_CPU, bench_setup, bpf_stats_enabled, compile_c, median,
-                    peer_env, proc_cpu_seconds, proc_rss_kib, write_report)
+                    peer_env, proc_cpu_seconds, PeakRss, write_report)
 
 STORM_PORT, BULK_PORT = 47100, 47101
 
@@ -132,24 +132,13 @@ class Tracer:
         self.names = {pid: names.get(pid, str(pid)) for pid in progs}
         self.prog0 = prog_stats(self.proc.pid)
         self.cpu0, self.t0 = proc_cpu_seconds(self.proc.pid), time.monotonic()
-        self.peak: dict[str, int] = {}
-        self._stop = threading.Event()
-
-        def sample():
-            while not self._stop.wait(0.1):
-                try:
-                    for k, v in proc_rss_kib(self.proc.pid).items():
-                        self.peak[k] = max(self.peak.get(k, 0), v)
-                except OSError:
-                    return
-
-        threading.Thread(target=sample, daemon=True).start()
+        self.rss = PeakRss(self.proc.pid, every_s=0.1)
 
     def stop(self) -> dict:
         cpu_run = proc_cpu_seconds(self.proc.pid) - self.cpu0
         wall_run = time.monotonic() - self.t0
         prog1 = prog_stats(self.proc.pid)
-        self._stop.set()
+        peak = self.rss.stop()
         cpu_at_signal = proc_cpu_seconds(self.proc.pid)
         pid, sent, t_sig = self.proc.pid, 1, time.monotonic()
         os.kill(pid, signal.SIGINT)
@@ -171,7 +160,7 @@ class Tracer:
         return {"cpu_run": cpu_run, "wall_run": wall_run, "sigints": sent,
                 "cpu_stop": usage.ru_utime + usage.ru_stime - cpu_at_signal,
                 "progs": progs, "bpf_ns": sum(ns for ns, _ in progs.values()),
-                "anon_kib": self.peak.get("RssAnon", 0), "rss_kib": self.peak.get("VmRSS", 0),
+                "anon_kib": peak.get("RssAnon", 0), "rss_kib": peak.get("VmRSS", 0),
                 "stdout": self.out_path.read_text(errors="replace"),
                 "stderr": self.err_path.read_text(errors="replace")}
 
