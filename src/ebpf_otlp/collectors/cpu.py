@@ -13,16 +13,12 @@ from ebpf_otlp.runtime.duty_cycle import SampleShare
 from ebpf_otlp.runtime.maps import DoubleBuffer, drain, percpu_counters
 from ebpf_otlp.runtime.perf import attach_sampler, detach_sampler, online_cpus
 from ebpf_otlp.unwind import unwinder
-from ebpf_otlp.unwind.unwinder import Unwinder
+from ebpf_otlp.unwind.unwinder import Unwinder, drain_stacks, look_up_stacks
 
 # Order of `enum stat` in bpf/cpu_sampler.bpf.c.
 STAT_SAMPLES, USER_COLLISION, KERNEL_COLLISION, USER_ERROR, KERNEL_ERROR, COUNTS_FULL, \
     NEW_TASK_DROPPED, START_FULL, SWITCHES, UNWIND = range(10)
 STAT_COUNT = UNWIND + unwinder.COUNTERS
-
-
-def _plain_key(key) -> int:
-    return key if isinstance(key, int) else key.value
 
 
 def _pow2_at_least(n: int) -> int:
@@ -181,15 +177,9 @@ class CpuSampler(Collector):
         stacks all live in set 0 and are never cleared (like its kernel stacks): each is
         read once, when first counted."""
         if not self.off_cpu:
-            return {_plain_key(k): tuple(v.ips[:v.len]) for k, v in drain(self._bpf[f"user_stacks_{which}"])}
-        table, known = self._bpf["user_stacks_0"], self._off_cpu_user
-        for h in wanted - known.keys():
-            try:
-                v = table[table.Key(h)]
-            except KeyError:
-                continue
-            known[h] = tuple(v.ips[:v.len])
-        return known
+            return drain_stacks(self._bpf[f"user_stacks_{which}"])
+        look_up_stacks(self._bpf["user_stacks_0"], wanted, self._off_cpu_user)
+        return self._off_cpu_user
 
     def progress(self) -> str:
         """Samples taken up to now (the kernel's counter), between drains too."""

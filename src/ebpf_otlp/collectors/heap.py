@@ -16,7 +16,7 @@ from ebpf_otlp.runtime import loader
 from ebpf_otlp.runtime.maps import percpu_counters
 from ebpf_otlp.symbolize.elf import ElfObject
 from ebpf_otlp.unwind import unwinder
-from ebpf_otlp.unwind.unwinder import Unwinder
+from ebpf_otlp.unwind.unwinder import Unwinder, look_up_stacks
 
 # (symbol, entry program, return program): the allocators a process may call.
 ALLOCATORS = (("malloc", "malloc_enter", "alloc_return"), ("calloc", "calloc_enter", "alloc_return"),
@@ -211,12 +211,7 @@ class HeapCollector(Collector):
         """An allocator call's stack starts at its caller (ips[0] is inside the allocator);
         an mmap's, in the mmap wrapper, where the syscall was made."""
         if self.unwinder.tables:   # walked from the allocator's first instruction
-            if unwound and unwound not in self._unwound:
-                try:
-                    v = self._bpf["user_stacks"][ct.c_uint64(unwound)]
-                    self._unwound[unwound] = tuple(v.ips[:v.len])
-                except KeyError:
-                    pass
+            look_up_stacks(self._bpf["user_stacks"], (unwound,), self._unwound)
             ips = self._unwound.get(unwound, ())
             return RawStackSample(tgid, tgid, "", ips if via_mmap else ips[1:], ())
         ips = tuple(self._bpf["stacks"].walk(stack_id)) if stack_id >= 0 else ()

@@ -54,4 +54,3 @@ def render(profile: Profile, console: Console, n: int = 15) -> None:
         console.print(f"~ sampled: stacks walked for a share as low as {profile.stats.share:.1%} of "
                       "switches (over the --switch-budget), each weighed up: times are estimates",
                       style="dim")
-

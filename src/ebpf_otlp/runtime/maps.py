@@ -27,7 +27,7 @@ class DoubleBuffer:
         return idle
 
 
-def _plain(value):
+def plain(value):
     """Scalar ctypes values as ints (BCC's batch and plain reads differ on this)."""
     return value.value if isinstance(value, ct._SimpleCData) else value
 
@@ -46,7 +46,7 @@ def drain(table) -> list[tuple[object, object]]:
     except OSError:   # the kernel lacks batch operations for this map
         items = list(table.items())
         table.clear()
-    return [(k, _plain(v)) for k, v in items]
+    return [(k, plain(v)) for k, v in items]
 
 
 def _copy(ctype, item):

@@ -59,28 +59,26 @@ def warm_in_background(pids: list[int]) -> threading.Thread:
         except OSError:
             pass
         for pid in pids:
-            warm_tables(pid, nice=0)
+            warm_tables(pid)
     thread = threading.Thread(target=warm, name="unwind-warm", daemon=True)
     thread.start()
     return thread
 
 
-def warm_tables(pid: int, nice: int | None = None) -> int:
-    """Compile (or find in the disk cache) the tables of every object a process maps.
-    Returns how many objects have a table."""
+def warm_tables(pid: int) -> None:
+    """Compile (or find in the disk cache) the tables of every object a process maps, at
+    the agent's priority (nice 0 asked of the child: never above the agent's own)."""
     try:
         with open(f"/proc/{pid}/maps") as f:
             entries = sorted((e for e in parse_maps(f.read()) if e.is_file), key=_code_size)
     except OSError:
-        return 0
-    ready = 0
+        return
     for entry in entries:
         try:
             path, build_id, _vaddr = _identify(pid, entry)
-            ready += len(load_table(path, build_id or None, nice=nice)) > 0
+            load_table(path, build_id or None, nice=0)
         except OSError:
             continue
-    return ready
 
 
 def _code_size(entry: MapEntry) -> int:

@@ -11,6 +11,7 @@ from typing import Iterable
 from ebpf_otlp.errors import AgentError
 from ebpf_otlp.records import CollectorStats
 from ebpf_otlp.runtime import loader
+from ebpf_otlp.runtime.maps import drain, plain
 from ebpf_otlp.unwind.kernel_tables import ENDS, KernelTables, warm_in_background
 
 MODES = ("auto", "fp", "dwarf")
@@ -19,6 +20,26 @@ UNWIND_ROWS = 1 << 21         # 16 MiB of rows: libc has ~28k, python3.11 ~65k, 
 UNWIND_MAPPINGS = 1 << 18     # (pid, address prefix) entries, ~30 per mapped object
 COUNTERS = 2 + len(ENDS)
 WARM_WAIT_S = 5.0             # the longest a --pid run waits at start for its tables      # the program's STAT_UNWIND_TABLES, _FRAME_POINTERS, _END + i
+
+
+def frames(entry) -> tuple[int, ...]:
+    """The return addresses of a `struct user_stack` (bpf/lib/unwind.inc)."""
+    return tuple(entry.ips[:entry.len])
+
+
+def drain_stacks(table) -> dict[int, tuple[int, ...]]:
+    """Empty a map of unwound stacks: hash -> frames."""
+    return {plain(k): frames(v) for k, v in drain(table)}
+
+
+def look_up_stacks(table, hashes: Iterable[int], known: dict[int, tuple[int, ...]]) -> None:
+    """Add to `known` the stacks of `hashes` it lacks, from a map that keeps them (read
+    each once); a hash the map does not hold (0: no user stack) stays out."""
+    for h in set(hashes) - known.keys():
+        try:
+            known[h] = frames(table[table.Key(h)])
+        except KeyError:
+            pass
 
 
 class Unwinder:
