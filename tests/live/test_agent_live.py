@@ -51,13 +51,20 @@ def test_three_windows_reach_the_collector_contiguous_and_complete(tmp_path):
     assert received["metrics"]        # syscall metrics each interval, and self-telemetry
 
 
-def test_without_a_collector_windows_rotate_into_files(tmp_path):
+def windows_written(tmp_path, tables: str, duration: str, agent_table: str = "") -> list:
+    """Run the agent without a collector (1 s windows; the config's `tables`, and its
+    [agent] table with the output directory and `agent_table`) and return the window
+    directories it left, oldest first."""
     out = tmp_path / "windows"
     config = tmp_path / "agent.toml"
-    config.write_text(f'[profile]\nhz = 99\n[agent]\noutput_dir = "{out}"\nkeep = 2\n')
-    r = agent("agent", "--config", str(config), "--window", "1s", "--duration", "4s")
+    config.write_text(f'{tables}[agent]\noutput_dir = "{out}"\n{agent_table}')
+    r = agent("agent", "--config", str(config), "--window", "1s", "--duration", duration)
     assert r.returncode == 0, r.stderr
-    dirs = sorted(p for p in out.iterdir() if not p.name.startswith("."))
+    return sorted(p for p in out.iterdir() if not p.name.startswith("."))
+
+
+def test_without_a_collector_windows_rotate_into_files(tmp_path):
+    dirs = windows_written(tmp_path, "[profile]\nhz = 99\n", "4s", agent_table="keep = 2\n")
     assert len(dirs) == 2                                  # the newest two kept
     for d in dirs:
         assert {p.name for p in d.iterdir()} >= {"profile.pb.gz", "profile.svg", "manifest.json"}
@@ -65,10 +72,5 @@ def test_without_a_collector_windows_rotate_into_files(tmp_path):
 
 def test_without_a_profile_windows_still_rotate_into_files(tmp_path):
     """Syscalls alone (no CPU profile) still cut windows and write them."""
-    out = tmp_path / "windows"
-    config = tmp_path / "agent.toml"
-    config.write_text(f'[syscalls]\nlatency = false\n[agent]\noutput_dir = "{out}"\n')
-    r = agent("agent", "--config", str(config), "--window", "1s", "--duration", "3.5s")
-    assert r.returncode == 0, r.stderr
-    dirs = sorted(p for p in out.iterdir() if not p.name.startswith("."))
+    dirs = windows_written(tmp_path, "[syscalls]\nlatency = false\n", "3.5s")
     assert len(dirs) >= 3 and all((d / "syscalls.json").exists() for d in dirs)
