@@ -18,7 +18,7 @@
 // pointers where there are none) and kept by content in user_stacks_N, keyed by their hash;
 // without it, the kernel walks frame pointers (get_stackid).
 //
-// Defines: MAX_KEYS, MAX_STACKS, FILTER_PIDS (with MAX_PIDS; FOLLOW_FORKS), USER_STACKS, KERNEL_STACKS, INCLUDE_IDLE;
+// Defines: MAX_KEYS, MAX_STACKS, targets.inc's (which processes), USER_STACKS, KERNEL_STACKS, INCLUDE_IDLE;
 //          OFF_CPU, MIN_BLOCK_NS, MAX_THREADS; UNWIND_TABLES (with unwind.inc's defines).
 #include <uapi/linux/ptrace.h>
 #include <uapi/linux/bpf_perf_event.h>
@@ -60,10 +60,7 @@ BPF_ARRAY(control, u32, 2);   // [0]: the map set in use; [1]: off-CPU share kep
 BPF_PERCPU_ARRAY(stats, u64, STAT_MAX);
 // An exec forgets a process's announcement (announce.inc), since its mappings change.
 BPF_TABLE("lru_hash", u32, u32, exec_gen, 65536);   // pid -> execs seen (absent: 0)
-#ifdef FILTER_PIDS
-BPF_HASH(pid_filter, u32, u8, MAX_PIDS);
-#endif
-
+// #import targets.inc
 // #import bump.inc
 // #import announce.inc
 #ifdef UNWIND_TABLES
@@ -121,14 +118,18 @@ static __always_inline s32 stack_error(s32 id, int collision, int other) {
 }
 
 int on_sample(struct bpf_perf_event_data *ctx) {
-    u64 id = bpf_get_current_pid_tgid();
+    u64 id = task_ids();
     u32 tgid = id >> 32, tid = (u32)id;
 #ifndef INCLUDE_IDLE
     if (tid == 0)
         return 0;
 #endif
-#ifdef FILTER_PIDS
-    if (!pid_filter.lookup(&tgid))
+    if (!traced(tgid))
+        return 0;
+#ifdef FILTER_COMM_LO
+    char comm[TASK_COMM_LEN];
+    process_comm(comm);
+    if (!comm_wanted(comm))
         return 0;
 #endif
     bump(STAT_SAMPLES);
@@ -157,11 +158,9 @@ int on_sample(struct bpf_perf_event_data *ctx) {
     return 0;
 }
 
-// #import follow_forks.inc
-
 // A process that execs gets new mappings: a new generation, announced on its next sample.
 TRACEPOINT_PROBE(sched, sched_process_exec) {
-    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    u32 tgid = task_ids() >> 32;
     u32 *gen = exec_gen.lookup(&tgid);
     u32 next = gen ? *gen + 1 : 1;
     exec_gen.update(&tgid, &next);
@@ -172,12 +171,12 @@ TRACEPOINT_PROBE(sched, sched_process_exec) {
 #ifdef OFF_CPU
 struct off_cpu_start {       // a thread that went off CPU, as it left
     u64 ts;
-    u32 tgid;
+    u32 tgid;                // as ebpf-otlp names them (targets.inc)
+    u32 tid;
     u32 gen;
     s32 user_stack_id;
     s32 kernel_stack_id;
     u32 keep;                // the share kept when it left, of 65536
-    u32 pad;
     u64 user_stack_hash;
 };
 
@@ -190,11 +189,16 @@ BPF_TABLE("lru_hash", u32, struct off_cpu_start, off_cpu_since, MAX_THREADS);
 
 TRACEPOINT_PROBE(sched, sched_switch) {
     u64 now = bpf_ktime_get_ns();
-    u64 id = bpf_get_current_pid_tgid();   // still the thread going off CPU
+    u64 id = task_ids();                   // still the thread going off CPU
     u32 tgid = id >> 32, tid = (u32)id;
-    int wanted = tid != 0;
-#ifdef FILTER_PIDS
-    wanted = wanted && pid_filter.lookup(&tgid) != 0;
+    u32 key_tid = bpf_get_current_pid_tgid();   // the kernel's, as next_pid below
+    int wanted = tid != 0 && traced(tgid);
+#ifdef FILTER_COMM_LO
+    if (wanted) {
+        char comm[TASK_COMM_LEN];
+        process_comm(comm);
+        wanted = comm_wanted(comm);
+    }
 #endif
     u32 keep = 65536;
     if (wanted) {
@@ -204,7 +208,7 @@ TRACEPOINT_PROBE(sched, sched_switch) {
             wanted = 0;       // not in the sample: no stacks walked
     }
     if (wanted) {
-        struct off_cpu_start s = {.ts = now, .tgid = tgid, .gen = exec_generation(tgid),
+        struct off_cpu_start s = {.ts = now, .tgid = tgid, .tid = tid, .gen = exec_generation(tgid),
                                   .user_stack_id = -1, .kernel_stack_id = -1, .keep = keep};
 #if defined(USER_STACKS) && defined(UNWIND_TABLES)
         s.user_stack_hash = user_stack(tgid, 0);   // off-CPU stacks all live in set 0
@@ -216,7 +220,7 @@ TRACEPOINT_PROBE(sched, sched_switch) {
         s.kernel_stack_id = stack_error(stacks_0.get_stackid(args, 0),
                                         STAT_KERNEL_STACK_COLLISION, STAT_KERNEL_STACK_ERROR);
 #endif
-        if (off_cpu_since.update(&tid, &s))
+        if (off_cpu_since.update(&key_tid, &s))
             bump(STAT_START_FULL);
     }
     u32 next = args->next_pid;
@@ -231,7 +235,7 @@ TRACEPOINT_PROBE(sched, sched_switch) {
     if (left.keep < 65536)
         away = away * 65536 / left.keep;   // this one stands for 65536 / keep of its kind
     bump(STAT_SAMPLES);
-    struct sample_key key = {.tgid = left.tgid, .tid = next, .gen = left.gen,
+    struct sample_key key = {.tgid = left.tgid, .tid = left.tid, .gen = left.gen,
                              .user_stack_id = left.user_stack_id,
                              .kernel_stack_id = left.kernel_stack_id,
                              .user_stack_hash = left.user_stack_hash};

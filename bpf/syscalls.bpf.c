@@ -8,7 +8,7 @@
 // (runtime/duty_cycle.py), so counts stay exact while timing cost stays bounded.
 //
 // Defines: ARCH_X86_64 or ARCH_ARM64; LATENCY; TASK_STORAGE (entry times in task storage,
-//          else an LRU hash by thread id); FILTER_PIDS (with MAX_PIDS; FOLLOW_FORKS), FILTER_COMM="name", FILTER_SYSCALLS;
+//          else an LRU hash by thread id); targets.inc's (which processes); FILTER_SYSCALLS;
 //          MAX_KEYS, MAX_ERRNOS, MAX_THREADS.
 #include <uapi/linux/ptrace.h>
 #include <linux/sched.h>
@@ -64,38 +64,27 @@ BPF_TABLE("lru_hash", u32, u64, start, MAX_THREADS);   // LRU: threads that exit
 #endif
 BPF_ARRAY(sub_bucket, u8, 256);          // top 8 mantissa bits -> 16 * log2(1 + m/256)
 #endif
-#ifdef FILTER_PIDS
-BPF_HASH(pid_filter, u32, u8, MAX_PIDS);
-#endif
 #ifdef FILTER_SYSCALLS
 BPF_ARRAY(syscall_filter, u8, 1024);
 #endif
 
 // #import bump.inc
 
-// #import follow_forks.inc
+// #import targets.inc
 
 static __always_inline int wanted(u32 tgid, u32 nr) {
-#ifdef FILTER_PIDS
-    if (!pid_filter.lookup(&tgid))
+    if (!traced(tgid))
         return 0;
-#endif
 #ifdef FILTER_SYSCALLS
     u8 *on = syscall_filter.lookup(&nr);
     if (!on || !*on)
         return 0;
 #endif
-#ifdef FILTER_COMM
-    char want[TASK_COMM_LEN] = FILTER_COMM;
+#ifdef FILTER_COMM_LO
     char comm[TASK_COMM_LEN];
-    bpf_get_current_comm(&comm, sizeof(comm));
-#pragma unroll
-    for (int i = 0; i < TASK_COMM_LEN; i++) {
-        if (comm[i] != want[i])
-            return 0;
-        if (!want[i])
-            break;
-    }
+    process_comm(comm);
+    if (!comm_wanted(comm))
+        return 0;
 #endif
     return 1;
 }
@@ -155,7 +144,7 @@ static __always_inline u64 start_take(void) {
 }
 
 RAW_TRACEPOINT_PROBE(sys_enter) {
-    u64 id = bpf_get_current_pid_tgid();
+    u64 id = task_ids();
     if (wanted(id >> 32, (u32)ctx->args[1]))
         start_set(bpf_ktime_get_ns());
     return 0;
@@ -178,7 +167,7 @@ static __always_inline u32 exit_nr(struct pt_regs *regs) {
 }
 
 RAW_TRACEPOINT_PROBE(sys_exit) {
-    u64 id = bpf_get_current_pid_tgid();
+    u64 id = task_ids();
     u32 tgid = id >> 32, nr = exit_nr((struct pt_regs *)ctx->args[0]);
     s64 ret = (s64)ctx->args[1];
     struct call_key key = {.tgid = tgid, .nr = nr};
@@ -209,7 +198,7 @@ RAW_TRACEPOINT_PROBE(sys_exit) {
         return 0;
     }
     if (v->count == 0) {
-        bpf_get_current_comm(&v->comm, sizeof(v->comm));
+        process_comm(v->comm);
         v->cgroup_id = bpf_get_current_cgroup_id();
         v->min_ns = delta;
     }

@@ -16,8 +16,8 @@
 // (tcp_set_state, tcp_v{4,6}_connect, inet_csk_accept, tcp_sendmsg, tcp_cleanup_rbuf,
 // tcp_retransmit_skb, tcp_send_active_reset, tcp_reset).
 //
-// Defines: HOOKS_TRACEPOINTS or HOOKS_KPROBES; MAX_CONNS, MAX_UDP; FILTER_PIDS (MAX_PIDS,
-//          FOLLOW_FORKS), FILTER_COMM="name", FILTER_PORTS; RTT (histogram from tcp_probe);
+// Defines: HOOKS_TRACEPOINTS or HOOKS_KPROBES; MAX_CONNS, MAX_UDP; targets.inc's (which
+//          processes); FILTER_PORTS; RTT (histogram from tcp_probe);
 //          UDP; RETRANS_ERR (tcp_retransmit_skb has `err`); OFF_* field offsets (see
 //          collectors/tcp.py).
 #include <uapi/linux/ptrace.h>
@@ -125,9 +125,8 @@ BPF_HASH(udp, struct udp_key, struct udp_val, MAX_UDP);
 #ifdef RTT
 BPF_ARRAY(rtt_hist, u64, 64);            // log2 buckets of srtt in µs, every ACK
 #endif
-#ifdef FILTER_PIDS
-BPF_HASH(pid_filter, u32, u8, MAX_PIDS);
-#endif
+#define KEEP_EXITED_PIDS   // sockets close after their owner's exit tracepoint
+// #import targets.inc
 #ifdef FILTER_PORTS
 BPF_HASH(port_filter, u16, u8, 1024);
 #endif
@@ -151,24 +150,16 @@ static __always_inline u32 read_u32(const void *sk, int off) {
 static __always_inline void own(struct conn *c) {
     if (c->tgid)
         return;
-    c->tgid = bpf_get_current_pid_tgid() >> 32;
-    bpf_get_current_comm(&c->comm, sizeof(c->comm));
+    c->tgid = task_ids() >> 32;
+    process_comm(c->comm);
 }
 
 static __always_inline int wanted(struct conn *c) {
-#ifdef FILTER_PIDS
-    if (!pid_filter.lookup(&c->tgid))
+    if (!traced(c->tgid))
         return 0;
-#endif
-#ifdef FILTER_COMM
-    char want[TASK_COMM_LEN] = FILTER_COMM;
-#pragma unroll
-    for (int i = 0; i < TASK_COMM_LEN; i++) {
-        if (c->comm[i] != want[i])
-            return 0;
-        if (!want[i])
-            break;
-    }
+#ifdef FILTER_COMM_LO
+    if (!comm_wanted(c->comm))
+        return 0;
 #endif
 #ifdef FILTER_PORTS
     u16 l = c->lport, r = c->rport;
@@ -301,12 +292,14 @@ static __always_inline void io(u64 sk, u16 family, u16 protocol, int ret, u32 di
     if (protocol != PROTO_UDP)
         return;
     struct udp_key key = {};
-    key.tgid = bpf_get_current_pid_tgid() >> 32;
-#ifdef FILTER_PIDS
-    if (!pid_filter.lookup(&key.tgid))
+    key.tgid = task_ids() >> 32;
+    if (!traced(key.tgid))
+        return;
+    process_comm(key.comm);
+#ifdef FILTER_COMM_LO
+    if (!comm_wanted(key.comm))
         return;
 #endif
-    bpf_get_current_comm(&key.comm, sizeof(key.comm));
     key.family = family;
     key.dir = dir;
     const void *p = (const void *)sk;
@@ -356,8 +349,6 @@ static __always_inline void rtt_sample(u32 srtt_us) {
 }
 #endif
 
-#define KEEP_EXITED_PIDS   // sockets close after their owner's exit tracepoint
-// #import follow_forks.inc
 
 #ifdef HOOKS_TRACEPOINTS
 TRACEPOINT_PROBE(sock, inet_sock_set_state) {

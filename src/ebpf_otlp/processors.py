@@ -58,6 +58,8 @@ class CpuSettings:
     follow_forks: bool = False           # launch mode: trace what the targets fork
     period: int = 0                      # counted events (page-faults): one sample every N
     unwind: str = "auto"                 # user stacks: auto | fp | dwarf (tables from .eh_frame)
+    comm: str | None = None              # only processes with this command name
+    include_self: bool = False           # ebpf-otlp's own processes too
 
 
 class StackProcessor(Processor):
@@ -74,7 +76,8 @@ class StackProcessor(Processor):
             settings.event, settings.drain_s, on_new_process=self.symbolizer.remember,
             off_cpu=settings.off_cpu, min_block_ns=settings.min_block_ns,
             switch_budget=settings.switch_budget, follow_forks=settings.follow_forks,
-            period=settings.period, unwind=settings.unwind)
+            period=settings.period, unwind=settings.unwind, comm=settings.comm,
+            include_self=settings.include_self)
         self.counts: Counter[RawStackSample] = Counter()
         self.window_start_ns = time.time_ns()
 
@@ -122,6 +125,7 @@ class SyscallSettings:
     latency: bool = True
     latency_budget: float = 100_000   # syscalls/s timed in full; 0: no limit
     follow_forks: bool = False
+    include_self: bool = False
 
 
 class SyscallProcessor(Processor):
@@ -134,7 +138,8 @@ class SyscallProcessor(Processor):
         self.collector = SyscallCollector(settings.pids, settings.comm, settings.syscalls,
                                           settings.latency, settings.latency_budget,
                                           max_keys=max_keys, interval_s=settings.interval_s,
-                                          follow_forks=settings.follow_forks)
+                                          follow_forks=settings.follow_forks,
+                                          include_self=settings.include_self)
         self.by_key: dict[tuple[int, int], SyscallStats] = {}
         self.window_start_ns = time.time_ns()
 
@@ -171,6 +176,7 @@ class NetSettings:
     max_conns: int = 65536
     interval_s: float = 10.0           # how often metrics are exported
     follow_forks: bool = False
+    include_self: bool = False
 
 
 class NetProcessor(Processor):
@@ -183,7 +189,8 @@ class NetProcessor(Processor):
         self.settings = settings
         self.collector = TcpCollector(settings.pids, settings.comm, settings.ports, settings.hooks,
                                       settings.rtt, settings.udp, settings.max_conns,
-                                      follow_forks=settings.follow_forks)
+                                      follow_forks=settings.follow_forks,
+                                      include_self=settings.include_self)
         self.connections: list[Connection] = []
         self.udp: dict[tuple, UdpFlow] = {}
         self.window_start_ns = time.time_ns()

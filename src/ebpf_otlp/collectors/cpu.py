@@ -7,6 +7,7 @@ import time
 from typing import Callable
 
 from ebpf_otlp.collectors.base import Collector
+from ebpf_otlp.collectors.targets import Targets
 from ebpf_otlp.records import RawStackSample
 from ebpf_otlp.runtime import loader
 from ebpf_otlp.runtime.duty_cycle import SampleShare
@@ -64,8 +65,10 @@ class CpuSampler(Collector):
                  drain_seconds: float = 2.0,
                  on_new_process: Callable[[int, int], object] = lambda pid, gen: None,
                  off_cpu: bool = False, min_block_ns: int = 1000, switch_budget: float = 0,
-                 follow_forks: bool = False, period: int = 0, unwind: str = "fp"):
+                 follow_forks: bool = False, period: int = 0, unwind: str = "fp",
+                 comm: str | None = None, include_self: bool = False):
         super().__init__()
+        self.targets = Targets(list(pids or []), comm, follow_forks, include_self)
         self.unwinder = Unwinder(unwind if user_stacks else "fp")
         self.name = "off-cpu" if off_cpu else "cpu"
         self.interval_s = drain_seconds
@@ -94,18 +97,14 @@ class CpuSampler(Collector):
         if self.off_cpu:   # keyed by blocking stack, not by sample: fewer keys, kept stacks
             keys, stacks = 1 << 16, 1 << 14
         defines = {
-            "MAX_KEYS": keys, "MAX_STACKS": stacks, "FILTER_PIDS": bool(self.pids),
+            "MAX_KEYS": keys, "MAX_STACKS": stacks, **self.targets.defines(),
             "USER_STACKS": self.user_stacks, "KERNEL_STACKS": self.kernel_stacks,
             "OFF_CPU": self.off_cpu, "MIN_BLOCK_NS": self.min_block_ns, "MAX_THREADS": 65536,
-            "FOLLOW_FORKS": self.follow_forks, "MAX_PIDS": 65536 if self.follow_forks else 4096,
         }   # with OFF_CPU, sched_switch attaches as the program loads (TRACEPOINT_PROBE)
         self._bpf = self.unwinder.load("cpu_sampler", defines)
         # A launched command's tables come after its exec, when it is first sampled.
         self.unwinder.start([] if self.follow_forks else self.pids)
-        if self.pids:
-            table = self._bpf["pid_filter"]
-            for pid in self.pids:
-                table[ct.c_uint32(pid)] = ct.c_uint8(1)
+        self.targets.install(self._bpf)
         self._buffers = DoubleBuffer(self._bpf)
         self._bpf["new_tasks"].open_ring_buffer(self._on_new_task)
         if self.off_cpu:

@@ -7,6 +7,7 @@ import platform
 
 from ebpf_otlp import histogram, syscall_names
 from ebpf_otlp.collectors.base import Collector
+from ebpf_otlp.collectors.targets import Targets
 from ebpf_otlp.errors import AgentError
 from ebpf_otlp.records import ContainerInfo, SyscallStats
 from ebpf_otlp.runtime import loader
@@ -36,8 +37,9 @@ class SyscallCollector(Collector):
     def __init__(self, pids: list[int] | None = None, comm: str | None = None,
                  syscalls: list[int] | None = None, latency: bool = True,
                  latency_budget: float = 0, max_keys: int = 262144, interval_s: float = 10.0,
-                 follow_forks: bool = False):
+                 follow_forks: bool = False, include_self: bool = False):
         super().__init__()
+        self.targets = Targets(list(pids or []), comm, follow_forks, include_self)
         self.interval_s = interval_s
         self.follow_forks = follow_forks
         self.pids = list(pids or [])
@@ -55,19 +57,14 @@ class SyscallCollector(Collector):
         self.start_store = ""   # where entry times live, said in notices
 
     def start(self) -> None:
-        comm = None
-        if self.comm:
-            escaped = self.comm[:15].replace("\\", "\\\\").replace('"', '\\"')
-            comm = f'"{escaped}"'
         arch = {"x86_64": "ARCH_X86_64", "aarch64": "ARCH_ARM64"}.get(platform.machine())
         if arch is None:
             raise AgentError(f"syscalls: unsupported architecture {platform.machine()} "
                              "(x86_64 and arm64 are supported)")
         defines = {
-            arch: True, "LATENCY": self.latency, "FILTER_PIDS": bool(self.pids), "FILTER_COMM": comm,
+            arch: True, "LATENCY": self.latency, **self.targets.defines(),
             "FILTER_SYSCALLS": bool(self.syscalls), "MAX_KEYS": self.max_keys,
             "MAX_ERRNOS": 16384, "MAX_THREADS": 65536,
-            "FOLLOW_FORKS": self.follow_forks, "MAX_PIDS": 65536 if self.follow_forks else 4096,
         }
         try:   # entry times in task storage where the kernel allows it: cheapest
             self._bpf = loader.load("syscalls", {**defines, "TASK_STORAGE": self.latency})
@@ -78,9 +75,7 @@ class SyscallCollector(Collector):
             self._bpf = loader.load("syscalls", defines)
             self.start_store = "hash by thread id"
         one = ct.c_uint8(1)
-        if self.pids:
-            for pid in self.pids:
-                self._bpf["pid_filter"][ct.c_uint32(pid)] = one
+        self.targets.install(self._bpf)
         if self.syscalls:
             for nr in self.syscalls:
                 self._bpf["syscall_filter"][ct.c_int(nr)] = one

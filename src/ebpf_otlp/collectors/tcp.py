@@ -12,6 +12,7 @@ import os
 import time
 
 from ebpf_otlp.collectors.base import Collector
+from ebpf_otlp.collectors.targets import Targets
 from ebpf_otlp.errors import AgentError
 from ebpf_otlp.records import HOST, Connection, UdpFlow
 from ebpf_otlp.runtime import loader
@@ -162,8 +163,9 @@ class TcpCollector(Collector):
     def __init__(self, pids: list[int] | None = None, comm: str | None = None,
                  ports: list[int] | None = None, hooks: str = "auto", rtt: bool = False,
                  udp: bool = True, max_conns: int = 65536, interval_s: float = 1.0,
-                 follow_forks: bool = False):
+                 follow_forks: bool = False, include_self: bool = False):
         super().__init__()
+        self.targets = Targets(list(pids or []), comm, follow_forks, include_self)
         self.pids, self.comm, self.ports = list(pids or []), comm, list(ports or [])
         self.wanted_hooks, self.rtt, self.udp = hooks, rtt, udp
         self.max_conns, self.interval_s, self.follow_forks = max_conns, interval_s, follow_forks
@@ -188,20 +190,14 @@ class TcpCollector(Collector):
         self._bpf["closed_events"].open_ring_buffer(self._on_closed)
 
     def defines(self) -> dict[str, object]:
-        comm = None
-        if self.comm:
-            comm = '"' + self.comm[:15].replace("\\", "\\\\").replace('"', '\\"') + '"'
         return {**field_offsets(), f"HOOKS_{self.hooks.upper()}": True, "MAX_CONNS": self.max_conns,
                 "MAX_UDP": 16384, "UDP": self.udp, "RTT": self.rtt,
                 "RETRANS_ERR": self.hooks == "tracepoints" and _has_field("tcp/tcp_retransmit_skb", "err"),
-                "FILTER_PIDS": bool(self.pids), "MAX_PIDS": 65536 if self.follow_forks else 4096,
-                "FOLLOW_FORKS": self.follow_forks, "FILTER_COMM": comm,
-                "FILTER_PORTS": bool(self.ports)}
+                **self.targets.defines(), "FILTER_PORTS": bool(self.ports)}
 
     def _fill_filters(self) -> None:
         one = ct.c_uint8(1)
-        for pid in self.pids:
-            self._bpf["pid_filter"][ct.c_uint32(pid)] = one
+        self.targets.install(self._bpf)
         for port in self.ports:
             self._bpf["port_filter"][ct.c_uint16(port)] = one
 
@@ -297,11 +293,11 @@ class TcpCollector(Collector):
             return []
         records = self.drain()
         still_open = [c for c in self._bpf["conns"].values() if c.tgid or c.start_ns]
-        pids = {k.value for k in self._bpf["pid_filter"].keys()} if self.pids else set()
+        pids, own = self.targets.kernel_sets(self._bpf)
         self._bpf.cleanup()
         self._bpf = None
         opened = (self._connection(c, result=self._unfinished(c)) for c in still_open)
-        return records + [c for c in opened if self._wanted(c, pids)]
+        return records + [c for c in opened if self._wanted(c, pids, own)]
 
     @staticmethod
     def _unfinished(c: _Conn) -> str:
@@ -311,12 +307,13 @@ class TcpCollector(Collector):
             return "open"
         return result_of(c.oldstate, c.sk_err, bool(c.rst_sent), bool(c.rst_received))
 
-    def _wanted(self, conn: Connection, pids: set[int]) -> bool:
+    def _wanted(self, conn: Connection, pids: set[int], own: set[int]) -> bool:
         """The kernel filters closed connections; open ones are filtered here, the same way
-        (`pids`: the kernel's filter, with the processes launch mode followed)."""
-        if self.pids and conn.pid not in pids:
+        (`pids`: the kernel's filter, with the processes launch mode followed; `own`:
+        ebpf-otlp's processes)."""
+        if (self.pids and conn.pid not in pids) or conn.pid in own:
             return False
-        if self.comm and conn.process_name != self.comm[:15]:
+        if not self.targets.comm_matches(conn.process_name):
             return False
         return not self.ports or conn.local_port in self.ports or conn.peer_port in self.ports
 
