@@ -215,8 +215,9 @@ class _progress:
 
     def __enter__(self) -> Callable[[str], None]:
         if self.console.is_terminal:
-            self._progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
-                                      TimeElapsedColumn(), TextColumn("{task.fields[status]}"),
+            self._progress = Progress(TextColumn("{task.description}", style="bold", markup=False),
+                                      BarColumn(), TimeElapsedColumn(),
+                                      TextColumn("{task.fields[status]}", markup=False),
                                       console=self.console, transient=True)
             self._task = self._progress.add_task(self.label, total=self.duration_s or None, status="")
             self._progress.start()

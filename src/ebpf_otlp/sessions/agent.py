@@ -24,6 +24,7 @@ from rich.console import Console
 
 from ebpf_otlp import config as cfg
 from ebpf_otlp.export import losses
+from ebpf_otlp.export.console import text_console
 from ebpf_otlp.export.output_stage import FileTarget, OutputStage, result_name, result_stats
 from ebpf_otlp.processors import NetProcessor, Processor, StackProcessor
 from ebpf_otlp.records import NetReport
@@ -152,7 +153,7 @@ def _run_once(config: cfg.Config, notices: Console, out: Console, duration_s: fl
     processors = [p.processor for p in parts]
     for p in processors:   # windows are cut at drains: drain at least as often as they end
         p.collector.interval_s = min(p.collector.interval_s, a["window"], a["interval"])
-    quiet = Console(quiet=True)
+    quiet = text_console(quiet=True)
     stage = OutputStage.create(quiet, quiet, [], {}, otlp, spool,
                                lambda: {p.collector.name: p.collector.stats for p in processors},
                                a["interval"])

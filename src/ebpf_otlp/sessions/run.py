@@ -34,18 +34,19 @@ def capture(processors: Sequence[Processor], stage: OutputStage, notices: Consol
         cap = Capture(processors, stop, notices, duration_s, launch,
                       on_drain=lambda p: stage.periodic(p.result()) if p.periodic else None,
                       label=command)
-        try:
+        try:   # a failure at any point stops the probes; a launched command is waited for
             cap.start()
             gone = [pid for pid in pids if not alive(pid)]
             if pids and len(gone) == len(pids):
                 raise AgentError(f"pid {', '.join(map(str, gone))} exited before tracing began")
+            ending = "until it exits" if launch else "Ctrl-C to stop early"
+            notices.print(f"{what() if callable(what) else what}; {ending}", style="dim",
+                          highlight=False)
+            cap.run()
         except BaseException:
             cap.abort()
             stage.abort()
             raise
-        ending = "until it exits" if launch else "Ctrl-C to stop early"
-        notices.print(f"{what() if callable(what) else what}; {ending}", style="dim", highlight=False)
-        cap.run()
         if stop.stopped:
             notices.print(f"{stop.signal_name}: stopping, writing what was gathered", style="yellow")
         results = [p.result(cap.ended_ns) for p in processors]

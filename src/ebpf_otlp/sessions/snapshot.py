@@ -26,6 +26,7 @@ from rich.console import Console
 from ebpf_otlp import __version__, config as cfg
 from ebpf_otlp.errors import AgentError
 from ebpf_otlp.export import losses
+from ebpf_otlp.export.console import text_console
 from ebpf_otlp.export.output_stage import FileTarget, OutputStage, result_name, result_stats
 from ebpf_otlp.processors import (HeapProcessor, NetProcessor, Processor, StackProcessor,
                                   SyscallProcessor)
@@ -223,7 +224,7 @@ def _capture(config: cfg.Config, parts: list[Part], bundle: str, duration: float
         json.dump(Doctor().run().as_dict(), f, indent=1)
     processors = [p.processor for p in parts]
     otlp, spool = cfg.otlp_settings(config.tables.get("otlp", {}))
-    quiet = Console(quiet=True)   # one summary line for cron; the manifest lists the files
+    quiet = text_console(quiet=True)   # one summary line for cron; the manifest lists the files
     stage = OutputStage.create(quiet, quiet, [t for p in parts for t in p.files], {},
                                otlp, spool, lambda: {p.collector.name: p.collector.stats
                                                      for p in processors})
