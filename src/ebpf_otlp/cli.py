@@ -11,13 +11,14 @@ import click
 from rich.console import Console
 
 from ebpf_otlp import __version__
-from ebpf_otlp.units import parse_count, parse_duration
+from ebpf_otlp.collectors.targets import COMM_MAX
 from ebpf_otlp.errors import AgentError
+from ebpf_otlp.units import parse_count, parse_duration
+from ebpf_otlp.export.console import text_console
 
 PROG = "ebpf-otlp"
 STARTED_NS = time.time_ns()   # launch-to-attach and first-sample times are measured from here
 LAUNCH = {"allow_interspersed_args": False}   # `-- CMD ARGS`: what follows is the command's
-COMM_MAX = 15                                 # TASK_COMM_LEN - 1: the kernel's command names
 
 
 class Duration(click.ParamType):
@@ -44,21 +45,23 @@ class Count(click.ParamType):
             self.fail(str(e), param, ctx)
 
 
-def result_console() -> Console:
-    """Results on stdout; when piped, wide enough that tables are not squeezed to 80 columns."""
-    return Console() if sys.stdout.isatty() else Console(width=200)
+def result_console(stderr: bool = False) -> Console:
+    """Results on stdout (stderr in launch mode, as `strace -c` does: the command owns
+    stdout); when piped, wide enough that tables are not squeezed to 80 columns."""
+    stream = sys.stderr if stderr else sys.stdout
+    return text_console(stderr=stderr, width=None if stream.isatty() else 200)
 
 
 def notice_console() -> Console:
-    return Console(stderr=True, soft_wrap=True)
+    return text_console(stderr=True, soft_wrap=True)
 
 
 def otlp_options(fn):
     """Where OTLP data goes; the OTEL_EXPORTER_OTLP_* variables apply when a flag is absent."""
     options = [
         click.option("--otlp-endpoint", metavar="URL",
-                     help="Send to this OpenTelemetry Collector (default: $OTEL_EXPORTER_OTLP_ENDPOINT; "
-                          "none: local files only)."),
+                     help="Send to this OpenTelemetry Collector (default: "
+                          "$OTEL_EXPORTER_OTLP_ENDPOINT)."),
         click.option("--otlp-protocol", type=click.Choice(["grpc", "http/protobuf"]),
                      help="Default: $OTEL_EXPORTER_OTLP_PROTOCOL, else grpc."),
         click.option("--otlp-header", "otlp_headers", multiple=True, metavar="KEY=VALUE",
@@ -103,19 +106,58 @@ def check_target(pids, command, **others) -> None:
         raise click.UsageError(f"{' and '.join(given)} exclude each other: name one target")
 
 
-def check_comm(comm: str | None) -> None:
+def valid_comm(ctx, param, comm: str | None) -> str | None:
+    if comm is not None and not comm:
+        raise click.BadParameter("an empty name matches no process", ctx, param)
     if comm and len(comm.encode()) > COMM_MAX:
         raise click.BadParameter(
             f"{comm!r} is longer than the {COMM_MAX} bytes the kernel keeps of a command name, "
             f"so it would never match: use {comm.encode()[:COMM_MAX].decode(errors='ignore')!r}",
-            param_hint="'--comm'")
+            ctx, param)
+    return comm
 
 
-def existing_pids(ctx, param, pids):
-    for pid in pids:
-        if pid <= 0 or not os.path.exists(f"/proc/{pid}"):
-            raise click.BadParameter(f"no process with pid {pid}", ctx, param)
-    return list(pids)
+def pid_list(ctx, param, values) -> list[int]:
+    """`-p 1,2` as well as `-p 1 -p 2` (perf's and BCC's habits); each a running process.
+    A kernel thread is said to be one: it has kernel stacks only, and no heap."""
+    from ebpf_otlp.runtime.processes import kernel_thread
+
+    pids = []
+    for value in values:
+        for part in value.split(","):
+            if not part.strip().isdigit() or int(part) <= 0:
+                raise click.BadParameter(f"{part.strip()!r} is not a pid", ctx, param)
+            pid = int(part)
+            if not os.path.exists(f"/proc/{pid}"):
+                raise click.BadParameter(f"no process with pid {pid}", ctx, param)
+            name = kernel_thread(pid)
+            if name and ctx.command.name == "memleak":
+                raise click.BadParameter(f"pid {pid} is a kernel thread ({name}): it has no heap",
+                                         ctx, param)
+            if name:
+                click.echo(f"{PROG}: pid {pid} is a kernel thread ({name}): only kernel code "
+                           "runs there", err=True)
+            pids.append(pid)
+    return pids
+
+
+def target_options(verb: str, comm: bool = True):
+    """The processes a command looks at, named the same way everywhere."""
+    options = [
+        click.option("-p", "--pid", "pids", multiple=True, metavar="PID[,PID...]", callback=pid_list,
+                     help=f"{verb} only these processes (repeatable). Default: every process."),
+        click.option("-c", "--comm", metavar="NAME", callback=valid_comm,
+                     help=f"{verb} only processes with this command name (at most {COMM_MAX} "
+                          "bytes, as the kernel keeps it).") if comm else None,
+        click.option("--include-self", is_flag=True,
+                     help="Also look at ebpf-otlp itself and the processes it starts "
+                          "(left out by default)."),
+    ]
+    def wrap(fn):
+        for option in reversed([o for o in options if o]):
+            fn = option(fn)
+        return fn
+    return wrap
 
 
 unwind_option = click.option(
@@ -125,15 +167,24 @@ unwind_option = click.option(
          "pointers only, auto is dwarf where this kernel allows it.")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def profile_outputs(fn):
+    """-o and -f of the commands that write profiles (export/profile_files.py's formats)."""
+    fn = click.option("-f", "--format", "fmt", type=click.Choice(["pprof", "folded", "svg", "json", "otlp"]),
+                      help="Format of the single -o file.")(fn)
+    return click.option("-o", "--output", "outputs", multiple=True, type=click.Path(dir_okay=False),
+                        help="Output file (repeatable), its format from --format or its name: "
+                             ".pb.gz (pprof), .folded (folded stacks), .svg (flame graph), .json, "
+                             ".otlp.pb (an OTLP ExportProfilesServiceRequest).")(fn)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.version_option(__version__, prog_name=PROG)
 def cli():
     """eBPF profiling agent: CPU, network, syscall and memory profiles to pprof and OpenTelemetry."""
 
 
 @cli.command(context_settings=LAUNCH)
-@click.option("-p", "--pid", "pids", type=int, multiple=True, callback=existing_pids,
-              help="Profile only this process (repeatable). Default: every process.")
+@target_options("Profile")
 @click.option("-a", "--all", "all_", is_flag=True, help="Profile every process (the default).")
 @click.option("-F", "--hz", type=int, default=99, show_default=True, help="Samples per second per CPU.")
 @click.option("-d", "--duration", type=Duration(), default=None,
@@ -146,10 +197,7 @@ def cli():
                    "resident memory grows; sampled every --period faults, at no per-call cost).")
 @click.option("--period", type=click.IntRange(min=1), default=100, show_default=True, metavar="N",
               help="With --event page-faults: one sample every N faults.")
-@click.option("-o", "--output", "outputs", multiple=True, type=click.Path(dir_okay=False),
-              help="Output file (repeatable); format from --format or the name (.pb.gz .folded .svg .json).")
-@click.option("-f", "--format", "fmt", type=click.Choice(["pprof", "folded", "svg", "json", "otlp"]),
-              help="Format of the single -o file (otlp: the ExportProfilesServiceRequest).")
+@profile_outputs
 @click.option("--output-dir", type=click.Path(file_okay=False), default="ebpf-otlp-output",
               show_default=True, help="Where files go when no -o is given (pprof, folded and SVG).")
 @click.option("--top", type=click.IntRange(min=0), default=15, show_default=True,
@@ -165,7 +213,7 @@ def cli():
 @unwind_option
 @otlp_options
 @command_argument
-def profile(pids, all_, hz, duration, user_only, kernel_only, event, period, outputs, fmt, output_dir,
+def profile(pids, comm, include_self, all_, hz, duration, user_only, kernel_only, event, period, outputs, fmt, output_dir,
             top, off_cpu, min_block, switch_budget, unwind, command, **otlp_flags):
     """Sample CPU stacks with a perf event and write pprof, folded stacks or a flame graph.
     With --off-cpu, the same outputs weigh stacks by time spent off CPU instead.
@@ -180,7 +228,7 @@ def profile(pids, all_, hz, duration, user_only, kernel_only, event, period, out
     from ebpf_otlp.runtime.perf import max_sample_rate
     from ebpf_otlp.sessions.profile import ProfileConfig, run
 
-    check_target(pids, command, all=all_)
+    check_target(pids, command, all=all_, comm=comm)
     if off_cpu:
         given = click.get_current_context().get_parameter_source
         for name, flag in (("hz", "--hz"), ("event", "--event"), ("period", "--period")):
@@ -215,16 +263,15 @@ def profile(pids, all_, hz, duration, user_only, kernel_only, event, period, out
                    for f in formats]
     cpu = CpuSettings(hz=hz, pids=pids, user_stacks=not kernel_only, kernel_stacks=not user_only,
                       event=event, off_cpu=off_cpu, min_block_ns=int(min_block * 1e9),
-                      switch_budget=switch_budget, period=period, unwind=unwind)
+                      switch_budget=switch_budget, period=period, unwind=unwind, comm=comm,
+                      include_self=include_self)
     config = ProfileConfig(cpu=cpu, duration_s=duration, command=list(command), outputs=targets,
                            top=top, otlp=otlp, spool=spool)
-    return run(config, result_console(), notice_console(), STARTED_NS).exit_status
+    return run(config, result_console(stderr=bool(command)), notice_console(), STARTED_NS).exit_status
 
 
 @cli.command(context_settings=LAUNCH)
-@click.option("-p", "--pid", "pids", type=int, multiple=True, callback=existing_pids,
-              help="Trace only this process (repeatable). Default: every process.")
-@click.option("-c", "--comm", metavar="NAME", help="Trace only processes with this command name.")
+@target_options("Trace")
 @click.option("-s", "--syscall", "syscalls", multiple=True, metavar="NAME",
               help="Trace only this syscall (repeatable), e.g. openat.")
 @click.option("-d", "--duration", type=Duration(), default=None,
@@ -238,13 +285,14 @@ def profile(pids, all_, hz, duration, user_only, kernel_only, event, period, out
                    "a sample sized to it (counts stay exact). 0: time every call, whatever it costs.")
 @click.option("--by", type=click.Choice(["syscall", "process"]), default="syscall", show_default=True,
               help="Rows of the table: one per syscall, or per process and syscall.")
-@click.option("--top", type=click.IntRange(min=1), default=20, show_default=True, help="Rows in the table.")
+@click.option("--top", type=click.IntRange(min=0), default=20, show_default=True,
+              help="Rows in the table (0: none).")
 @click.option("--files", is_flag=True, help="Also show read/write bytes and latency per process.")
 @click.option("-o", "--output", metavar="FILE.json", type=click.Path(dir_okay=False),
               help="Write the results as JSON.")
 @otlp_options
 @command_argument
-def syscalls(pids, comm, syscalls, duration, interval, latency, latency_budget, by, top, files, output,
+def syscalls(pids, comm, include_self, syscalls, duration, interval, latency, latency_budget, by, top, files, output,
              command, **otlp_flags):
     """Count syscalls, their errors and latency, per syscall and process, in the kernel.
 
@@ -263,15 +311,15 @@ def syscalls(pids, comm, syscalls, duration, interval, latency, latency_budget, 
             raise click.BadParameter(f"unknown syscall {name!r}{hint}", param_hint="'--syscall'")
         numbers.append(nr)
     check_target(pids, command, comm=comm)
-    check_comm(comm)
     if duration and interval > duration:
         interval = duration
     otlp, spool = otlp_from_flags(otlp_flags)
     trace = SyscallSettings(pids=pids, comm=comm, syscalls=numbers, interval_s=interval,
-                            latency=latency, latency_budget=latency_budget)
+                            latency=latency, latency_budget=latency_budget,
+                            include_self=include_self)
     config = SyscallsConfig(trace=trace, duration_s=duration, command=list(command), by=by, top=top,
                             files=files, json_path=output, otlp=otlp, spool=spool)
-    return run(config, result_console(), notice_console(), STARTED_NS).exit_status
+    return run(config, result_console(stderr=bool(command)), notice_console(), STARTED_NS).exit_status
 
 
 def valid_ports(ctx, param, ports):
@@ -282,9 +330,7 @@ def valid_ports(ctx, param, ports):
 
 
 @cli.command("trace-net", context_settings=LAUNCH)
-@click.option("-p", "--pid", "pids", type=int, multiple=True, callback=existing_pids,
-              help="Trace only connections of this process (repeatable). Default: every process.")
-@click.option("-c", "--comm", metavar="NAME", help="Trace only processes with this command name.")
+@target_options("Trace connections of")
 @click.option("--port", "ports", type=int, multiple=True, callback=valid_ports,
               help="Trace only connections with this local or peer port (repeatable).")
 @click.option("-d", "--duration", type=Duration(), default=None,
@@ -305,7 +351,7 @@ def valid_ports(ctx, param, ports):
               help="Write one JSON object per connection (and UDP flow).")
 @otlp_options
 @command_argument
-def trace_net(pids, comm, ports, duration, interval, hooks, rtt, udp, max_connections, top, quiet,
+def trace_net(pids, comm, include_self, ports, duration, interval, hooks, rtt, udp, max_connections, top, quiet,
               output, command, **otlp_flags):
     """Trace every TCP connection (IPv4 and IPv6, either role): a line and a span per
     connection with its process, addresses, bytes, retransmits, RTT and how it ended;
@@ -314,22 +360,22 @@ def trace_net(pids, comm, ports, duration, interval, hooks, rtt, udp, max_connec
     from ebpf_otlp.sessions.trace_net import TraceNetConfig, run
 
     check_target(pids, command, comm=comm)
-    check_comm(comm)
     if duration and interval > duration:
         interval = duration
     otlp, spool = otlp_from_flags(otlp_flags)
     net = NetSettings(pids=pids, comm=comm, ports=ports, hooks=hooks, rtt=rtt, udp=udp,
-                      max_conns=max_connections, interval_s=interval)
+                      max_conns=max_connections, interval_s=interval, include_self=include_self)
     config = TraceNetConfig(net=net, duration_s=duration, command=list(command), top=top,
                             lines=not quiet, jsonl_path=output, otlp=otlp, spool=spool)
-    return run(config, result_console(), notice_console(), STARTED_NS).exit_status
+    return run(config, result_console(stderr=bool(command)), notice_console(), STARTED_NS).exit_status
 
 
 @cli.command()
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), metavar="FILE.toml",
               help="What to capture and where to write (see docs/config.md). Default: profile, "
                    "syscalls and trace-net of every process.")
-@click.option("--output-root", metavar="DIR", help="Where bundles go (default /var/lib/ebpf-otlp/snapshots).")
+@click.option("--output-dir", "--output-root", "output_root", metavar="DIR",
+              help="Where bundles go (default /var/lib/ebpf-otlp/snapshots).")
 @click.option("-d", "--duration", type=Duration(), help="How long the captures run (default 30s).")
 @click.option("--keep", type=click.IntRange(min=1), help="Keep the newest N bundles (default 48).")
 @click.option("--max-age", metavar="AGE", help="Remove bundles older than this, e.g. 7d (default 7d).")
@@ -380,6 +426,7 @@ def agent(config_path, output_dir, window, interval, duration, **otlp_flags):
     connections close; with no collector, windows rotate into files. SIGTERM flushes the
     current window and exits; SIGHUP reloads the configuration."""
     from ebpf_otlp import config as cfg
+    from ebpf_otlp.export.otlp_settings import parse_headers
     from ebpf_otlp.sessions import agent as session
 
     config = cfg.load(config_path)
@@ -389,7 +436,9 @@ def agent(config_path, output_dir, window, interval, duration, **otlp_flags):
              "insecure": otlp_flags.pop("otlp_insecure"), "ca_file": otlp_flags.pop("otlp_ca_file"),
              "compression": otlp_flags.pop("otlp_compression"), "timeout": otlp_flags.pop("otlp_timeout"),
              "spool_dir": otlp_flags.pop("spool_dir"), "spool_max_mb": otlp_flags.pop("spool_max_mb")}
-    headers = dict(h.split("=", 1) for h in otlp_flags.pop("otlp_headers") if "=" in h)
+    headers = {}
+    for h in otlp_flags.pop("otlp_headers"):   # a malformed one: one line and exit 2
+        headers.update(parse_headers(h))
     if headers:
         flags["headers"] = {**config.tables.get("otlp", {}).get("headers", {}), **headers}
     config.override("otlp", **flags)
@@ -410,8 +459,10 @@ class Size(click.ParamType):
 
 
 @cli.command(context_settings=LAUNCH)
-@click.option("-p", "--pid", "pids", type=int, multiple=True, callback=existing_pids,
-              help="Trace this process's allocations (repeatable).")
+@click.option("-p", "--pid", "pids", multiple=True, metavar="PID[,PID...]", callback=pid_list,
+              help="Trace these processes' allocations (repeatable).")
+@click.option("-c", "--comm", metavar="NAME", callback=valid_comm,
+              help="Trace the processes running with this command name now (as pgrep -x).")
 @click.option("-d", "--duration", type=Duration(), default=None,
               help="How long, e.g. 30s. Default: until Ctrl-C or SIGTERM (or the command exits).")
 @click.option("--sample-bytes", type=Size(), default="512KiB", show_default=True, metavar="SIZE",
@@ -429,14 +480,11 @@ class Size(click.ParamType):
               help="How often the kernel's maps are read (leak growth is per interval).")
 @click.option("--top", type=click.IntRange(min=0), default=10, show_default=True,
               help="Rows in the leak report (0: none).")
-@click.option("-o", "--output", "outputs", multiple=True, type=click.Path(dir_okay=False),
-              help="Output file (repeatable): .pb.gz (pprof), .folded, .svg, .json, .otlp.pb.")
-@click.option("-f", "--format", "fmt", type=click.Choice(["pprof", "folded", "svg", "json", "otlp"]),
-              help="Format of the single -o file.")
+@profile_outputs
 @unwind_option
 @otlp_options
 @command_argument
-def memleak(pids, duration, sample_bytes, every_call, no_free, mmap, min_age, lib, symbol_prefix, interval,
+def memleak(pids, comm, duration, sample_bytes, every_call, no_free, mmap, min_age, lib, symbol_prefix, interval,
             top, outputs, fmt, unwind, command, **otlp_flags):
     """Heap profile and leak report from allocator uprobes (malloc, calloc, realloc,
     posix_memalign, ... and free), sampled by bytes in the kernel: alloc and in-use objects
@@ -445,9 +493,11 @@ def memleak(pids, duration, sample_bytes, every_call, no_free, mmap, min_age, li
     from ebpf_otlp.processors import HeapSettings
     from ebpf_otlp.sessions.memleak import MemleakConfig, run
 
-    if not pids and not command:
-        raise click.UsageError("name the process: --pid PID, or a command after --")
-    check_target(pids, command)
+    if not pids and not command and not comm:
+        raise click.UsageError("name the process: --pid PID, --comm NAME, or a command after --")
+    check_target(pids, command, comm=comm)
+    if comm:
+        pids = processes_named(comm)
     if sample_bytes <= 0:
         raise click.BadParameter("must be more than zero (--every-call records every allocation)",
                                  param_hint="'--sample-bytes'")
@@ -460,7 +510,7 @@ def memleak(pids, duration, sample_bytes, every_call, no_free, mmap, min_age, li
                         interval_s=interval, unwind=unwind, mmap=mmap)
     config = MemleakConfig(heap=heap, duration_s=duration, command=list(command), outputs=targets,
                            top=top, otlp=otlp, spool=spool)
-    return run(config, result_console(), notice_console(), STARTED_NS).exit_status
+    return run(config, result_console(stderr=bool(command)), notice_console(), STARTED_NS).exit_status
 
 
 @cli.command("flush-spool")
@@ -482,6 +532,19 @@ def flush_spool(**otlp_flags):
     click.echo(f"resent {output.resent} of {waiting} spooled payload(s) to {otlp.endpoint}; {left} left")
     if left:
         raise AgentError(f"collector unreachable ({output.last_error}): {left} payload(s) stay in {spool.dir}")
+
+
+def processes_named(comm: str) -> list[int]:
+    """The running processes whose command name is `comm` (not ebpf-otlp's own)."""
+    from ebpf_otlp.collectors.targets import own_processes
+    from ebpf_otlp.runtime.processes import process_name
+
+    own = own_processes()
+    found = sorted(pid for pid in map(int, filter(str.isdigit, os.listdir("/proc")))
+                   if pid not in own and process_name(pid) == comm)
+    if not found:
+        raise click.BadParameter(f"no process named {comm!r} is running", param_hint="'--comm'")
+    return found
 
 
 def _make_dir(directory: str) -> None:
@@ -516,11 +579,7 @@ def main() -> None:
     except _NO_ARGS_IS_HELP as e:   # bare `ebpf-otlp`: the help text is the answer
         click.echo(e.ctx.get_help() if e.ctx else str(e))
         sys.exit(0)
-    except click.UsageError as e:
-        where = f"{e.ctx.command_path}: " if e.ctx else f"{PROG}: "
-        click.echo(f"{where}error: {e.format_message()}", err=True)
-        sys.exit(2)
-    except click.ClickException as e:
+    except click.ClickException as e:   # usage errors too: one prefix for every error
         click.echo(f"{PROG}: error: {e.format_message()}", err=True)
         sys.exit(e.exit_code)
     except click.exceptions.Abort:

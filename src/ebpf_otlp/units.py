@@ -38,3 +38,9 @@ def parse_count(text: str) -> int:
     if not m:
         raise ValueError(f"bad count {text!r}: use e.g. 0, 5000, 100k, 1M")
     return int(float(m.group(1)) * _SUFFIX[m.group(2)])
+
+
+def format_seconds(seconds: float) -> str:
+    """A run's length as people read it: `0.003 s` for a short command, `12.4 s` after."""
+    return f"{seconds:.1f} s" if seconds >= 10 else f"{seconds:.3g} s" if seconds >= 0.001 \
+        else f"{seconds * 1e6:.0f} µs"

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 
 import pytest
 from rich.console import Console
 
-from conftest import agent, compile_c
+from conftest import agent, compile_c, need_tool
 from ebpf_otlp.export.output_stage import FileTarget, OutputStage
 from ebpf_otlp.processors import CpuSettings, StackProcessor, SyscallProcessor, SyscallSettings
 from ebpf_otlp.records import Profile, SyscallReport
@@ -50,6 +51,56 @@ def test_syscalls_launches_a_command_and_counts_it_exactly(tmp_path, mix_binary)
     calls = {name: sum(x["calls"] for x in rows if x["syscall"] == name)
              for name in ("getppid", "openat", "nanosleep")}
     assert calls == {"getppid": N_GETPPID, "openat": M_OPENAT, "nanosleep": K_NANOSLEEP}
+
+
+def _strace_counts(strace: str, argv: list[str], env: dict, out) -> dict[str, tuple[int, int]]:
+    subprocess.run([strace, "-c", "-f", "-o", str(out), *argv], env=env, capture_output=True,
+                   check=True, timeout=60)
+    counts = {}
+    for line in out.read_text().splitlines():
+        parts = line.split()
+        if len(parts) in (5, 6) and parts[0][0].isdigit() and parts[-1] != "total":
+            counts[parts[-1]] = (int(parts[3]), int(parts[4]) if len(parts) == 6 else 0)
+    return counts
+
+
+def test_syscalls_launch_mode_matches_strace_call_for_call(tmp_path):
+    """`syscalls -- ls DIR`, found through a PATH whose first entries do not exist, counts
+    what `strace -c -f` counts: one execve, none of the launcher's PATH search or its set-up
+    between fork and exec. As `strace -c`, the table goes to stderr: stdout is the command's."""
+    strace = need_tool("strace")
+    listing = tmp_path / "dir"
+    listing.mkdir()
+    for name in ("one", "two", "three"):
+        (listing / name).write_text(name)
+    env = {**os.environ, "PATH": f"{tmp_path}/none1:{tmp_path}/none2:/usr/bin:/bin", "LC_ALL": "C"}
+    out = tmp_path / "sys.json"
+    r = agent("syscalls", "--no-latency", "--top", "200", "-o", str(out), "--", "ls", str(listing),
+              env=env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "one\nthree\ntwo\n"
+    assert "Syscalls by calls over" in r.stderr and "over 0.0 s" not in r.stderr
+    ours: dict[str, tuple[int, int]] = {}
+    for row in json.loads(out.read_text())["stats"]:
+        calls, errors = ours.get(row["syscall"], (0, 0))
+        ours[row["syscall"]] = (calls + row["calls"], errors + row["errors"])
+    theirs = _strace_counts(strace, ["ls", str(listing)], env, tmp_path / "strace.txt")
+    assert ours["execve"] == (1, 0)
+    assert ours == theirs
+
+
+def test_text_from_the_command_line_is_printed_as_text(tmp_path):
+    """Brackets and colons in a command line are text, not terminal markup: no crash, and
+    the banner shows them as given."""
+    r = agent("syscalls", "--", "/bin/echo", "a[/b]c", ":smile:", "[bold]x")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "a[/b]c :smile: [bold]x\n"
+    assert "tracing syscalls of /bin/echo a[/b]c :smile: [bold]x (pid" in r.stderr
+    assert "Traceback" not in r.stderr
+    out = tmp_path / "a[b]c.pb.gz"
+    r = agent("profile", "-o", str(out), "--", "sh", "-c", "sleep 0.5; echo done", "[/x]")
+    assert r.returncode == 0 and r.stdout == "done\n", r.stderr
+    assert f"wrote pprof: {out}" in r.stderr and out.exists()
 
 
 def test_a_missing_command_is_one_line_and_exit_2():

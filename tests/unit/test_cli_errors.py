@@ -17,6 +17,7 @@ def assert_one_line_error(r, *needles):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1, r.stderr
     assert "Traceback" not in r.stderr
+    assert lines[0].startswith("ebpf-otlp: error: "), lines[0]   # one prefix for every error
     for n in needles:
         assert n in lines[0], lines[0]
 
@@ -124,3 +125,38 @@ def test_syscalls_bad_input(args, needles):
 def test_syscalls_gone_pid():
     pid = free_pid()
     assert_one_line_error(agent("syscalls", "--pid", str(pid)), f"no process with pid {pid}")
+
+
+@pytest.mark.parametrize("command,args,needles", [
+    ("profile", ["-p", "1,x"], ["'x' is not a pid"]),
+    ("syscalls", ["-p", "1,0"], ["'0' is not a pid"]),
+    ("memleak", ["--pid", "2"], ["pid 2 is a kernel thread (kthreadd)", "no heap"]),
+    ("memleak", ["--comm", "no-such-name"], ["no process named 'no-such-name'"]),
+    ("profile", ["--comm", "abcdefghijklmnop"], ["use 'abcdefghijklmno'"]),
+    ("trace-net", ["--comm", ""], ["matches no process"]),
+    ("profile", ["--comm", "a[/b]c", "-p", "1"], ["exclude each other"]),
+    ("agent", ["--otlp-header", "no-equals-sign"], ["malformed OTLP header"]),
+])
+def test_targets_and_headers_bad_input(command, args, needles):
+    assert_one_line_error(agent(command, *args), *needles)
+
+
+def test_one_way_to_name_targets_and_outputs():
+    """perf's, BCC's and strace's habits in every command: -p, --comm, --include-self, and
+    the whole list of -o formats; defaults are shown."""
+    for command in ("profile", "syscalls", "trace-net"):
+        text = " ".join(agent(command, "--help").stdout.split())
+        for flag in ("PID[,PID...]", "--comm", "--include-self", "--top", "(0: none)"):
+            assert flag in text, (command, flag)
+    for command in ("profile", "memleak"):
+        text = " ".join(agent(command, "--help").stdout.split())
+        assert all(ext in text for ext in (".pb.gz", ".folded", ".svg", ".json", ".otlp.pb")), command
+        assert "[default: 10s]" in text or "[default: 99]" in text
+    assert "--comm" in agent("memleak", "--help").stdout
+    assert "--output-dir" in agent("snapshot", "--help").stdout
+    assert "local files only" not in agent("flush-spool", "--help").stdout
+
+
+def test_snapshot_output_dir_is_the_output_root(tmp_path):
+    r = agent("snapshot", "--output-dir", str(tmp_path / "b[x]"), "--print-config")
+    assert r.returncode == 0 and f'output_root = "{tmp_path}/b[x]"' in r.stdout

@@ -12,6 +12,7 @@ from rich.text import Text
 from ebpf_otlp import histogram
 from ebpf_otlp.records import HOST, SyscallReport, SyscallStats
 from ebpf_otlp.syscall_names import READ_SYSCALLS, WRITE_SYSCALLS, errno_name
+from ebpf_otlp.units import format_seconds
 
 
 def by_syscall(stats: list[SyscallStats]) -> list[SyscallStats]:
@@ -68,13 +69,15 @@ def render(report: SyscallReport, console: Console, by: str = "syscall", top: in
            files: bool = False) -> None:
     key = (lambda s: (-report.time_in(s), -s.calls)) if report.latency else (lambda s: -s.calls)
     order = "total time" if report.latency else "calls"
-    secs = report.duration_ns / 1e9
-    if by == "syscall":
+    secs = format_seconds(report.duration_ns / 1e9)
+    if not top:
+        pass   # --top 0: no table, the notes below still say what matters
+    elif by == "syscall":
         rows = sorted(by_syscall(report.stats), key=key)[:top]
-        console.print(_table(rows, report, f"Syscalls by {order} over {secs:.1f} s", False))
+        console.print(_table(rows, report, f"Syscalls by {order} over {secs}", False))
     else:
         rows = sorted(report.stats, key=key)[:top]
-        console.print(_table(rows, report, f"Syscalls per process by {order} over {secs:.1f} s",
+        console.print(_table(rows, report, f"Syscalls per process by {order} over {secs}",
                              True))
     if report.sampled:
         console.print(f"~ latency sampled: {report.timed_fraction:.1%} of calls timed (the syscall "

@@ -22,8 +22,10 @@ class LaunchedCommand:
         if "/" in program:
             if not (os.path.isfile(program) and os.access(program, os.X_OK)):
                 raise AgentError(f"cannot run {program}: not an executable file")
-        elif shutil.which(program) is None:
-            raise AgentError(f"cannot run {program}: command not found in PATH")
+        else:   # searched here, so the command's trace has its one execve, as strace shows
+            program = shutil.which(program)
+            if program is None:
+                raise AgentError(f"cannot run {argv[0]}: command not found in PATH")
         self.argv = list(argv)
         self._status: int | None = None
         # Forked here, not through a shell or subprocess (which returns only after the
@@ -40,7 +42,7 @@ class LaunchedCommand:
                 os.close(hold_r)
                 for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT):
                     signal.signal(sig, signal.SIG_DFL)   # as a shell would start it
-                os.execvp(program, self.argv)
+                os.execv(program, self.argv)
             except BaseException as e:   # noqa: BLE001 - the child must never return
                 os.write(err_w, str(getattr(e, "strerror", None) or e).encode())
             finally:
@@ -62,7 +64,8 @@ class LaunchedCommand:
             raise AgentError(f"cannot run {self.argv[0]}: {why}")
 
     def abandon(self) -> None:
-        """The capture failed before it started: the command never runs."""
+        """The capture failed: a held command never runs; a released one is waited for,
+        not left behind (a terminal's Ctrl-C reaches it too)."""
         if self._release >= 0:
             os.close(self._release)
             os.close(self._exec_errors)

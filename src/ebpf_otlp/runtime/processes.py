@@ -28,6 +28,29 @@ def alive(pid: int) -> bool:
         return False
 
 
+def process_name(pid: int) -> str | None:
+    """The command name the kernel keeps (/proc/PID/comm), None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().rstrip("\n")
+    except OSError:
+        return None
+
+
+PF_KTHREAD = 0x00200000   # task flags: a kernel thread
+
+
+def kernel_thread(pid: int) -> str | None:
+    """The name of a kernel thread (no user space: no heap, no user stacks), else None."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            head, tail = f.read().rsplit(")", 1)
+        flags = int(tail.split()[6])
+    except (OSError, IndexError, ValueError):
+        return None
+    return head.split("(", 1)[1] if flags & PF_KTHREAD else None
+
+
 def parse_cgroup_path(path: str) -> ContainerInfo:
     """The container ID and pod UID named in one cgroup path."""
     container = pod = ""
