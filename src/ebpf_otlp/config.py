@@ -112,12 +112,12 @@ SCHEMA: dict[str, dict[str, Callable[[Any], Any]]] = {
               "keep": _positive_int, "max_age": check_duration, "max_total": parse_size},
     "profile": {"hz": _positive_int, "pids": _PIDS, "off_cpu": _bool, "min_block": check_duration,
                 "switch_budget": _count, "user_stacks": _bool, "kernel_stacks": _bool,
-                "unwind": _choice("auto", "fp", "dwarf")},
+                "unwind": _choice("auto", "fp", "dwarf"), "comm": _comm, "include_self": _bool},
     "syscalls": {"pids": _PIDS, "comm": _comm, "syscalls": _strings, "latency": _bool,
-                 "latency_budget": _count, "interval": check_duration},
+                 "latency_budget": _count, "interval": check_duration, "include_self": _bool},
     "trace_net": {"pids": _PIDS, "comm": _comm, "ports": _ints(1, 65535),
                   "hooks": _choice("auto", "tracepoints", "kprobes"), "rtt": _bool, "udp": _bool,
-                  "max_connections": _positive_int},
+                  "max_connections": _positive_int, "include_self": _bool},
     "memleak": {"pids": _PIDS, "sample_bytes": parse_size, "every_call": _bool, "no_free": _bool,
                 "min_age": check_duration, "lib": _string, "symbol_prefix": _string,
                 "unwind": _choice("auto", "fp", "dwarf"), "mmap": _bool},
@@ -244,7 +244,8 @@ def cpu_settings(t: dict, off_cpu: bool):
                        user_stacks=t.get("user_stacks", True),
                        kernel_stacks=t.get("kernel_stacks", True),
                        min_block_ns=int(t.get("min_block", 1e-6) * 1e9),
-                       switch_budget=t.get("switch_budget", 5000), unwind=t.get("unwind", "auto"))
+                       switch_budget=t.get("switch_budget", 5000), unwind=t.get("unwind", "auto"),
+                       comm=t.get("comm"), include_self=t.get("include_self", False))
 
 
 def syscall_settings(t: dict, path: str = "<config>"):
@@ -260,14 +261,16 @@ def syscall_settings(t: dict, path: str = "<config>"):
     return SyscallSettings(pids=t.get("pids", []), comm=t.get("comm"), syscalls=numbers,
                            latency=t.get("latency", True),
                            latency_budget=t.get("latency_budget", 100_000),
-                           interval_s=t.get("interval", 10.0))
+                           interval_s=t.get("interval", 10.0),
+                           include_self=t.get("include_self", False))
 
 
 def net_settings(t: dict):
     from ebpf_otlp.processors import NetSettings
     return NetSettings(pids=t.get("pids", []), comm=t.get("comm"), ports=t.get("ports", []),
                        hooks=t.get("hooks", "auto"), rtt=t.get("rtt", False), udp=t.get("udp", True),
-                       max_conns=t.get("max_connections", 65536))
+                       max_conns=t.get("max_connections", 65536),
+                       include_self=t.get("include_self", False))
 
 
 def heap_settings(t: dict, path: str = "<config>"):

@@ -131,3 +131,12 @@ def test_profile_by_pid_inside_a_pid_namespace(tmp_path):
     total = sum(s.value[0] for s in prof.sample)
     assert total > 0.8 * 99 * 3, total
 
+
+
+def test_a_kernel_thread_is_said_to_be_one():
+    """`profile --pid 2` is kthreadd on the host: its samples are kernel stacks only, and
+    the run says so rather than looking like an idle process."""
+    r = agent("profile", "--pid", "2", "--duration", "1s", "--top", "0", "-o", "/dev/null",
+              "-f", "folded")
+    assert r.returncode == 0, r.stderr
+    assert "pid 2 is a kernel thread (kthreadd)" in r.stderr

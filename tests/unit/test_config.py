@@ -23,10 +23,21 @@ def test_a_good_config_is_read_with_defaults(tmp_path):
     assert (s["duration"], s["max_total"], s["max_age"], s["keep"]) == (45.0, 2**30, 172800.0, 48)
     assert c.captures == ["profile", "trace_net"] and c.tables["trace_net"]["ports"] == [80, 443]
     assert cfg.cpu_settings(c.tables["profile"], off_cpu=False).hz == 49
+    assert not cfg.cpu_settings(c.tables["profile"], off_cpu=False).include_self
     c.override("snapshot", duration=5.0, keep=None)
     assert c.section("snapshot")["duration"] == 5.0 and c.section("snapshot")["keep"] == 48
     text = c.to_toml(("snapshot", *c.captures, "otlp"))
     assert cfg.check(__import__("tomllib").loads(text)).tables["otlp"]["headers"] == {"x-tenant": "a"}
+
+
+def test_targets_keys_reach_the_settings(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('[profile]\ncomm = "nginx"\ninclude_self = true\n[syscalls]\ninclude_self = true\n'
+                    '[trace_net]\ninclude_self = true\n')
+    t = cfg.load(str(path)).tables
+    cpu = cfg.cpu_settings(t["profile"], off_cpu=False)
+    assert (cpu.comm, cpu.include_self) == ("nginx", True)
+    assert cfg.syscall_settings(t["syscalls"]).include_self and cfg.net_settings(t["trace_net"]).include_self
 
 
 @pytest.mark.parametrize("text,words", [
