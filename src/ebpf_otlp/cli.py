@@ -247,6 +247,11 @@ def profile(pids, comm, include_self, all_, hz, duration, user_only, kernel_only
         raise click.BadParameter(f"{hz} Hz is outside 1..{limit} "
                                  "(limit: /proc/sys/kernel/perf_event_max_sample_rate)",
                                  param_hint="'--hz'")
+    if hz > limit // 25:   # perf's default -F 4000 is the default limit's 1/25
+        click.echo(f"{PROG}: warning: --hz {hz} is above {limit // 25} Hz (a 25th of "
+                   "perf_event_max_sample_rate): every sample interrupts a CPU to walk its "
+                   "stacks, so the run perturbs what it measures, and past "
+                   "perf_cpu_time_max_percent the kernel throttles sampling", err=True)
     if fmt and len(outputs) > 1:
         raise click.UsageError("--format applies to a single -o; name several files by extension")
     otlp, spool = otlp_from_flags(otlp_flags)

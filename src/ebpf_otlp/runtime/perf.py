@@ -39,10 +39,13 @@ def attach_sampler(bpf, fn_name: str, event: str, hz: int, period: int = 0) -> N
     """Attach fn_name to `event` on every CPU, sampling at hz, or every `period` events for
     a counted event (page faults); with an error naming the fix."""
     ev_type, ev_config = EVENTS[event]
+    from ebpf_otlp.runtime.loader import captured_stderr
+
     rate = dict(sample_period=period) if event in COUNTED else dict(sample_freq=hz)
     try:
-        bpf.attach_perf_event(ev_type=ev_type, ev_config=ev_config, fn_name=fn_name.encode(),
-                              cpu=-1, **rate)
+        with captured_stderr():   # BCC's own "perf_event_open failed" line: the error says why
+            bpf.attach_perf_event(ev_type=ev_type, ev_config=ev_config, fn_name=fn_name.encode(),
+                                  cpu=-1, **rate)
     except Exception as e:
         hint = (" (this machine has no hardware counters: use --event cpu-clock)"
                 if event == "cpu-cycles" else "")
