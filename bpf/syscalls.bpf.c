@@ -143,10 +143,23 @@ static __always_inline u64 start_take(void) {
 #endif
 }
 
+#if defined(ARCH_X86_64)
+#define NR_EXECVE 59
+#define NR_EXECVEAT 322
+#else
+#define NR_EXECVE 221
+#define NR_EXECVEAT 281
+#endif
+
 RAW_TRACEPOINT_PROBE(sys_enter) {
     u64 id = task_ids();
-    if (wanted(id >> 32, (u32)ctx->args[1]))
+    u32 nr = ctx->args[1];
+    if (wanted(id >> 32, nr))
         start_set(bpf_ktime_get_ns());
+#if defined(FILTER_PIDS) && defined(FOLLOW_FORKS)
+    else if ((nr == NR_EXECVE || nr == NR_EXECVEAT) && waits_for_exec(id >> 32))
+        start_set(bpf_ktime_get_ns());   // launch mode: the command's exec, timed as strace does
+#endif
     return 0;
 }
 #endif

@@ -87,6 +87,8 @@ def test_syscalls_launch_mode_matches_strace_call_for_call(tmp_path):
     theirs = _strace_counts(strace, ["ls", str(listing)], env, tmp_path / "strace.txt")
     assert ours["execve"] == (1, 0)
     assert ours == theirs
+    r = agent("syscalls", "--", "/bin/true")   # timed from its exec on, execve included
+    assert r.returncode == 0 and "execve" in r.stderr and "not timed" not in r.stderr, r.stderr
 
 
 def test_text_from_the_command_line_is_printed_as_text(tmp_path):
