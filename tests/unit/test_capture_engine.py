@@ -1,0 +1,110 @@
+"""The capture loop without a kernel: a fake collector and processor show when drains
+happen, that a signal ends the loop but keeps what was gathered, and that a capture
+that cannot start is skipped or stops the others. Runs without root."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from ebpf_otlp.collectors.base import Collector
+from ebpf_otlp.errors import AgentError
+from ebpf_otlp.export.console import text_console
+from ebpf_otlp.processors import Processor
+from ebpf_otlp.runtime.capture import Capture, StopOnSignal
+
+
+class FakeCollector(Collector):
+    """Hands out one record per drain, and one more at stop, as a BPF map would."""
+
+    def __init__(self, name: str = "fake", interval_s: float = 0.1, fail: str = ""):
+        super().__init__()
+        self.name, self.interval_s, self.fail = name, interval_s, fail
+        self.drains: list[float] = []
+        self.started = self.stopped = False
+
+    def start(self) -> None:
+        if self.fail:
+            raise AgentError(self.fail)
+        self.started = True
+
+    def drain(self) -> list:
+        self.drains.append(time.monotonic())
+        self.stats.processed += 1
+        return [f"drain {len(self.drains)}"]
+
+    def stop(self) -> list:
+        self.stopped = True
+        return ["at stop"]
+
+
+class FakeProcessor(Processor):
+    def __init__(self, collector: FakeCollector):
+        self.collector = collector
+        self.records: list = []
+        self.resets = 0
+
+    def add(self, records: list) -> None:
+        self.records += records
+
+    def result(self, end_ns: int | None = None):
+        return list(self.records)
+
+    def reset(self, start_ns: int | None = None) -> None:
+        self.resets += 1
+        self.records = []
+
+
+def run_capture(processors, duration_s=None, **kw) -> Capture:
+    with StopOnSignal() as stop:
+        cap = Capture(processors, stop, text_console(quiet=True), duration_s, **kw)
+        cap.start()
+        cap.run()
+    return cap
+
+
+def test_each_collector_is_drained_on_its_own_interval_and_once_more_at_stop():
+    fast, slow = FakeProcessor(FakeCollector("fast", 0.1)), FakeProcessor(FakeCollector("slow", 0.35))
+    drained = []
+    cap = run_capture([fast, slow], duration_s=1.0, on_drain=lambda p: drained.append(p.collector.name))
+    assert 8 <= len(fast.collector.drains) <= 11, len(fast.collector.drains)
+    assert 2 <= len(slow.collector.drains) <= 3, len(slow.collector.drains)
+    assert fast.records[-1] == "at stop" and slow.records[-1] == "at stop"
+    assert fast.resets == slow.resets == 1   # the window starts at attach
+    assert drained.count("fast") == len(fast.collector.drains)
+    assert 0.95 <= (cap.ended_ns - cap.started_ns) / 1e9 < 1.3
+
+
+def test_sigterm_ends_the_loop_and_keeps_what_was_gathered():
+    p = FakeProcessor(FakeCollector(interval_s=0.05))
+    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGTERM))
+    timer.start()
+    with StopOnSignal() as stop:
+        cap = Capture([p], stop, text_console(quiet=True), duration_s=30)
+        started = time.monotonic()
+        cap.start()
+        cap.run()
+        took = time.monotonic() - started
+    assert stop.stopped and stop.signal_name == "SIGTERM"
+    assert took < 2 and p.collector.stopped and p.records[-1] == "at stop"
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL   # handlers restored
+
+
+def test_a_capture_that_cannot_start_is_skipped_when_asked():
+    good, bad = FakeProcessor(FakeCollector("good")), FakeProcessor(FakeCollector("bad", fail="no BTF"))
+    cap = run_capture([good, bad], duration_s=0.2, skip_failed=True)
+    assert cap.failed == {id(bad): "no BTF"} and good.collector.stopped
+    assert cap.processors == [good]
+
+
+def test_otherwise_a_failed_start_stops_those_already_started():
+    good, bad = FakeProcessor(FakeCollector("good")), FakeProcessor(FakeCollector("bad", fail="no BTF"))
+    with StopOnSignal() as stop:
+        cap = Capture([good, bad], stop, text_console(quiet=True), 1.0)
+        with pytest.raises(AgentError, match="no BTF"):
+            cap.start()
+    assert good.collector.started and good.collector.stopped
