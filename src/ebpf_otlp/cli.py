@@ -409,6 +409,7 @@ def snapshot(config_path, output_root, duration, keep, max_age, max_total, tar, 
                     max_age=cfg.check_duration(max_age) if max_age else None,
                     max_total=cfg.parse_size(max_total) if max_total else None, tar=tar)
     if print_config:
+        config.check_captures()
         click.echo(config.to_toml(("snapshot", *config.captures, "otlp")), nl=False)
         return 0
     return session.run(config, notice_console(), result_console(), verbose)

@@ -162,6 +162,12 @@ class Config:
         if not self.captures:
             self.tables.update(profile={}, syscalls={}, trace_net={})
 
+    def check_captures(self) -> None:
+        """Build every capture's settings once, so what only they check (syscall names,
+        memleak's pids) fails here, before anything is written or printed."""
+        for name in self.captures:
+            SETTINGS[name](self.tables[name], self.path)
+
     def reloaded(self) -> "Config":
         """The file read again (SIGHUP), with the same command-line options over it."""
         fresh = load(self.path) if self.path else Config()
@@ -281,6 +287,11 @@ def heap_settings(t: dict, path: str = "<config>"):
                         library=t.get("lib"), symbol_prefix=t.get("symbol_prefix", ""),
                         no_free=t.get("no_free", False), min_age_s=t.get("min_age", 5.0),
                         unwind=t.get("unwind", "auto"), mmap=t.get("mmap", True))
+
+
+SETTINGS: dict[str, Callable[[dict, str], Any]] = {
+    "profile": lambda t, path: cpu_settings(t, off_cpu=False), "syscalls": syscall_settings,
+    "trace_net": lambda t, path: net_settings(t), "memleak": heap_settings}
 
 
 def otlp_settings(t: dict):

@@ -171,3 +171,13 @@ def test_tarball_bundle(tmp_path):
     listing = subprocess.run(["tar", "tzf", str(tarball)], capture_output=True, text=True).stdout
     assert f"{tarball.name[:-7]}/manifest.json" in listing and "syscalls.json" in listing
     assert os.stat(tarball).st_size > 0
+
+
+def test_a_bad_capture_table_writes_nothing(tmp_path):
+    """What only a capture's settings check (a syscall's name) fails before the output root,
+    its lock or a temporary bundle exist."""
+    root = tmp_path / "snaps"
+    config = write_config(tmp_path / "bad.toml", root, syscalls='syscalls = ["opnat"]')
+    r = agent("snapshot", "--config", str(config), "--duration", "1s")
+    assert r.returncode == 2 and "unknown syscall 'opnat'" in r.stderr, r.stderr
+    assert not root.exists()

@@ -110,3 +110,11 @@ def test_stale_temporaries_and_lock(tmp_path):
             with snapshot.RootLock(str(tmp_path)):
                 pass
         assert e.value.exit_code == 75 and f"pid {os.getpid()}" in str(e.value)
+
+
+def test_print_config_checks_every_capture_table(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('[syscalls]\nsyscalls = ["opnat"]\n')
+    r = subprocess.run([sys.executable, "-m", "ebpf_otlp", "snapshot", "--config", str(path),
+                        "--print-config"], capture_output=True, text=True)
+    assert r.returncode == 2 and "unknown syscall 'opnat'" in r.stderr and not r.stdout

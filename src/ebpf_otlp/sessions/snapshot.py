@@ -178,6 +178,7 @@ def run(config: cfg.Config, notices: Console, out: Console, verbose: bool = Fals
     why = missing_privileges()   # bad input, not a failed capture: one line, exit 2
     if why:
         raise AgentError(why)
+    config.check_captures()   # a bad table: nothing written, not even the lock
     s = config.section("snapshot")
     root = s["output_root"]
     try:
@@ -190,10 +191,14 @@ def run(config: cfg.Config, notices: Console, out: Console, verbose: bool = Fals
         name = bundle_name(root, started)
         tmp = os.path.join(root, f"{TMP_PREFIX}{name}")
         os.makedirs(tmp)
-        parts = plan(config, tmp)
-        report = _capture(config, parts, tmp, s["duration"], notices, verbose)
-        report["name"] = name
-        _write_manifest(tmp, report, config, started)
+        try:
+            parts = plan(config, tmp)
+            report = _capture(config, parts, tmp, s["duration"], notices, verbose)
+            report["name"] = name
+            _write_manifest(tmp, report, config, started)
+        except BaseException:   # no half-built bundle stays behind
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         final = os.path.join(root, name)
         if s["tar"]:
             with tarfile.open(tmp + ".tar.gz", "w:gz") as tar:
