@@ -128,3 +128,35 @@ def test_doctor_table():
     assert r.returncode == 0 and "works here?" in r.stdout and "profile --off-cpu" in r.stdout
     assert "usable here: profile, profile --off-cpu, syscalls" in r.stdout
     assert "memleak" in r.stdout
+
+
+def test_fentry_refusal_is_not_blamed_on_privileges():
+    """Run as root: BCC's "Need super-user privileges" text would be wrong, so it is not passed on."""
+    doc = json.loads(agent("doctor", "--json").stdout)
+    fentry = next(c for c in doc["checks"] if c["name"] == "fentry attach")
+    if not fentry["ok"]:
+        assert "super-user" not in fentry["detail"]
+
+
+def test_tracefs_closed_to_a_capable_user_is_not_called_unmounted():
+    """tracefs mounted with mode 0700: a user with CAP_BPF+CAP_PERFMON is told why it cannot read it."""
+    setpriv = need_tool("setpriv")
+    mode = os.stat(TRACING).st_mode & 0o777
+    capable = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups",
+               "--inh-caps=+bpf,+perfmon", "--ambient-caps=+bpf,+perfmon", sys.executable,
+               "-m", "ebpf_otlp"]
+    os.chmod(TRACING, 0o700)   # root (every other test) reads through it; uid 65534 cannot
+    try:
+        net = subprocess.run([*capable, "trace-net", "--duration", "1s"], capture_output=True,
+                             text=True, timeout=120)
+        doctor = subprocess.run([*capable, "doctor", "--json"], capture_output=True, text=True,
+                                timeout=180)
+    finally:
+        os.chmod(TRACING, mode)
+    if "ModuleNotFoundError" in net.stderr or "Permission denied: '" in net.stderr:
+        need(f"the checkout is not readable by uid 65534: {net.stderr.strip().splitlines()[-1]}")
+    assert net.returncode == 2, net.stderr
+    assert "not readable as uid 65534 (mode 700)" in net.stderr and "not mounted" not in net.stderr
+    assert len(net.stderr.strip().splitlines()) == 1, net.stderr
+    tracefs = next(c for c in json.loads(doctor.stdout)["checks"] if c["name"] == "tracefs")
+    assert not tracefs["ok"] and "not readable" in tracefs["detail"], tracefs

@@ -21,6 +21,7 @@ import yaml
 from ebpf_otlp import config as cfg
 from ebpf_otlp.cli import cli
 from ebpf_otlp.export.otlp_settings import resolve
+from ebpf_otlp.runtime.privileges import CAPABILITIES
 
 try:
     import tomllib
@@ -32,9 +33,8 @@ DEPLOY = ROOT / "examples" / "deploy"
 ETC = "/etc/ebpf-otlp"
 INSTALLED = "/usr/local/bin/ebpf-otlp"
 UNITS = ("ebpf-otlp-agent.service", "ebpf-otlp-snapshot.service", "ebpf-otlp-snapshot.timer")
-# What the agent uses (docs/config.md): BPF and perf events, BCC and tracefs, other
-# processes' /proc, locked memory, other users' files; SYSLOG for kallsyms addresses.
-CAPS = {"BPF", "PERFMON", "SYS_ADMIN", "SYS_PTRACE", "SYS_RESOURCE", "DAC_READ_SEARCH", "SYSLOG"}
+# What the agent uses (docs/config.md), as the privilege check advises it.
+CAPS = {c.removeprefix("CAP_") for c in CAPABILITIES}
 # Host paths a pod of the agent needs, and whether it may write there.
 HOST_PATHS = {"/sys/fs/cgroup": False, "/sys/kernel/btf": False, "/sys/kernel/tracing": True,
               "/lib/modules": False, "/usr/src": False, "/var/cache/ebpf-otlp": True,

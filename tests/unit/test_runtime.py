@@ -7,10 +7,11 @@ import pytest
 
 from ebpf_otlp.errors import AgentError
 from ebpf_otlp.records import ContainerInfo
-from ebpf_otlp.runtime import headers, loader
+from ebpf_otlp.runtime import headers, loader, tracefs
 from ebpf_otlp.runtime.perf import online_cpus
 from ebpf_otlp.runtime.processes import CgroupIds, parse_cgroup
-from ebpf_otlp.runtime.privileges import CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN, missing_privileges
+from ebpf_otlp.runtime.privileges import (CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN, CAPABILITIES,
+                                            missing_privileges)
 
 
 def make_tree(root, name, files):
@@ -47,6 +48,24 @@ def test_capabilities():
     assert missing_privileges((1 << CAP_BPF) | (1 << CAP_PERFMON)) is None
     assert "CAP_BPF+CAP_PERFMON" in missing_privileges(1 << CAP_BPF)
     assert "sudo" in missing_privileges(0)
+
+
+def test_privilege_advice_can_work_on_a_python_script():
+    """File capabilities (setcap) never reach a script's interpreter: advise what does."""
+    advice = missing_privileges(0)
+    assert "setcap" not in advice and "ambient" in advice
+    for cap in CAPABILITIES:
+        assert cap in advice
+
+
+def test_tracefs_mounted_but_closed_is_found(tmp_path):
+    mounts = tmp_path / "mounts"
+    mounts.write_text("sysfs /sys sysfs rw 0 0\n"
+                      "tracefs /sys/kernel/tracing tracefs rw,mode=700 0 0\n")
+    assert tracefs.mounted_at(str(mounts)) == "/sys/kernel/tracing"
+    mounts.write_text("sysfs /sys sysfs rw 0 0\ntmpfs /sys/kernel/tracing tmpfs rw 0 0\n")
+    assert tracefs.mounted_at(str(mounts)) is None
+    assert tracefs.mounted_at(str(tmp_path / "absent")) is None
 
 
 def test_cflags():

@@ -128,5 +128,8 @@ def load(program: str, defines: dict[str, object] | None = None):
     if "compile" in str(failure).lower():
         raise AgentError(f"compiling {src.name} failed: {_first_error(''.join(log))}; "
                          "check the kernel headers ('ebpf-otlp doctor')")
-    raise AgentError(f"loading {src.name} failed: {str(failure).strip()} "
-                     f"({_first_error(''.join(log))})")
+    why = str(failure).strip()
+    if "super-user privileges" in why and missing_privileges() is None:
+        why = ("the kernel refused it (EPERM) though this process has the privileges: a "
+               "kernel policy (lockdown, an LSM) or a missing feature forbids this program type")
+    raise AgentError(f"loading {src.name} failed: {why} ({_first_error(''.join(log))})")

@@ -2,6 +2,11 @@
 
 import os
 
+# What every command may need (docs/config.md): BPF and perf events, BCC and tracefs,
+# other processes' maps and memory, locked memory, kernel symbol addresses.
+CAPABILITIES = ("CAP_BPF", "CAP_PERFMON", "CAP_SYS_ADMIN", "CAP_SYS_PTRACE", "CAP_SYS_RESOURCE",
+                "CAP_DAC_READ_SEARCH", "CAP_SYSLOG")
+
 # Capability bit numbers from linux/capability.h.
 CAP_SYS_ADMIN = 21
 CAP_PERFMON = 38
@@ -29,5 +34,6 @@ def missing_privileges(caps: int | None = None) -> str | None:
     if has_cap(caps, CAP_BPF) and has_cap(caps, CAP_PERFMON):
         return None
     who = "root" if os.geteuid() == 0 else f"uid {os.geteuid()}"
-    return (f"running as {who} without CAP_SYS_ADMIN or CAP_BPF+CAP_PERFMON: "
-            "run with sudo, or grant the capabilities (setcap cap_bpf,cap_perfmon+ep)")
+    return (f"running as {who} without CAP_SYS_ADMIN or CAP_BPF+CAP_PERFMON: run with sudo, "
+            "or start it with ambient capabilities (file capabilities do not reach a Python "
+            "script), e.g. systemd's AmbientCapabilities=" + " ".join(CAPABILITIES))

@@ -17,6 +17,19 @@ def tracefs_path() -> str | None:
     return None
 
 
+def mounted_at(mounts: str = "/proc/self/mounts") -> str | None:
+    """Where tracefs is mounted (whether or not this user may read it), if anywhere."""
+    try:
+        with open(mounts) as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) > 2 and fields[2] == "tracefs" and fields[1] in (TRACEFS, DEBUGFS_TRACING):
+                    return fields[1]
+    except OSError:
+        pass
+    return None
+
+
 def _mount(source: bytes, target: bytes, fstype: bytes) -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.mount(source, target, fstype, 0, None) != 0:
@@ -29,6 +42,12 @@ def ensure_tracefs() -> str:
     path = tracefs_path()
     if path:
         return path
+    mounted = mounted_at()
+    if mounted:   # there, but closed to this user (mounted with mode 0700)
+        mode = oct(os.stat(mounted).st_mode & 0o777)
+        raise AgentError(f"tracefs at {mounted} is not readable as uid {os.geteuid()} "
+                         f"(mode {mode[2:]}): run as root, or remount it readable "
+                         f"(mount -o remount,mode=755 {mounted})")
     try:
         _mount(b"nodev", TRACEFS.encode(), b"tracefs")
     except OSError as e:
