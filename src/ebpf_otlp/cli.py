@@ -571,7 +571,7 @@ def doctor(as_json):
     if as_json:
         click.echo(json.dumps(result.as_dict(), indent=2))
     else:
-        doctor_report.render(result, Console())
+        doctor_report.render(result, text_console())
     sys.exit(result.exit_status)   # 1 when no command can run here (2 is for bad input)
 
 
