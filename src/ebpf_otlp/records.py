@@ -311,6 +311,11 @@ class SyscallReport:
         return sum(s.timed for s in self.stats) / calls if calls else 1.0
 
 
+def endpoint(address: str, port: int) -> str:
+    """address:port, an IPv6 address in brackets (RFC 3986), as ss and curl print them."""
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
 @dataclass
 class Connection:
     """One TCP connection, from its start (or the capture's) to its close (or the capture's

@@ -11,7 +11,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from rich.console import Console
 
 from ebpf_otlp.collectors.tcp import (SEEN_FIN_ACKED, SEEN_FIN_RECEIVED, SEEN_SYN_ACKED,
-                                      payload_bytes, result_of)
+                                      _address, payload_bytes, result_of)
 from ebpf_otlp.export import net_json, net_metrics, net_spans, net_table
 from ebpf_otlp.export.resource import build_resource
 from ebpf_otlp.records import Connection, NetReport, UdpFlow
@@ -46,6 +46,23 @@ def test_payload_leaves_out_syn_and_fin_sequence_numbers():
     assert payload_bytes(5001, 51, SEEN_FIN_ACKED | SEEN_FIN_RECEIVED, True) == (5000, 50)
     # A reset: no FIN went either way, whatever the states said.
     assert payload_bytes(51, 10, SEEN_SYN_ACKED | SEEN_FIN_ACKED, clean_end=False) == (50, 10)
+
+
+def test_ipv4_on_a_dual_stack_socket_is_named_as_ipv4():
+    """::ffff:127.0.0.1 (an IPv6 socket's IPv4 peer) is 127.0.0.1 on the wire."""
+    mapped = bytes(10) + b"\xff\xff" + bytes([127, 0, 0, 1])
+    assert _address(10, mapped) == (4, "127.0.0.1")
+    assert _address(10, bytes(15) + b"\x01") == (6, "::1")
+    assert _address(2, bytes([10, 0, 0, 2]) + bytes(12)) == (4, "10.0.0.2")
+
+
+def test_ipv6_span_names_bracket_the_address():
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    net_spans.emit(provider.get_tracer("t"), [conn(family=6, local_address="fd00::1",
+                                                   peer_address="fd00::2")], T0, T0 + 9_000_000)
+    assert exporter.get_finished_spans()[0].name == "tcp [fd00::2]:443"
 
 
 def test_spans_kind_status_and_attributes():

@@ -124,14 +124,19 @@ def field_offsets() -> dict[str, int]:
         raise AgentError(f"this kernel's BTF lacks {e.args[0]}: trace-net cannot read it") from None
 
 
-def _address(family: int, raw) -> str:
+def _address(family: int, raw) -> tuple[int, str]:
+    """(4 or 6, text): an IPv4 peer of a dual-stack socket (::ffff:a.b.c.d) is IPv4 on the
+    wire, and is named so, as ss and tcplife do."""
     return _address_text(family, bytes(raw) if family == 10 else bytes(raw)[:4])
 
 
 @functools.lru_cache(maxsize=4096)
-def _address_text(family: int, data: bytes) -> str:
+def _address_text(family: int, data: bytes) -> tuple[int, str]:
     """Peers repeat: each address formatted once (ipaddress costs ~7 µs a call)."""
-    return str(ipaddress.IPv6Address(data) if family == 10 else ipaddress.IPv4Address(data))
+    if family != 10:
+        return 4, str(ipaddress.IPv4Address(data))
+    v6 = ipaddress.IPv6Address(data)
+    return (4, str(v6.ipv4_mapped)) if v6.ipv4_mapped else (6, str(v6))
 
 
 def _errno_name(code: int) -> str:
@@ -216,11 +221,11 @@ class TcpCollector(Collector):
     def _connection(self, c: _Conn, **closed) -> Connection:
         """`closed`: what the kernel's tcp_sock said at close, over what was seen on the way."""
         wall = self._clock_offset
+        local, peer = _address(c.family, c.laddr), _address(c.family, c.raddr)
         fields = dict(
             pid=c.tgid, process_name=c.comm.decode(errors="replace"), role=ROLES.get(c.role, ""),
-            family=6 if c.family == 10 else 4,
-            local_address=_address(c.family, c.laddr), local_port=c.lport,
-            peer_address=_address(c.family, c.raddr), peer_port=c.rport,
+            family=max(local[0], peer[0]),   # both mapped, or neither
+            local_address=local[1], local_port=c.lport, peer_address=peer[1], peer_port=c.rport,
             start_ns=c.start_ns + wall if c.start_ns else 0, end_ns=c.end_ns + wall if c.end_ns else 0,
             handshake_ns=(c.established_ns - c.start_ns
                           if c.role == 1 and c.established_ns and c.start_ns else None),
@@ -253,10 +258,11 @@ class TcpCollector(Collector):
             return []
         flows = []
         for key, value in drain(self._bpf["udp"]):
+            family, peer = _address(key.family, key.raddr)
             flows.append(UdpFlow(
                 pid=key.tgid, process_name=key.comm.decode(errors="replace"),
-                direction="receive" if key.dir else "transmit", family=6 if key.family == 10 else 4,
-                peer_address=_address(key.family, key.raddr) if key.rport else "",
+                direction="receive" if key.dir else "transmit", family=family,
+                peer_address=peer if key.rport else "",
                 peer_port=int.from_bytes(key.rport.to_bytes(2, "little"), "big"),
                 bytes=value.bytes, datagrams=value.datagrams))
         return flows

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
-from ebpf_otlp.records import Connection
+from ebpf_otlp.records import Connection, endpoint
 
 ERROR_TYPES = {"refused": "connection_refused", "timed_out": "timed_out", "failed": "connect_failed",
                "reset_sent": "reset", "reset_received": "reset"}
@@ -47,9 +47,8 @@ def attributes(c: Connection) -> dict:
 def emit(tracer: Tracer, connections: list[Connection], capture_start_ns: int, end_ns: int) -> None:
     """Connections that began before the capture start at its start; open ones end at its end."""
     for c in connections:
-        server_address, server_port = c.server
         kind = SpanKind.SERVER if c.role == "server" else SpanKind.CLIENT
-        span = tracer.start_span(f"tcp {server_address}:{server_port}", kind=kind,
+        span = tracer.start_span(f"tcp {endpoint(*c.server)}", kind=kind,
                                  start_time=c.start_ns or capture_start_ns, attributes=attributes(c))
         if c.failed:
             error = ERROR_TYPES[c.result]

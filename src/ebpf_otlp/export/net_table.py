@@ -9,20 +9,16 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from ebpf_otlp.records import Connection, NetReport
+from ebpf_otlp.records import Connection, NetReport, endpoint
 
 HEADER = (f"{'PID':>7} {'COMM':<15} {'LADDR:LPORT':<28} {'RADDR:RPORT':<28} {'TX_KB':>8} "
           f"{'RX_KB':>8} {'MS':>9} {'RETR':>5} RESULT")
 
 
-def _endpoint(address: str, port: int) -> str:
-    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
-
-
 def line(c: Connection) -> str:
     ms = f"{c.duration_ns / 1e6:.2f}" if c.duration_ns is not None else "-"
-    return (f"{c.pid:>7} {c.process_name[:15]:<15} {_endpoint(c.local_address, c.local_port):<28} "
-            f"{_endpoint(c.peer_address, c.peer_port):<28} {c.bytes_sent / 1024:>8.1f} "
+    return (f"{c.pid:>7} {c.process_name[:15]:<15} {endpoint(c.local_address, c.local_port):<28} "
+            f"{endpoint(c.peer_address, c.peer_port):<28} {c.bytes_sent / 1024:>8.1f} "
             f"{c.bytes_received / 1024:>8.1f} {ms:>9} {c.retransmits:>5} {c.result}")
 
 
@@ -54,7 +50,7 @@ def render_summary(report: NetReport, console: Console, top: int = 20) -> None:
         durations = [c.duration_ns / 1e6 for c in conns if c.duration_ns is not None]
         rtts = [c.srtt_us / 1e3 for c in conns if c.srtt_us]
         cell = lambda v: "-" if v is None else f"{v:.2f}"   # noqa: E731
-        t.add_row(str(pid), Text(name), role or "?", Text(_endpoint(address, port)), str(len(conns)),
+        t.add_row(str(pid), Text(name), role or "?", Text(endpoint(address, port)), str(len(conns)),
                   str(sum(c.failed for c in conns)), cell(_percentile(durations, 0.5)),
                   cell(_percentile(durations, 0.99)), f"{sum(c.bytes_sent for c in conns) / 1024:.1f}",
                   f"{sum(c.bytes_received for c in conns) / 1024:.1f}",
@@ -66,6 +62,6 @@ def render_summary(report: NetReport, console: Console, top: int = 20) -> None:
             u.add_column(col, justify="left" if col in ("process", "direction", "peer") else "right")
         for f in sorted(report.udp, key=lambda f: -f.bytes)[:top]:
             u.add_row(str(f.pid), Text(f.process_name), f.direction,
-                      _endpoint(f.peer_address, f.peer_port) if f.peer_address else "(unconnected)",
+                      endpoint(f.peer_address, f.peer_port) if f.peer_address else "(unconnected)",
                       str(f.datagrams), f"{f.bytes / 1024:.1f}")
         console.print(u)
