@@ -56,8 +56,9 @@ fi
 
 if [ $want_test = 1 ]; then
   # gcc builds test workloads; node, chromium and pprof check names, drawing and file
-  # format; strace, perf and bpfcc-tools are the peers the benchmarks compare against.
-  apt_install make nodejs strace linux-perf bpfcc-tools chromium systemd \
+  # format; strace, perf and bpfcc-tools are the peers the benchmarks compare against;
+  # nginx under wrk is trace-net's load test.
+  apt_install make nodejs strace linux-perf bpfcc-tools chromium systemd nginx wrk \
               golang-go golang-github-google-pprof-dev iproute2 nftables
   if [ ! -x .tools/pprof ]; then
     mkdir -p .tools

@@ -351,13 +351,15 @@ def valid_ports(ctx, param, ports):
               help="Concurrent connections the kernel side can follow; more are counted as lost.")
 @click.option("--top", type=click.IntRange(min=0), default=20, show_default=True,
               help="Rows in the summary per process and peer (0: none).")
-@click.option("-q", "--quiet", is_flag=True, help="No line per connection on the terminal.")
+@click.option("-q", "--quiet", is_flag=True, help="No line per connection.")
+@click.option("--lines", "all_lines", is_flag=True,
+              help="A line per connection even when stdout is not a terminal (default: only on one).")
 @click.option("-o", "--output", metavar="FILE.jsonl", type=click.Path(dir_okay=False),
               help="Write one JSON object per connection (and UDP flow).")
 @otlp_options
 @command_argument
 def trace_net(pids, comm, include_self, ports, duration, interval, hooks, rtt, udp, max_connections, top, quiet,
-              output, command, **otlp_flags):
+              all_lines, output, command, **otlp_flags):
     """Trace every TCP connection (IPv4 and IPv6, either role): a line and a span per
     connection with its process, addresses, bytes, retransmits, RTT and how it ended;
     TCP and UDP metrics every interval."""
@@ -365,13 +367,15 @@ def trace_net(pids, comm, include_self, ports, duration, interval, hooks, rtt, u
     from ebpf_otlp.sessions.trace_net import TraceNetConfig, run
 
     check_target(pids, command, comm=comm)
+    if quiet and all_lines:
+        raise click.UsageError("-q/--quiet and --lines contradict each other")
     if duration and interval > duration:
         interval = duration
     otlp, spool = otlp_from_flags(otlp_flags)
     net = NetSettings(pids=pids, comm=comm, ports=ports, hooks=hooks, rtt=rtt, udp=udp,
                       max_conns=max_connections, interval_s=interval, include_self=include_self)
     config = TraceNetConfig(net=net, duration_s=duration, command=list(command), top=top,
-                            lines=not quiet, jsonl_path=output, otlp=otlp, spool=spool)
+                            lines=False if quiet else True if all_lines else None, jsonl_path=output, otlp=otlp, spool=spool)
     return run(config, result_console(stderr=bool(command)), notice_console(), STARTED_NS).exit_status
 
 

@@ -141,15 +141,18 @@ def test_200_connections_between_namespaces(lab, tmp_path, Collector, protocol):
         assert sum_metric(col.received, "ebpf_otlp.tcp.bytes", **python,
                           **{"network.io.direction": "transmit"}) == count * (send + recv)
     assert "TCP connections by process and peer" in got["stdout"]
+    assert "LADDR:LPORT" not in got["stdout"]   # no line per connection into a pipe, unless --lines
 
 
 def test_ipv6_on_loopback(lab, tmp_path):
     port, count = 39102, 50
-    with tracing(tmp_path, "--port", str(port)) as got:
+    with tracing(tmp_path, "--port", str(port), "--lines") as got:
         client, server = traffic(lab, "a", "a", "::1", port, count, 1000, 20000,
                                  cli_args=("--hold-ms", "40"))
     check_exact(got, client, server, port, count, 1000, 20000)
     assert {r["family"] for r in got["tcp"]} == {6} and {r["local_address"] for r in got["tcp"]} == {"::1"}
+    lines = [line for line in got["stdout"].splitlines() if f"[::1]:{port} " in line]
+    assert len(lines) >= 2 * count   # --lines: a line per connection, even into a pipe
 
 
 def test_refused_and_timed_out(lab, tmp_path):

@@ -3,6 +3,9 @@ spans, metrics, JSON lines and the terminal."""
 
 import errno
 import json
+import os
+import threading
+import time
 
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -13,6 +16,7 @@ from rich.console import Console
 from ebpf_otlp.collectors.tcp import (SEEN_FIN_ACKED, SEEN_FIN_RECEIVED, SEEN_SYN_ACKED,
                                       _address, payload_bytes, result_of)
 from ebpf_otlp.export import net_json, net_metrics, net_spans, net_table
+from ebpf_otlp.export.net_lines import ConnectionLines
 from ebpf_otlp.export.resource import build_resource
 from ebpf_otlp.records import Connection, NetReport, UdpFlow
 
@@ -134,11 +138,59 @@ def test_json_lines_and_terminal():
     assert [d["type"] for d in lines] == ["tcp"] * 4 + ["udp"]
     assert lines[0]["duration_ns"] == 2_000_000 and lines[0]["bytes_received"] == 5000
     console = Console(record=True, width=200)
-    net_table.print_lines(r.connections[:1], console, header=True)
     net_table.render_summary(r, console)
     text = console.export_text()
-    assert "LADDR:LPORT" in text and "10.0.0.1:40000" in text and "2.00" in text
+    assert "10.0.0.1:40000" in net_table.line(r.connections[0]) and "2.00" in net_table.line(r.connections[0])
     assert "TCP connections by process and peer (4 over 5.0 s, tracepoints)" in text
     assert "10.0.0.53:53" in text
     v6 = conn(family=6, local_address="fd00::1", peer_address="fd00::2")
     assert "[fd00::2]:443" in net_table.line(v6)
+
+
+def test_a_command_name_cannot_drive_the_terminal():
+    assert "\\x1b[2J" in net_table.line(conn(process_name="a\x1b[2J"))
+
+
+def test_connection_lines_in_order_and_what_came_too_late_is_said(tmp_path):
+    out = tmp_path / "lines"
+    with open(out, "w") as f:
+        lines = ConnectionLines(Console(file=f))
+        lines.add([conn(local_port=40000 + i) for i in range(3)] + [conn(local_port=50000, result="refused")])
+        lines.close()
+        late = ConnectionLines(Console(file=f), max_delay_s=0)   # every line is too late
+        late.add([conn()] * 7)
+        late.close()
+    text = out.read_text().splitlines()
+    assert text[0].startswith("    PID COMM") and len(text) == 1 + 4 + 1
+    assert [t.split()[2] for t in text[1:5]] == ["10.0.0.1:40000", "10.0.0.1:40001", "10.0.0.1:40002",
+                                                 "10.0.0.1:50000"]
+    assert "refused" in text[4] and lines.not_shown == 0
+    assert text[5].startswith("... 7 connections not shown: the terminal fell behind")
+    assert late.not_shown == 7
+
+
+def test_connection_lines_never_wait_for_a_stuck_terminal():
+    """The reader of the ring buffer hands lines over; a terminal that takes nothing costs it nothing."""
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    try:
+        while True:
+            os.write(write_end, b"x" * 65536)
+    except BlockingIOError:   # the pipe is full: a terminal that does not read
+        pass
+    os.set_blocking(write_end, True)
+    writer = os.fdopen(write_end, "w")
+    lines = ConnectionLines(Console(file=writer), max_delay_s=0.2)
+    handed = threading.Thread(target=lambda: [lines.add([conn()] * 1000) for _ in range(20)])
+    handed.start()
+    handed.join(10)
+    assert not handed.is_alive()
+    time.sleep(0.3)   # the terminal is still stuck: every line handed over is now too late
+    drained = threading.Thread(target=lambda: [None for _ in iter(lambda: os.read(read_end, 65536), b"")],
+                               daemon=True)
+    drained.start()
+    lines.close()
+    writer.close()
+    drained.join(10)
+    os.close(read_end)
+    assert lines.not_shown >= 20_000 - ConnectionLines.BATCH

@@ -15,18 +15,16 @@ HEADER = (f"{'PID':>7} {'COMM':<15} {'LADDR:LPORT':<28} {'RADDR:RPORT':<28} {'TX
           f"{'RX_KB':>8} {'MS':>9} {'RETR':>5} RESULT")
 
 
+def printable(text: str) -> str:
+    """A command name is the process's to choose: an escape sequence in it is shown, not obeyed."""
+    return text if text.isprintable() else text.encode("unicode_escape").decode()
+
+
 def line(c: Connection) -> str:
     ms = f"{c.duration_ns / 1e6:.2f}" if c.duration_ns is not None else "-"
-    return (f"{c.pid:>7} {c.process_name[:15]:<15} {endpoint(c.local_address, c.local_port):<28} "
+    return (f"{c.pid:>7} {printable(c.process_name)[:15]:<15} {endpoint(c.local_address, c.local_port):<28} "
             f"{endpoint(c.peer_address, c.peer_port):<28} {c.bytes_sent / 1024:>8.1f} "
             f"{c.bytes_received / 1024:>8.1f} {ms:>9} {c.retransmits:>5} {c.result}")
-
-
-def print_lines(connections: list[Connection], console: Console, header: bool) -> None:
-    if header:
-        console.print(HEADER, style="bold", highlight=False)
-    for c in connections:
-        console.print(Text(line(c), style="red" if c.failed else ""), highlight=False, soft_wrap=True)
 
 
 def _percentile(values: list[float], q: float) -> float | None:

@@ -14,7 +14,8 @@ from rich.console import Console
 
 import time
 
-from ebpf_otlp.export import files, heap_out, losses, net_json, net_table, profile_files, syscall_json
+from ebpf_otlp.export import files, heap_out, losses, net_json, profile_files, syscall_json
+from ebpf_otlp.export.net_lines import ConnectionLines
 from ebpf_otlp.records import CollectorStats, HeapReport, NetReport, Profile, SyscallReport
 
 if TYPE_CHECKING:
@@ -52,7 +53,7 @@ class OutputStage:
     terminal: dict[type, Callable[[object, Console], None]] = field(default_factory=dict)
     otlp: "OtlpOutput | None" = None
     interval_s: float = 60.0                          # metrics to the collector this often
-    connection_lines: bool = False                    # trace-net: a terminal line per connection
+    lines: "ConnectionLines | None" = None            # trace-net: a terminal line per connection
     written: list[FileTarget] = field(default_factory=list)
     _connections_done: int = 0                        # connections already shown and sent
     _next_metrics: float = 0.0
@@ -71,8 +72,9 @@ class OutputStage:
         if otlp:
             from ebpf_otlp.export.otlp_output import open_output   # the SDK loads only when used
             output = open_output(otlp, spool, stats, interval_s)
+        lines = ConnectionLines(console) if connection_lines else None
         return cls(console, notices, list(file_targets), dict(terminal), output, interval_s,
-                   connection_lines, _next_metrics=time.monotonic() + interval_s)
+                   lines, _next_metrics=time.monotonic() + interval_s)
 
     def periodic(self, result) -> None:
         """While the capture runs: new connections (terminal lines, spans) at once, and the
@@ -87,8 +89,8 @@ class OutputStage:
     def new_connections(self, report: NetReport, end_ns: int) -> None:
         """The connections of `report` not shown or sent yet: a line each, a span each."""
         fresh = report.connections[self._connections_done:]
-        if self.connection_lines and fresh:
-            net_table.print_lines(fresh, self.console, header=not self._connections_done)
+        if self.lines and fresh:
+            self.lines.add(fresh)
         if self.otlp and fresh:
             self.otlp.send_connections(fresh, report.start_ns, end_ns)
         self._connections_done += len(fresh)
@@ -116,6 +118,7 @@ class OutputStage:
         for result in results:
             if isinstance(result, NetReport):   # the last connections, and those still open
                 self.new_connections(result, end_ns)
+        self._close_lines()
         if self.otlp:
             for result in results:
                 self.otlp.send(result)   # profiles first: our transport names a failure best
@@ -134,8 +137,15 @@ class OutputStage:
             self.notices.print(self.otlp.summary(), style="yellow" if self.otlp.spooled else "green",
                                highlight=False)
 
+    def _close_lines(self) -> None:
+        """The lines end before the tables begin: they share the terminal."""
+        if self.lines:
+            self.lines.close()
+            self.lines = None
+
     def abort(self) -> None:
         """The capture failed: flush what the OTLP output holds (spooling if need be)."""
+        self._close_lines()
         if self.otlp:
             self.otlp.close()
 

@@ -206,7 +206,8 @@ class Capture:
 
 
 class _progress:
-    """A transient progress line on a terminal; nothing when stderr is not one."""
+    """A transient progress line on a terminal; nothing when stderr is not one, or
+    without a label (what the terminal shows is progress enough)."""
 
     def __init__(self, console: Console, label: str, duration_s: float | None):
         self.console, self.label, self.duration_s = console, label, duration_s
@@ -214,7 +215,7 @@ class _progress:
         self._start = time.monotonic()
 
     def __enter__(self) -> Callable[[str], None]:
-        if self.console.is_terminal:
+        if self.console.is_terminal and self.label:
             self._progress = Progress(TextColumn("{task.description}", style="bold", markup=False),
                                       BarColumn(), TimeElapsedColumn(),
                                       TextColumn("{task.fields[status]}", markup=False),

@@ -26,14 +26,15 @@ class RunResult:
 
 def capture(processors: Sequence[Processor], stage: OutputStage, notices: Console, command: str,
             what: str | Callable[[], str], duration_s: float | None, launch: LaunchedCommand | None,
-            pids: list[int], started_ns: int, span_attributes: dict | None = None) -> RunResult:
+            pids: list[int], started_ns: int, span_attributes: dict | None = None,
+            progress: bool = True) -> RunResult:
     """Run the processors' collectors together until the duration ends, a signal arrives
     or the launched command exits; then write every output. Signals are held from start
     to finish, so a SIGTERM never cuts the writing short."""
     with StopOnSignal() as stop:
         cap = Capture(processors, stop, notices, duration_s, launch,
                       on_drain=lambda p: stage.periodic(p.result()) if p.periodic else None,
-                      label=command)
+                      label=command if progress else "")
         try:   # a failure at any point stops the probes; a launched command is waited for
             cap.start()
             gone = [pid for pid in pids if not alive(pid)]

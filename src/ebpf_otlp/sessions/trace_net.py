@@ -25,7 +25,7 @@ class TraceNetConfig:
     duration_s: float | None = None
     command: list[str] = field(default_factory=list)   # launch mode
     top: int = 20
-    lines: bool = True                                  # a terminal line per connection
+    lines: bool | None = None                           # a line per connection (None: on a terminal)
     jsonl_path: str | None = None
     otlp: OtlpSettings | None = None
     spool: Spool | None = None
@@ -37,10 +37,11 @@ def run(config: TraceNetConfig, console: Console, notices: Console, started_ns: 
     processor = NetProcessor(net)
     files = [FileTarget(config.jsonl_path, "jsonl", NetReport)] if config.jsonl_path else []
     terminal = {NetReport: lambda r, c: net_table.render_summary(r, c, config.top)} if config.top else {}
+    lines = console.is_terminal if config.lines is None else config.lines
     with held_until_capture(launch):
         stage = OutputStage.create(console, notices, files, terminal, config.otlp, config.spool,
                                    lambda: {processor.collector.name: processor.collector.stats},
-                                   net.interval_s, connection_lines=config.lines)
+                                   net.interval_s, connection_lines=lines)
     target = launch.describe() if launch else f"pid {', '.join(map(str, net.pids))}" if net.pids \
         else f"comm {net.comm}" if net.comm else "all processes"
     ports = f", ports {', '.join(map(str, net.ports))}" if net.ports else ""
@@ -48,4 +49,5 @@ def run(config: TraceNetConfig, console: Console, notices: Console, started_ns: 
     return capture([processor], stage, notices, "trace-net",
                    lambda: f"tracing TCP connections of {target}{ports} "
                            f"({processor.collector.hooks})",
-                   config.duration_s, launch, [] if launch else net.pids, started_ns)
+                   config.duration_s, launch, [] if launch else net.pids, started_ns,
+                   progress=not lines)   # the lines are the progress, on the same terminal
