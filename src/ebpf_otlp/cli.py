@@ -1,4 +1,5 @@
-"""The command line: parse and validate, then hand a config to a session. Nothing else."""
+"""The command line: parse and validate the flags (bad input: one line, exit 2), then hand
+the settings to a session, which runs the capture."""
 
 from __future__ import annotations
 

@@ -127,7 +127,6 @@ SCHEMA: dict[str, dict[str, Callable[[Any], Any]]] = {
              "spool_max_mb": _positive_int},
 }
 CAPTURES = ("profile", "syscalls", "trace_net", "memleak")
-NOT_YET: dict[str, str] = {}
 DEFAULTS = {
     "snapshot": {"output_root": "/var/lib/ebpf-otlp/snapshots", "duration": 30.0, "keep": 48,
                  "max_age": 7 * 86400.0, "max_total": 2 * 2**30, "tar": False},
@@ -223,8 +222,6 @@ def check(raw: dict, path: str = "<config>") -> Config:
     tables: dict[str, dict[str, Any]] = {}
     for section, table in raw.items():
         name = section.replace("-", "_")
-        if name in NOT_YET:
-            raise AgentError(f"{path}: [{section}]: {NOT_YET[name]}")
         if name not in SCHEMA:
             raise AgentError(f"{path}: unknown table [{section}] (known: "
                              f"{', '.join('[' + s + ']' for s in SCHEMA)})")

@@ -100,10 +100,6 @@ class CollectorStats:
         if count:
             self.lost[cause] = count
 
-    def add_lost(self, cause: str, count: int = 1) -> None:
-        if count:
-            self.lost[cause] = self.lost.get(cause, 0) + count
-
     def merged(self, other: "CollectorStats") -> "CollectorStats":
         lost = dict(self.lost)
         for cause, n in other.lost.items():

@@ -9,7 +9,6 @@ from typing import Callable
 from ebpf_otlp.collectors.base import Collector
 from ebpf_otlp.collectors.targets import Targets
 from ebpf_otlp.records import RawStackSample
-from ebpf_otlp.runtime import loader
 from ebpf_otlp.runtime.duty_cycle import SampleShare
 from ebpf_otlp.runtime.maps import DoubleBuffer, drain, percpu_counters
 from ebpf_otlp.runtime.perf import attach_sampler, detach_sampler, online_cpus

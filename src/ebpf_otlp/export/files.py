@@ -35,7 +35,3 @@ def write_bytes(path: str, data: bytes) -> None:
         os.replace(tmp, path)
     except OSError as e:
         raise AgentError(f"cannot write {path}: {e.strerror}") from None
-
-
-def write_text(path: str, text: str) -> None:
-    write_bytes(path, text.encode())

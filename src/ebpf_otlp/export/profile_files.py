@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Callable
 
 from ebpf_otlp.errors import AgentError
-from ebpf_otlp.export import files, flamegraph, folded, json_out, pprof
+from ebpf_otlp.export import flamegraph, folded, json_out, pprof
 from ebpf_otlp.records import Profile
 
 
@@ -40,7 +40,3 @@ def format_for(path: str, explicit: str | None = None) -> str:
             return fmt
     raise AgentError(f"cannot tell the format of {path} from its name: "
                      f"add --format ({'|'.join(ENCODERS)}) or use one of {', '.join(EXTENSIONS)}")
-
-
-def write(profile: Profile, path: str, fmt: str) -> None:
-    files.write_bytes(path, ENCODERS[fmt](profile))

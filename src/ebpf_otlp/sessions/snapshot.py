@@ -1,4 +1,4 @@
-"""`ebpf-otlp snapshot`: what the config names (profile, off-CPU, syscalls, trace-net),
+"""`ebpf-otlp snapshot`: what the config names (profile, off-CPU, syscalls, trace-net, memleak),
 captured at once for one duration, written as one timestamped bundle of files, for cron.
 
 A bundle is built under a temporary name in the output root and renamed when complete,

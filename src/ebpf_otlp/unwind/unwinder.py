@@ -18,8 +18,8 @@ MODES = ("auto", "fp", "dwarf")
 MAX_FRAMES = 127              # perf's default depth
 UNWIND_ROWS = 1 << 21         # 16 MiB of rows: libc has ~28k, python3.11 ~65k, node ~370k
 UNWIND_MAPPINGS = 1 << 18     # (pid, address prefix) entries, ~30 per mapped object
-COUNTERS = 2 + len(ENDS)
-WARM_WAIT_S = 5.0             # the longest a --pid run waits at start for its tables      # the program's STAT_UNWIND_TABLES, _FRAME_POINTERS, _END + i
+COUNTERS = 2 + len(ENDS)      # the program's STAT_UNWIND_TABLES, _FRAME_POINTERS, _END + i
+WARM_WAIT_S = 5.0             # the longest a --pid run waits at start for its tables
 
 
 def frames(entry) -> tuple[int, ...]:
