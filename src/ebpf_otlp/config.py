@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from ebpf_otlp.collectors.targets import COMM_MAX
 from ebpf_otlp.errors import AgentError
 from ebpf_otlp.units import parse_count, parse_duration
 
@@ -93,8 +94,8 @@ def _choice(*options: str) -> Callable[[Any], str]:
 
 def _comm(v) -> str:
     v = _string(v)
-    if len(v.encode()) > 15:
-        raise ValueError("at most 15 bytes (the kernel's command-name length)")
+    if len(v.encode()) > COMM_MAX:
+        raise ValueError(f"at most {COMM_MAX} bytes (the kernel's command-name length)")
     return v
 
 

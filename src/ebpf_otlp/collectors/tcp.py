@@ -9,6 +9,7 @@ import gc
 import functools
 import ipaddress
 import os
+import socket
 import time
 
 from ebpf_otlp.collectors.base import Collector
@@ -127,13 +128,13 @@ def field_offsets() -> dict[str, int]:
 def _address(family: int, raw) -> tuple[int, str]:
     """(4 or 6, text): an IPv4 peer of a dual-stack socket (::ffff:a.b.c.d) is IPv4 on the
     wire, and is named so, as ss and tcplife do."""
-    return _address_text(family, bytes(raw) if family == 10 else bytes(raw)[:4])
+    return _address_text(family, bytes(raw) if family == socket.AF_INET6 else bytes(raw)[:4])
 
 
 @functools.lru_cache(maxsize=4096)
 def _address_text(family: int, data: bytes) -> tuple[int, str]:
     """Peers repeat: each address formatted once (ipaddress costs ~7 µs a call)."""
-    if family != 10:
+    if family != socket.AF_INET6:
         return 4, str(ipaddress.IPv4Address(data))
     v6 = ipaddress.IPv6Address(data)
     return (4, str(v6.ipv4_mapped)) if v6.ipv4_mapped else (6, str(v6))
