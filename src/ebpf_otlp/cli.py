@@ -569,8 +569,8 @@ def _make_dir(directory: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
 def doctor(as_json):
     """Try each kernel capability for real; say which commands and hooks will work."""
-    from ebpf_otlp.runtime.doctor import Doctor
-    from ebpf_otlp.export import doctor_report
+    from ebpf_otlp.doctor.checks import Doctor
+    from ebpf_otlp.doctor import report as doctor_report
 
     result = Doctor().run()
     if as_json:

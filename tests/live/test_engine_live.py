@@ -14,7 +14,7 @@ from conftest import agent, compile_c, need_tool
 from ebpf_otlp.export.output_stage import FileTarget, OutputStage
 from ebpf_otlp.processors import CpuSettings, StackProcessor, SyscallProcessor, SyscallSettings
 from ebpf_otlp.records import Profile, SyscallReport
-from ebpf_otlp.runtime.capture import Capture, StopOnSignal
+from ebpf_otlp.engine.capture import Capture, StopOnSignal
 from test_profile_live import load_pprof, pprof_stacks, self_share
 from test_syscalls_live import K_NANOSLEEP, M_OPENAT, N_GETPPID, mix_binary  # noqa: F401 (a fixture)
 

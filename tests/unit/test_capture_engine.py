@@ -15,7 +15,7 @@ from ebpf_otlp.collectors.base import Collector
 from ebpf_otlp.errors import AgentError
 from ebpf_otlp.export.console import text_console
 from ebpf_otlp.processors import Processor
-from ebpf_otlp.runtime.capture import Capture, StopOnSignal
+from ebpf_otlp.engine.capture import Capture, StopOnSignal
 
 
 class FakeCollector(Collector):

@@ -19,8 +19,8 @@ def test_brackets_and_colons_are_text(capsys):
 
 def test_doctor_report_prints_kernel_text_as_text(capsys):
     """A verifier line's `[...]` and a stray `[/b]` in a detail are printed, not parsed."""
-    from ebpf_otlp.export import doctor_report
-    from ebpf_otlp.runtime.doctor import Check, Doctor
+    from ebpf_otlp.doctor import report as doctor_report
+    from ebpf_otlp.doctor.checks import Check, Doctor
 
     result = Doctor()
     result.facts["kernel"] = "6.18[/b]"

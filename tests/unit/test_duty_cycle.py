@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from ebpf_otlp.runtime.duty_cycle import DutyCycle, SampleShare
+from ebpf_otlp.collectors.duty_cycle import DutyCycle, SampleShare
 
 
 class FakeTime:

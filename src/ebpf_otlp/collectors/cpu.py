@@ -9,7 +9,7 @@ from typing import Callable
 from ebpf_otlp.collectors.base import Collector
 from ebpf_otlp.collectors.targets import Targets
 from ebpf_otlp.records import RawStackSample
-from ebpf_otlp.runtime.duty_cycle import SampleShare
+from ebpf_otlp.collectors.duty_cycle import SampleShare
 from ebpf_otlp.runtime.maps import DoubleBuffer, drain, percpu_counters
 from ebpf_otlp.runtime.perf import attach_sampler, detach_sampler, online_cpus
 from ebpf_otlp.unwind import unwinder

@@ -11,7 +11,7 @@ from ebpf_otlp.collectors.targets import Targets
 from ebpf_otlp.errors import AgentError
 from ebpf_otlp.records import ContainerInfo, SyscallStats
 from ebpf_otlp.runtime import loader
-from ebpf_otlp.runtime.duty_cycle import DutyCycle
+from ebpf_otlp.collectors.duty_cycle import DutyCycle
 from ebpf_otlp.runtime.maps import DoubleBuffer, drain, percpu_counters
 from ebpf_otlp.runtime.processes import CgroupIds, container_of
 from ebpf_otlp.symbolize.procmaps import read_comm
@@ -30,7 +30,7 @@ class SyscallCollector(Collector):
 
     Every call is counted. With `latency`, every call is timed while the traced syscall
     rate stays under `latency_budget` per second (0: no limit); above it the entry hook
-    is time-shared (runtime/duty_cycle.py) and the timed calls are a sample."""
+    is time-shared (collectors/duty_cycle.py) and the timed calls are a sample."""
 
     name = "syscalls"
 

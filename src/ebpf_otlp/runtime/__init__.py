@@ -1,1 +1,2 @@
-"""The BCC runtime layer every command uses: privileges, headers, tracefs, loading."""
+"""The BCC platform every collector stands on: privileges, headers, BTF, tracefs, loading,
+maps, perf events, uprobes and processes. It imports nothing above it."""

@@ -29,7 +29,7 @@ from ebpf_otlp.export.output_stage import FileTarget, OutputStage, result_name, 
 from ebpf_otlp.processors import NetProcessor, Processor, StackProcessor
 from ebpf_otlp.records import NetReport
 from ebpf_otlp.errors import AgentError
-from ebpf_otlp.runtime.capture import Capture, StopOnSignal
+from ebpf_otlp.engine.capture import Capture, StopOnSignal
 from ebpf_otlp.runtime.privileges import missing_privileges
 from ebpf_otlp.sessions import snapshot
 

@@ -31,7 +31,7 @@ from ebpf_otlp.export.output_stage import FileTarget, OutputStage, result_name, 
 from ebpf_otlp.processors import (HeapProcessor, NetProcessor, Processor, StackProcessor,
                                   SyscallProcessor)
 from ebpf_otlp.records import HeapReport, NetReport, Profile, SyscallReport
-from ebpf_otlp.runtime.capture import Capture, StopOnSignal
+from ebpf_otlp.engine.capture import Capture, StopOnSignal
 from ebpf_otlp.runtime.privileges import missing_privileges
 
 EX_TEMPFAIL = 75
@@ -223,7 +223,7 @@ def run(config: cfg.Config, notices: Console, out: Console, verbose: bool = Fals
 
 def _capture(config: cfg.Config, parts: list[Part], bundle: str, duration: float,
              notices: Console, verbose: bool) -> dict:
-    from ebpf_otlp.runtime.doctor import Doctor
+    from ebpf_otlp.doctor.checks import Doctor
 
     with open(os.path.join(bundle, "doctor.json"), "w") as f:
         json.dump(Doctor().run().as_dict(), f, indent=1)

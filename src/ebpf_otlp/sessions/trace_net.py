@@ -11,8 +11,8 @@ from ebpf_otlp.export import net_table
 from ebpf_otlp.export.output_stage import FileTarget, OutputStage
 from ebpf_otlp.processors import NetProcessor, NetSettings
 from ebpf_otlp.records import NetReport
-from ebpf_otlp.sessions.run import RunResult, capture, held_until_capture
-from ebpf_otlp.sessions.run import launch as launch_command
+from ebpf_otlp.engine.run import RunResult, capture, held_until_capture
+from ebpf_otlp.engine.run import launch as launch_command
 
 if TYPE_CHECKING:
     from ebpf_otlp.export.otlp_settings import OtlpSettings

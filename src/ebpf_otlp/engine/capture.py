@@ -20,7 +20,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ebpf_otlp.errors import AgentError
 from ebpf_otlp.processors import Processor
-from ebpf_otlp.runtime.launch import LaunchedCommand
+from ebpf_otlp.engine.launch import LaunchedCommand
 
 
 class StopOnSignal:

@@ -13,8 +13,8 @@ from ebpf_otlp.errors import AgentError
 from ebpf_otlp.export.output_stage import OutputStage
 from ebpf_otlp.processors import Processor
 from ebpf_otlp.records import Profile
-from ebpf_otlp.runtime.capture import Capture, StopOnSignal
-from ebpf_otlp.runtime.launch import LaunchedCommand
+from ebpf_otlp.engine.capture import Capture, StopOnSignal
+from ebpf_otlp.engine.launch import LaunchedCommand
 from ebpf_otlp.runtime.processes import alive
 
 

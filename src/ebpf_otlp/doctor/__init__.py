@@ -1,0 +1,1 @@
+"""`ebpf-otlp doctor`: each kernel capability tried for real (checks), and its table (report)."""
