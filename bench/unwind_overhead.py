@@ -36,7 +36,7 @@ PERF_EVENT = 7                 # BPF_PROG_TYPE_PERF_EVENT: the sampler, one per 
 LPM_TRIE = 11                  # BPF_MAP_TYPE_LPM_TRIE: unwind_mappings
 FILTERED_S = 1.5               # the target stopped: every run of the sampler is filtered out
 ROW_BYTES = 8
-TABLE_ROWS = 1 << 21           # unwind_rows, preallocated (collectors/cpu.py UNWIND_ROWS)
+TABLE_ROWS = 1 << 21           # unwind_rows, preallocated (unwind/unwinder.py UNWIND_ROWS)
 
 PYTHON = "/usr/bin/python3.11"            # Debian's: static libpython, no frame pointers
 LIBC = "/lib/x86_64-linux-gnu/libc.so.6"

@@ -19,7 +19,7 @@
 // Defines: HOOKS_TRACEPOINTS or HOOKS_KPROBES; MAX_CONNS, MAX_UDP; targets.inc's (which
 //          processes); FILTER_PORTS; RTT (histogram from tcp_probe);
 //          UDP; RETRANS_ERR (tcp_retransmit_skb has `err`); OFF_* field offsets (see
-//          collectors/tcp.py).
+//          signals/net/collector.py).
 #include <uapi/linux/ptrace.h>
 #include <linux/sched.h>
 

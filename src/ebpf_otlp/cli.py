@@ -12,7 +12,7 @@ import click
 from rich.console import Console
 
 from ebpf_otlp import __version__
-from ebpf_otlp.collectors.targets import COMM_MAX
+from ebpf_otlp.signals.targets import COMM_MAX
 from ebpf_otlp.errors import AgentError
 from ebpf_otlp.units import parse_count, parse_duration
 from ebpf_otlp.export.console import text_console
@@ -225,7 +225,7 @@ def profile(pids, comm, include_self, all_, hz, duration, user_only, kernel_only
     With an OTLP endpoint the profile (and a span and self-telemetry metrics) also go to
     an OpenTelemetry Collector; what it does not take is spooled and resent later."""
     from ebpf_otlp.export import profile_files
-    from ebpf_otlp.processors import CpuSettings
+    from ebpf_otlp.signals.profile.processor import CpuSettings
     from ebpf_otlp.runtime.perf import max_sample_rate
     from ebpf_otlp.sessions.profile import ProfileConfig, run
 
@@ -304,8 +304,8 @@ def syscalls(pids, comm, include_self, syscalls, duration, interval, latency, la
 
     With `-- CMD ARGS`, run CMD once tracing is attached, trace it and every process it
     forks, stop when it exits and exit with its status."""
-    from ebpf_otlp import syscall_names
-    from ebpf_otlp.processors import SyscallSettings
+    from ebpf_otlp.signals.syscalls import names as syscall_names
+    from ebpf_otlp.signals.syscalls.processor import SyscallSettings
     from ebpf_otlp.sessions.syscalls import SyscallsConfig, run
 
     numbers = []
@@ -364,7 +364,7 @@ def trace_net(pids, comm, include_self, ports, duration, interval, hooks, rtt, u
     """Trace every TCP connection (IPv4 and IPv6, either role): a line and a span per
     connection with its process, addresses, bytes, retransmits, RTT and how it ended;
     TCP and UDP metrics every interval."""
-    from ebpf_otlp.processors import NetSettings
+    from ebpf_otlp.signals.net.processor import NetSettings
     from ebpf_otlp.sessions.trace_net import TraceNetConfig, run
 
     check_target(pids, command, comm=comm)
@@ -547,7 +547,7 @@ def flush_spool(**otlp_flags):
 
 def processes_named(comm: str) -> list[int]:
     """The running processes whose command name is `comm` (not ebpf-otlp's own)."""
-    from ebpf_otlp.collectors.targets import own_processes
+    from ebpf_otlp.signals.targets import own_processes
     from ebpf_otlp.runtime.processes import process_name
 
     own = own_processes()

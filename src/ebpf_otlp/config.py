@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ebpf_otlp.collectors.targets import COMM_MAX
+from ebpf_otlp.signals.targets import COMM_MAX
 from ebpf_otlp.errors import AgentError
 from ebpf_otlp.units import parse_count, parse_duration
 
@@ -243,7 +243,7 @@ def check(raw: dict, path: str = "<config>") -> Config:
 
 # -- from tables to the settings each processor takes ------------------------------------
 def cpu_settings(t: dict, off_cpu: bool):
-    from ebpf_otlp.processors import CpuSettings
+    from ebpf_otlp.signals.profile.processor import CpuSettings
     return CpuSettings(hz=t.get("hz", 99), pids=t.get("pids", []), off_cpu=off_cpu,
                        user_stacks=t.get("user_stacks", True),
                        kernel_stacks=t.get("kernel_stacks", True),
@@ -253,8 +253,8 @@ def cpu_settings(t: dict, off_cpu: bool):
 
 
 def syscall_settings(t: dict, path: str = "<config>"):
-    from ebpf_otlp import syscall_names
-    from ebpf_otlp.processors import SyscallSettings
+    from ebpf_otlp.signals.syscalls import names as syscall_names
+    from ebpf_otlp.signals.syscalls.processor import SyscallSettings
 
     numbers = []
     for name in t.get("syscalls", []):
@@ -270,7 +270,7 @@ def syscall_settings(t: dict, path: str = "<config>"):
 
 
 def net_settings(t: dict):
-    from ebpf_otlp.processors import NetSettings
+    from ebpf_otlp.signals.net.processor import NetSettings
     return NetSettings(pids=t.get("pids", []), comm=t.get("comm"), ports=t.get("ports", []),
                        hooks=t.get("hooks", "auto"), rtt=t.get("rtt", False), udp=t.get("udp", True),
                        max_conns=t.get("max_connections", 65536),

@@ -12,8 +12,10 @@ from rich.console import Console
 
 from conftest import agent, compile_c, need_tool
 from ebpf_otlp.export.output_stage import FileTarget, OutputStage
-from ebpf_otlp.processors import CpuSettings, StackProcessor, SyscallProcessor, SyscallSettings
-from ebpf_otlp.records import Profile, SyscallReport
+from ebpf_otlp.signals.profile.processor import CpuSettings, StackProcessor
+from ebpf_otlp.signals.syscalls.processor import SyscallProcessor, SyscallSettings
+from ebpf_otlp.records import Profile
+from ebpf_otlp.signals.syscalls.records import SyscallReport
 from ebpf_otlp.engine.capture import Capture, StopOnSignal
 from test_profile_live import load_pprof, pprof_stacks, self_share
 from test_syscalls_live import K_NANOSLEEP, M_OPENAT, N_GETPPID, mix_binary  # noqa: F401 (a fixture)

@@ -282,7 +282,7 @@ def test_pid_that_exits_before_attach(tmp_path):
 def test_full_maps_lose_samples_only_as_counted(tmp_path, monkeypatch):
     """With room for two keys and four stacks, every sample is either in the counts or in
     the kernel's count of samples dropped: samples == counted + dropped, exactly."""
-    from ebpf_otlp.collectors import cpu
+    from ebpf_otlp.signals.profile import collector as cpu
 
     monkeypatch.setattr(cpu, "map_sizes", lambda hz, cpus, drain: (2, 4))
     binary = compile_c("hot.c", tmp_path / "hot")

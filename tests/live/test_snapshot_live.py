@@ -145,7 +145,7 @@ def test_retention_keeps_the_newest(tmp_path):
 def test_a_capture_that_cannot_run_is_recorded_and_the_others_complete(tmp_path):
     """trace-net cannot attach kprobes here: the bundle still has the syscalls, the manifest
     says why trace-net failed, and the exit status is 1."""
-    from ebpf_otlp.collectors.tcp import kprobes_available
+    from ebpf_otlp.signals.net.collector import kprobes_available
 
     if kprobes_available():
         pytest.skip("this kernel has kprobes: the failure cannot be provoked this way")

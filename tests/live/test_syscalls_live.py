@@ -142,9 +142,9 @@ def test_a_full_map_drops_are_counted_and_reported(mix_binary):
     and the table says so: nothing is lost silently."""
     from rich.console import Console
 
-    from ebpf_otlp.collectors.syscalls import SyscallCollector
+    from ebpf_otlp.signals.syscalls.collector import SyscallCollector
     from ebpf_otlp.export import losses
-    from ebpf_otlp.records import SyscallReport
+    from ebpf_otlp.signals.syscalls.records import SyscallReport
 
     work = subprocess.Popen([str(mix_binary), str(N_GETPPID), str(M_OPENAT), str(K_NANOSLEEP)],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)

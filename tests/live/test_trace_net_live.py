@@ -221,7 +221,7 @@ def test_kprobe_programs_compile_and_pass_the_verifier():
     program must get through clang and the verifier with the running kernel's offsets."""
     from bcc import BPF
 
-    from ebpf_otlp.collectors.tcp import KPROBES, TcpCollector
+    from ebpf_otlp.signals.net.collector import KPROBES, TcpCollector
     from ebpf_otlp.runtime import loader
 
     collector = TcpCollector(pids=[1], ports=[80], rtt=True)
@@ -235,7 +235,7 @@ def test_kprobe_programs_compile_and_pass_the_verifier():
 
 
 def test_bad_input_is_one_line_and_exit_2():
-    from ebpf_otlp.collectors.tcp import kprobes_available
+    from ebpf_otlp.signals.net.collector import kprobes_available
 
     cases = [(["--port", "70000"], "not a TCP/UDP port"), (["--pid", "999999999"], "no process"),
              (["--comm", "x" * 20], "longer than the 15 bytes")]

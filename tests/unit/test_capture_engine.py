@@ -11,10 +11,10 @@ import time
 
 import pytest
 
-from ebpf_otlp.collectors.base import Collector
+from ebpf_otlp.signals.collector import Collector
 from ebpf_otlp.errors import AgentError
 from ebpf_otlp.export.console import text_console
-from ebpf_otlp.processors import Processor
+from ebpf_otlp.signals.processor import Processor
 from ebpf_otlp.engine.capture import Capture, StopOnSignal
 
 

@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from ebpf_otlp.collectors.duty_cycle import DutyCycle, SampleShare
+from ebpf_otlp.signals.duty_cycle import DutyCycle, SampleShare
 
 
 class FakeTime:
@@ -176,7 +176,7 @@ def test_the_thread_ends_on_stop():
 
 
 def test_the_collectors_keywords_still_work():
-    """collectors/cpu.py and collectors/syscalls.py build them with these arguments."""
+    """signals/profile/collector.py and signals/syscalls/collector.py build them with these arguments."""
     duty = DutyCycle(attach=lambda: None, detach=lambda: None, events=lambda: 0,
                      budget_per_s=1000)
     share = SampleShare(lambda s: None, lambda: 0, budget_per_s=1000)

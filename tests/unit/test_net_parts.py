@@ -13,12 +13,15 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 from rich.console import Console
 
-from ebpf_otlp.collectors.tcp import (SEEN_FIN_ACKED, SEEN_FIN_RECEIVED, SEEN_SYN_ACKED,
+from ebpf_otlp.signals.net.collector import (SEEN_FIN_ACKED, SEEN_FIN_RECEIVED, SEEN_SYN_ACKED,
                                       _address, payload_bytes, result_of)
-from ebpf_otlp.export import net_json, net_metrics, net_spans, net_table
-from ebpf_otlp.export.net_lines import ConnectionLines
+from ebpf_otlp.signals.net import json_out as net_json
+from ebpf_otlp.signals.net import metrics as net_metrics
+from ebpf_otlp.signals.net import spans as net_spans
+from ebpf_otlp.signals.net import table as net_table
+from ebpf_otlp.signals.net.lines import ConnectionLines
 from ebpf_otlp.export.resource import build_resource
-from ebpf_otlp.records import Connection, NetReport, UdpFlow
+from ebpf_otlp.signals.net.records import Connection, NetReport, UdpFlow
 
 T0 = 1_700_000_000_000_000_000
 

@@ -6,7 +6,8 @@ import xml.etree.ElementTree as ET
 
 from rich.console import Console
 
-from ebpf_otlp.export import flamegraph, folded, json_out, pprof, table
+from ebpf_otlp.export import flamegraph, folded, json_out, pprof
+from ebpf_otlp.signals.profile import table
 from ebpf_otlp.export.pprof_schema import Profile as PprofProfile
 from ebpf_otlp.records import KERNEL_MODULE, Frame, Mapping, Profile, StackSample, ValueType, cpu_shape
 

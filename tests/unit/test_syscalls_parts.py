@@ -7,10 +7,14 @@ import random
 import pytest
 from rich.console import Console
 
-from ebpf_otlp import histogram, syscall_names
-from ebpf_otlp.export import syscall_json, syscall_metrics, syscall_table
+from ebpf_otlp import histogram
+from ebpf_otlp.signals.syscalls import names as syscall_names
+from ebpf_otlp.signals.syscalls import json_out as syscall_json
+from ebpf_otlp.signals.syscalls import metrics as syscall_metrics
+from ebpf_otlp.signals.syscalls import table as syscall_table
 from ebpf_otlp.export.resource import build_resource
-from ebpf_otlp.records import CollectorStats, SyscallReport, SyscallStats
+from ebpf_otlp.records import CollectorStats
+from ebpf_otlp.signals.syscalls.records import SyscallReport, SyscallStats
 
 
 def test_kernel_sub_bucket_table_matches_the_exact_index():

@@ -9,7 +9,7 @@ import os
 import time
 from typing import Callable
 
-from ebpf_otlp.collectors.base import Collector
+from ebpf_otlp.signals.collector import Collector
 from ebpf_otlp.errors import AgentError
 from ebpf_otlp.records import HeapCounts, LiveAllocation, RawStackSample
 from ebpf_otlp.runtime import loader

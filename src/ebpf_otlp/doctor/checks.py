@@ -249,7 +249,7 @@ def _batch(bpf) -> str:
 
 
 def _tcp_offsets() -> str:
-    from ebpf_otlp.collectors.tcp import field_offsets
+    from ebpf_otlp.signals.net.collector import field_offsets
 
     offsets = field_offsets()
     return f"{len(offsets)} fields of tcp_sock and sock"

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ebpf_otlp.errors import AgentError
-from ebpf_otlp.processors import Processor
+from ebpf_otlp.signals.processor import Processor
 from ebpf_otlp.engine.launch import LaunchedCommand
 
 

@@ -11,7 +11,7 @@ from rich.console import Console
 
 from ebpf_otlp.errors import AgentError
 from ebpf_otlp.export.output_stage import OutputStage
-from ebpf_otlp.processors import Processor
+from ebpf_otlp.signals.processor import Processor
 from ebpf_otlp.records import Profile
 from ebpf_otlp.engine.capture import Capture, StopOnSignal
 from ebpf_otlp.engine.launch import LaunchedCommand

@@ -30,8 +30,9 @@ from ebpf_otlp.export import otlp_profiles
 from ebpf_otlp.export.otlp_settings import OtlpSettings
 from ebpf_otlp.export.otlp_transport import SendError, Transport
 from ebpf_otlp.export.spool import Spool
-from ebpf_otlp.records import (CollectorStats, Connection, HeapReport, NetReport, Profile,
-                               SyscallReport)
+from ebpf_otlp.records import CollectorStats, HeapReport, Profile
+from ebpf_otlp.signals.net.records import Connection, NetReport
+from ebpf_otlp.signals.syscalls.records import SyscallReport
 
 # The SDK exporters log every retry; we count failures and report them in one line instead.
 for _name in ("opentelemetry.exporter", "opentelemetry.sdk"):
@@ -110,13 +111,13 @@ class OtlpOutput:
     metric_temporality = AggregationTemporality.CUMULATIVE
 
     def send_syscalls(self, report: SyscallReport) -> None:
-        from ebpf_otlp.export import syscall_metrics
+        from ebpf_otlp.signals.syscalls import metrics as syscall_metrics
         self.export_metrics(syscall_metrics.build(report, self.resource, self.metric_temporality))
 
     def send_connections(self, connections: list[Connection], capture_start_ns: int,
                          end_ns: int) -> None:
         """A span per connection, batched by the SDK's BatchSpanProcessor."""
-        from ebpf_otlp.export import net_spans
+        from ebpf_otlp.signals.net import spans as net_spans
         net_spans.emit(self.tracer_provider().get_tracer("ebpf-otlp.trace-net", __version__),
                        connections, capture_start_ns, end_ns)
 
@@ -128,7 +129,7 @@ class OtlpOutput:
         elif isinstance(result, SyscallReport):
             self.send_syscalls(result)
         elif isinstance(result, NetReport):
-            from ebpf_otlp.export import net_metrics
+            from ebpf_otlp.signals.net import metrics as net_metrics
             self.export_metrics(net_metrics.build(result, self.resource, self.metric_temporality))
         else:
             raise TypeError(f"no OTLP form for {type(result).__name__}")

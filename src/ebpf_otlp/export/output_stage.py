@@ -14,9 +14,13 @@ from rich.console import Console
 
 import time
 
-from ebpf_otlp.export import files, heap_out, losses, net_json, profile_files, syscall_json
-from ebpf_otlp.export.net_lines import ConnectionLines
-from ebpf_otlp.records import CollectorStats, HeapReport, NetReport, Profile, SyscallReport
+from ebpf_otlp.export import files, heap_out, losses, profile_files
+from ebpf_otlp.signals.net import json_out as net_json
+from ebpf_otlp.signals.syscalls import json_out as syscall_json
+from ebpf_otlp.signals.net.lines import ConnectionLines
+from ebpf_otlp.records import CollectorStats, HeapReport, Profile
+from ebpf_otlp.signals.net.records import NetReport
+from ebpf_otlp.signals.syscalls.records import SyscallReport
 
 if TYPE_CHECKING:
     from ebpf_otlp.export.otlp_output import OtlpOutput

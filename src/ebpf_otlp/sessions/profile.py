@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from ebpf_otlp.export import table
+from ebpf_otlp.signals.profile import table
 from ebpf_otlp.export.output_stage import FileTarget, OutputStage
-from ebpf_otlp.processors import CpuSettings, StackProcessor
+from ebpf_otlp.signals.profile.processor import CpuSettings, StackProcessor
 from ebpf_otlp.records import Profile
 from ebpf_otlp.runtime.perf import COUNTED
 from ebpf_otlp.engine.run import RunResult, capture, held_until_capture

@@ -28,9 +28,14 @@ from ebpf_otlp.errors import AgentError
 from ebpf_otlp.export import losses
 from ebpf_otlp.export.console import text_console
 from ebpf_otlp.export.output_stage import FileTarget, OutputStage, result_name, result_stats
-from ebpf_otlp.processors import (HeapProcessor, NetProcessor, Processor, StackProcessor,
-                                  SyscallProcessor)
-from ebpf_otlp.records import HeapReport, NetReport, Profile, SyscallReport
+from ebpf_otlp.processors import HeapProcessor
+from ebpf_otlp.signals.net.processor import NetProcessor
+from ebpf_otlp.signals.processor import Processor
+from ebpf_otlp.signals.profile.processor import StackProcessor
+from ebpf_otlp.signals.syscalls.processor import SyscallProcessor
+from ebpf_otlp.records import HeapReport, Profile
+from ebpf_otlp.signals.net.records import NetReport
+from ebpf_otlp.signals.syscalls.records import SyscallReport
 from ebpf_otlp.engine.capture import Capture, StopOnSignal
 from ebpf_otlp.runtime.privileges import missing_privileges
 

@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from ebpf_otlp.export import syscall_table
+from ebpf_otlp.signals.syscalls import table as syscall_table
 from ebpf_otlp.export.output_stage import FileTarget, OutputStage
-from ebpf_otlp.processors import SyscallProcessor, SyscallSettings
-from ebpf_otlp.records import SyscallReport
+from ebpf_otlp.signals.syscalls.processor import SyscallProcessor, SyscallSettings
+from ebpf_otlp.signals.syscalls.records import SyscallReport
 from ebpf_otlp.engine.run import RunResult, capture, held_until_capture
 from ebpf_otlp.engine.run import launch as launch_command
 

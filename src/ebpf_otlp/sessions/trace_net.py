@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from ebpf_otlp.export import net_table
+from ebpf_otlp.signals.net import table as net_table
 from ebpf_otlp.export.output_stage import FileTarget, OutputStage
-from ebpf_otlp.processors import NetProcessor, NetSettings
-from ebpf_otlp.records import NetReport
+from ebpf_otlp.signals.net.processor import NetProcessor, NetSettings
+from ebpf_otlp.signals.net.records import NetReport
 from ebpf_otlp.engine.run import RunResult, capture, held_until_capture
 from ebpf_otlp.engine.run import launch as launch_command
 

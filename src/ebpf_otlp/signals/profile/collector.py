@@ -6,10 +6,10 @@ import ctypes as ct
 import time
 from typing import Callable
 
-from ebpf_otlp.collectors.base import Collector
-from ebpf_otlp.collectors.targets import Targets
+from ebpf_otlp.signals.collector import Collector
+from ebpf_otlp.signals.targets import Targets
 from ebpf_otlp.records import RawStackSample
-from ebpf_otlp.collectors.duty_cycle import SampleShare
+from ebpf_otlp.signals.duty_cycle import SampleShare
 from ebpf_otlp.runtime.maps import DoubleBuffer, drain, percpu_counters
 from ebpf_otlp.runtime.perf import attach_sampler, detach_sampler, online_cpus
 from ebpf_otlp.unwind import unwinder

@@ -5,13 +5,15 @@ from __future__ import annotations
 import ctypes as ct
 import platform
 
-from ebpf_otlp import histogram, syscall_names
-from ebpf_otlp.collectors.base import Collector
-from ebpf_otlp.collectors.targets import Targets
+from ebpf_otlp import histogram
+from ebpf_otlp.signals.syscalls import names as syscall_names
+from ebpf_otlp.signals.collector import Collector
+from ebpf_otlp.signals.targets import Targets
 from ebpf_otlp.errors import AgentError
-from ebpf_otlp.records import ContainerInfo, SyscallStats
+from ebpf_otlp.records import ContainerInfo
+from ebpf_otlp.signals.syscalls.records import SyscallStats
 from ebpf_otlp.runtime import loader
-from ebpf_otlp.collectors.duty_cycle import DutyCycle
+from ebpf_otlp.signals.duty_cycle import DutyCycle
 from ebpf_otlp.runtime.maps import DoubleBuffer, drain, percpu_counters
 from ebpf_otlp.runtime.processes import CgroupIds, container_of
 from ebpf_otlp.symbolize.procmaps import read_comm
@@ -30,7 +32,7 @@ class SyscallCollector(Collector):
 
     Every call is counted. With `latency`, every call is timed while the traced syscall
     rate stays under `latency_budget` per second (0: no limit); above it the entry hook
-    is time-shared (collectors/duty_cycle.py) and the timed calls are a sample."""
+    is time-shared (signals/duty_cycle.py) and the timed calls are a sample."""
 
     name = "syscalls"
 

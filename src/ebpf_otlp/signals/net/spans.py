@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
-from ebpf_otlp.records import Connection, endpoint
+from ebpf_otlp.signals.net.records import Connection, endpoint
 
 ERROR_TYPES = {"refused": "connection_refused", "timed_out": "timed_out", "failed": "connect_failed",
                "reset_sent": "reset", "reset_received": "reset"}

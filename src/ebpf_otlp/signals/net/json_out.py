@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import fields
 
-from ebpf_otlp.records import Connection, NetReport, UdpFlow
+from ebpf_otlp.signals.net.records import Connection, NetReport, UdpFlow
 
 # Fields read by name: dataclasses.asdict deep-copies every value, 75 µs a connection,
 # most of trace-net's own cost at the end of a connection storm.

@@ -35,7 +35,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from ebpf_otlp import __version__
-from ebpf_otlp.records import Connection, NetReport
+from ebpf_otlp.signals.net.records import Connection, NetReport
 
 # Seconds: 100 µs to 100 s, the range of connections from loopback RPCs to long transfers.
 DURATION_BOUNDS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,

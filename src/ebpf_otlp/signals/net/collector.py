@@ -12,10 +12,11 @@ import os
 import socket
 import time
 
-from ebpf_otlp.collectors.base import Collector
-from ebpf_otlp.collectors.targets import Targets
+from ebpf_otlp.signals.collector import Collector
+from ebpf_otlp.signals.targets import Targets
 from ebpf_otlp.errors import AgentError
-from ebpf_otlp.records import HOST, Connection, UdpFlow
+from ebpf_otlp.records import HOST
+from ebpf_otlp.signals.net.records import Connection, UdpFlow
 from ebpf_otlp.runtime import loader
 from ebpf_otlp.runtime.maps import drain, percpu_counters
 from ebpf_otlp.runtime.processes import container_of

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 from ebpf_otlp import histogram
-from ebpf_otlp.records import SyscallReport
-from ebpf_otlp.syscall_names import errno_name
+from ebpf_otlp.signals.syscalls.records import SyscallReport
+from ebpf_otlp.signals.syscalls.names import errno_name
 
 
 def encode(report: SyscallReport) -> str:

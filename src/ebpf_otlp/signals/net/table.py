@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from ebpf_otlp.records import Connection, NetReport, endpoint
+from ebpf_otlp.signals.net.records import Connection, NetReport, endpoint
 
 HEADER = (f"{'PID':>7} {'COMM':<15} {'LADDR:LPORT':<28} {'RADDR:RPORT':<28} {'TX_KB':>8} "
           f"{'RX_KB':>8} {'MS':>9} {'RETR':>5} RESULT")

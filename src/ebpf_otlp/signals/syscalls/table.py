@@ -10,8 +10,9 @@ from rich.table import Table
 from rich.text import Text
 
 from ebpf_otlp import histogram
-from ebpf_otlp.records import HOST, SyscallReport, SyscallStats
-from ebpf_otlp.syscall_names import READ_SYSCALLS, WRITE_SYSCALLS, errno_name
+from ebpf_otlp.records import HOST
+from ebpf_otlp.signals.syscalls.records import SyscallReport, SyscallStats
+from ebpf_otlp.signals.syscalls.names import READ_SYSCALLS, WRITE_SYSCALLS, errno_name
 from ebpf_otlp.units import format_seconds
 
 

@@ -31,8 +31,8 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from ebpf_otlp import __version__, histogram
-from ebpf_otlp.records import SyscallReport, SyscallStats
-from ebpf_otlp.syscall_names import errno_name
+from ebpf_otlp.signals.syscalls.records import SyscallReport, SyscallStats
+from ebpf_otlp.signals.syscalls.names import errno_name
 
 
 def _attributes(s: SyscallStats) -> dict:

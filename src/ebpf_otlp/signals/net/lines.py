@@ -16,8 +16,8 @@ import time
 
 from rich.console import Console
 
-from ebpf_otlp.export.net_table import HEADER, line
-from ebpf_otlp.records import Connection
+from ebpf_otlp.signals.net.table import HEADER, line
+from ebpf_otlp.signals.net.records import Connection
 
 BOLD, RED, RESET = "\x1b[1m", "\x1b[31m", "\x1b[0m"
 

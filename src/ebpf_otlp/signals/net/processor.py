@@ -1,0 +1,66 @@
+"""The net signal's processor: connections as they close, UDP flows summed."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from ebpf_otlp.records import CollectorStats
+from ebpf_otlp.signals.net.collector import TcpCollector
+from ebpf_otlp.signals.net.records import Connection, NetReport, UdpFlow
+from ebpf_otlp.signals.processor import Processor
+
+
+@dataclass
+class NetSettings:
+    pids: list[int] = field(default_factory=list)
+    comm: str | None = None
+    ports: list[int] = field(default_factory=list)
+    hooks: str = "auto"                # auto, tracepoints or kprobes
+    rtt: bool = False                  # RTT histogram from every ACK (tcp:tcp_probe)
+    udp: bool = True
+    max_conns: int = 65536
+    interval_s: float = 10.0           # how often metrics are exported
+    follow_forks: bool = False
+    include_self: bool = False
+
+
+class NetProcessor(Processor):
+    """Connections as they close (each reaches the output stage once, at the next drain:
+    spans and live table rows), UDP flows summed per process and peer; metrics cumulative."""
+
+    periodic = True
+
+    def __init__(self, settings: NetSettings):
+        self.settings = settings
+        self.collector = TcpCollector(settings.pids, settings.comm, settings.ports, settings.hooks,
+                                      settings.rtt, settings.udp, settings.max_conns,
+                                      follow_forks=settings.follow_forks,
+                                      include_self=settings.include_self)
+        self.connections: list[Connection] = []
+        self.udp: dict[tuple, UdpFlow] = {}
+        self.window_start_ns = time.time_ns()
+
+    def add(self, records: list) -> None:
+        for r in records:
+            if isinstance(r, Connection):
+                self.connections.append(r)
+            else:
+                have = self.udp.get(r.key)
+                if have is None:
+                    self.udp[r.key] = r
+                else:
+                    have.bytes += r.bytes
+                    have.datagrams += r.datagrams
+
+    def reset(self, start_ns: int | None = None) -> None:
+        self.connections, self.udp = [], {}
+        self.window_start_ns = start_ns or time.time_ns()
+
+    def result(self, end_ns: int | None = None) -> NetReport:
+        c = self.collector
+        end_ns = end_ns or time.time_ns()
+        return NetReport(list(self.connections), list(self.udp.values()), self.window_start_ns,
+                         end_ns - self.window_start_ns, c.hooks,
+                         CollectorStats(c.stats.processed, dict(c.stats.lost), c.stats.drains),
+                         dict(c.rtt_log2_us))

@@ -1,0 +1,86 @@
+"""The net signal's records: TCP connections, UDP flows, and the report of a window."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ebpf_otlp.records import HOST, CollectorStats, ContainerInfo
+
+
+def endpoint(address: str, port: int) -> str:
+    """address:port, an IPv6 address in brackets (RFC 3986), as ss and curl print them."""
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+@dataclass
+class Connection:
+    """One TCP connection, from its start (or the capture's) to its close (or the capture's
+    end, `result == "open"`). Times are wall-clock ns; bytes are the kernel's own totals
+    (acked sent, received) at close, or what the owner sent and received while open."""
+    pid: int                    # the owner: the connecting process, or the one that accepted
+    process_name: str
+    role: str                   # "client", "server", or "" when it began before the capture
+    family: int                 # 4 or 6
+    local_address: str
+    local_port: int
+    peer_address: str
+    peer_port: int
+    start_ns: int               # 0: began before the capture
+    end_ns: int                 # 0: still open at the end
+    handshake_ns: int | None = None   # client: SYN_SENT → ESTABLISHED
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    segs_in: int = 0
+    segs_out: int = 0
+    retransmits: int = 0
+    srtt_us: int | None = None  # smoothed RTT at close
+    result: str = "normal"      # normal, reset_sent, reset_received, refused, timed_out, failed, open
+    error: str = ""             # the socket's errno name, if it had one
+    container: ContainerInfo = HOST
+
+    RESULTS_FAILED = ("refused", "timed_out", "failed", "reset_sent", "reset_received")
+
+    @property
+    def failed(self) -> bool:
+        return self.result in self.RESULTS_FAILED
+
+    @property
+    def duration_ns(self) -> int | None:
+        return self.end_ns - self.start_ns if self.start_ns and self.end_ns else None
+
+    @property
+    def server(self) -> tuple[str, int]:
+        """The server side's address and port: the peer for a client, us for a server."""
+        return (self.local_address, self.local_port) if self.role == "server" else \
+            (self.peer_address, self.peer_port)
+
+
+@dataclass
+class UdpFlow:
+    """UDP traffic of one process to or from one peer (unconnected sockets: peer '')."""
+    pid: int
+    process_name: str
+    direction: str              # "transmit" or "receive" (network.io.direction)
+    family: int
+    peer_address: str
+    peer_port: int
+    bytes: int = 0
+    datagrams: int = 0
+    container: ContainerInfo = HOST
+
+    @property
+    def key(self) -> tuple:
+        return (self.pid, self.direction, self.peer_address, self.peer_port)
+
+
+@dataclass
+class NetReport:
+    """What `trace-net` gathered: connections (closed, and open at the end), UDP flows,
+    and the RTT histogram from every ACK (log2 µs buckets) with --rtt."""
+    connections: list[Connection]
+    udp: list[UdpFlow]
+    start_ns: int
+    duration_ns: int
+    hooks: str                  # "tracepoints" or "kprobes": which path was used
+    collection: CollectorStats = field(default_factory=CollectorStats)
+    rtt_log2_us: dict[int, int] = field(default_factory=dict)

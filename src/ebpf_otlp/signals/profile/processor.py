@@ -1,0 +1,86 @@
+"""The profile signal's processor: stacks counted across drains, symbolized at the end."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from ebpf_otlp.records import (CollectorStats, Profile, RawStackSample, ValueType, counted_shape,
+                               cpu_shape, off_cpu_shape)
+from ebpf_otlp.runtime.perf import COUNTED
+from ebpf_otlp.signals.processor import Processor
+from ebpf_otlp.signals.profile.collector import CpuSampler
+from ebpf_otlp.symbolize.symbolizer import Symbolizer
+
+
+@dataclass
+class CpuSettings:
+    hz: int = 99
+    pids: list[int] = field(default_factory=list)   # empty: every process
+    user_stacks: bool = True
+    kernel_stacks: bool = True
+    event: str = "cpu-clock"
+    drain_s: float = 2.0
+    off_cpu: bool = False                # weigh stacks by time off CPU, from sched_switch
+    min_block_ns: int = 1000
+    switch_budget: float = 5000          # off-CPU: switches/s walked in full (0: no limit)
+    follow_forks: bool = False           # launch mode: trace what the targets fork
+    period: int = 0                      # counted events (page-faults): one sample every N
+    unwind: str = "auto"                 # user stacks: auto | fp | dwarf (tables from .eh_frame)
+    comm: str | None = None              # only processes with this command name
+    include_self: bool = False           # ebpf-otlp's own processes too
+
+
+class StackProcessor(Processor):
+    """CPU (or off-CPU) stacks: counts raw stacks across drains, symbolizes at the end.
+
+    The symbolizer snapshots each process the kernel announces while it lives, so a
+    process that exits before the end is still named."""
+
+    def __init__(self, settings: CpuSettings, symbolizer: Symbolizer | None = None):
+        self.settings = settings
+        self.symbolizer = symbolizer or Symbolizer()
+        self.collector = CpuSampler(
+            settings.hz, settings.pids, settings.user_stacks, settings.kernel_stacks,
+            settings.event, settings.drain_s, on_new_process=self.symbolizer.remember,
+            off_cpu=settings.off_cpu, min_block_ns=settings.min_block_ns,
+            switch_budget=settings.switch_budget, follow_forks=settings.follow_forks,
+            period=settings.period, unwind=settings.unwind, comm=settings.comm,
+            include_self=settings.include_self)
+        self.counts: Counter[RawStackSample] = Counter()
+        self.window_start_ns = time.time_ns()
+
+    def prepare(self) -> None:
+        """Snapshot the named processes and read their symbol tables (from the on-disk
+        cache when warm) while BPF compiles."""
+        for pid in self.settings.pids:
+            self.symbolizer.remember(pid)
+        if self.settings.user_stacks and not self.settings.follow_forks:
+            self.collector.unwinder.warm(self.settings.pids)
+        self.symbolizer.prepare_symbols()
+
+    def add(self, records: list[tuple[RawStackSample, int]]) -> None:
+        for raw, count in records:
+            self.counts[raw] += count
+
+    def reset(self, start_ns: int | None = None) -> None:
+        self.counts = Counter()
+        self.window_start_ns = start_ns or time.time_ns()
+        self.symbolizer.forget_exited()   # a long-running agent keeps only live processes
+
+    def result(self, end_ns: int | None = None) -> Profile:
+        s = self.settings
+        end_ns = end_ns or time.time_ns()
+        if s.off_cpu:
+            shape = off_cpu_shape()
+        elif s.event in COUNTED:
+            shape = counted_shape(s.event, ValueType(*COUNTED[s.event]), s.period)
+        else:
+            shape = cpu_shape(s.hz, s.event)
+        period = shape["period"]
+        values = (lambda c: (c,)) if s.off_cpu else (lambda c: (c, c * period))
+        samples = self.symbolizer.symbolize({raw: values(c) for raw, c in self.counts.items()})
+        stats = self.collector.stats.merged(CollectorStats(lost=self.symbolizer.losses))
+        return Profile(samples=samples, start_ns=self.window_start_ns,
+                       duration_ns=end_ns - self.window_start_ns, stats=stats, **shape)

@@ -1,0 +1,99 @@
+"""The syscalls signal's records: per (process, syscall) stats, and the report of a window."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ebpf_otlp.records import HOST, CollectorStats, ContainerInfo
+
+
+@dataclass
+class SyscallStats:
+    """One (process, syscall) over a window: counts, errors by errno, bytes, latency.
+
+    Latency fields (total_ns, min_ns, max_ns, hist) cover the `timed` calls only: all of
+    them unless the entry hook was time-shared, when the timed calls are a sample and
+    totals are estimated by scaling (est_total_ns)."""
+    pid: int
+    process_name: str
+    nr: int
+    syscall: str
+    calls: int = 0
+    errors: int = 0
+    total_ns: int = 0
+    min_ns: int = 0
+    max_ns: int = 0
+    bytes: int = 0
+    errnos: dict[int, int] = field(default_factory=dict)     # errno -> calls that failed so
+    hist: dict[int, int] = field(default_factory=dict)       # histogram.SCALE bucket -> calls
+    timed: int = 0                                           # calls whose latency was measured
+    container: ContainerInfo = HOST
+
+    @property
+    def sampled(self) -> bool:
+        return self.timed < self.calls
+
+    @property
+    def avg_ns(self) -> float:
+        return self.total_ns / self.timed if self.timed else 0.0
+
+    @property
+    def est_total_ns(self) -> float:
+        """Time in this syscall: measured, or scaled up from the timed sample."""
+        return self.total_ns * self.calls / self.timed if self.timed else 0.0
+
+    def merge(self, other: "SyscallStats") -> None:
+        if other.timed:
+            self.min_ns = other.min_ns if not self.timed else min(self.min_ns, other.min_ns)
+        self.timed += other.timed
+        self.calls += other.calls
+        self.errors += other.errors
+        self.total_ns += other.total_ns
+        self.max_ns = max(self.max_ns, other.max_ns)
+        self.bytes += other.bytes
+        self.process_name = self.process_name or other.process_name
+        self.container = self.container if self.container != HOST else other.container
+        for table, add in ((self.errnos, other.errnos), (self.hist, other.hist)):
+            for k, v in add.items():
+                table[k] = table.get(k, 0) + v
+
+
+@dataclass
+class SyscallReport:
+    """What `syscalls` gathered: cumulative per (process, syscall) since start_ns."""
+    stats: list[SyscallStats]
+    start_ns: int
+    duration_ns: int
+    latency: bool
+    collection: CollectorStats = field(default_factory=CollectorStats)   # events, losses by cause
+    latency_budget: float = 0        # syscalls/s timed in full (0: no limit)
+    timing_share: float = 1.0        # lowest share of time every call was timed
+
+    @property
+    def events(self) -> int:
+        """Syscall exits the kernel side counted."""
+        return self.collection.processed
+
+    @property
+    def lost(self) -> dict[str, int]:
+        return self.collection.lost
+
+    @property
+    def sampled(self) -> bool:
+        """The entry hook was time-shared: latency is a sample for (some of) the capture."""
+        return self.latency and self.timing_share < 1.0
+
+    def time_in(self, s: SyscallStats) -> float:
+        """Time spent in a row's calls: scaled up from the timed sample while the entry hook
+        was time-shared (entries then are timed at random, whatever their length); else
+        what was measured, since the only untimed calls are those already under way at the
+        start, which are not a fair sample."""
+        return s.est_total_ns if self.sampled else float(s.total_ns)
+
+    def estimated(self, s: SyscallStats) -> bool:
+        return self.sampled and s.sampled
+
+    @property
+    def timed_fraction(self) -> float:
+        calls = sum(s.calls for s in self.stats)
+        return sum(s.timed for s in self.stats) / calls if calls else 1.0
