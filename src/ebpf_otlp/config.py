@@ -127,7 +127,13 @@ SCHEMA: dict[str, dict[str, Callable[[Any], Any]]] = {
              "compression": _choice("gzip", "none"), "timeout": check_duration, "spool_dir": _string,
              "spool_max_mb": _positive_int},
 }
-CAPTURES = ("profile", "syscalls", "trace_net", "memleak")
+# The capture tables, as the signals' registry names them (read when first needed: the
+# registry imports every signal).
+def _capture_tables() -> tuple[str, ...]:
+    from ebpf_otlp.signals import registry
+    return registry.TABLES
+
+
 DEFAULTS = {
     "snapshot": {"output_root": "/var/lib/ebpf-otlp/snapshots", "duration": 30.0, "keep": 48,
                  "max_age": 7 * 86400.0, "max_total": 2 * 2**30, "tar": False},
@@ -148,7 +154,7 @@ class Config:
 
     @property
     def captures(self) -> list[str]:
-        return [c for c in CAPTURES if c in self.tables]
+        return [c for c in _capture_tables() if c in self.tables]
 
     def override(self, section: str, **values) -> None:
         """Command-line options over the file; None means not given."""
@@ -165,8 +171,10 @@ class Config:
     def check_captures(self) -> None:
         """Build every capture's settings once, so what only they check (syscall names,
         memleak's pids) fails here, before anything is written or printed."""
+        from ebpf_otlp.signals import registry
         for name in self.captures:
-            SETTINGS[name](self.tables[name], self.path)
+            for signal in registry.in_table(name):
+                signal.settings(self.tables[name], self.path)
 
     def reloaded(self) -> "Config":
         """The file read again (SIGHUP), with the same command-line options over it."""
@@ -242,41 +250,6 @@ def check(raw: dict, path: str = "<config>") -> Config:
 
 
 # -- from tables to the settings each processor takes ------------------------------------
-def cpu_settings(t: dict, off_cpu: bool):
-    from ebpf_otlp.signals.profile.processor import CpuSettings
-    return CpuSettings(hz=t.get("hz", 99), pids=t.get("pids", []), off_cpu=off_cpu,
-                       user_stacks=t.get("user_stacks", True),
-                       kernel_stacks=t.get("kernel_stacks", True),
-                       min_block_ns=int(t.get("min_block", 1e-6) * 1e9),
-                       switch_budget=t.get("switch_budget", 5000), unwind=t.get("unwind", "auto"),
-                       comm=t.get("comm"), include_self=t.get("include_self", False))
-
-
-def syscall_settings(t: dict, path: str = "<config>"):
-    from ebpf_otlp.signals.syscalls import names as syscall_names
-    from ebpf_otlp.signals.syscalls.processor import SyscallSettings
-
-    numbers = []
-    for name in t.get("syscalls", []):
-        nr = syscall_names.number(name)
-        if nr is None:
-            raise AgentError(f"{path}: [syscalls] syscalls: unknown syscall {name!r}")
-        numbers.append(nr)
-    return SyscallSettings(pids=t.get("pids", []), comm=t.get("comm"), syscalls=numbers,
-                           latency=t.get("latency", True),
-                           latency_budget=t.get("latency_budget", 100_000),
-                           interval_s=t.get("interval", 10.0),
-                           include_self=t.get("include_self", False))
-
-
-def net_settings(t: dict):
-    from ebpf_otlp.signals.net.processor import NetSettings
-    return NetSettings(pids=t.get("pids", []), comm=t.get("comm"), ports=t.get("ports", []),
-                       hooks=t.get("hooks", "auto"), rtt=t.get("rtt", False), udp=t.get("udp", True),
-                       max_conns=t.get("max_connections", 65536),
-                       include_self=t.get("include_self", False))
-
-
 def heap_settings(t: dict, path: str = "<config>"):
     from ebpf_otlp.processors import HeapSettings
     if not t.get("pids"):
@@ -285,11 +258,6 @@ def heap_settings(t: dict, path: str = "<config>"):
                         library=t.get("lib"), symbol_prefix=t.get("symbol_prefix", ""),
                         no_free=t.get("no_free", False), min_age_s=t.get("min_age", 5.0),
                         unwind=t.get("unwind", "auto"), mmap=t.get("mmap", True))
-
-
-SETTINGS: dict[str, Callable[[dict, str], Any]] = {
-    "profile": lambda t, path: cpu_settings(t, off_cpu=False), "syscalls": syscall_settings,
-    "trace_net": lambda t, path: net_settings(t), "memleak": heap_settings}
 
 
 def otlp_settings(t: dict):

@@ -14,8 +14,6 @@ from conftest import agent, compile_c, need_tool
 from ebpf_otlp.export.output_stage import FileTarget, OutputStage
 from ebpf_otlp.signals.profile.processor import CpuSettings, StackProcessor
 from ebpf_otlp.signals.syscalls.processor import SyscallProcessor, SyscallSettings
-from ebpf_otlp.records import Profile
-from ebpf_otlp.signals.syscalls.records import SyscallReport
 from ebpf_otlp.engine.capture import Capture, StopOnSignal
 from test_profile_live import load_pprof, pprof_stacks, self_share
 from test_syscalls_live import K_NANOSLEEP, M_OPENAT, N_GETPPID, mix_binary  # noqa: F401 (a fixture)
@@ -139,8 +137,8 @@ def test_profile_and_syscalls_together_in_one_process(tmp_path, mix_binary):
     results = [cpu.result(capture.ended_ns), sys.result(capture.ended_ns)]
     console = Console(record=True, width=200)
     stage = OutputStage.create(console, notices,
-                               [FileTarget(str(tmp_path / "cpu.pb.gz"), "pprof", Profile),
-                                FileTarget(str(tmp_path / "sys.json"), "json", SyscallReport)],
+                               [FileTarget(str(tmp_path / "cpu.pb.gz"), "pprof", "profile"),
+                                FileTarget(str(tmp_path / "sys.json"), "json", "syscalls")],
                                {}, None, None, lambda: {})
     stage.finish(results, "test", capture.started_ns, capture.ended_ns, {})
 

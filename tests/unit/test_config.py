@@ -11,6 +11,9 @@ import pytest
 from ebpf_otlp import config as cfg
 from ebpf_otlp.errors import AgentError
 from ebpf_otlp.sessions import snapshot
+from ebpf_otlp.signals.net.processor import NetSettings
+from ebpf_otlp.signals.profile.processor import CpuSettings
+from ebpf_otlp.signals.syscalls.processor import SyscallSettings
 
 
 def test_a_good_config_is_read_with_defaults(tmp_path):
@@ -22,8 +25,8 @@ def test_a_good_config_is_read_with_defaults(tmp_path):
     s = c.section("snapshot")
     assert (s["duration"], s["max_total"], s["max_age"], s["keep"]) == (45.0, 2**30, 172800.0, 48)
     assert c.captures == ["profile", "trace_net"] and c.tables["trace_net"]["ports"] == [80, 443]
-    assert cfg.cpu_settings(c.tables["profile"], off_cpu=False).hz == 49
-    assert not cfg.cpu_settings(c.tables["profile"], off_cpu=False).include_self
+    assert CpuSettings.from_table(c.tables["profile"], off_cpu=False).hz == 49
+    assert not CpuSettings.from_table(c.tables["profile"], off_cpu=False).include_self
     c.override("snapshot", duration=5.0, keep=None)
     assert c.section("snapshot")["duration"] == 5.0 and c.section("snapshot")["keep"] == 48
     text = c.to_toml(("snapshot", *c.captures, "otlp"))
@@ -35,9 +38,9 @@ def test_targets_keys_reach_the_settings(tmp_path):
     path.write_text('[profile]\ncomm = "nginx"\ninclude_self = true\n[syscalls]\ninclude_self = true\n'
                     '[trace_net]\ninclude_self = true\n')
     t = cfg.load(str(path)).tables
-    cpu = cfg.cpu_settings(t["profile"], off_cpu=False)
+    cpu = CpuSettings.from_table(t["profile"], off_cpu=False)
     assert (cpu.comm, cpu.include_self) == ("nginx", True)
-    assert cfg.syscall_settings(t["syscalls"]).include_self and cfg.net_settings(t["trace_net"]).include_self
+    assert SyscallSettings.from_table(t["syscalls"]).include_self and NetSettings.from_table(t["trace_net"]).include_self
 
 
 @pytest.mark.parametrize("text,words", [

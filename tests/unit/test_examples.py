@@ -22,6 +22,9 @@ from ebpf_otlp import config as cfg
 from ebpf_otlp.cli import cli
 from ebpf_otlp.export.otlp_settings import resolve
 from ebpf_otlp.runtime.privileges import CAPABILITIES
+from ebpf_otlp.signals.net.processor import NetSettings
+from ebpf_otlp.signals.profile.processor import CpuSettings
+from ebpf_otlp.signals.syscalls.processor import SyscallSettings
 
 try:
     import tomllib
@@ -103,11 +106,11 @@ def check_capture_settings(config: cfg.Config) -> None:
     """What the sessions build from the tables (syscall names are checked here)."""
     t = config.tables
     if "profile" in t:
-        cfg.cpu_settings(t["profile"], off_cpu=bool(t["profile"].get("off_cpu")))
+        CpuSettings.from_table(t["profile"], off_cpu=bool(t["profile"].get("off_cpu")))
     if "syscalls" in t:
-        cfg.syscall_settings(t["syscalls"], config.path)
+        SyscallSettings.from_table(t["syscalls"], config.path)
     if "trace_net" in t:
-        cfg.net_settings(t["trace_net"])
+        NetSettings.from_table(t["trace_net"])
 
 
 def test_command_line_helpers_parse_what_they_should():

@@ -25,14 +25,11 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
-from ebpf_otlp import __version__
 from ebpf_otlp.export import otlp_profiles
 from ebpf_otlp.export.otlp_settings import OtlpSettings
 from ebpf_otlp.export.otlp_transport import SendError, Transport
 from ebpf_otlp.export.spool import Spool
-from ebpf_otlp.records import CollectorStats, HeapReport, Profile
-from ebpf_otlp.signals.net.records import Connection, NetReport
-from ebpf_otlp.signals.syscalls.records import SyscallReport
+from ebpf_otlp.records import CollectorStats, Profile
 
 # The SDK exporters log every retry; we count failures and report them in one line instead.
 for _name in ("opentelemetry.exporter", "opentelemetry.sdk"):
@@ -110,29 +107,11 @@ class OtlpOutput:
     # covers one window (the agent resets its processors every interval).
     metric_temporality = AggregationTemporality.CUMULATIVE
 
-    def send_syscalls(self, report: SyscallReport) -> None:
-        from ebpf_otlp.signals.syscalls import metrics as syscall_metrics
-        self.export_metrics(syscall_metrics.build(report, self.resource, self.metric_temporality))
-
-    def send_connections(self, connections: list[Connection], capture_start_ns: int,
-                         end_ns: int) -> None:
-        """A span per connection, batched by the SDK's BatchSpanProcessor."""
-        from ebpf_otlp.signals.net import spans as net_spans
-        net_spans.emit(self.tracer_provider().get_tracer("ebpf-otlp.trace-net", __version__),
-                       connections, capture_start_ns, end_ns)
-
     def send(self, result) -> None:
-        """A finished result, as the signal its type calls for (a NetReport's spans go out
-        as connections close, through send_connections)."""
-        if isinstance(result, (Profile, HeapReport)):
-            self.send_profile(result if isinstance(result, Profile) else result.profile)
-        elif isinstance(result, SyscallReport):
-            self.send_syscalls(result)
-        elif isinstance(result, NetReport):
-            from ebpf_otlp.signals.net import metrics as net_metrics
-            self.export_metrics(net_metrics.build(result, self.resource, self.metric_temporality))
-        else:
-            raise TypeError(f"no OTLP form for {type(result).__name__}")
+        """A finished result, as the OTLP signal its signal's descriptor calls for (spans of
+        connections go out as they close, through the net signal's stream)."""
+        from ebpf_otlp.signals import registry
+        registry.of(result).to_otlp(self, result)
 
     # -- SDK signals ------------------------------------------------------------
     def tracer_provider(self) -> TracerProvider:

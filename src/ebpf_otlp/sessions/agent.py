@@ -25,15 +25,14 @@ from rich.console import Console
 from ebpf_otlp import config as cfg
 from ebpf_otlp.export import losses
 from ebpf_otlp.export.console import text_console
-from ebpf_otlp.export.output_stage import FileTarget, OutputStage, result_name, result_stats
-from ebpf_otlp.signals.net.processor import NetProcessor
-from ebpf_otlp.signals.processor import Processor
-from ebpf_otlp.signals.profile.processor import StackProcessor
-from ebpf_otlp.signals.net.records import NetReport
+from ebpf_otlp.export.output_stage import FileTarget, OutputStage
 from ebpf_otlp.errors import AgentError
 from ebpf_otlp.engine.capture import Capture, StopOnSignal
 from ebpf_otlp.runtime.privileges import missing_privileges
 from ebpf_otlp.sessions import snapshot
+from ebpf_otlp.signals import registry
+from ebpf_otlp.signals.processor import Processor
+from ebpf_otlp.signals.profile import PROFILE
 
 
 @dataclass
@@ -65,8 +64,8 @@ class _Windows:
         self.deadline = now + duration_s if duration_s else float("inf")
 
     def on_drain(self, processor: Processor) -> None:
-        if isinstance(processor, NetProcessor) and self.stage.otlp:   # spans as connections close
-            self.stage.new_connections(processor.result(), time.time_ns())
+        if processor.streams and self.stage.otlp:   # e.g. spans as connections close
+            self.stage.stream(processor.result(), time.time_ns())
         now = time.monotonic()
         # A tail shorter than half a window goes with the last window, not into one of its own.
         if now >= self.next_window and now + self.window_s / 2 < self.deadline:
@@ -74,7 +73,7 @@ class _Windows:
             self.next_window = now + self.window_s
             self.next_interval = now + self.interval_s
         elif self.stage.otlp and now >= self.next_interval and now + self.interval_s / 2 < self.deadline:
-            self.cut([p.processor for p in self.parts if not isinstance(p.processor, StackProcessor)])
+            self.cut([p.processor for p in self.parts if not p.signal.windowed])
             self.next_interval = now + self.interval_s
 
     def cut(self, processors: list[Processor], final: bool = False, whole: bool = False) -> None:
@@ -94,20 +93,20 @@ class _Windows:
         metrics (with a collector only)."""
         t = self.totals
         t.windows += whole
-        for p, r in zip(processors, results):
-            stats = result_stats(r)
+        for r in results:
+            signal = registry.of(r)
+            stats = signal.stats(r)
             t.lost = max(t.lost, stats.total_lost)
-            t.lost_by[result_name(r)] = losses.line(stats, result_name(r))
-            if isinstance(p, StackProcessor) and r.frequency_hz:
+            t.lost_by[signal.title] = losses.line(stats, signal.title)
+            if signal is PROFILE and r.frequency_hz:
                 t.profiles += 1
                 t.samples += r.total(r.shown_index)
                 t.kernel_samples = stats.processed
         if self.stage.otlp:
             for r in results:
-                if isinstance(r, NetReport):
-                    self.stage.new_connections(r, end)
+                self.stage.stream(r, end)
                 self.stage.otlp.send(r)
-            self.stage.reset_connections()
+            self.stage.reset_streams()
         if self.output_dir and whole:
             self.write_files(results)
 
@@ -117,7 +116,7 @@ class _Windows:
         name = snapshot.bundle_name(root, time.time())
         tmp = os.path.join(root, snapshot.TMP_PREFIX + name)
         os.makedirs(tmp)
-        targets = [FileTarget(os.path.join(tmp, os.path.basename(t.path)), t.fmt, t.kind, t.only)
+        targets = [FileTarget(os.path.join(tmp, os.path.basename(t.path)), t.fmt, t.signal)
                    for part in self.parts for t in part.files]
         written = []
         for target in targets:

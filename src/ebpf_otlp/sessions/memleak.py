@@ -10,7 +10,6 @@ from rich.console import Console
 from ebpf_otlp.export import heap_out
 from ebpf_otlp.export.output_stage import FileTarget, OutputStage
 from ebpf_otlp.processors import HeapProcessor, HeapSettings
-from ebpf_otlp.records import HeapReport
 from ebpf_otlp.engine.run import RunResult, capture, held_until_capture
 from ebpf_otlp.engine.run import launch as launch_command
 
@@ -34,10 +33,10 @@ def run(config: MemleakConfig, console: Console, notices: Console, started_ns: i
     heap = config.heap
     launch = launch_command(config.command, heap)
     processor = HeapProcessor(heap)
-    terminal = {HeapReport: lambda r, c: heap_out.render(r, c, config.top)} if config.top else {}
+    terminal = {"memleak": lambda r, c: heap_out.render(r, c, config.top)} if config.top else {}
     with held_until_capture(launch):
         stage = OutputStage.create(console, notices,
-                                   [FileTarget(p, f, HeapReport) for p, f in config.outputs], terminal,
+                                   [FileTarget(p, f, "memleak") for p, f in config.outputs], terminal,
                                    config.otlp, config.spool,
                                    lambda: {processor.collector.name: processor.collector.stats},
                                    heap.interval_s)

@@ -10,7 +10,6 @@ from rich.console import Console
 from ebpf_otlp.signals.profile import table
 from ebpf_otlp.export.output_stage import FileTarget, OutputStage
 from ebpf_otlp.signals.profile.processor import CpuSettings, StackProcessor
-from ebpf_otlp.records import Profile
 from ebpf_otlp.runtime.perf import COUNTED
 from ebpf_otlp.engine.run import RunResult, capture, held_until_capture
 from ebpf_otlp.engine.run import launch as launch_command
@@ -36,9 +35,11 @@ def run(config: ProfileConfig, console: Console, notices: Console, started_ns: i
     cpu = config.cpu
     launch = launch_command(config.command, cpu)
     processor = StackProcessor(cpu)
-    terminal = {Profile: lambda p, c: table.render(p, c, config.top)} if config.top else {}
+    signal = "off-cpu" if cpu.off_cpu else "profile"
+    terminal = {signal: lambda p, c: table.render(p, c, config.top)} if config.top else {}
     with held_until_capture(launch):
-        stage = OutputStage.create(console, notices, [FileTarget(p, f) for p, f in config.outputs],
+        stage = OutputStage.create(console, notices,
+                                   [FileTarget(p, f, signal) for p, f in config.outputs],
                                    terminal, config.otlp, config.spool,
                                    lambda: {processor.collector.name: processor.collector.stats})
     target = launch.describe() if launch else \

@@ -27,16 +27,10 @@ from ebpf_otlp import __version__, config as cfg
 from ebpf_otlp.errors import AgentError
 from ebpf_otlp.export import losses
 from ebpf_otlp.export.console import text_console
-from ebpf_otlp.export.output_stage import FileTarget, OutputStage, result_name, result_stats
-from ebpf_otlp.processors import HeapProcessor
-from ebpf_otlp.signals.net.processor import NetProcessor
-from ebpf_otlp.signals.processor import Processor
-from ebpf_otlp.signals.profile.processor import StackProcessor
-from ebpf_otlp.signals.syscalls.processor import SyscallProcessor
-from ebpf_otlp.records import HeapReport, Profile
-from ebpf_otlp.signals.net.records import NetReport
-from ebpf_otlp.signals.syscalls.records import SyscallReport
+from ebpf_otlp.export.output_stage import FileTarget, OutputStage
 from ebpf_otlp.engine.capture import Capture, StopOnSignal
+from ebpf_otlp.signals import registry
+from ebpf_otlp.signals.processor import Processor
 from ebpf_otlp.runtime.privileges import missing_privileges
 
 EX_TEMPFAIL = 75
@@ -53,40 +47,28 @@ class Busy(AgentError):
 @dataclass
 class Part:
     """One capture of the bundle: its processor and the files it writes."""
-    name: str
+    name: str                # its signal's
     processor: Processor
     files: list[FileTarget]
 
+    @property
+    def signal(self):
+        return registry.BY_NAME[self.name]
+
 
 def plan(config: cfg.Config, bundle: str) -> list[Part]:
+    """A part for each signal the configuration's tables ask for, in the registry's order."""
     parts = []
-    where = lambda name: os.path.join(bundle, name)   # noqa: E731
-    if "profile" in config.tables:
-        t = config.tables["profile"]
-        parts.append(Part("profile", StackProcessor(cfg.cpu_settings(t, off_cpu=False)), [
-            FileTarget(where("profile.pb.gz"), "pprof", Profile, "profile"),
-            FileTarget(where("profile.svg"), "svg", Profile, "profile"),
-            FileTarget(where("profile.folded"), "folded", Profile, "profile")]))
-        if t.get("off_cpu"):
-            parts.append(Part("off-cpu", StackProcessor(cfg.cpu_settings(t, off_cpu=True)), [
-                FileTarget(where("offcpu.pb.gz"), "pprof", Profile, "off-CPU profile"),
-                FileTarget(where("offcpu.svg"), "svg", Profile, "off-CPU profile"),
-                FileTarget(where("offcpu.folded"), "folded", Profile, "off-CPU profile")]))
-    if "syscalls" in config.tables:
-        parts.append(Part("syscalls", SyscallProcessor(cfg.syscall_settings(
-            config.tables["syscalls"], config.path)), [FileTarget(where("syscalls.json"), "json",
-                                                                  SyscallReport)]))
-    if "trace_net" in config.tables:
-        parts.append(Part("trace-net", NetProcessor(cfg.net_settings(config.tables["trace_net"])),
-                          [FileTarget(where("connections.jsonl"), "jsonl", NetReport)]))
-    if "memleak" in config.tables:
-        parts.append(Part("memleak", HeapProcessor(cfg.heap_settings(config.tables["memleak"],
-                                                                     config.path)), [
-            FileTarget(where("heap.pb.gz"), "pprof", HeapReport),
-            FileTarget(where("heap.json"), "json", HeapReport)]))
+    for signal in registry.SIGNALS:
+        table = config.tables.get(signal.table)
+        if table is None or not signal.wanted(table):
+            continue
+        processor = signal.processor(signal.settings(table, config.path))
+        parts.append(Part(signal.name, processor, [FileTarget(os.path.join(bundle, name), fmt, signal.name)
+                                                   for name, fmt in signal.bundle]))
     if not parts:
-        raise AgentError(f"{config.path or 'the configuration'} names no capture: add a [profile], "
-                         "[syscalls] or [trace_net] table")
+        raise AgentError(f"{config.path or 'the configuration'} names no capture: add a "
+                         f"{', '.join('[' + t + ']' for t in registry.TABLES)} table")
     return parts
 
 
@@ -263,9 +245,10 @@ def _capture(config: cfg.Config, parts: list[Part], bundle: str, duration: float
             entry.update(status="failed", error=cap.failed[id(part.processor)])
         else:
             r = by_processor[id(part.processor)]
-            stats = result_stats(r)
+            signal = registry.of(r)
+            stats = signal.stats(r)
             entry.update(status="ok", processed=stats.processed, lost=stats.lost,
-                         lost_total=stats.total_lost, losses=losses.line(stats, result_name(r)),
+                         lost_total=stats.total_lost, losses=losses.line(stats, signal.title),
                          files=[os.path.basename(t.path) for t in part.files if t in stage.written])
         captures.append(entry)
     if stop.stopped:

@@ -11,7 +11,6 @@ from rich.console import Console
 from ebpf_otlp.signals.syscalls import table as syscall_table
 from ebpf_otlp.export.output_stage import FileTarget, OutputStage
 from ebpf_otlp.signals.syscalls.processor import SyscallProcessor, SyscallSettings
-from ebpf_otlp.signals.syscalls.records import SyscallReport
 from ebpf_otlp.engine.run import RunResult, capture, held_until_capture
 from ebpf_otlp.engine.run import launch as launch_command
 
@@ -37,11 +36,11 @@ def run(config: SyscallsConfig, console: Console, notices: Console, started_ns: 
     trace = config.trace
     launch = launch_command(config.command, trace)
     processor = SyscallProcessor(trace)
-    files = [FileTarget(config.json_path, "json", SyscallReport)] if config.json_path else []
+    files = [FileTarget(config.json_path, "json", "syscalls")] if config.json_path else []
     with held_until_capture(launch):
         stage = OutputStage.create(
             console, notices, files,
-            {SyscallReport: lambda r, c: syscall_table.render(r, c, config.by, config.top, config.files)},
+            {"syscalls": lambda r, c: syscall_table.render(r, c, config.by, config.top, config.files)},
             config.otlp, config.spool, lambda: {processor.collector.name: processor.collector.stats},
             trace.interval_s)
     target = launch.describe() if launch else f"pid {', '.join(map(str, trace.pids))}" if trace.pids \

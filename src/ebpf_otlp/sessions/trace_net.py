@@ -10,7 +10,6 @@ from rich.console import Console
 from ebpf_otlp.signals.net import table as net_table
 from ebpf_otlp.export.output_stage import FileTarget, OutputStage
 from ebpf_otlp.signals.net.processor import NetProcessor, NetSettings
-from ebpf_otlp.signals.net.records import NetReport
 from ebpf_otlp.engine.run import RunResult, capture, held_until_capture
 from ebpf_otlp.engine.run import launch as launch_command
 
@@ -35,13 +34,13 @@ def run(config: TraceNetConfig, console: Console, notices: Console, started_ns: 
     net = config.net
     launch = launch_command(config.command, net)
     processor = NetProcessor(net)
-    files = [FileTarget(config.jsonl_path, "jsonl", NetReport)] if config.jsonl_path else []
-    terminal = {NetReport: lambda r, c: net_table.render_summary(r, c, config.top)} if config.top else {}
+    files = [FileTarget(config.jsonl_path, "jsonl", "trace-net")] if config.jsonl_path else []
+    terminal = {"trace-net": lambda r, c: net_table.render_summary(r, c, config.top)} if config.top else {}
     lines = console.is_terminal if config.lines is None else config.lines
     with held_until_capture(launch):
         stage = OutputStage.create(console, notices, files, terminal, config.otlp, config.spool,
                                    lambda: {processor.collector.name: processor.collector.stats},
-                                   net.interval_s, connection_lines=lines)
+                                   net.interval_s, live_terminal=lines)
     target = launch.describe() if launch else f"pid {', '.join(map(str, net.pids))}" if net.pids \
         else f"comm {net.comm}" if net.comm else "all processes"
     ports = f", ports {', '.join(map(str, net.ports))}" if net.ports else ""

@@ -14,6 +14,7 @@ from ebpf_otlp.signals.collector import Collector
 class Processor:
     collector: Collector
     periodic = False     # True: its result is exported at every drain (metrics), not only at the end
+    streams = False      # True: its signal streams what is new at every drain (registry: Signal.stream)
 
     def prepare(self) -> None:
         """Work that can overlap the collector's BPF compile (it runs in a thread)."""

@@ -9,6 +9,7 @@ from ebpf_otlp.records import CollectorStats
 from ebpf_otlp.signals.net.collector import TcpCollector
 from ebpf_otlp.signals.net.records import Connection, NetReport, UdpFlow
 from ebpf_otlp.signals.processor import Processor
+from ebpf_otlp.signals.signal import from_table
 
 
 @dataclass
@@ -24,12 +25,18 @@ class NetSettings:
     follow_forks: bool = False
     include_self: bool = False
 
+    @classmethod
+    def from_table(cls, t: dict, path: str = "<config>") -> "NetSettings":
+        return from_table(cls, t, pids="pids", comm="comm", ports="ports", hooks="hooks", rtt="rtt",
+                          udp="udp", max_conns="max_connections", include_self="include_self")
+
 
 class NetProcessor(Processor):
     """Connections as they close (each reaches the output stage once, at the next drain:
     spans and live table rows), UDP flows summed per process and peer; metrics cumulative."""
 
     periodic = True
+    streams = True
 
     def __init__(self, settings: NetSettings):
         self.settings = settings

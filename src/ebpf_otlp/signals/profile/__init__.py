@@ -1,0 +1,42 @@
+"""The profile signal: stacks sampled on CPU (or by counted events such as page faults),
+and time spent off CPU, as profiles (pprof, folded, SVG, JSON, OTLP)."""
+
+from __future__ import annotations
+
+from ebpf_otlp.export import profile_files
+from ebpf_otlp.records import Profile
+from ebpf_otlp.signals.signal import Signal
+
+OFF_CPU_EVENT = "sched_switch"
+
+
+def _span_attributes(p: Profile) -> dict:
+    return {"ebpf_otlp.event": p.event, "ebpf_otlp.sample_frequency_hz": p.frequency_hz,
+            f"ebpf_otlp.{p.shown.type}": p.total()}
+
+
+def _processor(settings):
+    from ebpf_otlp.signals.profile.processor import StackProcessor
+    return StackProcessor(settings)
+
+
+def _settings(off_cpu: bool):
+    def read(table: dict, path: str):
+        from ebpf_otlp.signals.profile.processor import CpuSettings
+        return CpuSettings.from_table(table, off_cpu)
+    return read
+
+
+def _profile(name: str, title: str, off_cpu: bool, files: str) -> Signal:
+    return Signal(
+        name=name, title=title, result=Profile, stats=lambda p: p.stats,
+        formats=profile_files.ENCODERS, to_otlp=lambda out, p: out.send_profile(p),
+        span_attributes=_span_attributes, table="profile", settings=_settings(off_cpu),
+        processor=_processor, windowed=True,
+        bundle=((f"{files}.pb.gz", "pprof"), (f"{files}.svg", "svg"), (f"{files}.folded", "folded")),
+        takes=lambda p: (p.event == OFF_CPU_EVENT) == off_cpu,
+        wanted=lambda table: bool(table.get("off_cpu")) if off_cpu else True)
+
+
+PROFILE = _profile("profile", "profile", False, "profile")
+OFF_CPU = _profile("off-cpu", "off-CPU profile", True, "offcpu")

@@ -10,6 +10,7 @@ from ebpf_otlp.records import (CollectorStats, Profile, RawStackSample, ValueTyp
                                cpu_shape, off_cpu_shape)
 from ebpf_otlp.runtime.perf import COUNTED
 from ebpf_otlp.signals.processor import Processor
+from ebpf_otlp.signals.signal import from_table
 from ebpf_otlp.signals.profile.collector import CpuSampler
 from ebpf_otlp.symbolize.symbolizer import Symbolizer
 
@@ -30,6 +31,16 @@ class CpuSettings:
     unwind: str = "auto"                 # user stacks: auto | fp | dwarf (tables from .eh_frame)
     comm: str | None = None              # only processes with this command name
     include_self: bool = False           # ebpf-otlp's own processes too
+
+    @classmethod
+    def from_table(cls, t: dict, off_cpu: bool) -> "CpuSettings":
+        """[profile]: the on-CPU profile, or (off_cpu) the off-CPU one it asks for."""
+        s = from_table(cls, t, hz="hz", pids="pids", user_stacks="user_stacks",
+                       kernel_stacks="kernel_stacks", min_block_ns=("min_block", lambda v: int(v * 1e9)),
+                       switch_budget="switch_budget", unwind="unwind", comm="comm",
+                       include_self="include_self")
+        s.off_cpu = off_cpu
+        return s
 
 
 class StackProcessor(Processor):

@@ -1,0 +1,36 @@
+"""The heap signal (memleak): allocations sampled by bytes, as heap profiles and a leak
+report. (Its collector and processor join this folder next: collectors/heap.py,
+processors.py.)"""
+
+from __future__ import annotations
+
+from ebpf_otlp.export import profile_files
+from ebpf_otlp.records import HeapReport
+from ebpf_otlp.signals.signal import Signal
+
+
+def _json(report: HeapReport) -> bytes:
+    from ebpf_otlp.export import heap_out
+    return heap_out.encode(report).encode()
+
+
+def _settings(table: dict, path: str):
+    from ebpf_otlp import config
+    return config.heap_settings(table, path)
+
+
+def _processor(settings):
+    from ebpf_otlp.processors import HeapProcessor
+    return HeapProcessor(settings)
+
+
+HEAP = Signal(
+    name="memleak", title="memleak", result=HeapReport, stats=lambda r: r.profile.stats,
+    # A heap report is its profile in every profile format; its JSON adds the leak report.
+    formats={**{fmt: (lambda r, e=encode: e(r.profile)) for fmt, encode in profile_files.ENCODERS.items()},
+             "json": _json},
+    to_otlp=lambda out, r: out.send_profile(r.profile),
+    span_attributes=lambda r: {"ebpf_otlp.heap.sampling_rate_bytes": r.rate,
+                               "ebpf_otlp.heap.leak_stacks": len(r.leaks)},
+    table="memleak", settings=_settings, processor=_processor,
+    bundle=(("heap.pb.gz", "pprof"), ("heap.json", "json")))

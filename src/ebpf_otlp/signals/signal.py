@@ -1,0 +1,60 @@
+"""What the rest of ebpf-otlp knows of a signal: one descriptor each, listed in registry.py.
+
+The output stage, the OTLP output, the snapshot plan, the agent and the configuration ask
+a result's descriptor (`registry.of(result)`) what to do with it, instead of testing its
+type: a new signal is a new folder and one line in the registry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+if TYPE_CHECKING:
+    from ebpf_otlp.export.otlp_output import OtlpOutput
+    from ebpf_otlp.records import CollectorStats
+    from ebpf_otlp.signals.processor import Processor
+
+
+def from_table(cls, table: dict, **keys):
+    """Settings of `cls` from a checked TOML table: field=key, or field=(key, convert). A
+    key the table lacks leaves the field at its default: the settings hold the one copy."""
+    given = {}
+    for name, key in keys.items():
+        key, convert = key if isinstance(key, tuple) else (key, None)
+        if key in table:
+            given[name] = convert(table[key]) if convert else table[key]
+    return cls(**given)
+
+
+class Stream:
+    """What goes out while the capture runs, as it happens (trace-net: a line and a span
+    per connection as it closes), rather than once per interval or at the end."""
+
+    def update(self, result, end_ns: int) -> None:
+        """The result so far: send what is new since the last update."""
+
+    def reset(self) -> None:
+        """The result starts over (the agent began a new window)."""
+
+    def close(self) -> None:
+        """Nothing more comes: flush."""
+
+
+@dataclass(frozen=True)
+class Signal:
+    name: str                                  # as a snapshot part and in the manifest: "off-cpu"
+    title: str                                 # in loss lines and span attributes: "off-CPU profile"
+    result: type                               # the record its processor finishes
+    stats: Callable[[Any], "CollectorStats"]   # a result's collection counts and losses
+    formats: Mapping[str, Callable[[Any], bytes]]   # file format -> encoder
+    to_otlp: Callable[["OtlpOutput", Any], None]    # a result as the OTLP signal it calls for
+    span_attributes: Callable[[Any], dict]     # what the capture's span says of a result
+    table: str = ""                            # its TOML table ([profile], [trace_net])
+    settings: Callable[[dict, str], Any] | None = None   # that table → its settings
+    processor: Callable[[Any], "Processor"] | None = None   # settings → a processor
+    bundle: tuple[tuple[str, str], ...] = ()   # snapshot and agent files: (name, format)
+    windowed: bool = False                     # the agent exports it per window, not per interval
+    stream: Callable[[Any, Any], Stream] | None = None   # (terminal console or None, OtlpOutput or None)
+    takes: Callable[[Any], bool] = field(default=lambda result: True)   # among results of its type
+    wanted: Callable[[dict], bool] = field(default=lambda table: True)   # its table asks for it
