@@ -235,13 +235,21 @@ def test_decoding_both_classes_and_endiannesses():
 
 
 def test_libc_symbol_table_same_as_before(tmp_path):
-    """The whole table (sources tried in the same order) equals pyelftools' table."""
+    """The whole table (sources tried in the same order) holds pyelftools' functions, sizes
+    kept where they are given, and the PLT entries objdump names."""
     with open(LIBC, "rb") as f:
         elf = ElfObject(f, LIBC, cache=None)
         table = elf.symbols
         source = elf.symbol_source
     path, section = (source, ".symtab") if source.startswith("/") else (LIBC, source)
-    assert table.columns() == SymbolTable(pyelftools_functions(path, section)).columns()
+    ours = list(zip(*table.columns()))
+    reference = set(pyelftools_functions(path, section))
+    functions = {row for row in ours if not row[2].endswith("@plt")}
+    assert {(s, n) for s, _, n in functions} == {(s, n) for s, _, n in reference}
+    assert {row for row in reference if row[1]} <= functions
+    assert all(size for _, size, _ in functions)
+    plt = {n: s for s, _, n in ours if n.endswith("@plt")}
+    assert plt == {n: s for n, s in objdump_plt(LIBC).items() if not n.startswith("*ABS*")}
 
 
 # -- open-file bound, losses, preparing symbols in a thread ------------------------------
@@ -351,3 +359,39 @@ def test_prepare_symbols_in_a_thread_while_remembering(child, symbol_cache):
     addr = ctypes.cast(ctypes.CDLL(None).getppid, ctypes.c_void_p).value
     assert s.user_frame(os.getpid(), addr, leaf=True).function == "getppid"
     assert s.losses == {}
+
+
+# -- PLT entries and symbol bounds ------------------------------------------------------
+
+PLT_C = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+int main(void) { printf("%d\n", getppid() + atoi("1")); return 0; }
+"""
+
+
+def objdump_plt(path) -> dict[str, int]:
+    """name@plt -> address, as objdump labels the PLT entries (binutils decodes each
+    entry's jump to its GOT slot, as perf does)."""
+    out = subprocess.run(["objdump", "-d", "-j", ".plt", "-j", ".plt.sec", "-j", ".plt.got", str(path)],
+                         capture_output=True, text=True, check=True).stdout
+    return {m[2]: int(m[1], 16) for m in re.finditer(r"^([0-9a-f]+) <([^>]+@plt)>:$", out, re.M)}
+
+
+@pytest.mark.parametrize("flags", [(), ("-no-pie",), ("-Wl,-z,now",), ("-fcf-protection", "-Wl,-z,ibtplt")],
+                         ids=["pie", "no-pie", "now", "ibt"])
+def test_plt_entries_are_named_name_at_plt_never_init(tmp_path, flags):
+    """A call through the PLT lands past the end of _init (a size-0 symbol in .init): the
+    stub is named as objdump and perf name it, and the PLT's header is no one's."""
+    binary = gcc(tmp_path, "plt", PLT_C, *flags)
+    labels = objdump_plt(binary)
+    assert {"getppid@plt", "atoi@plt", "printf@plt"} <= set(labels), labels
+    with open(binary, "rb") as f:
+        elf = ElfObject(f, str(binary), cache=None)
+        plt = ELFFile(f).get_section_by_name(".plt")["sh_addr"]
+        for name, vaddr in labels.items():
+            assert elf.function_at(file_offset(elf, vaddr + 4)) == name
+        assert elf.function_at(file_offset(elf, plt + 2)) is None          # the lazy resolver stub
+        init = nm_symbols(binary)["_init"]
+        assert elf.function_at(file_offset(elf, init)) == "_init"
