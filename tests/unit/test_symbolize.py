@@ -395,3 +395,31 @@ def test_plt_entries_are_named_name_at_plt_never_init(tmp_path, flags):
         assert elf.function_at(file_offset(elf, plt + 2)) is None          # the lazy resolver stub
         init = nm_symbols(binary)["_init"]
         assert elf.function_at(file_offset(elf, init)) == "_init"
+
+
+# -- the vDSO ---------------------------------------------------------------------------
+
+def vdso_function(name: str) -> int:
+    """Where this process's vDSO has `name`, as the dynamic linker finds it."""
+    vdso = ctypes.CDLL("linux-vdso.so.1", mode=os.RTLD_NOLOAD)
+    return ctypes.cast(getattr(vdso, name), ctypes.c_void_p).value
+
+
+def test_vdso_functions_are_named_from_the_image_in_memory(child):
+    """No file holds the vDSO: its image is read from each process's memory while it lives,
+    and named as perf names it (the global __vdso_ export, not its weak alias)."""
+    proc, *_ = child
+    addr = vdso_function("__vdso_clock_gettime")
+    s = Symbolizer()
+    assert s.remember(os.getpid()) and s.remember(proc.pid)
+    own, theirs = (next(e for e in s.processes[(pid, 0)].entries if e.path == "[vdso]")
+                   for pid in (os.getpid(), proc.pid))
+    proc.kill()
+    proc.wait()
+    for pid, base in ((os.getpid(), own.start), (proc.pid, theirs.start)):
+        frame = s.user_frame(pid, base + addr - own.start + 8, leaf=True)
+        assert (frame.function, frame.module) == ("__vdso_clock_gettime", "[vdso]")
+        assert frame.mapping.path == "[vdso]" and re.fullmatch(r"[0-9a-f]{40}", frame.mapping.build_id)
+        caller = s.user_frame(pid, base + vdso_function("__vdso_gettimeofday") - own.start, leaf=False)
+        assert caller.function != "__vdso_gettimeofday"   # a return address: the call before it
+    assert len(s._vdso) == 1 and s.losses == {}            # one image, shared by both

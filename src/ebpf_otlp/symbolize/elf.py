@@ -14,6 +14,7 @@ on disk by build ID (symcache), so a library is parsed once per host.
 from __future__ import annotations
 
 import bisect
+import io
 import os
 import struct
 from typing import BinaryIO
@@ -343,3 +344,17 @@ class ElfObject:
     def function_at(self, file_offset: int) -> str | None:
         vaddr = self.offset_to_vaddr(file_offset)
         return None if vaddr is None else self.symbols.lookup(vaddr)
+
+
+class VdsoImage(ElfObject):
+    """The vDSO's ELF image, read from a process's memory (no file holds it). It exports each
+    function twice, `__vdso_X` (global) and `X` (weak): perf names the global one, so do we."""
+
+    def __init__(self, image: bytes, path: str = "[vdso]"):
+        super().__init__(io.BytesIO(image), path, debug_dirs=(), cache=None)
+        self.image = image
+
+    def _code_symbols(self) -> list[tuple[int, int, str]]:
+        symbols = super()._code_symbols()
+        own = {(value, size) for value, size, name in symbols if name.startswith("__vdso_")}
+        return [s for s in symbols if s[2].startswith("__vdso_") or s[:2] not in own]

@@ -10,10 +10,10 @@ from collections import Counter
 from ebpf_otlp.gcpause import gc_paused
 from ebpf_otlp.records import KERNEL_MODULE, ContainerInfo, Frame, Mapping, RawStackSample, StackSample
 from ebpf_otlp.runtime.processes import alive, container_of
-from ebpf_otlp.symbolize.elf import ElfObject
+from ebpf_otlp.symbolize.elf import ElfObject, VdsoImage
 from ebpf_otlp.symbolize.kernel import KernelSymbols
 from ebpf_otlp.symbolize.perfmap import PerfMap
-from ebpf_otlp.symbolize.procmaps import ProcessSnapshot, read_comm, snapshot
+from ebpf_otlp.symbolize.procmaps import VDSO, ProcessSnapshot, read_comm, snapshot
 
 KERNEL_MAPPING = Mapping(KERNEL_MODULE)
 DEFAULT_MAX_OPEN_FILES = 512
@@ -74,6 +74,7 @@ class Symbolizer:
         self._lock = threading.Lock()      # _files, _open_files, _losses
         self._losses: Counter[str] = Counter()
         self._perf_maps: dict[int, PerfMap] = {}
+        self._vdso: dict[bytes, VdsoImage] = {}   # image -> its symbols: one per kernel and ABI
         self._refreshed: set[tuple[int, int]] = set()
         self._frame_cache: dict[tuple, Frame] = {}
         self._mapping_cache: dict[tuple, Mapping] = {}
@@ -86,6 +87,11 @@ class Symbolizer:
         snap = snapshot(pid)
         if snap is None:
             return False
+        if snap.vdso:
+            vdso = self._vdso.get(snap.vdso)
+            if vdso is None:
+                vdso = self._vdso[snap.vdso] = VdsoImage(snap.vdso).load()
+            snap.vdso = vdso.image            # the one copy, not one per process
         self.processes[(pid, gen)] = snap
         self._latest[pid] = max(gen, self._latest.get(pid, gen))
         for entry in snap.entries:
@@ -247,22 +253,26 @@ class Symbolizer:
         lookup = addr if leaf else addr - 1
         snap = self._snapshot_for(pid, gen, addr)
         entry = snap.find(addr) if snap else None
-        if entry is None or not entry.is_file:
+        vdso = entry is not None and entry.path == VDSO and self._vdso.get(snap.vdso)
+        if vdso:
+            elf = vdso
+        elif entry is None or not entry.is_file:
             perf_map = self._perf_maps.get(pid)
             name = perf_map.lookup(lookup) if perf_map else None
             if name:
                 return Frame(name, "[jit]", addr, Mapping(f"/tmp/perf-{pid}.map"))
             module = (entry.path or "[anon]") if entry else "[unknown]"
             return Frame(f"[unknown] {module}" if entry else "[unknown]", module, addr)
-        elf = self._elf(entry.file_key)
+        else:
+            elf = self._elf(entry.file_key)
+            if elf is None:
+                self._lost_file(entry.file_key)
         file_offset = lookup - entry.start + entry.offset
         mapping = self._mapping_cache.get((pid, gen, entry.start))
         if mapping is None:
             mapping = self._mapping_cache[(pid, gen, entry.start)] = Mapping(
                 entry.path, entry.start, entry.end, entry.offset, elf.build_id if elf else "")
         name = elf.function_at(file_offset) if elf else None
-        if elf is None:
-            self._lost_file(entry.file_key)
         if name is None:
             name = f"{os.path.basename(entry.path)}+{addr - entry.start + entry.offset:#x}"
         return Frame(name, entry.path, addr, mapping)
