@@ -25,8 +25,9 @@ LIBC = "/usr/lib/x86_64-linux-gnu/libc.so.6"
 
 @pytest.fixture(autouse=True)
 def symbol_cache(tmp_path, monkeypatch):
-    """Each test its own symbol cache: never the host's, never another test's."""
+    """Each test its own symbol and unwind caches: never the host's, never another test's."""
     monkeypatch.setenv("EBPF_OTLP_SYMBOL_CACHE", str(tmp_path / "symcache"))
+    monkeypatch.setenv("EBPF_OTLP_UNWIND_CACHE", str(tmp_path / "unwind"))
     return tmp_path / "symcache"
 
 
@@ -423,3 +424,50 @@ def test_vdso_functions_are_named_from_the_image_in_memory(child):
         caller = s.user_frame(pid, base + vdso_function("__vdso_gettimeofday") - own.start, leaf=False)
         assert caller.function != "__vdso_gettimeofday"   # a return address: the call before it
     assert len(s._vdso) == 1 and s.losses == {}            # one image, shared by both
+
+
+# -- stripped code, grouped by the functions its call frame info knows ------------------
+
+TWO_FUNCTIONS_C = r"""
+#include <stdio.h>
+#include <unistd.h>
+__attribute__((noinline)) int first(int n) { int s = 0; for (int i = 0; i < n; i++) s += i * 3; return s; }
+__attribute__((noinline)) int second(int n) { int s = 1; for (int i = 0; i < n; i++) s ^= i << 2; return s; }
+int main(void) {
+    printf("ready %d\n", first(3) + second(3));
+    fflush(stdout);
+    char c;
+    return (int)read(0, &c, 1);
+}
+"""
+
+
+def test_stripped_code_adds_up_by_function(tmp_path):
+    """No symbol names a stripped file's own functions: each address is named after the
+    start of the FDE covering it (module+offset of the function), so two addresses in one
+    function get one name and those in another function another."""
+    exe = gcc(tmp_path, "two", TWO_FUNCTIONS_C)
+    syms = nm_symbols(exe)
+    with open(exe, "rb") as f:
+        elf = ElfObject(f, str(exe), cache=None)
+        start_offset = {name: file_offset(elf, syms[name]) for name in ("first", "second")}
+    subprocess.run(["strip", "--strip-all", str(exe)], check=True)
+    proc = subprocess.Popen([str(exe)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().startswith("ready")
+        s = Symbolizer()
+        assert s.remember(proc.pid)
+        snap = s.processes[(proc.pid, 0)]
+        with open(exe, "rb") as f:
+            stripped = ElfObject(f, str(exe), cache=None)
+            addr = {name: vaddr_to_addr(snap, exe, stripped, syms[name]) for name in ("first", "second")}
+
+        def named(name, delta, leaf=True):
+            return s.user_frame(proc.pid, addr[name] + delta, leaf=leaf).function
+    finally:
+        proc.stdin.close()
+        proc.wait()
+    for name in ("first", "second"):
+        expected = f"two+{start_offset[name]:#x}"
+        assert named(name, 0) == named(name, 5) == named(name, 12, leaf=False) == expected
+    assert named("first", 5) != named("second", 5)

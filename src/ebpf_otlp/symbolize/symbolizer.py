@@ -14,6 +14,7 @@ from ebpf_otlp.symbolize.elf import ElfObject, VdsoImage
 from ebpf_otlp.symbolize.kernel import KernelSymbols
 from ebpf_otlp.symbolize.perfmap import PerfMap
 from ebpf_otlp.symbolize.procmaps import VDSO, ProcessSnapshot, read_comm, snapshot
+from ebpf_otlp.unwind.tables import UnwindTable, cached_table, load_table
 
 KERNEL_MAPPING = Mapping(KERNEL_MODULE)
 DEFAULT_MAX_OPEN_FILES = 512
@@ -37,11 +38,13 @@ class _MappedFile:
     """One mapped file: held open until its symbols are loaded, then closed (all it takes
     is in memory); or, past the open-file bound, only the paths to open it by later."""
 
-    __slots__ = ("candidates", "path", "stream", "elf", "loss", "held", "loaded", "counted", "lock")
+    __slots__ = ("candidates", "paths", "path", "stream", "elf", "loss", "held", "loaded", "counted",
+                 "functions", "lock")
 
     def __init__(self, candidates: tuple[str, ...], path: str):
         self.candidates, self.path = candidates, path
-        self.stream = self.elf = self.loss = None
+        self.paths = candidates   # kept: its call frame info is read by path, if a frame needs it
+        self.stream = self.elf = self.loss = self.functions = None
         self.held = self.loaded = self.counted = False   # held: counts against the bound
         self.lock = threading.Lock()
 
@@ -170,6 +173,38 @@ class Symbolizer:
                     mapped.loaded = True
         return mapped.elf
 
+    def _function_offset(self, key: tuple[str, int], elf: ElfObject, file_offset: int) -> int | None:
+        """The file offset where the function holding file_offset starts, from the file's
+        call frame info (each FDE covers one function): where no symbol names a stripped
+        file's code, its frames still add up by function."""
+        mapped = self._files.get(key)
+        vaddr = elf.offset_to_vaddr(file_offset)
+        if mapped is None or vaddr is None:
+            return None
+        if mapped.functions is None:
+            with mapped.lock:
+                if mapped.functions is None:
+                    mapped.functions = self._unwind_table(mapped, elf)
+        start = mapped.functions.function_at(vaddr)
+        return None if start is None else elf.vaddr_to_offset(start)
+
+    @staticmethod
+    def _unwind_table(mapped: _MappedFile, elf: ElfObject) -> UnwindTable:
+        """The file's unwind table, from the disk cache by build ID, else compiled (once per
+        host) from a path that still holds the same build ID."""
+        table = cached_table(elf.build_id)
+        if table is not None:
+            return table
+        for path in mapped.paths:
+            try:
+                with open(path, "rb") as f:
+                    if ElfObject(f, path, cache=None).build_id != elf.build_id:
+                        continue
+            except OSError:
+                continue
+            return load_table(path, elf.build_id or None)
+        return UnwindTable(b"", "file gone")
+
     def _release(self, mapped: _MappedFile) -> None:
         if mapped.stream is not None:
             mapped.stream.close()
@@ -274,7 +309,8 @@ class Symbolizer:
                 entry.path, entry.start, entry.end, entry.offset, elf.build_id if elf else "")
         name = elf.function_at(file_offset) if elf else None
         if name is None:
-            name = f"{os.path.basename(entry.path)}+{addr - entry.start + entry.offset:#x}"
+            start = self._function_offset(entry.file_key, elf, file_offset) if elf and not vdso else None
+            name = f"{os.path.basename(entry.path)}+{addr - entry.start + entry.offset if start is None else start:#x}"
         return Frame(name, entry.path, addr, mapping)
 
     def kernel_frame(self, addr: int) -> Frame:
