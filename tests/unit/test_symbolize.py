@@ -15,7 +15,7 @@ from elftools.elf.elffile import ELFFile
 from conftest import compile_c, need
 from ebpf_otlp.symbolize import symbolizer as symbolizer_module
 from ebpf_otlp.symbolize.elf import ElfObject, SymbolTable, debug_file_path, decode_function_symbols
-from ebpf_otlp.symbolize.kernel import KernelSymbols
+from ebpf_otlp.symbolize.kernel import KernelSymbols, build_id_from_notes
 from ebpf_otlp.symbolize.perfmap import PerfMap, parse_perf_map
 from ebpf_otlp.symbolize.procmaps import parse_maps
 from ebpf_otlp.symbolize.symbolizer import Symbolizer
@@ -471,3 +471,49 @@ def test_stripped_code_adds_up_by_function(tmp_path):
         expected = f"two+{start_offset[name]:#x}"
         assert named(name, 0) == named(name, 5) == named(name, 12, leaf=False) == expected
     assert named("first", 5) != named("second", 5)
+
+
+# -- the kernel's build ID -------------------------------------------------------------------
+
+def note(name: bytes, kind: int, desc: bytes) -> bytes:
+    pad = lambda b: b + b"\0" * (-len(b) % 4)
+    return struct.pack("=III", len(name), len(desc), kind) + pad(name) + pad(desc)
+
+
+KERNEL_ID = bytes(range(0xA0, 0xB4))
+
+
+def test_kernel_build_id_from_its_notes(tmp_path):
+    """/sys/kernel/notes is the kernel image's ELF notes: the GNU build ID among them goes on
+    the kernel's mapping (pprof and OTLP), as perf records it."""
+    notes = note(b"Xen\0", 3, b"\1\2\3") + note(b"Linux\0", 0x101, b"\1") + note(b"GNU\0", 3, KERNEL_ID)
+    assert build_id_from_notes(notes) == KERNEL_ID.hex()
+    assert build_id_from_notes(notes[:-4]) == "" and build_id_from_notes(b"") == ""
+    (tmp_path / "notes").write_bytes(notes)
+    (tmp_path / "kallsyms").write_text("ffffffff81000000 T _stext\nffffffff81000100 t do_thing\n")
+    s = Symbolizer(KernelSymbols(str(tmp_path / "kallsyms"), str(tmp_path / "notes")))
+    frame = s.kernel_frame(0xffffffff81000150)
+    assert frame.function == "do_thing" and frame.mapping.build_id == KERNEL_ID.hex()
+
+    from ebpf_otlp.export import otlp_profiles, pprof
+    from ebpf_otlp.export.pprof_schema import Profile as PprofProfile
+    from ebpf_otlp.records import Profile, StackSample, cpu_shape
+    from opentelemetry.sdk.resources import Resource
+
+    profile = Profile([StackSample(1, 1, "t", "p", (frame,), (1, 10))], start_ns=0, duration_ns=1, **cpu_shape(99))
+    prof = PprofProfile.FromString(pprof.build(profile).SerializeToString())
+    assert [(prof.string_table[m.filename], prof.string_table[m.build_id]) for m in prof.mapping] == [
+        ("[kernel.kallsyms]", KERNEL_ID.hex())]
+    d = otlp_profiles.build(profile, Resource.create({})).dictionary
+    (mapping,) = d.mapping_table[1:]
+    attrs = {d.string_table[d.attribute_table[i].key_strindex]: d.attribute_table[i].value.string_value
+             for i in mapping.attribute_indices}
+    assert attrs == {otlp_profiles.BUILD_ID_ATTR: KERNEL_ID.hex()}
+
+
+def test_this_kernels_build_id_is_on_its_frames():
+    need(None if os.path.exists("/sys/kernel/notes") else "no /sys/kernel/notes")
+    with open("/sys/kernel/notes", "rb") as f:
+        raw = f.read()
+    build_id = Symbolizer().kernel_frame(0xffffffff81000000).mapping.build_id
+    assert re.fullmatch(r"[0-9a-f]{40}", build_id) and bytes.fromhex(build_id) in raw

@@ -16,7 +16,6 @@ from ebpf_otlp.symbolize.perfmap import PerfMap
 from ebpf_otlp.symbolize.procmaps import VDSO, ProcessSnapshot, read_comm, snapshot
 from ebpf_otlp.unwind.tables import UnwindTable, cached_table, load_table
 
-KERNEL_MAPPING = Mapping(KERNEL_MODULE)
 DEFAULT_MAX_OPEN_FILES = 512
 
 # Losses, by cause. Files count once each, when a frame needs them; addresses once each.
@@ -69,6 +68,7 @@ class Symbolizer:
     def __init__(self, kernel_symbols: KernelSymbols | None = None,
                  max_open_files: int = DEFAULT_MAX_OPEN_FILES):
         self.kernel = kernel_symbols or KernelSymbols()
+        self.kernel_mapping = Mapping(KERNEL_MODULE, build_id=self.kernel.build_id)
         self.max_open_files = max_open_files
         self.processes: dict[tuple[int, int], ProcessSnapshot] = {}   # (pid, gen) -> snapshot
         self._latest: dict[int, int] = {}                              # pid -> newest gen
@@ -317,7 +317,7 @@ class Symbolizer:
         frame = self._kernel_cache.get(addr)
         if frame is None:
             name = self.kernel.lookup(addr) or f"[kernel] {addr:#x}"
-            frame = self._kernel_cache[addr] = Frame(name, KERNEL_MODULE, addr, KERNEL_MAPPING,
+            frame = self._kernel_cache[addr] = Frame(name, KERNEL_MODULE, addr, self.kernel_mapping,
                                                      kernel=True)
         return frame
 
