@@ -247,7 +247,6 @@ def test_vdso_function_is_named(tmp_path):
     prof = load_pprof(tmp_path / "v.pb.gz")
     stacks = pprof_stacks(prof)
     assert self_share(stacks, "__vdso_clock_gettime") > 0.8, stacks.most_common(5)
-    assert any(st[-3:] == ("read_the_clock", "clock_gettime", "__vdso_clock_gettime") for st in stacks)
     s = prof.string_table
     vdso = [m for m in prof.mapping if s[m.filename] == "[vdso]"]
     assert len(vdso) == 1 and re.fullmatch(r"[0-9a-f]{40}", s[vdso[0].build_id])
