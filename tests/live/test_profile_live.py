@@ -233,6 +233,25 @@ def test_process_that_exits_mid_capture_is_named(tmp_path):
     assert any(st[-2:] == ("main", "short_lived_burner") for st in stacks)
 
 
+def test_vdso_function_is_named(tmp_path):
+    """A loop on clock_gettime spends its time in the vDSO, which no file holds: named from
+    the image in the process's memory, in a [vdso] mapping with the image's build ID."""
+    binary = compile_c("vdso_spin.c", tmp_path / "vdso_spin")
+    work = subprocess.Popen([str(binary), "30"])
+    try:
+        r = agent("profile", "--pid", str(work.pid), "--duration", "3s", "-o", str(tmp_path / "v.pb.gz"))
+    finally:
+        work.kill()
+        work.wait()
+    assert r.returncode == 0, r.stderr
+    prof = load_pprof(tmp_path / "v.pb.gz")
+    stacks = pprof_stacks(prof)
+    assert self_share(stacks, "__vdso_clock_gettime") > 0.8, stacks.most_common(5)
+    s = prof.string_table
+    vdso = [m for m in prof.mapping if s[m.filename] == "[vdso]"]
+    assert len(vdso) == 1 and re.fullmatch(r"[0-9a-f]{40}", s[vdso[0].build_id])
+
+
 def test_node_jit_function_is_named(tmp_path):
     node = need_tool("node")
     work = subprocess.Popen([node, "--perf-basic-prof", str(WORKLOADS / "busy.js"), "10"],

@@ -168,3 +168,37 @@ def test_a_four_valued_profile_in_googles_pprof_and_otlp(tmp_path):
     assert len({tuple(x.stack_index for x in p.samples) for p in profiles}) == 1   # shared stacks
     assert all(s[p.period_type.type_strindex] == "space" and p.period == 512 * 1024 for p in profiles)
     assert otlp_profiles.decode_stacks(req, "inuse_space")[(10, ("main", "other"))] == 10 * 512 // 5
+
+
+def test_pprof_file_line_names_no_one_process_of_several(tmp_path):
+    """pprof's header shows mapping 1 as "File:" (the main binary, by convention). A profile
+    of several processes (--all) has none: mapping 1 is an unnamed placeholder, as
+    perf_data_converter writes for samples without a main binary, so no one process's file
+    is shown for all; a profile of one process keeps its own first."""
+    import subprocess
+
+    from conftest import ROOT, need_tool
+
+    tool = need_tool("pprof", str(ROOT / ".tools" / "pprof"))
+    other = Mapping("/usr/lib/x86_64-linux-gnu/libz.so.1", 0x7000, 0x9000, 0, "cd" * 20)
+    several = make_profile()
+    several.samples.insert(0, StackSample(20, 20, "z", "zipper", (Frame("inflate", other.path, 0x7100, other),),
+                                          (7, 7 * PERIOD)))
+    headers = {}
+    for name, profile in (("several", several), ("one", make_profile())):
+        path = tmp_path / f"{name}.pb.gz"
+        path.write_bytes(pprof.encode(profile))
+        prof = PprofProfile.FromString(gzip.decompress(path.read_bytes()))
+        headers[name] = (prof, prof.string_table)
+        top = subprocess.run([tool, "-top", str(path)], capture_output=True, text=True, timeout=60)
+        assert top.returncode == 0, top.stderr
+        headers[name] += (top.stdout.split("Type:", 1)[0],)
+    prof, s, header = headers["several"]
+    first = prof.mapping[0]
+    assert (first.id, s[first.filename], s[first.build_id], first.memory_start, first.memory_limit) == (
+        1, "", "", 0, 1)
+    assert all(l.mapping_id != 1 for l in prof.location)
+    assert {s[m.filename] for m in prof.mapping[1:]} == {other.path, APP.path, KERNEL_MODULE}
+    assert "File:" not in header and "Build ID:" not in header, header
+    prof, s, header = headers["one"]
+    assert s[prof.mapping[0].filename] == APP.path and "File: app" in header, header

@@ -15,7 +15,7 @@ from elftools.elf.elffile import ELFFile
 from conftest import compile_c, need
 from ebpf_otlp.symbolize import symbolizer as symbolizer_module
 from ebpf_otlp.symbolize.elf import ElfObject, SymbolTable, debug_file_path, decode_function_symbols
-from ebpf_otlp.symbolize.kernel import KernelSymbols
+from ebpf_otlp.symbolize.kernel import KernelSymbols, build_id_from_notes
 from ebpf_otlp.symbolize.perfmap import PerfMap, parse_perf_map
 from ebpf_otlp.symbolize.procmaps import parse_maps
 from ebpf_otlp.symbolize.symbolizer import Symbolizer
@@ -25,8 +25,9 @@ LIBC = "/usr/lib/x86_64-linux-gnu/libc.so.6"
 
 @pytest.fixture(autouse=True)
 def symbol_cache(tmp_path, monkeypatch):
-    """Each test its own symbol cache: never the host's, never another test's."""
+    """Each test its own symbol and unwind caches: never the host's, never another test's."""
     monkeypatch.setenv("EBPF_OTLP_SYMBOL_CACHE", str(tmp_path / "symcache"))
+    monkeypatch.setenv("EBPF_OTLP_UNWIND_CACHE", str(tmp_path / "unwind"))
     return tmp_path / "symcache"
 
 
@@ -235,13 +236,21 @@ def test_decoding_both_classes_and_endiannesses():
 
 
 def test_libc_symbol_table_same_as_before(tmp_path):
-    """The whole table (sources tried in the same order) equals pyelftools' table."""
+    """The whole table (sources tried in the same order) holds pyelftools' functions, sizes
+    kept where they are given, and the PLT entries objdump names."""
     with open(LIBC, "rb") as f:
         elf = ElfObject(f, LIBC, cache=None)
         table = elf.symbols
         source = elf.symbol_source
     path, section = (source, ".symtab") if source.startswith("/") else (LIBC, source)
-    assert table.columns() == SymbolTable(pyelftools_functions(path, section)).columns()
+    ours = list(zip(*table.columns()))
+    reference = set(pyelftools_functions(path, section))
+    functions = {row for row in ours if not row[2].endswith("@plt")}
+    assert {(s, n) for s, _, n in functions} == {(s, n) for s, _, n in reference}
+    assert {row for row in reference if row[1]} <= functions
+    assert all(size for _, size, _ in functions)
+    plt = {n: s for s, _, n in ours if n.endswith("@plt")}
+    assert plt == {n: s for n, s in objdump_plt(LIBC).items() if not n.startswith("*ABS*")}
 
 
 # -- open-file bound, losses, preparing symbols in a thread ------------------------------
@@ -351,3 +360,160 @@ def test_prepare_symbols_in_a_thread_while_remembering(child, symbol_cache):
     addr = ctypes.cast(ctypes.CDLL(None).getppid, ctypes.c_void_p).value
     assert s.user_frame(os.getpid(), addr, leaf=True).function == "getppid"
     assert s.losses == {}
+
+
+# -- PLT entries and symbol bounds ------------------------------------------------------
+
+PLT_C = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+int main(void) { printf("%d\n", getppid() + atoi("1")); return 0; }
+"""
+
+
+def objdump_plt(path) -> dict[str, int]:
+    """name@plt -> address, as objdump labels the PLT entries (binutils decodes each
+    entry's jump to its GOT slot, as perf does)."""
+    out = subprocess.run(["objdump", "-d", "-j", ".plt", "-j", ".plt.sec", "-j", ".plt.got", str(path)],
+                         capture_output=True, text=True, check=True).stdout
+    return {m[2]: int(m[1], 16) for m in re.finditer(r"^([0-9a-f]+) <([^>]+@plt)>:$", out, re.M)}
+
+
+@pytest.mark.parametrize("flags", [(), ("-no-pie",), ("-Wl,-z,now",), ("-fcf-protection", "-Wl,-z,ibtplt")],
+                         ids=["pie", "no-pie", "now", "ibt"])
+def test_plt_entries_are_named_name_at_plt_never_init(tmp_path, flags):
+    """A call through the PLT lands past the end of _init (a size-0 symbol in .init): the
+    stub is named as objdump and perf name it, and the PLT's header is no one's."""
+    binary = gcc(tmp_path, "plt", PLT_C, *flags)
+    labels = objdump_plt(binary)
+    assert {"getppid@plt", "atoi@plt", "printf@plt"} <= set(labels), labels
+    with open(binary, "rb") as f:
+        elf = ElfObject(f, str(binary), cache=None)
+        plt = ELFFile(f).get_section_by_name(".plt")["sh_addr"]
+        for name, vaddr in labels.items():
+            assert elf.function_at(file_offset(elf, vaddr + 4)) == name
+        assert elf.function_at(file_offset(elf, plt + 2)) is None          # the lazy resolver stub
+        init = nm_symbols(binary)["_init"]
+        assert elf.function_at(file_offset(elf, init)) == "_init"
+
+
+# -- the vDSO ---------------------------------------------------------------------------
+
+def vdso_function(name: str) -> int:
+    """Where this process's vDSO has `name`, as the dynamic linker finds it."""
+    vdso = ctypes.CDLL("linux-vdso.so.1", mode=os.RTLD_NOLOAD)
+    return ctypes.cast(getattr(vdso, name), ctypes.c_void_p).value
+
+
+def test_vdso_functions_are_named_from_the_image_in_memory(child):
+    """No file holds the vDSO: its image is read from each process's memory while it lives,
+    and named as perf names it (the global __vdso_ export, not its weak alias)."""
+    proc, *_ = child
+    addr = vdso_function("__vdso_clock_gettime")
+    s = Symbolizer()
+    assert s.remember(os.getpid()) and s.remember(proc.pid)
+    own, theirs = (next(e for e in s.processes[(pid, 0)].entries if e.path == "[vdso]")
+                   for pid in (os.getpid(), proc.pid))
+    proc.kill()
+    proc.wait()
+    for pid, base in ((os.getpid(), own.start), (proc.pid, theirs.start)):
+        frame = s.user_frame(pid, base + addr - own.start + 8, leaf=True)
+        assert (frame.function, frame.module) == ("__vdso_clock_gettime", "[vdso]")
+        assert frame.mapping.path == "[vdso]" and re.fullmatch(r"[0-9a-f]{40}", frame.mapping.build_id)
+        caller = s.user_frame(pid, base + vdso_function("__vdso_gettimeofday") - own.start, leaf=False)
+        assert caller.function != "__vdso_gettimeofday"   # a return address: the call before it
+    assert len(s._vdso) == 1 and s.losses == {}            # one image, shared by both
+
+
+# -- stripped code, grouped by the functions its call frame info knows ------------------
+
+TWO_FUNCTIONS_C = r"""
+#include <stdio.h>
+#include <unistd.h>
+__attribute__((noinline)) int first(int n) { int s = 0; for (int i = 0; i < n; i++) s += i * 3; return s; }
+__attribute__((noinline)) int second(int n) { int s = 1; for (int i = 0; i < n; i++) s ^= i << 2; return s; }
+int main(void) {
+    printf("ready %d\n", first(3) + second(3));
+    fflush(stdout);
+    char c;
+    return (int)read(0, &c, 1);
+}
+"""
+
+
+def test_stripped_code_adds_up_by_function(tmp_path):
+    """No symbol names a stripped file's own functions: each address is named after the
+    start of the FDE covering it (module+offset of the function), so two addresses in one
+    function get one name and those in another function another."""
+    exe = gcc(tmp_path, "two", TWO_FUNCTIONS_C)
+    syms = nm_symbols(exe)
+    with open(exe, "rb") as f:
+        elf = ElfObject(f, str(exe), cache=None)
+        start_offset = {name: file_offset(elf, syms[name]) for name in ("first", "second")}
+    subprocess.run(["strip", "--strip-all", str(exe)], check=True)
+    proc = subprocess.Popen([str(exe)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().startswith("ready")
+        s = Symbolizer()
+        assert s.remember(proc.pid)
+        snap = s.processes[(proc.pid, 0)]
+        with open(exe, "rb") as f:
+            stripped = ElfObject(f, str(exe), cache=None)
+            addr = {name: vaddr_to_addr(snap, exe, stripped, syms[name]) for name in ("first", "second")}
+
+        def named(name, delta, leaf=True):
+            return s.user_frame(proc.pid, addr[name] + delta, leaf=leaf).function
+    finally:
+        proc.stdin.close()
+        proc.wait()
+    for name in ("first", "second"):
+        expected = f"two+{start_offset[name]:#x}"
+        assert named(name, 0) == named(name, 5) == named(name, 12, leaf=False) == expected
+    assert named("first", 5) != named("second", 5)
+
+
+# -- the kernel's build ID -------------------------------------------------------------------
+
+def note(name: bytes, kind: int, desc: bytes) -> bytes:
+    pad = lambda b: b + b"\0" * (-len(b) % 4)
+    return struct.pack("=III", len(name), len(desc), kind) + pad(name) + pad(desc)
+
+
+KERNEL_ID = bytes(range(0xA0, 0xB4))
+
+
+def test_kernel_build_id_from_its_notes(tmp_path):
+    """/sys/kernel/notes is the kernel image's ELF notes: the GNU build ID among them goes on
+    the kernel's mapping (pprof and OTLP), as perf records it."""
+    notes = note(b"Xen\0", 3, b"\1\2\3") + note(b"Linux\0", 0x101, b"\1") + note(b"GNU\0", 3, KERNEL_ID)
+    assert build_id_from_notes(notes) == KERNEL_ID.hex()
+    assert build_id_from_notes(notes[:-4]) == "" and build_id_from_notes(b"") == ""
+    (tmp_path / "notes").write_bytes(notes)
+    (tmp_path / "kallsyms").write_text("ffffffff81000000 T _stext\nffffffff81000100 t do_thing\n")
+    s = Symbolizer(KernelSymbols(str(tmp_path / "kallsyms"), str(tmp_path / "notes")))
+    frame = s.kernel_frame(0xffffffff81000150)
+    assert frame.function == "do_thing" and frame.mapping.build_id == KERNEL_ID.hex()
+
+    from ebpf_otlp.export import otlp_profiles, pprof
+    from ebpf_otlp.export.pprof_schema import Profile as PprofProfile
+    from ebpf_otlp.records import Profile, StackSample, cpu_shape
+    from opentelemetry.sdk.resources import Resource
+
+    profile = Profile([StackSample(1, 1, "t", "p", (frame,), (1, 10))], start_ns=0, duration_ns=1, **cpu_shape(99))
+    prof = PprofProfile.FromString(pprof.build(profile).SerializeToString())
+    assert [(prof.string_table[m.filename], prof.string_table[m.build_id]) for m in prof.mapping] == [
+        ("[kernel.kallsyms]", KERNEL_ID.hex())]
+    d = otlp_profiles.build(profile, Resource.create({})).dictionary
+    (mapping,) = d.mapping_table[1:]
+    attrs = {d.string_table[d.attribute_table[i].key_strindex]: d.attribute_table[i].value.string_value
+             for i in mapping.attribute_indices}
+    assert attrs == {otlp_profiles.BUILD_ID_ATTR: KERNEL_ID.hex()}
+
+
+def test_this_kernels_build_id_is_on_its_frames():
+    need(None if os.path.exists("/sys/kernel/notes") else "no /sys/kernel/notes")
+    with open("/sys/kernel/notes", "rb") as f:
+        raw = f.read()
+    build_id = Symbolizer().kernel_frame(0xffffffff81000000).mapping.build_id
+    assert re.fullmatch(r"[0-9a-f]{40}", build_id) and bytes.fromhex(build_id) in raw

@@ -114,7 +114,7 @@ def test_exports_only_tables_are_not_cached(tmp_path):
     def names(path, debug_dirs=()):
         with open(path, "rb") as f:
             elf = ElfObject(f, str(path), debug_dirs=debug_dirs, cache=cache)
-            return elf.symbols.columns()[2], elf.symbol_source
+            return [n for n in elf.symbols.columns()[2] if not n.endswith("@plt")], elf.symbol_source
 
     assert names(bare) == ([], ".dynsym") and cache.load(build_id) is None
     assert "work" in names(full)[0] and cache.load(build_id).source == ".symtab"

@@ -416,6 +416,14 @@ def test_find_and_limits():
     assert compile_cfi(b"\x10\0\0\0garbage", 0).source.startswith("unreadable .eh_frame")
 
 
+def test_functions_are_the_fdes_ranges_even_where_rows_merge():
+    table = compile_cfi(eh_frame([(0x1000, 0x10, b""), (0x1010, 0x10, b""), (0x1040, 8, b"")]), 0)
+    assert table.find(0x1010) == (0x1000, 8, SP, 0)          # one row for both: starts lost there
+    assert [table.function_at(a) for a in (0xFFF, 0x1000, 0x100F, 0x1010, 0x1020, 0x1047, 0x1048)] == [
+        None, 0x1000, 0x1000, 0x1010, None, 0x1040, None]
+    assert tables.decode(tables.encode(table)) == table
+
+
 # --- the cache -----------------------------------------------------------------------------
 
 BUILD_ID = "0123456789abcdef0123456789abcdef01234567"

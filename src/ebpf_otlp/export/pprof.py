@@ -12,12 +12,19 @@ from ebpf_otlp.records import Frame, Mapping, Profile
 
 class _Tables:
     """pprof's interning: a string table from 0 and id-numbered mappings, functions and
-    locations from 1."""
+    locations from 1.
 
-    def __init__(self, out):
+    pprof shows mapping 1 as the profile's "File:", its main binary. A profile of several
+    processes has none: then mapping 1 is an unnamed placeholder, as perf_data_converter
+    writes for samples without a main binary, rather than whichever process's file came
+    first (its first frame's)."""
+
+    def __init__(self, out, several_processes: bool = False):
         self.string = Interned(0, lambda s, _i: out.string_table.append(s))
         self.string("")
-        self._mapping = Interned(1, lambda m, i: out.mapping.add(
+        if several_processes:
+            out.mapping.add(id=1, memory_start=0, memory_limit=1)
+        self._mapping = Interned(1 + several_processes, lambda m, i: out.mapping.add(
             id=i, memory_start=m.start, memory_limit=m.end, file_offset=m.file_offset,
             filename=self.string(m.path), build_id=self.string(m.build_id), has_functions=True))
         self._function = Interned(1, lambda key, i: out.function.add(
@@ -47,7 +54,7 @@ def build(profile: Profile):
     """The Profile message: one value per sample type (CPU: samples/count, cpu/nanoseconds;
     off-CPU: off_cpu/nanoseconds; heap: four), labels pid, tid, thread name."""
     out = PprofProfile()
-    t = _Tables(out)
+    t = _Tables(out, len({s.pid for s in profile.samples}) > 1)
     for vt in profile.sample_types:
         out.sample_type.add(type=t.string(vt.type), unit=t.string(vt.unit))
     out.period_type.type = t.string(profile.period_type.type)

@@ -14,6 +14,7 @@ on disk by build ID (symcache), so a library is parsed once per host.
 from __future__ import annotations
 
 import bisect
+import io
 import os
 import struct
 from typing import BinaryIO
@@ -26,6 +27,7 @@ from elftools.elf.segments import NoteSegment
 from ebpf_otlp.symbolize import symcache
 
 STT_FUNC, STT_GNU_IFUNC = 2, 10
+SHF_ALLOC, SHF_TLS = 0x2, 0x400
 _FUNC_TYPES = frozenset((STT_FUNC, STT_GNU_IFUNC))
 DEBUG_DIRS = ("/usr/lib/debug",)
 _ERRORS = (ELFError, OSError, ValueError, struct.error)
@@ -42,10 +44,8 @@ def debug_file_path(build_id: str, debug_dirs=DEBUG_DIRS) -> str | None:
     return None
 
 
-def decode_function_symbols(data: bytes, strings: bytes, elf64: bool, little_endian: bool,
-                            entsize: int = 0) -> list[tuple[int, int, str]]:
-    """(value, size, name) of the defined, nonzero function symbols in a raw Elf{32,64}_Sym
-    array; names come from the linked string table, cut at '@' (symbol versions)."""
+def _symbol_rows(data: bytes, elf64: bool, little_endian: bool, entsize: int = 0):
+    """(name offset, info, shndx, value, size) of each entry of a raw Elf{32,64}_Sym array."""
     order = "<" if little_endian else ">"
     # Elf64_Sym: name, info, other, shndx, value, size. Elf32_Sym: name, value, size, info, other, shndx.
     fmt = order + ("IBBHQQ" if elf64 else "IIIBBH")
@@ -55,17 +55,88 @@ def decode_function_symbols(data: bytes, strings: bytes, elf64: bool, little_end
         fmt += f"{stride - size}x"
     view = memoryview(data)[: len(data) - len(data) % stride]
     if elf64:
-        rows = ((n, i, sh, v, s) for n, i, _, sh, v, s in struct.iter_unpack(fmt, view))
-    else:
-        rows = ((n, i, sh, v, s) for n, v, s, i, _, sh in struct.iter_unpack(fmt, view))
+        return ((n, i, sh, v, s) for n, i, _, sh, v, s in struct.iter_unpack(fmt, view))
+    return ((n, i, sh, v, s) for n, v, s, i, _, sh in struct.iter_unpack(fmt, view))
+
+
+def _string_at(strings: bytes, at: int) -> str:
+    end = strings.find(b"\0", at)
+    return (strings[at:end] if end >= 0 else strings[at:]).decode("utf-8", "replace")
+
+
+def decode_function_symbols(data: bytes, strings: bytes, elf64: bool, little_endian: bool,
+                            entsize: int = 0) -> list[tuple[int, int, str]]:
+    """(value, size, name) of the defined, nonzero function symbols in a raw Elf{32,64}_Sym
+    array; names come from the linked string table, cut at '@' (symbol versions)."""
     found = []
-    find = strings.find
-    for name_at, info, shndx, value, sym_size in rows:
+    for name_at, info, shndx, value, sym_size in _symbol_rows(data, elf64, little_endian, entsize):
         if value and shndx and (info & 0xF) in _FUNC_TYPES:   # shndx 0: SHN_UNDEF
-            end = find(b"\0", name_at)
-            raw = strings[name_at:end] if end >= 0 else strings[name_at:]
-            name = raw.decode("utf-8", "replace")
+            name = _string_at(strings, name_at)
             found.append((value, sym_size, name.split("@", 1)[0] if "@" in name else name))
+    return found
+
+
+def bound_sizes(symbols: list[tuple[int, int, str]],
+                sections: list[tuple[int, int]]) -> list[tuple[int, int, str]]:
+    """Size-0 symbols (assembly: _init, _start) made to end at the next symbol or at their
+    section's end, whichever is first (sections: the loaded ones' sorted (start, end)):
+    unbounded, the code after one took its name, as the PLT after .init took _init's."""
+    starts = sorted({value for value, _, _ in symbols})
+    section_starts = [start for start, _ in sections]
+    out = []
+    for value, size, name in symbols:
+        if not size:
+            i = bisect.bisect_right(section_starts, value) - 1
+            if i >= 0 and value < sections[i][1]:
+                j = bisect.bisect_right(starts, value)
+                size = min(starts[j] if j < len(starts) else sections[i][1], sections[i][1]) - value
+        out.append((value, size, name))
+    return out
+
+
+_JUMP_SLOT, _GLOB_DAT = 7, 6          # x86_64 relocations of a PLT entry's GOT slot
+
+
+def plt_symbols(elf: ELFFile) -> list[tuple[int, int, str]]:
+    """`name@plt` for each x86_64 PLT entry (.plt, .plt.sec, .plt.got), found as binutils
+    and perf find them: the GOT slot the entry's indirect jump reads, named by the dynamic
+    relocation of that slot. Entries that jump elsewhere (the lazy resolver, IBT's lazy
+    stubs) or through a slot without a symbol (IRELATIVE) stay unnamed."""
+    if elf.elfclass != 64 or elf["e_machine"] != "EM_X86_64":
+        return []
+    dynsym = elf.get_section_by_name(".dynsym")
+    if dynsym is None:
+        return []
+    strings = elf.get_section(dynsym["sh_link"]).data()
+    names = [_string_at(strings, row[0]).split("@", 1)[0]
+             for row in _symbol_rows(dynsym.data(), True, elf.little_endian, dynsym["sh_entsize"])]
+    order = "<" if elf.little_endian else ">"
+    slots = {}
+    for section in elf.iter_sections():
+        if section["sh_type"] != "SHT_RELA" or elf.get_section(section["sh_link"]).name != ".dynsym":
+            continue
+        relocations = section.data()
+        for offset, info, _addend in struct.iter_unpack(order + "QQq", relocations[: len(relocations) // 24 * 24]):
+            sym = info >> 32
+            if info & 0xFFFF_FFFF in (_JUMP_SLOT, _GLOB_DAT) and 0 < sym < len(names) and names[sym]:
+                slots[offset] = names[sym]
+    found = []
+    for section_name in (".plt", ".plt.sec", ".plt.got"):
+        section = elf.get_section_by_name(section_name)
+        if section is None or section["sh_type"] != "SHT_PROGBITS":
+            continue
+        code, base = section.data(), section["sh_addr"]
+        step = section["sh_entsize"] or 16
+        for at in range(0, len(code) - step + 1, step):
+            entry = code[at:at + step]
+            for pos in (0, 4):                   # 4: after IBT's endbr64
+                pos += entry[pos:pos + 1] == b"\xf2"                    # bnd prefix
+                if entry[pos:pos + 2] == b"\xff\x25" and pos + 6 <= step:   # jmp *disp32(%rip)
+                    disp = struct.unpack_from(order + "i", entry, pos + 2)[0]
+                    name = slots.get(base + at + pos + 6 + disp)
+                    if name:
+                        found.append((base + at, step, f"{name}@plt"))
+                    break
     return found
 
 
@@ -220,12 +291,23 @@ class ElfObject:
             if hit and hit.source != ".dynsym":
                 self.symbol_source = hit.source
                 return SymbolTable.from_columns(hit.starts, hit.sizes, hit.names)
-        table = SymbolTable(self._read_symbols())
+        table = SymbolTable(self._code_symbols())
         # Exports only are not kept: cheap to read again, and they would hide a debug file
         # installed later, or the .symtab of an unstripped copy with the same build ID.
         if build_id and self.symbol_source != ".dynsym":
             cache.store(build_id, *table.columns(), source=self.symbol_source)
         return table
+
+    def _code_symbols(self) -> list[tuple[int, int, str]]:
+        """What lookups search: the functions, each ending where it ends, and the PLT's stubs."""
+        symbols = self._read_symbols()
+        try:
+            elf = self._elf
+            sections = sorted((sec["sh_addr"], sec["sh_addr"] + sec["sh_size"]) for sec in elf.iter_sections()
+                              if sec["sh_flags"] & SHF_ALLOC and not sec["sh_flags"] & SHF_TLS and sec["sh_size"])
+            return bound_sizes(symbols, sections) + plt_symbols(elf)
+        except _ERRORS:
+            return symbols
 
     def _read_symbols(self) -> list[tuple[int, int, str]]:
         found = self._section_symbols(".symtab")
@@ -262,3 +344,17 @@ class ElfObject:
     def function_at(self, file_offset: int) -> str | None:
         vaddr = self.offset_to_vaddr(file_offset)
         return None if vaddr is None else self.symbols.lookup(vaddr)
+
+
+class VdsoImage(ElfObject):
+    """The vDSO's ELF image, read from a process's memory (no file holds it). It exports each
+    function twice, `__vdso_X` (global) and `X` (weak): perf names the global one, so do we."""
+
+    def __init__(self, image: bytes, path: str = "[vdso]"):
+        super().__init__(io.BytesIO(image), path, debug_dirs=(), cache=None)
+        self.image = image
+
+    def _code_symbols(self) -> list[tuple[int, int, str]]:
+        symbols = super()._code_symbols()
+        own = {(value, size) for value, size, name in symbols if name.startswith("__vdso_")}
+        return [s for s in symbols if s[2].startswith("__vdso_") or s[:2] not in own]

@@ -1,15 +1,46 @@
-"""Kernel symbols from /proc/kallsyms (root sees real addresses)."""
+"""Kernel symbols from /proc/kallsyms (root sees real addresses), and the kernel's build ID
+from /sys/kernel/notes (what perf and pprof match a vmlinux or debuginfo by)."""
 
 from __future__ import annotations
 
 import bisect
+import struct
 import threading
 from array import array
 
+NT_GNU_BUILD_ID = 3
+_NOTE = struct.Struct("=III")   # namesz, descsz, type: the kernel's own byte order
+
+
+def build_id_from_notes(notes: bytes) -> str:
+    """The GNU build ID (hex) in a run of ELF notes, as /sys/kernel/notes holds the kernel
+    image's; "" if there is none."""
+    at = 0
+    while at + _NOTE.size <= len(notes):
+        namesz, descsz, kind = _NOTE.unpack_from(notes, at)
+        name_at = at + _NOTE.size
+        desc_at = name_at + (namesz + 3) // 4 * 4
+        end = desc_at + (descsz + 3) // 4 * 4
+        if desc_at + descsz > len(notes):
+            break
+        if kind == NT_GNU_BUILD_ID and notes[name_at:name_at + namesz].rstrip(b"\0") == b"GNU":
+            return notes[desc_at:desc_at + descsz].hex()
+        at = end
+    return ""
+
+
+def kernel_build_id(path: str = "/sys/kernel/notes") -> str:
+    try:
+        with open(path, "rb") as f:
+            return build_id_from_notes(f.read())
+    except OSError:
+        return ""
+
 
 class KernelSymbols:
-    def __init__(self, path: str = "/proc/kallsyms"):
+    def __init__(self, path: str = "/proc/kallsyms", notes: str = "/sys/kernel/notes"):
         self.path = path
+        self.build_id = kernel_build_id(notes)
         self._starts: array | None = None   # set last: not None means ready
         self._names = ""                      # every name, each followed by a newline
         self._ends = array("I")               # where each name's newline ends

@@ -1,5 +1,6 @@
 """Snapshots of /proc/PID/maps, taken while a process lives so it symbolizes after it exits
-(with the container it ran in, which is gone with it too)."""
+(with the container it ran in, which is gone with it too, and its vDSO's image, which no
+file holds)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from dataclasses import dataclass
 
 from ebpf_otlp.records import HOST, ContainerInfo
 from ebpf_otlp.runtime.processes import container_of
+
+VDSO = "[vdso]"
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,7 @@ class ProcessSnapshot:
     exe: str
     entries: list[MapEntry]
     container: ContainerInfo = HOST
+    vdso: bytes = b""         # the [vdso] mapping's ELF image, b"" if unread
 
     def __post_init__(self):
         self._starts = [e.start for e in self.entries]
@@ -69,6 +73,28 @@ class ProcessSnapshot:
         if i >= 0 and addr < self.entries[i].end:
             return self.entries[i]
         return None
+
+
+def read_vdso(pid: int | str, entries: list[MapEntry]) -> bytes:
+    """The image of the process's [vdso] mapping, from its memory; b"" if it has none or
+    it cannot be read (gone, or ptrace rules)."""
+    entry = next((e for e in entries if e.path == VDSO), None)
+    if entry is None:
+        return b""
+    try:
+        with open(f"/proc/{pid}/mem", "rb", buffering=0) as mem:
+            return os.pread(mem.fileno(), entry.end - entry.start, entry.start)
+    except (OSError, OverflowError):
+        return b""
+
+
+def own_vdso() -> bytes:
+    """This process's vDSO image (the kernel maps the same one into every 64-bit process)."""
+    try:
+        with open("/proc/self/maps") as f:
+            return read_vdso("self", parse_maps(f.read()))
+    except OSError:
+        return b""
 
 
 def snapshot(pid: int) -> ProcessSnapshot | None:
@@ -83,4 +109,5 @@ def snapshot(pid: int) -> ProcessSnapshot | None:
     except OSError:
         exe = ""
     name = read_comm(pid) or os.path.basename(exe) or str(pid)
-    return ProcessSnapshot(pid, name, exe.removesuffix(" (deleted)"), entries, container_of(pid))
+    return ProcessSnapshot(pid, name, exe.removesuffix(" (deleted)"), entries, container_of(pid),
+                           read_vdso(pid, entries))

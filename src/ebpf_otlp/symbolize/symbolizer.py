@@ -10,12 +10,12 @@ from collections import Counter
 from ebpf_otlp.gcpause import gc_paused
 from ebpf_otlp.records import KERNEL_MODULE, ContainerInfo, Frame, Mapping, RawStackSample, StackSample
 from ebpf_otlp.runtime.processes import alive, container_of
-from ebpf_otlp.symbolize.elf import ElfObject
+from ebpf_otlp.symbolize.elf import ElfObject, VdsoImage
 from ebpf_otlp.symbolize.kernel import KernelSymbols
 from ebpf_otlp.symbolize.perfmap import PerfMap
-from ebpf_otlp.symbolize.procmaps import ProcessSnapshot, read_comm, snapshot
+from ebpf_otlp.symbolize.procmaps import VDSO, ProcessSnapshot, read_comm, snapshot
+from ebpf_otlp.unwind.tables import UnwindTable, cached_table, load_table
 
-KERNEL_MAPPING = Mapping(KERNEL_MODULE)
 DEFAULT_MAX_OPEN_FILES = 512
 
 # Losses, by cause. Files count once each, when a frame needs them; addresses once each.
@@ -37,11 +37,13 @@ class _MappedFile:
     """One mapped file: held open until its symbols are loaded, then closed (all it takes
     is in memory); or, past the open-file bound, only the paths to open it by later."""
 
-    __slots__ = ("candidates", "path", "stream", "elf", "loss", "held", "loaded", "counted", "lock")
+    __slots__ = ("candidates", "paths", "path", "stream", "elf", "loss", "held", "loaded", "counted",
+                 "functions", "lock")
 
     def __init__(self, candidates: tuple[str, ...], path: str):
         self.candidates, self.path = candidates, path
-        self.stream = self.elf = self.loss = None
+        self.paths = candidates   # kept: its call frame info is read by path, if a frame needs it
+        self.stream = self.elf = self.loss = self.functions = None
         self.held = self.loaded = self.counted = False   # held: counts against the bound
         self.lock = threading.Lock()
 
@@ -66,6 +68,7 @@ class Symbolizer:
     def __init__(self, kernel_symbols: KernelSymbols | None = None,
                  max_open_files: int = DEFAULT_MAX_OPEN_FILES):
         self.kernel = kernel_symbols or KernelSymbols()
+        self.kernel_mapping = Mapping(KERNEL_MODULE, build_id=self.kernel.build_id)
         self.max_open_files = max_open_files
         self.processes: dict[tuple[int, int], ProcessSnapshot] = {}   # (pid, gen) -> snapshot
         self._latest: dict[int, int] = {}                              # pid -> newest gen
@@ -74,6 +77,7 @@ class Symbolizer:
         self._lock = threading.Lock()      # _files, _open_files, _losses
         self._losses: Counter[str] = Counter()
         self._perf_maps: dict[int, PerfMap] = {}
+        self._vdso: dict[bytes, VdsoImage] = {}   # image -> its symbols: one per kernel and ABI
         self._refreshed: set[tuple[int, int]] = set()
         self._frame_cache: dict[tuple, Frame] = {}
         self._mapping_cache: dict[tuple, Mapping] = {}
@@ -86,6 +90,11 @@ class Symbolizer:
         snap = snapshot(pid)
         if snap is None:
             return False
+        if snap.vdso:
+            vdso = self._vdso.get(snap.vdso)
+            if vdso is None:
+                vdso = self._vdso[snap.vdso] = VdsoImage(snap.vdso).load()
+            snap.vdso = vdso.image            # the one copy, not one per process
         self.processes[(pid, gen)] = snap
         self._latest[pid] = max(gen, self._latest.get(pid, gen))
         for entry in snap.entries:
@@ -163,6 +172,38 @@ class Symbolizer:
                     mapped.candidates = ()
                     mapped.loaded = True
         return mapped.elf
+
+    def _function_offset(self, key: tuple[str, int], elf: ElfObject, file_offset: int) -> int | None:
+        """The file offset where the function holding file_offset starts, from the file's
+        call frame info (each FDE covers one function): where no symbol names a stripped
+        file's code, its frames still add up by function."""
+        mapped = self._files.get(key)
+        vaddr = elf.offset_to_vaddr(file_offset)
+        if mapped is None or vaddr is None:
+            return None
+        if mapped.functions is None:
+            with mapped.lock:
+                if mapped.functions is None:
+                    mapped.functions = self._unwind_table(mapped, elf)
+        start = mapped.functions.function_at(vaddr)
+        return None if start is None else elf.vaddr_to_offset(start)
+
+    @staticmethod
+    def _unwind_table(mapped: _MappedFile, elf: ElfObject) -> UnwindTable:
+        """The file's unwind table, from the disk cache by build ID, else compiled (once per
+        host) from a path that still holds the same build ID."""
+        table = cached_table(elf.build_id)
+        if table is not None:
+            return table
+        for path in mapped.paths:
+            try:
+                with open(path, "rb") as f:
+                    if ElfObject(f, path, cache=None).build_id != elf.build_id:
+                        continue
+            except OSError:
+                continue
+            return load_table(path, elf.build_id or None)
+        return UnwindTable(b"", "file gone")
 
     def _release(self, mapped: _MappedFile) -> None:
         if mapped.stream is not None:
@@ -247,31 +288,36 @@ class Symbolizer:
         lookup = addr if leaf else addr - 1
         snap = self._snapshot_for(pid, gen, addr)
         entry = snap.find(addr) if snap else None
-        if entry is None or not entry.is_file:
+        vdso = entry is not None and entry.path == VDSO and self._vdso.get(snap.vdso)
+        if vdso:
+            elf = vdso
+        elif entry is None or not entry.is_file:
             perf_map = self._perf_maps.get(pid)
             name = perf_map.lookup(lookup) if perf_map else None
             if name:
                 return Frame(name, "[jit]", addr, Mapping(f"/tmp/perf-{pid}.map"))
             module = (entry.path or "[anon]") if entry else "[unknown]"
             return Frame(f"[unknown] {module}" if entry else "[unknown]", module, addr)
-        elf = self._elf(entry.file_key)
+        else:
+            elf = self._elf(entry.file_key)
+            if elf is None:
+                self._lost_file(entry.file_key)
         file_offset = lookup - entry.start + entry.offset
         mapping = self._mapping_cache.get((pid, gen, entry.start))
         if mapping is None:
             mapping = self._mapping_cache[(pid, gen, entry.start)] = Mapping(
                 entry.path, entry.start, entry.end, entry.offset, elf.build_id if elf else "")
         name = elf.function_at(file_offset) if elf else None
-        if elf is None:
-            self._lost_file(entry.file_key)
         if name is None:
-            name = f"{os.path.basename(entry.path)}+{addr - entry.start + entry.offset:#x}"
+            start = self._function_offset(entry.file_key, elf, file_offset) if elf and not vdso else None
+            name = f"{os.path.basename(entry.path)}+{addr - entry.start + entry.offset if start is None else start:#x}"
         return Frame(name, entry.path, addr, mapping)
 
     def kernel_frame(self, addr: int) -> Frame:
         frame = self._kernel_cache.get(addr)
         if frame is None:
             name = self.kernel.lookup(addr) or f"[kernel] {addr:#x}"
-            frame = self._kernel_cache[addr] = Frame(name, KERNEL_MODULE, addr, KERNEL_MAPPING,
+            frame = self._kernel_cache[addr] = Frame(name, KERNEL_MODULE, addr, self.kernel_mapping,
                                                      kernel=True)
         return frame
 

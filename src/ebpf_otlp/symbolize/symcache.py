@@ -18,7 +18,7 @@ from ebpf_otlp.buildid_cache import BuildIdCache, EntryFormat
 
 ENV = "EBPF_OTLP_SYMBOL_CACHE"                 # a directory; "" or "off" disables
 SUFFIX = ".sym"
-FORMAT = EntryFormat(b"EOTLPSYM", 1, 3)       # fields: count, source_len, names_len
+FORMAT = EntryFormat(b"EOTLPSYM", 2, 3)       # fields: count, source_len, names_len (2: PLT names, bounded sizes)
 DEFAULT = object()                             # "whatever the environment says", for ElfObject
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from ebpf_otlp.runtime.maps import write_run
 from ebpf_otlp.symbolize.elf import ElfObject
-from ebpf_otlp.symbolize.procmaps import MapEntry, parse_maps
+from ebpf_otlp.symbolize.procmaps import VDSO, MapEntry, own_vdso, parse_maps
 from ebpf_otlp.unwind.tables import UnwindTable, cached_table, compile_table, load_table
 
 BIG_FILE = 32 << 20   # larger binaries' first compiles (seconds each) wait their turn
@@ -99,15 +99,8 @@ def _identify(pid: int, entry: MapEntry) -> tuple[str, str, int | None]:
 @functools.cache
 def vdso_table() -> UnwindTable:
     """The vDSO's table, from this process's copy (every process maps the same image)."""
-    try:
-        with open("/proc/self/maps") as f:
-            line = next(ln for ln in f if ln.rstrip().endswith("[vdso]"))
-        start, end = (int(x, 16) for x in line.split()[0].split("-"))
-        with open("/proc/self/mem", "rb") as mem:
-            mem.seek(start)
-            return compile_table(io.BytesIO(mem.read(end - start)))
-    except (OSError, StopIteration, ValueError):
-        return UnwindTable(b"", "no vDSO")
+    image = own_vdso()
+    return compile_table(io.BytesIO(image)) if image else UnwindTable(b"", "no vDSO")
 
 
 def _big_endian(addr: int) -> int:
@@ -244,7 +237,7 @@ class KernelTables:
             return True
         proc = _Process(maps_hash=hash(text), checked=time.monotonic())
         for entry in sorted(parse_maps(text), key=_code_size):
-            if entry.is_file or entry.path == "[vdso]":
+            if entry.is_file or entry.path == VDSO:
                 self._add_mapping(pid, proc, entry, compile_limit)
         with self._lock:
             self._processes[pid] = proc
@@ -287,15 +280,15 @@ class KernelTables:
 
     def _add_mapping(self, pid: int, proc: _Process, entry: MapEntry, compile_limit: int | None) -> None:
         try:
-            if entry.path == "[vdso]":   # the kernel's, the same in every process
-                obj_key, vaddr, path, build_id = "[vdso]", 0, "", ""
+            if entry.path == VDSO:   # the kernel's, the same in every process
+                obj_key, vaddr, path, build_id = VDSO, 0, "", ""
             else:
                 path, build_id, vaddr = _identify(pid, entry)
                 obj_key = build_id or entry.file_key
             with self._lock:
                 obj = self._objects.get(obj_key)
             if obj is None:
-                table = vdso_table() if obj_key == "[vdso]" else cached_table(build_id)
+                table = vdso_table() if obj_key == VDSO else cached_table(build_id)
                 if table is None:
                     if compile_limit is not None and os.stat(path).st_size > compile_limit:
                         proc.complete = False

@@ -21,6 +21,7 @@ import struct
 import subprocess
 import sys
 import threading
+from array import array
 from bisect import bisect_right
 from dataclasses import dataclass
 from functools import cached_property
@@ -36,6 +37,7 @@ from ebpf_otlp import buildid_cache
 from ebpf_otlp.buildid_cache import BuildIdCache, EntryFormat
 
 ROW = struct.Struct("<IHBb")     # pc, cfa_off, kind, rbp_slot; read as is by the BPF side
+FUNCTION = struct.Struct("<II")  # an FDE's start and end: where a function is, symbols or not
 
 # Row kinds.
 GAP = 0            # no CFI here: the unwinder falls back to frame pointers
@@ -64,6 +66,7 @@ class UnwindTable:
     rows: bytes          # packed ROW, sorted by pc
     source: str          # ".eh_frame", ".debug_frame", or why there is no table
     skipped_fdes: int = 0   # FDEs we could not interpret: their ranges are GAPs
+    functions: bytes = b""  # packed FUNCTION of every FDE, sorted by start
 
     def __len__(self) -> int:
         return len(self.rows) // ROW.size
@@ -71,6 +74,22 @@ class UnwindTable:
     @cached_property
     def _pcs(self) -> list[int]:
         return [pc for pc, *_ in ROW.iter_unpack(self.rows)]
+
+    @cached_property
+    def _function_starts(self) -> array:
+        pairs = array("I", self.functions)
+        if sys.byteorder == "big":
+            pairs.byteswap()
+        return pairs[::2]
+
+    def function_at(self, vaddr: int) -> int | None:
+        """The start of the function (its FDE) holding vaddr: what groups a stripped file's
+        addresses by function, where no symbol names them."""
+        i = bisect_right(self._function_starts, vaddr) - 1
+        if i < 0:
+            return None
+        start, end = FUNCTION.unpack_from(self.functions, i * FUNCTION.size)
+        return start if vaddr < end else None
 
     def find(self, vaddr: int) -> tuple[int, int, int, int] | None:
         """(pc, cfa_off, kind, rbp_slot) of the row covering vaddr, as the BPF side's search
@@ -148,7 +167,9 @@ def _compile(fdes: list[FDE], eh: bool, source: str) -> UnwindTable:
         if row[1:] != last:                     # merge rows that change nothing
             packed += ROW.pack(*row)
             last = row[1:]
-    return UnwindTable(bytes(packed), source, skipped)
+    functions = b"".join(FUNCTION.pack(f["initial_location"], f["initial_location"] + f["address_range"])
+                         for f in fdes)
+    return UnwindTable(bytes(packed), source, skipped, functions)
 
 
 # Interpreter state: (cfa_reg, cfa_off, cfa_expr, rbp rule, return address rule). A rule is
@@ -248,15 +269,17 @@ def _classify(cfa_reg, cfa_off, cfa_expr, rbp, ra) -> tuple[int, int, int]:
 
 
 # The on-disk cache: one `<build-id>.unw` per file, the header's fields being the row
-# count, the source's length and the skipped FDEs; the body the source, then the rows.
+# count, the source's length, the skipped FDEs and the function count; the body the
+# source, the rows, then the functions.
 ENV = "EBPF_OTLP_UNWIND_CACHE"                 # a directory; "" or "off" disables
-FORMAT = EntryFormat(b"EOTLPUNW", 1, 3)
+FORMAT = EntryFormat(b"EOTLPUNW", 2, 4)       # 2: the functions
 DEFAULT = object()                             # "whatever the environment says"
 
 
 def encode(table: UnwindTable) -> bytes:
     src = table.source.encode()
-    return FORMAT.pack((len(table), len(src), table.skipped_fdes), src + table.rows)
+    return FORMAT.pack((len(table), len(src), table.skipped_fdes, len(table.functions) // FUNCTION.size),
+                       src + table.rows + table.functions)
 
 
 def decode(blob: bytes) -> UnwindTable | None:
@@ -264,14 +287,15 @@ def decode(blob: bytes) -> UnwindTable | None:
     unpacked = FORMAT.unpack(blob)
     if unpacked is None:
         return None
-    (count, source_len, skipped), body = unpacked
-    if len(body) != source_len + count * ROW.size:
+    (count, source_len, skipped, functions), body = unpacked
+    rows_end = source_len + count * ROW.size
+    if len(body) != rows_end + functions * FUNCTION.size:
         return None
     try:
         source = str(body[:source_len], "utf-8")
     except UnicodeDecodeError:
         return None
-    return UnwindTable(bytes(body[source_len:]), source, skipped)
+    return UnwindTable(bytes(body[source_len:rows_end]), source, skipped, bytes(body[rows_end:]))
 
 
 class UnwindCache(BuildIdCache):
