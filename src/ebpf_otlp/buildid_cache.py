@@ -57,10 +57,15 @@ class EntryFormat:
 
 
 class BuildIdCache:
-    """A bounded directory of `<build-id><suffix>` files, least recently used (by mtime,
-    refreshed on every hit) evicted first."""
+    """A bounded directory of `<build-id>.v<version><suffix>` files, least recently used
+    (by mtime, refreshed on every hit) evicted first, whatever their version.
+
+    The version is in the name, not only in the header: two versions of ebpf-otlp on one
+    host (an upgrade under way, a test checkout) each keep their own entries instead of
+    rewriting each other's."""
 
     suffix = ".entry"
+    version = 1
 
     def __init__(self, directory: str, max_bytes: int = DEFAULT_MAX_BYTES):
         self.directory = directory
@@ -84,7 +89,7 @@ class BuildIdCache:
     def path(self, build_id: str) -> str | None:
         if not _BUILD_ID.fullmatch(build_id):
             return None
-        return os.path.join(self.directory, build_id + self.suffix)
+        return os.path.join(self.directory, f"{build_id}.v{self.version}{self.suffix}")
 
     def read(self, build_id: str, decode: Callable[[bytes], T | None]) -> T | None:
         """decode(the entry's bytes), or None if absent; an entry decode rejects is removed

@@ -16,6 +16,7 @@ from conftest import compile_c, need
 from ebpf_otlp.symbolize import symbolizer as symbolizer_module
 from ebpf_otlp.symbolize.elf import ElfObject, SymbolTable, debug_file_path, decode_function_symbols
 from ebpf_otlp.symbolize.kernel import KernelSymbols, build_id_from_notes
+from ebpf_otlp.symbolize.symcache import SymbolCache
 from ebpf_otlp.symbolize.perfmap import PerfMap, parse_perf_map
 from ebpf_otlp.symbolize.procmaps import parse_maps
 from ebpf_otlp.symbolize.symbolizer import Symbolizer
@@ -356,7 +357,7 @@ def test_prepare_symbols_in_a_thread_while_remembering(child, symbol_cache):
     assert s._open_files == 0 and all(m.loaded for m in s._files.values())
     with open(LIBC, "rb") as f:
         libc_id = ElfObject(f, LIBC, cache=None).build_id
-    assert (symbol_cache / f"{libc_id}.sym").is_file()      # prepared once for the host
+    assert (symbol_cache / f"{libc_id}.v{SymbolCache.version}.sym").is_file()      # prepared once for the host
     addr = ctypes.cast(ctypes.CDLL(None).getppid, ctypes.c_void_p).value
     assert s.user_frame(os.getpid(), addr, leaf=True).function == "getppid"
     assert s.losses == {}

@@ -34,7 +34,7 @@ def test_round_trip(tmp_path):
 def test_elf_object_reads_from_the_cache(tmp_path):
     cache = SymbolCache(str(tmp_path))
     cold = libc(cache)
-    entry = tmp_path / f"{cold.build_id}.sym"
+    entry = tmp_path / f"{cold.build_id}.v{SymbolCache.version}.sym"
     assert entry.is_file() and [p.name for p in tmp_path.iterdir()] == [entry.name]   # no temp left
     warm = libc(cache)
     assert warm.symbols.columns() == cold.symbols.columns()
@@ -50,7 +50,7 @@ def test_damaged_entries_are_ignored_and_rewritten(tmp_path, damage):
     entry = next(tmp_path.glob("*.sym"))
     blob = entry.read_bytes()
     entry.write_bytes(damaged(blob, damage))
-    assert cache.load(entry.name[:-4]) is None and not entry.exists()
+    assert cache.load(entry.name.split(".")[0]) is None and not entry.exists()
     assert libc(cache).symbols.columns() == good
     assert entry.read_bytes() == blob
 
@@ -60,11 +60,11 @@ def test_size_bound_evicts_least_recently_used(tmp_path):
     cache = SymbolCache(str(tmp_path), max_bytes=3 * one)
     for i, name in enumerate(("aa", "bb", "cc")):
         assert cache.store(name, *COLUMNS, source="s")
-        os.utime(tmp_path / f"{name}.sym", (1000 + i, 1000 + i))   # aa oldest
+        os.utime(tmp_path / f"{name}.v{SymbolCache.version}.sym", (1000 + i, 1000 + i))   # aa oldest
     (tmp_path / "not-ours.txt").write_bytes(b"x" * 10 * one)       # never counted nor removed
     assert cache.load("aa") is not None                              # a hit: now the newest
     assert cache.store("dd", *COLUMNS, source="s")
-    assert sorted(p.name for p in tmp_path.glob("*.sym")) == ["aa.sym", "cc.sym", "dd.sym"]
+    assert sorted(p.name for p in tmp_path.glob("*.sym")) == [f"{n}.v{SymbolCache.version}.sym" for n in ("aa", "cc", "dd")]
     assert (tmp_path / "not-ours.txt").exists()
     assert not SymbolCache(str(tmp_path), max_bytes=one - 1).store("ee", *COLUMNS, source="s")
 

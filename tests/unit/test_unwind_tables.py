@@ -436,7 +436,7 @@ def no_compiling(*_):
 def test_cache_round_trip(program, tmp_path, monkeypatch):
     cache = UnwindCache(str(tmp_path / "c"))
     cold = load_table(str(program), BUILD_ID, cache)
-    entry = tmp_path / "c" / f"{BUILD_ID}.unw"
+    entry = tmp_path / "c" / f"{BUILD_ID}.v{UnwindCache.version}.unw"
     assert cold.rows and [p.name for p in entry.parent.iterdir()] == [entry.name]
     assert (tmp_path / "c").stat().st_mode & 0o777 == 0o700
     os.utime(entry, (1000, 1000))
@@ -451,7 +451,7 @@ def test_cache_round_trip(program, tmp_path, monkeypatch):
 def test_damaged_entries_are_compiled_again(program, tmp_path, damage):
     cache = UnwindCache(str(tmp_path))
     good = load_table(str(program), BUILD_ID, cache)
-    entry = tmp_path / f"{BUILD_ID}.unw"
+    entry = tmp_path / f"{BUILD_ID}.v{UnwindCache.version}.unw"
     blob = entry.read_bytes()
     entry.write_bytes(damaged(blob, damage))
     assert cache.load(BUILD_ID) is None and not entry.exists()
@@ -488,10 +488,10 @@ def test_size_bound_evicts_least_recently_used(tmp_path):
     cache = UnwindCache(str(tmp_path), max_bytes=3 * one)
     for i, name in enumerate(("aa", "bb", "cc")):
         assert cache.store(name, table)
-        os.utime(tmp_path / f"{name}.unw", (1000 + i, 1000 + i))     # aa oldest
+        os.utime(tmp_path / f"{name}.v{UnwindCache.version}.unw", (1000 + i, 1000 + i))     # aa oldest
     assert cache.load("aa") == table                                  # a hit: now the newest
     assert cache.store("dd", table)
-    assert sorted(p.name for p in tmp_path.glob("*.unw")) == ["aa.unw", "cc.unw", "dd.unw"]
+    assert sorted(p.name for p in tmp_path.glob("*.unw")) == [f"{n}.v{UnwindCache.version}.unw" for n in ("aa", "cc", "dd")]
     assert not UnwindCache(str(tmp_path), max_bytes=one - 1).store("ee", table)
 
 

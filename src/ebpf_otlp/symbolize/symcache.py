@@ -75,6 +75,7 @@ class SymbolCache(BuildIdCache):
     """Symbol tables by build ID, in a bounded directory (see buildid_cache)."""
 
     suffix = SUFFIX
+    version = FORMAT.version
 
     def load(self, build_id: str) -> CachedSymbols | None:
         return self.read(build_id, decode)

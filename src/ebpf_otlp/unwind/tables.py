@@ -302,6 +302,7 @@ class UnwindCache(BuildIdCache):
     """Unwind tables by build ID, in a bounded directory (see buildid_cache)."""
 
     suffix = ".unw"
+    version = FORMAT.version
 
     def load(self, build_id: str) -> UnwindTable | None:
         return self.read(build_id, decode)
