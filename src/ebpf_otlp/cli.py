@@ -57,6 +57,13 @@ def notice_console() -> Console:
     return text_console(stderr=True, soft_wrap=True)
 
 
+def run_command(signal, command) -> int:
+    """A single-signal command's run; its exit status (a launched command's, else 0)."""
+    from ebpf_otlp.engine.run import run_signal
+    console = result_console(stderr=bool(command.launch))   # launch mode: CMD owns stdout
+    return run_signal(signal, command, console, notice_console(), STARTED_NS).exit_status
+
+
 def otlp_options(fn):
     """Where OTLP data goes; the OTEL_EXPORTER_OTLP_* variables apply when a flag is absent."""
     options = [
@@ -227,7 +234,8 @@ def profile(pids, comm, include_self, all_, hz, duration, user_only, kernel_only
     from ebpf_otlp.export import profile_files
     from ebpf_otlp.signals.profile.processor import CpuSettings
     from ebpf_otlp.runtime.perf import max_sample_rate
-    from ebpf_otlp.sessions.profile import ProfileConfig, run
+    from ebpf_otlp.engine.run import Command
+    from ebpf_otlp.signals.profile import OFF_CPU, PROFILE, table
 
     check_target(pids, command, all=all_, comm=comm)
     if off_cpu:
@@ -271,9 +279,9 @@ def profile(pids, comm, include_self, all_, hz, duration, user_only, kernel_only
                       event=event, off_cpu=off_cpu, min_block_ns=int(min_block * 1e9),
                       switch_budget=switch_budget, period=period, unwind=unwind, comm=comm,
                       include_self=include_self)
-    config = ProfileConfig(cpu=cpu, duration_s=duration, command=list(command), outputs=targets,
-                           top=top, otlp=otlp, spool=spool)
-    return run(config, result_console(stderr=bool(command)), notice_console(), STARTED_NS).exit_status
+    render = (lambda p, c: table.render(p, c, top)) if top else None
+    return run_command(OFF_CPU if off_cpu else PROFILE, Command(
+        cpu, duration, list(command), targets, render, otlp=otlp, spool=spool))
 
 
 @cli.command(context_settings=LAUNCH)
@@ -306,7 +314,8 @@ def syscalls(pids, comm, include_self, syscalls, duration, interval, latency, la
     forks, stop when it exits and exit with its status."""
     from ebpf_otlp.signals.syscalls import names as syscall_names
     from ebpf_otlp.signals.syscalls.processor import SyscallSettings
-    from ebpf_otlp.sessions.syscalls import SyscallsConfig, run
+    from ebpf_otlp.engine.run import Command
+    from ebpf_otlp.signals.syscalls import SYSCALLS, table
 
     numbers = []
     for name in syscalls:
@@ -323,9 +332,10 @@ def syscalls(pids, comm, include_self, syscalls, duration, interval, latency, la
     trace = SyscallSettings(pids=pids, comm=comm, syscalls=numbers, interval_s=interval,
                             latency=latency, latency_budget=latency_budget,
                             include_self=include_self)
-    config = SyscallsConfig(trace=trace, duration_s=duration, command=list(command), by=by, top=top,
-                            files=files, json_path=output, otlp=otlp, spool=spool)
-    return run(config, result_console(stderr=bool(command)), notice_console(), STARTED_NS).exit_status
+    render = lambda r, c: table.render(r, c, by, top, files)   # noqa: E731
+    return run_command(SYSCALLS, Command(trace, duration, list(command),
+                                         [(output, "json")] if output else [], render,
+                                         otlp=otlp, spool=spool))
 
 
 def valid_ports(ctx, param, ports):
@@ -365,7 +375,8 @@ def trace_net(pids, comm, include_self, ports, duration, interval, hooks, rtt, u
     connection with its process, addresses, bytes, retransmits, RTT and how it ended;
     TCP and UDP metrics every interval."""
     from ebpf_otlp.signals.net.processor import NetSettings
-    from ebpf_otlp.sessions.trace_net import TraceNetConfig, run
+    from ebpf_otlp.engine.run import Command
+    from ebpf_otlp.signals.net import NET, table
 
     check_target(pids, command, comm=comm)
     if quiet and all_lines:
@@ -375,9 +386,10 @@ def trace_net(pids, comm, include_self, ports, duration, interval, hooks, rtt, u
     otlp, spool = otlp_from_flags(otlp_flags)
     net = NetSettings(pids=pids, comm=comm, ports=ports, hooks=hooks, rtt=rtt, udp=udp,
                       max_conns=max_connections, interval_s=interval, include_self=include_self)
-    config = TraceNetConfig(net=net, duration_s=duration, command=list(command), top=top,
-                            lines=False if quiet else True if all_lines else None, jsonl_path=output, otlp=otlp, spool=spool)
-    return run(config, result_console(stderr=bool(command)), notice_console(), STARTED_NS).exit_status
+    render = (lambda r, c: table.render_summary(r, c, top)) if top else None
+    return run_command(NET, Command(net, duration, list(command), [(output, "jsonl")] if output else [],
+                                    render, live_terminal=False if quiet else True if all_lines else None,
+                                    otlp=otlp, spool=spool))
 
 
 @cli.command()
@@ -502,7 +514,9 @@ def memleak(pids, comm, duration, sample_bytes, every_call, no_free, mmap, min_a
     and space per stack (Go's heap profile), and what stays allocated longer than --min-age."""
     from ebpf_otlp.export import profile_files
     from ebpf_otlp.processors import HeapSettings
-    from ebpf_otlp.sessions.memleak import MemleakConfig, run
+    from ebpf_otlp.export import heap_out
+    from ebpf_otlp.engine.run import Command
+    from ebpf_otlp.signals.heap import HEAP
 
     if not pids and not command and not comm:
         raise click.UsageError("name the process: --pid PID, --comm NAME, or a command after --")
@@ -519,9 +533,9 @@ def memleak(pids, comm, duration, sample_bytes, every_call, no_free, mmap, min_a
     heap = HeapSettings(pids=pids, rate=0 if every_call else sample_bytes, library=lib,
                         symbol_prefix=symbol_prefix, no_free=no_free, min_age_s=min_age,
                         interval_s=interval, unwind=unwind, mmap=mmap)
-    config = MemleakConfig(heap=heap, duration_s=duration, command=list(command), outputs=targets,
-                           top=top, otlp=otlp, spool=spool)
-    return run(config, result_console(stderr=bool(command)), notice_console(), STARTED_NS).exit_status
+    render = (lambda r, c: heap_out.render(r, c, top)) if top else None
+    return run_command(HEAP, Command(heap, duration, list(command), targets, render, otlp=otlp,
+                                     spool=spool))
 
 
 @cli.command("flush-spool")

@@ -4,18 +4,23 @@ results to the output stage. Commands (profile, syscalls, ...) are wiring around
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
-from typing import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from rich.console import Console
 
 from ebpf_otlp.errors import AgentError
-from ebpf_otlp.export.output_stage import OutputStage
+from ebpf_otlp.export.output_stage import FileTarget, OutputStage
 from ebpf_otlp.signals.processor import Processor
 from ebpf_otlp.records import Profile
 from ebpf_otlp.engine.capture import Capture, StopOnSignal
 from ebpf_otlp.engine.launch import LaunchedCommand
 from ebpf_otlp.runtime.processes import alive
+from ebpf_otlp.signals.signal import Signal
+
+if TYPE_CHECKING:
+    from ebpf_otlp.export.otlp_settings import OtlpSettings
+    from ebpf_otlp.export.spool import Spool
 
 
 @dataclass
@@ -93,3 +98,43 @@ def held_until_capture(launch: LaunchedCommand | None):
         if launch:
             launch.abandon()
         raise
+
+
+@dataclass
+class Command:
+    """What a command asks of a run of its signal once its flags are read: the same for
+    every signal (cli.py builds one, `run_signal` runs it)."""
+    settings: Any                                        # the signal's settings
+    duration_s: float | None = None                      # None: until SIGINT/SIGTERM (or CMD exits)
+    launch: list[str] = field(default_factory=list)      # -- CMD ARGS: run it, follow its forks
+    outputs: list[tuple[str, str]] = field(default_factory=list)   # (path, format)
+    render: Callable[[Any, Console], None] | None = None   # the result's table on the terminal
+    live_terminal: bool | None = False                   # its stream there too (None: if a terminal)
+    otlp: OtlpSettings | None = None                     # None: local files only
+    spool: Spool | None = None
+
+
+def run_signal(signal: Signal, cmd: Command, console: Console, notices: Console,
+               started_ns: int) -> RunResult:
+    """One signal's capture, as every single-signal command runs it. Results (tables) go
+    to `console`, progress and notices to `notices` (stderr)."""
+    settings = cmd.settings
+    launched = launch(cmd.launch, settings)
+    processor = signal.processor(settings)
+    live = console.is_terminal if cmd.live_terminal is None else cmd.live_terminal
+    with held_until_capture(launched):
+        stage = OutputStage.create(
+            console, notices, [FileTarget(path, fmt, signal.name) for path, fmt in cmd.outputs],
+            {signal.name: cmd.render} if cmd.render else {}, cmd.otlp, cmd.spool,
+            lambda: {processor.collector.name: processor.collector.stats},
+            getattr(settings, "interval_s", 60.0), live_terminal=live)
+    pids = [] if launched else settings.pids
+    target = launched.describe() if launched else f"pid {', '.join(map(str, pids))}" if pids \
+        else f"comm {settings.comm}" if getattr(settings, "comm", None) else "all processes"
+    done = capture([processor], stage, notices, signal.command,
+                   lambda: signal.describe(settings, processor, target), cmd.duration_s, launched,
+                   pids, started_ns, {"process.pid": pids},
+                   progress=not live)   # a stream on the terminal is progress enough
+    if signal.after:
+        signal.after(processor, notices)
+    return done

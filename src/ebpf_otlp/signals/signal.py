@@ -56,5 +56,8 @@ class Signal:
     bundle: tuple[tuple[str, str], ...] = ()   # snapshot and agent files: (name, format)
     windowed: bool = False                     # the agent exports it per window, not per interval
     stream: Callable[[Any, Any], Stream] | None = None   # (terminal console or None, OtlpOutput or None)
+    command: str = ""                          # the command that runs it alone (its span's name)
+    describe: Callable[[Any, Any, str], str] | None = None   # (settings, processor, target): the start notice
+    after: Callable[[Any, Any], None] | None = None          # (processor, notices): what the run leaves to say
     takes: Callable[[Any], bool] = field(default=lambda result: True)   # among results of its type
     wanted: Callable[[dict], bool] = field(default=lambda table: True)   # its table asks for it

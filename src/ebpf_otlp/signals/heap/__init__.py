@@ -24,6 +24,12 @@ def _processor(settings):
     return HeapProcessor(settings)
 
 
+def _describe(heap, processor, target: str) -> str:
+    how = "every allocation" if not heap.rate else f"one allocation per ~{heap.rate / 1024:g} KiB"
+    return (f"tracing allocations of {target} ({how}; probes: {', '.join(processor.collector.attached)}; "
+            f"return probes on {processor.collector.return_probes})")
+
+
 HEAP = Signal(
     name="memleak", title="memleak", result=HeapReport, stats=lambda r: r.profile.stats,
     # A heap report is its profile in every profile format; its JSON adds the leak report.
@@ -33,4 +39,4 @@ HEAP = Signal(
     span_attributes=lambda r: {"ebpf_otlp.heap.sampling_rate_bytes": r.rate,
                                "ebpf_otlp.heap.leak_stacks": len(r.leaks)},
     table="memleak", settings=_settings, processor=_processor,
-    bundle=(("heap.pb.gz", "pprof"), ("heap.json", "json")))
+    bundle=(("heap.pb.gz", "pprof"), ("heap.json", "json")), command="memleak", describe=_describe)

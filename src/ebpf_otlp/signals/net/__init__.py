@@ -32,9 +32,16 @@ def _stream(console, otlp):
     return ConnectionStream(console, otlp)
 
 
+def _describe(net, processor, target: str) -> str:
+    """Said after the start: the hooks are chosen as the collector starts."""
+    ports = f", ports {', '.join(map(str, net.ports))}" if net.ports else ""
+    return f"tracing TCP connections of {target}{ports} ({processor.collector.hooks})"
+
+
 NET = Signal(
     name="trace-net", title="trace-net", result=NetReport, stats=lambda r: r.collection,
     formats={"jsonl": _jsonl}, to_otlp=_to_otlp,
     span_attributes=lambda r: {"ebpf_otlp.connections": len(r.connections), "ebpf_otlp.hooks": r.hooks},
     table="trace_net", settings=_settings, processor=_processor,
-    bundle=(("connections.jsonl", "jsonl"),), stream=_stream)
+    bundle=(("connections.jsonl", "jsonl"),), stream=_stream, command="trace-net",
+    describe=_describe)

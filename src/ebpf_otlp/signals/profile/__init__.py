@@ -27,12 +27,21 @@ def _settings(off_cpu: bool):
     return read
 
 
+def _describe(cpu, processor, target: str) -> str:
+    from ebpf_otlp.runtime.perf import COUNTED
+    if cpu.off_cpu:
+        return f"tracing off-CPU time of {target} (sched_switch, periods ≥ {cpu.min_block_ns / 1000:g} µs)"
+    if cpu.event in COUNTED:
+        return f"sampling {target} every {cpu.period} {cpu.event}"
+    return f"sampling {target} at {cpu.hz} Hz ({cpu.event})"
+
+
 def _profile(name: str, title: str, off_cpu: bool, files: str) -> Signal:
     return Signal(
         name=name, title=title, result=Profile, stats=lambda p: p.stats,
         formats=profile_files.ENCODERS, to_otlp=lambda out, p: out.send_profile(p),
         span_attributes=_span_attributes, table="profile", settings=_settings(off_cpu),
-        processor=_processor, windowed=True,
+        processor=_processor, windowed=True, command="profile", describe=_describe,
         bundle=((f"{files}.pb.gz", "pprof"), (f"{files}.svg", "svg"), (f"{files}.folded", "folded")),
         takes=lambda p: (p.event == OFF_CPU_EVENT) == off_cpu,
         wanted=lambda table: bool(table.get("off_cpu")) if off_cpu else True)

@@ -27,7 +27,19 @@ def _processor(settings):
     return SyscallProcessor(settings)
 
 
+def _describe(trace, processor, target: str) -> str:
+    mode = "counts only" if not trace.latency else "counts and latency" + (
+        f", latency sampled above {trace.latency_budget:,.0f} calls/s" if trace.latency_budget else "")
+    return f"tracing syscalls of {target} ({mode})"
+
+
+def _after(processor, notices) -> None:
+    if processor.collector.timing_error:
+        notices.print(f"latency timing stopped early: {processor.collector.timing_error}", style="yellow")
+
+
 SYSCALLS = Signal(
     name="syscalls", title="syscalls", result=SyscallReport, stats=lambda r: r.collection,
     formats={"json": _json}, to_otlp=_to_otlp, span_attributes=lambda r: {"ebpf_otlp.syscalls": r.events},
-    table="syscalls", settings=_settings, processor=_processor, bundle=(("syscalls.json", "json"),))
+    table="syscalls", settings=_settings, processor=_processor, bundle=(("syscalls.json", "json"),),
+    command="syscalls", describe=_describe, after=_after)
