@@ -4,6 +4,7 @@ results to the output stage. Commands (profile, syscalls, ...) are wiring around
 from __future__ import annotations
 
 import contextlib
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
@@ -12,7 +13,6 @@ from rich.console import Console
 from ebpf_otlp.errors import AgentError
 from ebpf_otlp.export.output_stage import FileTarget, OutputStage
 from ebpf_otlp.signals.processor import Processor
-from ebpf_otlp.records import Profile
 from ebpf_otlp.engine.capture import Capture, StopOnSignal
 from ebpf_otlp.engine.launch import LaunchedCommand
 from ebpf_otlp.runtime.processes import alive
@@ -25,39 +25,48 @@ if TYPE_CHECKING:
 
 @dataclass
 class RunResult:
-    results: list
+    results: list             # of the processors that started, in their order
     exit_status: int          # a launched command's, else 0
+    processors: list[Processor] = field(default_factory=list)   # those that started
+    failed: dict[int, str] = field(default_factory=dict)        # id(processor) -> why it did not
+    started_ns: int = 0       # all attached
+    ended_ns: int = 0
+    stopped_by: str = ""      # the signal that ended it early, if one did
 
 
 def capture(processors: Sequence[Processor], stage: OutputStage, notices: Console, command: str,
-            what: str | Callable[[], str], duration_s: float | None, launch: LaunchedCommand | None,
+            what: Callable[[list[Processor]], str] | None, duration_s: float | None, launch: LaunchedCommand | None,
             pids: list[int], started_ns: int, span_attributes: dict | None = None,
-            progress: bool = True) -> RunResult:
+            progress: bool = True, skip_failed: bool = False) -> RunResult:
     """Run the processors' collectors together until the duration ends, a signal arrives
     or the launched command exits; then write every output. Signals are held from start
-    to finish, so a SIGTERM never cuts the writing short."""
+    to finish, so a SIGTERM never cuts the writing short. `what(started processors)`: the
+    start notice (None: none). `skip_failed` (a snapshot): what cannot start is left out, and said in `failed`."""
     with StopOnSignal() as stop:
         cap = Capture(processors, stop, notices, duration_s, launch,
                       on_drain=lambda p: stage.periodic(p.result()) if p.periodic else None,
-                      label=command if progress else "")
+                      label=command if progress else "", skip_failed=skip_failed)
         try:   # a failure at any point stops the probes; a launched command is waited for
             cap.start()
             gone = [pid for pid in pids if not alive(pid)]
             if pids and len(gone) == len(pids):
                 raise AgentError(f"pid {', '.join(map(str, gone))} exited before tracing began")
-            ending = "until it exits" if launch else "Ctrl-C to stop early"
-            notices.print(f"{what() if callable(what) else what}; {ending}", style="dim",
-                          highlight=False)
-            cap.run()
+            if what:
+                ending = "until it exits" if launch else "Ctrl-C to stop early"
+                notices.print(f"{what(cap.processors)}; {ending}", style="dim", highlight=False)
+            if cap.processors:
+                cap.run()
+            else:   # nothing could start (a snapshot's every capture failed): at once
+                cap.ended_ns = time.time_ns()
         except BaseException:
             cap.abort()
             stage.abort()
             raise
         if stop.stopped:
             notices.print(f"{stop.signal_name}: stopping, writing what was gathered", style="yellow")
-        results = [p.result(cap.ended_ns) for p in processors]
-        for p, r in zip(processors, results):
-            if isinstance(r, Profile):
+        results = [p.result(cap.ended_ns) for p in cap.processors]
+        for p, r in zip(cap.processors, results):
+            if hasattr(r, "timing"):   # a profile says how soon it started
                 _timing(r, p, started_ns, cap.started_ns)
         stage.finish(results, command, cap.started_ns, cap.ended_ns, span_attributes or {})
     status = 0
@@ -66,10 +75,11 @@ def capture(processors: Sequence[Processor], stage: OutputStage, notices: Consol
         if status is None:
             notices.print(f"{launch.describe()} is still running", style="yellow", highlight=False)
             status = 128 + stop.signum if stop.signum else 0
-    return RunResult(results, status)
+    return RunResult(results, status, list(cap.processors), dict(cap.failed), cap.started_ns,
+                     cap.ended_ns, stop.signal_name)
 
 
-def _timing(profile: Profile, processor, started_ns: int, attached_ns: int) -> None:
+def _timing(profile, processor, started_ns: int, attached_ns: int) -> None:
     """When the run attached and saw its first sample, from the command's start (fast start)."""
     first = getattr(processor.collector, "first_sample_unix_ns", None)
     profile.timing = {"attach_ms": (attached_ns - started_ns) / 1e6,
@@ -132,7 +142,7 @@ def run_signal(signal: Signal, cmd: Command, console: Console, notices: Console,
     target = launched.describe() if launched else f"pid {', '.join(map(str, pids))}" if pids \
         else f"comm {settings.comm}" if getattr(settings, "comm", None) else "all processes"
     done = capture([processor], stage, notices, signal.command,
-                   lambda: signal.describe(settings, processor, target), cmd.duration_s, launched,
+                   lambda _: signal.describe(settings, processor, target), cmd.duration_s, launched,
                    pids, started_ns, {"process.pid": pids},
                    progress=not live)   # a stream on the terminal is progress enough
     if signal.after:

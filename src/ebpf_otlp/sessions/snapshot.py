@@ -28,7 +28,7 @@ from ebpf_otlp.errors import AgentError
 from ebpf_otlp.export import losses
 from ebpf_otlp.export.console import text_console
 from ebpf_otlp.export.output_stage import FileTarget, OutputStage
-from ebpf_otlp.engine.capture import Capture, StopOnSignal
+from ebpf_otlp.engine.run import capture
 from ebpf_otlp.signals import registry
 from ebpf_otlp.signals.processor import Processor
 from ebpf_otlp.runtime.privileges import missing_privileges
@@ -220,29 +220,17 @@ def _capture(config: cfg.Config, parts: list[Part], bundle: str, duration: float
     stage = OutputStage.create(quiet, quiet, [t for p in parts for t in p.files], {},
                                otlp, spool, lambda: {p.collector.name: p.collector.stats
                                                      for p in processors})
-    with StopOnSignal() as stop:
-        cap = Capture(processors, stop, notices, duration, label="snapshot", skip_failed=True,
-                      on_drain=lambda p: stage.periodic(p.result()) if p.periodic else None)
-        try:
-            cap.start()
-        except BaseException:
-            stage.abort()
-            raise
-        if verbose:
-            names = [p.name for p in parts if id(p.processor) not in cap.failed]
-            notices.print(f"capturing {', '.join(names)} for {duration:g} s", highlight=False)
-        if cap.processors:
-            cap.run()
-        else:   # nothing could start: the manifest says why, at once
-            cap.ended_ns = time.time_ns()
-        results = [p.result(cap.ended_ns) for p in cap.processors]
-        stage.finish(results, "snapshot", cap.started_ns, cap.ended_ns, {})
-    by_processor = {id(p): r for p, r in zip(cap.processors, results)}
+    def what(started: list[Processor]) -> str:
+        names = [p.name for p in parts if any(p.processor is s for s in started)]
+        return f"capturing {', '.join(names)} for {duration:g} s"
+    done = capture(processors, stage, notices, "snapshot", what if verbose else None, duration,
+                   None, [], time.time_ns(), skip_failed=True)
+    by_processor = {id(p): r for p, r in zip(done.processors, done.results)}
     captures = []
     for part in parts:
         entry = {"name": part.name}
-        if id(part.processor) in cap.failed:
-            entry.update(status="failed", error=cap.failed[id(part.processor)])
+        if id(part.processor) in done.failed:
+            entry.update(status="failed", error=done.failed[id(part.processor)])
         else:
             r = by_processor[id(part.processor)]
             signal = registry.of(r)
@@ -251,10 +239,8 @@ def _capture(config: cfg.Config, parts: list[Part], bundle: str, duration: float
                          lost_total=stats.total_lost, losses=losses.line(stats, signal.title),
                          files=[os.path.basename(t.path) for t in part.files if t in stage.written])
         captures.append(entry)
-    if stop.stopped:
-        notices.print(f"{stop.signal_name}: stopping early, writing what was gathered", style="yellow")
-    return {"captures": captures, "start_ns": cap.started_ns, "end_ns": cap.ended_ns,
-            "duration_s": (cap.ended_ns - cap.started_ns) / 1e9, "stopped_by": stop.signal_name or None}
+    return {"captures": captures, "start_ns": done.started_ns, "end_ns": done.ended_ns,
+            "duration_s": (done.ended_ns - done.started_ns) / 1e9, "stopped_by": done.stopped_by or None}
 
 
 def _redacted(table: dict) -> dict:
