@@ -123,9 +123,9 @@ class HeapCollector(Collector):
         lib = allocator_library(self.pids, self.library)
         with open(lib, "rb") as f:
             elf = ElfObject(f, lib, cache=None)
-            dynsym = elf.exported_functions()
-            symbols = {name: dynsym.get(self.symbol_prefix + name) for name, *_ in ALLOCATORS}
-            free_at = dynsym.get(self.symbol_prefix + "free")
+            functions = elf.global_functions()   # .symtab too: a static executable's malloc
+            symbols = {name: functions.get(self.symbol_prefix + name) for name, *_ in ALLOCATORS}
+            free_at = functions.get(self.symbol_prefix + "free")
             free_off = probe_offset(elf, free_at, lib) if free_at else 0
         if not any(symbols.values()):
             raise AgentError(f"{lib} has no {self.symbol_prefix}malloc: not an allocator "
