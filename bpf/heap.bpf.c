@@ -20,8 +20,11 @@
 // allocator's own mmaps (a large malloc's) are told apart in user space, where malloc is
 // on their stack; a sampled allocator call in progress is skipped here (one pending a thread).
 //
+// Processes are named as ebpf-otlp names them (targets.inc: in its pid namespace); the
+// per-thread countdown and pending call are keyed by the kernel's thread id, unique anyway.
+//
 // Defines: RATE (mean bytes between samples; 0: every call), MAX_LIVE, MAX_STACKS,
-//          MAX_KEYS, FILTER_PIDS (MAX_PIDS, FOLLOW_FORKS); UNWIND_TABLES (and unwind.inc's); MMAP.
+//          MAX_KEYS, targets.inc's (which processes); UNWIND_TABLES (and unwind.inc's); MMAP.
 #include <uapi/linux/ptrace.h>
 #include <linux/sched.h>
 
@@ -82,10 +85,8 @@ BPF_ARRAY(draws, u32, 1024);                           // exponential quantiles,
 BPF_STACK_TRACE(stacks, MAX_STACKS);
 #endif
 BPF_PERCPU_ARRAY(stats, u64, STAT_MAX);
-#ifdef FILTER_PIDS
-BPF_HASH(pid_filter, u32, u8, MAX_PIDS);
-#endif
 
+// #import targets.inc
 // #import bump.inc
 // #import announce.inc
 #ifdef UNWIND_TABLES
@@ -93,14 +94,6 @@ BPF_HASH(pid_filter, u32, u8, MAX_PIDS);
 // Allocated as stacks appear: a preallocated map of 1 KiB stacks would cost 64 MiB.
 BPF_F_TABLE("hash", u64, struct user_stack, user_stacks, MAX_STACKS, BPF_F_NO_PREALLOC);
 #endif
-
-static __always_inline int wanted(u32 tgid) {
-#ifdef FILTER_PIDS
-    return pid_filter.lookup(&tgid) != 0;
-#else
-    return 1;
-#endif
-}
 
 static __always_inline s64 draw(void) {
     u32 i = bpf_get_prandom_u32() & 1023;
@@ -133,9 +126,8 @@ static __always_inline int sampled(u64 size) {
 
 // `at_entry`: an allocator's entry uprobe (ctx: its registers); else the mmap tracepoint.
 static __always_inline void on_alloc(void *ctx, u64 size, u64 memptr, int at_entry) {
-    u64 id = bpf_get_current_pid_tgid();
-    u32 tgid = id >> 32, tid = id;
-    if (!wanted(tgid) || !sampled(size))
+    u32 tgid = task_ids() >> 32, tid = bpf_get_current_pid_tgid();
+    if (!traced(tgid) || !sampled(size))
         return;
     struct pending p = {.size = size, .memptr = memptr};
     p.where.tgid = tgid;
@@ -162,8 +154,7 @@ static __always_inline void on_alloc(void *ctx, u64 size, u64 memptr, int at_ent
 }
 
 static __always_inline void on_return(u64 addr, int via_memptr) {
-    u64 id = bpf_get_current_pid_tgid();
-    u32 tid = id;
+    u32 tid = bpf_get_current_pid_tgid();
     struct pending *p = pending.lookup(&tid);
     if (!p)
         return;              // not sampled: the common case, one lookup
@@ -195,7 +186,7 @@ static __always_inline void on_return(u64 addr, int via_memptr) {
 static __always_inline void on_free(u64 addr) {
     if (!addr)
         return;
-    struct live_key k = {.tgid = bpf_get_current_pid_tgid() >> 32, .addr = addr};
+    struct live_key k = {.tgid = task_ids() >> 32, .addr = addr};
     struct live_alloc *a = live.lookup(&k);
     if (!a)
         return;              // not sampled (or from before the capture)
@@ -289,5 +280,3 @@ TRACEPOINT_PROBE(syscalls, sys_enter_munmap) {
     return 0;
 }
 #endif
-
-// #import follow_forks.inc

@@ -6,11 +6,12 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import sys
 
 import pytest
 
 from collector import GrpcCollector
-from conftest import ROOT, agent, agent_around, compile_c, need_tool
+from conftest import ROOT, agent, agent_around, compile_c, in_pid_namespace, need_tool
 from ebpf_otlp.export.otlp_profiles import decode_stacks
 from test_profile_live import load_pprof
 
@@ -106,6 +107,35 @@ def test_a_static_executable_is_its_own_allocator(tmp_path):
     assert abs(leaked - LEAKS * SIZE) < 0.10 * LEAKS * SIZE, [(row["bytes"], row["frames"]) for row in doc["leaks"]]
     assert by_leaf(doc, "churn", "inuse_space") < 0.02 * CHURNS * 64   # its free is probed too
     assert f"probes on {static}" in r.stderr and "free+3" in r.stderr
+
+
+# Inside the namespace: the leaker started there, memleak attached to it by its pid there.
+IN_NAMESPACE = """
+import subprocess, sys
+sys.path.insert(0, sys.argv[3])
+from conftest import agent_around
+work = subprocess.Popen([sys.argv[1], sys.argv[4], sys.argv[5], "1000", "2.5"],
+                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+agent_around(work, "tracing", "memleak", "--pid", str(work.pid), "--min-age", "1s",
+             "--sample-bytes", "8KiB", "-o", sys.argv[2])
+print("inner pid", work.pid)
+"""
+
+
+def test_memleak_by_pid_inside_a_pid_namespace(leaker, tmp_path):
+    """ebpf-otlp in its own pid namespace, as in a container: the pid given is that
+    namespace's, and the leak is found under it."""
+    out = tmp_path / "heap.json"
+    r = in_pid_namespace(sys.executable, "-c", IN_NAMESPACE, str(leaker), str(out), str(ROOT / "tests"),
+                         str(LEAKS), str(SIZE))
+    assert r.returncode == 0, r.stderr
+    inner = int(r.stdout.split("inner pid ")[1].split()[0])
+    leaks = json.loads(out.read_text())["leaks"]
+    assert leaks, r.stdout   # none at all: the kernel side matched no pid
+    top = leaks[0]
+    assert inner < 100 and top["pid"] == inner, (inner, top)
+    assert top["frames"][:2] == ["leak", "main"], top["frames"]
+    assert abs(top["bytes"] - LEAKS * SIZE) < 0.10 * LEAKS * SIZE, top
 
 
 def test_realloc_and_posix_memalign(tmp_path):

@@ -10,6 +10,7 @@ import time
 from typing import Callable
 
 from ebpf_otlp.collectors.base import Collector
+from ebpf_otlp.collectors.targets import Targets
 from ebpf_otlp.errors import AgentError
 from ebpf_otlp.records import HeapCounts, LiveAllocation, RawStackSample
 from ebpf_otlp.runtime import loader
@@ -108,6 +109,7 @@ class HeapCollector(Collector):
         self.mmap = mmap
         self.unwinder = Unwinder(unwind)
         self._unwound: dict[int, tuple[int, ...]] = {}   # hash -> frames (user_stacks is kept)
+        self.targets = Targets(list(pids), follow_forks=follow_forks)
         self.pids, self.rate, self.library = list(pids), rate, library
         self.symbol_prefix, self.no_free, self.follow_forks = symbol_prefix, no_free, follow_forks
         self.interval_s, self.max_live = interval_s, max_live
@@ -132,11 +134,9 @@ class HeapCollector(Collector):
                              "(use --lib and --symbol-prefix for jemalloc, tcmalloc, ...)")
         self._bpf = self.unwinder.load("heap", {
             "RATE": self.rate, "MAX_LIVE": self.max_live, "MAX_STACKS": 1 << 16, "MAX_KEYS": 1 << 16,
-            "FILTER_PIDS": True, "MAX_PIDS": 65536 if self.follow_forks else 4096,
-            "FOLLOW_FORKS": self.follow_forks, "SESSIONS": True, "MMAP": self.mmap})
+            **self.targets.defines(), "SESSIONS": True, "MMAP": self.mmap})
         self.unwinder.start([] if self.follow_forks else self.pids)
-        for pid in self.pids:
-            self._bpf["pid_filter"][ct.c_uint32(pid)] = ct.c_uint8(1)
+        self.targets.install(self._bpf)
         draws = self._bpf["draws"]
         for i, d in enumerate(exponential_draws(self.rate or 1)):
             draws[ct.c_int(i)] = ct.c_uint32(d)
