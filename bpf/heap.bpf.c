@@ -7,6 +7,8 @@
 // for its address at the return probe; only a sampled address is remembered in `live`,
 // where free() finds it. Per (process, stack): sampled allocations and frees, objects and
 // bytes. User space weighs samples up (1 / (1 - exp(-size/rate))) to unbiased totals.
+// The sampled bytes in use, all stacks together, are one counter (STAT_INUSE_BYTES), which
+// user space reads often and cheaply to see a new high-water mark come between drains.
 //
 // The walk starts inside the allocator, whose caller is not yet on the frame chain at its
 // first instruction: the return address at the stack pointer names the caller.
@@ -73,7 +75,9 @@ enum heap_stat {
     STAT_UNWIND_TABLES,      // UNWIND_TABLES: stacks walked through a table
     STAT_UNWIND_FRAME_POINTERS,
     STAT_UNWIND_END,         // how walks ended: enum unwind_end, 5 counters
-    STAT_MAX = STAT_UNWIND_END + 5,
+    STAT_INUSE_BYTES = STAT_UNWIND_END + 5,   // sampled bytes in use: this CPU's allocations
+                                              // less its frees (the sum over CPUs is the total)
+    STAT_MAX,
 };
 
 BPF_HASH(by_stack, struct stack_key, struct stack_counts, MAX_KEYS);
@@ -94,6 +98,13 @@ BPF_PERCPU_ARRAY(stats, u64, STAT_MAX);
 // Allocated as stacks appear: a preallocated map of 1 KiB stacks would cost 64 MiB.
 BPF_F_TABLE("hash", u64, struct user_stack, user_stacks, MAX_STACKS, BPF_F_NO_PREALLOC);
 #endif
+
+static __always_inline void count_inuse(s64 bytes) {
+    int which = STAT_INUSE_BYTES;
+    u64 *v = stats.lookup(&which);
+    if (v)
+        *v += bytes;
+}
 
 static __always_inline s64 draw(void) {
     u32 i = bpf_get_prandom_u32() & 1023;
@@ -177,6 +188,7 @@ static __always_inline void on_return(u64 addr, int via_memptr) {
     }
     __sync_fetch_and_add(&c->allocs, 1);
     __sync_fetch_and_add(&c->alloc_bytes, got.size);
+    count_inuse(got.size);
     struct live_key k = {.tgid = got.where.tgid, .addr = addr};
     struct live_alloc a = {.size = got.size, .ts_ns = bpf_ktime_get_ns(), .where = got.where};
     if (live.update(&k, &a))
@@ -194,6 +206,7 @@ static __always_inline void on_free(u64 addr) {
     if (c) {
         __sync_fetch_and_add(&c->frees, 1);
         __sync_fetch_and_add(&c->free_bytes, a->size);
+        count_inuse(-(s64)a->size);
     }
     live.delete(&k);
     bump(STAT_FREED);

@@ -18,6 +18,8 @@ from test_profile_live import load_pprof
 pytestmark = pytest.mark.live
 
 LEAKS, SIZE, CHURNS = 2000, 4096, 200_000
+HEAP_TYPES = ["alloc_objects", "alloc_space", "inuse_objects", "inuse_space",
+              "peak_inuse_objects", "peak_inuse_space"]   # Go's four, then at the peak
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +57,31 @@ def test_sampled_leak_report_and_heap_profile(leaker, tmp_path):
     assert "return probes on sampled calls only (uprobe sessions)" in r.stderr   # Linux 6.13+
 
 
+def test_the_peak_of_a_program_that_frees_all_before_it_exits(tmp_path):
+    """hold() keeps 20 MiB for 2 s and frees it; then nothing is in use, as in an interpreter
+    after its teardown. The peak finds the 20 MiB at hold() although no drain (every 10 s)
+    came while they were held; in use at the end is none of it."""
+    binary = compile_c("peak_then_free.c", tmp_path / "peak_then_free")
+    out = tmp_path / "heap.json"
+    r = agent("memleak", "--sample-bytes", "8KiB", "-o", str(out), "-o", str(tmp_path / "heap.pb.gz"),
+              "--", str(binary), "20", "2", "1")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(out.read_text())
+    mib = 1 << 20
+    peak = by_leaf(doc, "hold", "peak_inuse_space")
+    assert abs(peak - 20 * mib) < 0.10 * 20 * mib, peak
+    assert by_leaf(doc, "hold", "inuse_space") == 0
+    assert doc["totals"]["inuse_space"] < 1 * mib, doc["totals"]
+    assert doc["totals"]["peak_inuse_space"] >= peak and doc["peak_unix_ns"] > 0
+    summary = next(line for line in r.stderr.splitlines() if line.startswith("allocated"))
+    at_peak, at_end = re.search(r"in use ([\d.]+) MiB at the peak \([\d.]+ s in\), ([\d.]+) MiB at the end",
+                                summary).groups()
+    assert abs(float(at_peak) - 20) < 2 and float(at_end) < 1, summary
+    assert "In use at the peak" in r.stderr and "hold ← main" in r.stderr
+    prof = load_pprof(tmp_path / "heap.pb.gz")
+    assert [prof.string_table[t.type] for t in prof.sample_type] == HEAP_TYPES
+
+
 def test_every_call_is_exact(leaker, tmp_path):
     _, doc = run_leaker(leaker, tmp_path, "--every-call")
     assert by_leaf(doc, "leak", "alloc_objects") == LEAKS
@@ -76,8 +103,7 @@ def test_googles_pprof_reads_the_heap_profile(leaker, tmp_path):
         assert first.split()[-1] == top_fn, out.stdout
     prof = load_pprof(tmp_path / "heap.pb.gz")
     s = prof.string_table
-    assert [s[t.type] for t in prof.sample_type] == ["alloc_objects", "alloc_space", "inuse_objects",
-                                                     "inuse_space"]
+    assert [s[t.type] for t in prof.sample_type] == HEAP_TYPES
     assert prof.period == 8192 and s[prof.period_type.type] == "space"
 
 
@@ -90,7 +116,7 @@ def test_otlp_profiles_reach_the_collector(leaker, tmp_path):
     s = req.dictionary.string_table
     types = [s[p.sample_type.type_strindex] for rp in req.resource_profiles
              for sp in rp.scope_profiles for p in sp.profiles]
-    assert types == ["alloc_objects", "alloc_space", "inuse_objects", "inuse_space"]
+    assert types == HEAP_TYPES
     inuse = decode_stacks(req, "inuse_space")
     leak = sum(v for (_pid, stack), v in inuse.items() if stack and stack[-1] == "leak")
     assert abs(leak - LEAKS * SIZE) < 0.15 * LEAKS * SIZE
