@@ -7,6 +7,8 @@
 // for its address at the return probe; only a sampled address is remembered in `live`,
 // where free() finds it. Per (process, stack): sampled allocations and frees, objects and
 // bytes. User space weighs samples up (1 / (1 - exp(-size/rate))) to unbiased totals.
+// The sampled bytes in use, all stacks together, are one counter (STAT_INUSE_BYTES), which
+// user space reads often and cheaply to see a new high-water mark come between drains.
 //
 // The walk starts inside the allocator, whose caller is not yet on the frame chain at its
 // first instruction: the return address at the stack pointer names the caller.
@@ -20,8 +22,11 @@
 // allocator's own mmaps (a large malloc's) are told apart in user space, where malloc is
 // on their stack; a sampled allocator call in progress is skipped here (one pending a thread).
 //
+// Processes are named as ebpf-otlp names them (targets.inc: in its pid namespace); the
+// per-thread countdown and pending call are keyed by the kernel's thread id, unique anyway.
+//
 // Defines: RATE (mean bytes between samples; 0: every call), MAX_LIVE, MAX_STACKS,
-//          MAX_KEYS, FILTER_PIDS (MAX_PIDS, FOLLOW_FORKS); UNWIND_TABLES (and unwind.inc's); MMAP.
+//          MAX_KEYS, targets.inc's (which processes); UNWIND_TABLES (and unwind.inc's); MMAP.
 #include <uapi/linux/ptrace.h>
 #include <linux/sched.h>
 
@@ -70,7 +75,9 @@ enum heap_stat {
     STAT_UNWIND_TABLES,      // UNWIND_TABLES: stacks walked through a table
     STAT_UNWIND_FRAME_POINTERS,
     STAT_UNWIND_END,         // how walks ended: enum unwind_end, 5 counters
-    STAT_MAX = STAT_UNWIND_END + 5,
+    STAT_INUSE_BYTES = STAT_UNWIND_END + 5,   // sampled bytes in use: this CPU's allocations
+                                              // less its frees (the sum over CPUs is the total)
+    STAT_MAX,
 };
 
 BPF_HASH(by_stack, struct stack_key, struct stack_counts, MAX_KEYS);
@@ -82,10 +89,8 @@ BPF_ARRAY(draws, u32, 1024);                           // exponential quantiles,
 BPF_STACK_TRACE(stacks, MAX_STACKS);
 #endif
 BPF_PERCPU_ARRAY(stats, u64, STAT_MAX);
-#ifdef FILTER_PIDS
-BPF_HASH(pid_filter, u32, u8, MAX_PIDS);
-#endif
 
+// #import targets.inc
 // #import bump.inc
 // #import announce.inc
 #ifdef UNWIND_TABLES
@@ -94,12 +99,11 @@ BPF_HASH(pid_filter, u32, u8, MAX_PIDS);
 BPF_F_TABLE("hash", u64, struct user_stack, user_stacks, MAX_STACKS, BPF_F_NO_PREALLOC);
 #endif
 
-static __always_inline int wanted(u32 tgid) {
-#ifdef FILTER_PIDS
-    return pid_filter.lookup(&tgid) != 0;
-#else
-    return 1;
-#endif
+static __always_inline void count_inuse(s64 bytes) {
+    int which = STAT_INUSE_BYTES;
+    u64 *v = stats.lookup(&which);
+    if (v)
+        *v += bytes;
 }
 
 static __always_inline s64 draw(void) {
@@ -133,9 +137,8 @@ static __always_inline int sampled(u64 size) {
 
 // `at_entry`: an allocator's entry uprobe (ctx: its registers); else the mmap tracepoint.
 static __always_inline void on_alloc(void *ctx, u64 size, u64 memptr, int at_entry) {
-    u64 id = bpf_get_current_pid_tgid();
-    u32 tgid = id >> 32, tid = id;
-    if (!wanted(tgid) || !sampled(size))
+    u32 tgid = task_ids() >> 32, tid = bpf_get_current_pid_tgid();
+    if (!traced(tgid) || !sampled(size))
         return;
     struct pending p = {.size = size, .memptr = memptr};
     p.where.tgid = tgid;
@@ -162,8 +165,7 @@ static __always_inline void on_alloc(void *ctx, u64 size, u64 memptr, int at_ent
 }
 
 static __always_inline void on_return(u64 addr, int via_memptr) {
-    u64 id = bpf_get_current_pid_tgid();
-    u32 tid = id;
+    u32 tid = bpf_get_current_pid_tgid();
     struct pending *p = pending.lookup(&tid);
     if (!p)
         return;              // not sampled: the common case, one lookup
@@ -186,6 +188,7 @@ static __always_inline void on_return(u64 addr, int via_memptr) {
     }
     __sync_fetch_and_add(&c->allocs, 1);
     __sync_fetch_and_add(&c->alloc_bytes, got.size);
+    count_inuse(got.size);
     struct live_key k = {.tgid = got.where.tgid, .addr = addr};
     struct live_alloc a = {.size = got.size, .ts_ns = bpf_ktime_get_ns(), .where = got.where};
     if (live.update(&k, &a))
@@ -195,7 +198,7 @@ static __always_inline void on_return(u64 addr, int via_memptr) {
 static __always_inline void on_free(u64 addr) {
     if (!addr)
         return;
-    struct live_key k = {.tgid = bpf_get_current_pid_tgid() >> 32, .addr = addr};
+    struct live_key k = {.tgid = task_ids() >> 32, .addr = addr};
     struct live_alloc *a = live.lookup(&k);
     if (!a)
         return;              // not sampled (or from before the capture)
@@ -203,6 +206,7 @@ static __always_inline void on_free(u64 addr) {
     if (c) {
         __sync_fetch_and_add(&c->frees, 1);
         __sync_fetch_and_add(&c->free_bytes, a->size);
+        count_inuse(-(s64)a->size);
     }
     live.delete(&k);
     bump(STAT_FREED);
@@ -289,5 +293,3 @@ TRACEPOINT_PROBE(syscalls, sys_enter_munmap) {
     return 0;
 }
 #endif
-
-// #import follow_forks.inc

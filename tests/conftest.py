@@ -110,6 +110,14 @@ def agent_around(work: subprocess.Popen, ready: str, *args: str) -> tuple[str, s
     return work_out, out, err
 
 
+def in_pid_namespace(*argv: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    """Run ARGV as pid 1 of a new pid namespace with its own /proc (`unshare --pid --fork
+    --mount-proc`), as in a container: the pids given and read in there are its own."""
+    unshare = need_tool("unshare")
+    return subprocess.run([unshare, "--pid", "--fork", "--mount-proc", *argv], capture_output=True,
+                          text=True, timeout=timeout, env=os.environ)
+
+
 def wait_for_line(stream, needle: str, timeout: float = 60) -> list[str]:
     """Read lines until one contains `needle` (e.g. the 'sampling ...' notice on attach)."""
     import selectors

@@ -497,7 +497,8 @@ class Size(click.ParamType):
                    "too; the allocator's own mmaps are counted at malloc, not twice.")
 @click.option("--min-age", type=Duration(), default="5s", show_default=True,
               help="The leak report lists allocations outstanding longer than this.")
-@click.option("--lib", metavar="PATH", help="The allocator's library (default: the libc the process maps).")
+@click.option("--lib", metavar="PATH", help="The allocator's library (default: the libc the process maps); "
+                                         "a static executable is its own.")
 @click.option("--symbol-prefix", default="", metavar="PREFIX", help="e.g. je_ for jemalloc's prefixed symbols.")
 @click.option("-i", "--interval", type=Duration(), default="10s", show_default=True,
               help="How often the kernel's maps are read (leak growth is per interval).")

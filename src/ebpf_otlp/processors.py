@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass, field
 
 from ebpf_otlp.collectors.heap import ALLOCATOR_FUNCTIONS, GLIBC_MALLOC_INTERNALS, HeapCollector, weight
-from ebpf_otlp.records import (CollectorStats, HeapCounts, HeapReport, LeakRow, Profile,
+from ebpf_otlp.records import (CollectorStats, HeapCounts, HeapPeak, HeapReport, LeakRow, Profile,
                                RawStackSample, heap_shape)
 from ebpf_otlp.signals.processor import Processor
 from ebpf_otlp.symbolize.symbolizer import Symbolizer
@@ -28,8 +28,12 @@ class HeapSettings:
 
 class HeapProcessor(Processor):
     """Sampled allocations per stack, weighed up to estimates: a heap profile with Go's four
-    sample types, and outstanding allocations older than min_age as a leak report, with
-    their growth between drains."""
+    sample types and in use at the peak, and outstanding allocations older than min_age as a
+    leak report, with their growth between drains.
+
+    The peak is the highest estimated total in use among the readings of every stack's
+    counts (each drain's, and those the collector takes at a new high between drains), by
+    stack as it was then."""
 
     def __init__(self, settings: HeapSettings, symbolizer: Symbolizer | None = None):
         self.settings = settings
@@ -45,6 +49,9 @@ class HeapProcessor(Processor):
         self.previous: dict[RawStackSample, tuple[float, float]] = {}   # (time, est bytes)
         self.growth: dict[RawStackSample, float] = {}
         self.window_start_ns = time.time_ns()
+        self.peak_bytes = 0                                         # estimated, all stacks
+        self.peak_unix_ns = 0
+        self.peak: dict[RawStackSample, tuple[int, int]] = {}      # (objects, bytes) in use then
 
     def prepare(self) -> None:
         for pid in self.settings.pids:
@@ -67,9 +74,13 @@ class HeapProcessor(Processor):
 
     def add(self, records: list) -> None:
         """Each drain is cumulative: it replaces what the last one said."""
-        records = [r for r in records if not self._by_allocator(r)]
+        peaks = [r for r in records if isinstance(r, HeapPeak)]
+        records = [r for r in records if not isinstance(r, HeapPeak) and not self._by_allocator(r)]
         self.counts = {r.stack: r for r in records if isinstance(r, HeapCounts)}
         self.live = [r for r in records if not isinstance(r, HeapCounts)]
+        for p in peaks:
+            self._consider_peak(p.unix_ns, [c for c in p.counts if not self._by_allocator(c)])
+        self._consider_peak(time.time_ns(), self.counts.values())
         now = time.monotonic()
         for stack, bytes_ in self._outstanding().items():
             then = self.previous.get(stack)
@@ -79,6 +90,20 @@ class HeapProcessor(Processor):
 
     def reset(self, start_ns: int | None = None) -> None:
         self.window_start_ns = start_ns or time.time_ns()
+
+    def _weighed(self, c: HeapCounts) -> tuple[int, int, int, int]:
+        """Estimated (alloc objects, alloc bytes, in-use objects, in-use bytes) at a stack,
+        weighed by the average size of its samples, as Go does."""
+        w = weight(c.alloc_bytes / c.allocs, self.settings.rate) if c.allocs else 1.0
+        return (round(c.allocs * w), round(c.alloc_bytes * w),
+                round((c.allocs - c.frees) * w), round((c.alloc_bytes - c.free_bytes) * w))
+
+    def _consider_peak(self, unix_ns: int, counts) -> None:
+        """A reading of every stack's counts: the peak if more is in use than at the last."""
+        inuse = {c.stack: self._weighed(c)[2:] for c in counts}
+        total = sum(b for _n, b in inuse.values())
+        if total > self.peak_bytes:
+            self.peak_bytes, self.peak_unix_ns, self.peak = total, unix_ns, inuse
 
     def _outstanding(self) -> dict[RawStackSample, list]:
         """Per stack: [estimated objects, estimated bytes, sampled] of live allocations older
@@ -99,12 +124,8 @@ class HeapProcessor(Processor):
         s = self.settings
         end_ns = end_ns or time.time_ns()
         rate = s.rate
-        values = {}
-        for stack, c in self.counts.items():
-            w = weight(c.alloc_bytes / c.allocs, rate) if c.allocs else 1.0   # Go: by average size
-            live_n, live_b = c.allocs - c.frees, c.alloc_bytes - c.free_bytes
-            values[stack] = (round(c.allocs * w), round(c.alloc_bytes * w),
-                             round(live_n * w), round(live_b * w))
+        values = {stack: self._weighed(c) + self.peak.get(stack, (0, 0))
+                  for stack, c in self.counts.items()}
         samples = self.symbolizer.symbolize(values)
         stats = self.collector.stats.merged(CollectorStats(lost=self.symbolizer.losses))
         profile = Profile(samples=samples, start_ns=self.window_start_ns,
@@ -113,7 +134,7 @@ class HeapProcessor(Processor):
         for stack, (objects, bytes_, sampled) in self._outstanding().items():
             leaks.append(LeakRow(self.symbolizer.frames(stack), stack.pid,
                                  self.symbolizer.process_name(stack.pid), objects, bytes_, sampled,
-                                 self.growth.get(stack, 0.0)))
+                                 self.growth.get(stack)))
         leaks.sort(key=lambda r: -r.bytes)
         return HeapReport(profile, leaks, rate, int(s.min_age_s * 1e9),
-                          [self.collector.library or ""])
+                          [self.collector.library or ""], self.peak_unix_ns)

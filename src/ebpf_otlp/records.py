@@ -236,6 +236,14 @@ class LiveAllocation:
 
 
 @dataclass
+class HeapPeak:
+    """Every stack's counts (HeapCounts) read at a new high-water mark of the sampled bytes
+    in use, between drains: a peak may come and go within one interval."""
+    unix_ns: int
+    counts: list[HeapCounts]
+
+
+@dataclass
 class LeakRow:
     """Outstanding memory at one stack: allocations older than --min-age, weighed up."""
     frames: tuple[Frame, ...]
@@ -244,30 +252,36 @@ class LeakRow:
     objects: float              # estimated
     bytes: float                # estimated
     sampled: int                # sampled allocations behind the estimate
-    growth_bytes_per_s: float = 0.0
+    growth_bytes_per_s: float | None = None   # None: one reading only, no growth known
 
 
 @dataclass
 class HeapReport:
-    """What `memleak` gathered: the heap profile (alloc and in-use, objects and space) and
-    the leak report; estimates unless `rate` is 0 (every call recorded)."""
+    """What `memleak` gathered: the heap profile (alloc and in-use, objects and space, and
+    in use at the peak) and the leak report; estimates unless `rate` is 0 (every call
+    recorded)."""
     profile: Profile
     leaks: list[LeakRow]
     rate: int                   # mean bytes between samples; 0: every allocation
     min_age_ns: int
     libraries: list[str] = field(default_factory=list)
+    peak_unix_ns: int = 0       # when in use was highest (0: nothing ever was)
 
     @property
     def collection(self) -> CollectorStats:
         return self.profile.stats
 
 
+# Go's four, then in use at the high-water mark of the whole heap (heaptrack's and memray's
+# peak): what a program that frees all before it exits held while it ran.
 HEAP_TYPES = (ValueType("alloc_objects", "count"), ValueType("alloc_space", "bytes"),
-              ValueType("inuse_objects", "count"), ValueType("inuse_space", "bytes"))
+              ValueType("inuse_objects", "count"), ValueType("inuse_space", "bytes"),
+              ValueType("peak_inuse_objects", "count"), ValueType("peak_inuse_space", "bytes"))
 
 
 def heap_shape(rate: int) -> dict:
-    """Go's heap profile: four values per stack, inuse_space by default, period the rate."""
+    """Go's heap profile and the peak: six values per stack, inuse_space by default, period
+    the rate."""
     return dict(sample_types=HEAP_TYPES, period_type=ValueType("space", "bytes"),
                 period=rate or 1, default_type="inuse_space", shown_type="inuse_space",
                 event="malloc")

@@ -6,17 +6,20 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import sys
 
 import pytest
 
 from collector import GrpcCollector
-from conftest import ROOT, agent, agent_around, compile_c, need_tool
+from conftest import ROOT, agent, agent_around, compile_c, in_pid_namespace, need_tool
 from ebpf_otlp.export.otlp_profiles import decode_stacks
 from test_profile_live import load_pprof
 
 pytestmark = pytest.mark.live
 
 LEAKS, SIZE, CHURNS = 2000, 4096, 200_000
+HEAP_TYPES = ["alloc_objects", "alloc_space", "inuse_objects", "inuse_space",
+              "peak_inuse_objects", "peak_inuse_space"]   # Go's four, then at the peak
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +57,31 @@ def test_sampled_leak_report_and_heap_profile(leaker, tmp_path):
     assert "return probes on sampled calls only (uprobe sessions)" in r.stderr   # Linux 6.13+
 
 
+def test_the_peak_of_a_program_that_frees_all_before_it_exits(tmp_path):
+    """hold() keeps 20 MiB for 2 s and frees it; then nothing is in use, as in an interpreter
+    after its teardown. The peak finds the 20 MiB at hold() although no drain (every 10 s)
+    came while they were held; in use at the end is none of it."""
+    binary = compile_c("peak_then_free.c", tmp_path / "peak_then_free")
+    out = tmp_path / "heap.json"
+    r = agent("memleak", "--sample-bytes", "8KiB", "-o", str(out), "-o", str(tmp_path / "heap.pb.gz"),
+              "--", str(binary), "20", "2", "1")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(out.read_text())
+    mib = 1 << 20
+    peak = by_leaf(doc, "hold", "peak_inuse_space")
+    assert abs(peak - 20 * mib) < 0.10 * 20 * mib, peak
+    assert by_leaf(doc, "hold", "inuse_space") == 0
+    assert doc["totals"]["inuse_space"] < 1 * mib, doc["totals"]
+    assert doc["totals"]["peak_inuse_space"] >= peak and doc["peak_unix_ns"] > 0
+    summary = next(line for line in r.stderr.splitlines() if line.startswith("allocated"))
+    at_peak, at_end = re.search(r"in use ([\d.]+) MiB at the peak \([\d.]+ s in\), ([\d.]+) MiB at the end",
+                                summary).groups()
+    assert abs(float(at_peak) - 20) < 2 and float(at_end) < 1, summary
+    assert "In use at the peak" in r.stderr and "hold ← main" in r.stderr
+    prof = load_pprof(tmp_path / "heap.pb.gz")
+    assert [prof.string_table[t.type] for t in prof.sample_type] == HEAP_TYPES
+
+
 def test_every_call_is_exact(leaker, tmp_path):
     _, doc = run_leaker(leaker, tmp_path, "--every-call")
     assert by_leaf(doc, "leak", "alloc_objects") == LEAKS
@@ -75,8 +103,7 @@ def test_googles_pprof_reads_the_heap_profile(leaker, tmp_path):
         assert first.split()[-1] == top_fn, out.stdout
     prof = load_pprof(tmp_path / "heap.pb.gz")
     s = prof.string_table
-    assert [s[t.type] for t in prof.sample_type] == ["alloc_objects", "alloc_space", "inuse_objects",
-                                                     "inuse_space"]
+    assert [s[t.type] for t in prof.sample_type] == HEAP_TYPES
     assert prof.period == 8192 and s[prof.period_type.type] == "space"
 
 
@@ -89,10 +116,52 @@ def test_otlp_profiles_reach_the_collector(leaker, tmp_path):
     s = req.dictionary.string_table
     types = [s[p.sample_type.type_strindex] for rp in req.resource_profiles
              for sp in rp.scope_profiles for p in sp.profiles]
-    assert types == ["alloc_objects", "alloc_space", "inuse_objects", "inuse_space"]
+    assert types == HEAP_TYPES
     inuse = decode_stacks(req, "inuse_space")
     leak = sum(v for (_pid, stack), v in inuse.items() if stack and stack[-1] == "leak")
     assert abs(leak - LEAKS * SIZE) < 0.15 * LEAKS * SIZE
+
+
+def test_a_static_executable_is_its_own_allocator(tmp_path):
+    """A static executable maps no libc and exports nothing: --lib names it, and its malloc
+    and free come from its .symtab; the leak is found by its function's name. (Its first
+    stacks may be walked before its unwind tables arrive, and end sooner: rows by
+    allocating function and caller are summed.)"""
+    static = compile_c("leaker.c", tmp_path / "leaker_static", "-static")
+    r, doc = run_leaker(static, tmp_path, "--sample-bytes", "8KiB", "--lib", str(static))
+    leaked = sum(row["bytes"] for row in doc["leaks"] if row["frames"][:2] == ["leak", "main"])
+    assert abs(leaked - LEAKS * SIZE) < 0.10 * LEAKS * SIZE, [(row["bytes"], row["frames"]) for row in doc["leaks"]]
+    assert by_leaf(doc, "churn", "inuse_space") < 0.02 * CHURNS * 64   # its free is probed too
+    assert f"probes on {static}" in r.stderr and "free+3" in r.stderr
+
+
+# Inside the namespace: the leaker started there, memleak attached to it by its pid there.
+IN_NAMESPACE = """
+import subprocess, sys
+sys.path.insert(0, sys.argv[3])
+from conftest import agent_around
+work = subprocess.Popen([sys.argv[1], sys.argv[4], sys.argv[5], "1000", "2.5"],
+                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+agent_around(work, "tracing", "memleak", "--pid", str(work.pid), "--min-age", "1s",
+             "--sample-bytes", "8KiB", "-o", sys.argv[2])
+print("inner pid", work.pid)
+"""
+
+
+def test_memleak_by_pid_inside_a_pid_namespace(leaker, tmp_path):
+    """ebpf-otlp in its own pid namespace, as in a container: the pid given is that
+    namespace's, and the leak is found under it."""
+    out = tmp_path / "heap.json"
+    r = in_pid_namespace(sys.executable, "-c", IN_NAMESPACE, str(leaker), str(out), str(ROOT / "tests"),
+                         str(LEAKS), str(SIZE))
+    assert r.returncode == 0, r.stderr
+    inner = int(r.stdout.split("inner pid ")[1].split()[0])
+    leaks = json.loads(out.read_text())["leaks"]
+    assert leaks, r.stdout   # none at all: the kernel side matched no pid
+    top = leaks[0]
+    assert inner < 100 and top["pid"] == inner, (inner, top)
+    assert top["frames"][:2] == ["leak", "main"], top["frames"]
+    assert abs(top["bytes"] - LEAKS * SIZE) < 0.10 * LEAKS * SIZE, top
 
 
 def test_realloc_and_posix_memalign(tmp_path):

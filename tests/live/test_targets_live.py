@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import agent, agent_around, agent_popen, compile_c, need_tool
+from conftest import agent, agent_around, agent_popen, compile_c, in_pid_namespace
 from test_profile_live import load_pprof
 from test_syscalls_live import K_NANOSLEEP, M_OPENAT, N_GETPPID, mix_binary  # noqa: F401 (a fixture)
 
@@ -116,14 +115,12 @@ def test_a_command_name_of_the_full_15_bytes(tmp_path, mix_binary):
 def test_profile_by_pid_inside_a_pid_namespace(tmp_path):
     """ebpf-otlp in its own pid namespace (`unshare --pid --fork --mount-proc`): the pid the
     user gives is that namespace's, and the samples of the busy loop are found under it."""
-    unshare = need_tool("unshare")
     hot = compile_c("hot.c", tmp_path / "hot")
     out = tmp_path / "ns.pb.gz"
     script = (f'{hot} 30 & pid=$!; sleep 0.3; echo "inner pid $pid"; '
               f'{sys.executable} -m ebpf_otlp profile --pid $pid --duration 3s -o {out}; '
               'status=$?; kill $pid; exit $status')
-    r = subprocess.run([unshare, "--pid", "--fork", "--mount-proc", "sh", "-c", script],
-                       capture_output=True, text=True, timeout=180, env=os.environ)
+    r = in_pid_namespace("sh", "-c", script)
     assert r.returncode == 0, r.stderr
     inner = int(r.stdout.split("inner pid ")[1].split()[0])
     pids = sample_pids(out)

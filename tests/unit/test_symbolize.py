@@ -236,6 +236,30 @@ def test_decoding_both_classes_and_endiannesses():
         (0x1000, 16, "fn"), (0x2000, 8, "fn2")]
 
 
+STATIC_C = """
+static int hidden(int x) { return x + 1; }
+__attribute__((weak)) int maybe(int x) { return hidden(x) * 2; }
+int shown(int x) { return maybe(x) + 3; }
+int main(void) { return shown(1); }
+"""
+
+
+def test_a_static_executables_callable_functions_come_from_symtab(tmp_path):
+    """A static executable has no .dynsym: its global and weak functions (malloc, free, ...)
+    are read from .symtab, at nm's addresses; file-local ones are not callable by name."""
+    binary = gcc(tmp_path, "static", STATIC_C, "-static")
+    syms = {parts[2]: int(parts[0], 16) for parts in (line.split() for line in subprocess.run(
+        ["nm", str(binary)], capture_output=True, text=True).stdout.splitlines()) if len(parts) == 3}
+    with open(binary, "rb") as f:
+        elf = ElfObject(f, str(binary), cache=None)
+        assert elf.exported_functions() == {}
+        found = elf.global_functions()
+    for name in ("shown", "maybe", "main", "malloc", "free"):
+        assert found[name] == syms[name], name
+    assert "hidden" not in found
+    assert found["__libc_malloc"] == found["malloc"]   # glibc's alias, one function
+
+
 def test_libc_symbol_table_same_as_before(tmp_path):
     """The whole table (sources tried in the same order) holds pyelftools' functions, sizes
     kept where they are given, and the PLT entries objdump names."""

@@ -10,9 +10,9 @@ import time
 from typing import Callable
 
 from ebpf_otlp.signals.collector import Collector
+from ebpf_otlp.signals.targets import Targets
 from ebpf_otlp.errors import AgentError
-from ebpf_otlp.records import HeapCounts, LiveAllocation, RawStackSample
-from ebpf_otlp.runtime import loader
+from ebpf_otlp.records import HeapCounts, HeapPeak, LiveAllocation, RawStackSample
 from ebpf_otlp.runtime.maps import percpu_counters
 from ebpf_otlp.symbolize.elf import ElfObject
 from ebpf_otlp.unwind import unwinder
@@ -33,6 +33,8 @@ GLIBC_MALLOC_INTERNALS = {"__libc_malloc", "__libc_calloc", "__libc_realloc", "_
                           "sysmalloc", "_int_malloc", "_int_realloc", "_int_memalign", "mremap_chunk",
                           "tcache_init", "malloc_hook_ini"}
 STATS = ("sampled", "freed", "live map full", "stack map full", "stack lost", "ring buffer full")
+STAT_INUSE_BYTES = len(STATS) + unwinder.COUNTERS   # sampled bytes in use, after the unwinder's
+PEAK_STEP = 1 / 32   # a high this much above the last one read the stacks' counts again
 LOSSES = {2: "free not matched (live-allocation map full)",
           3: "allocation site dropped (stack-count map full)",
           4: "allocation stack lost (stack-id collision)",
@@ -108,6 +110,7 @@ class HeapCollector(Collector):
         self.mmap = mmap
         self.unwinder = Unwinder(unwind)
         self._unwound: dict[int, tuple[int, ...]] = {}   # hash -> frames (user_stacks is kept)
+        self.targets = Targets(list(pids), follow_forks=follow_forks)
         self.pids, self.rate, self.library = list(pids), rate, library
         self.symbol_prefix, self.no_free, self.follow_forks = symbol_prefix, no_free, follow_forks
         self.interval_s, self.max_live = interval_s, max_live
@@ -118,25 +121,25 @@ class HeapCollector(Collector):
         self._announced: list[int] = []
         self._bpf = None
         self._clock_offset = time.time_ns() - time.monotonic_ns()
+        self._peak_inuse = 0                  # the highest sampled bytes in use read so far
+        self._peak: HeapPeak | None = None    # the counts there, until the next drain
 
     def start(self) -> None:
         lib = allocator_library(self.pids, self.library)
         with open(lib, "rb") as f:
             elf = ElfObject(f, lib, cache=None)
-            dynsym = elf.exported_functions()
-            symbols = {name: dynsym.get(self.symbol_prefix + name) for name, *_ in ALLOCATORS}
-            free_at = dynsym.get(self.symbol_prefix + "free")
+            functions = elf.global_functions()   # .symtab too: a static executable's malloc
+            symbols = {name: functions.get(self.symbol_prefix + name) for name, *_ in ALLOCATORS}
+            free_at = functions.get(self.symbol_prefix + "free")
             free_off = probe_offset(elf, free_at, lib) if free_at else 0
         if not any(symbols.values()):
             raise AgentError(f"{lib} has no {self.symbol_prefix}malloc: not an allocator "
                              "(use --lib and --symbol-prefix for jemalloc, tcmalloc, ...)")
         self._bpf = self.unwinder.load("heap", {
             "RATE": self.rate, "MAX_LIVE": self.max_live, "MAX_STACKS": 1 << 16, "MAX_KEYS": 1 << 16,
-            "FILTER_PIDS": True, "MAX_PIDS": 65536 if self.follow_forks else 4096,
-            "FOLLOW_FORKS": self.follow_forks, "SESSIONS": True, "MMAP": self.mmap})
+            **self.targets.defines(), "SESSIONS": True, "MMAP": self.mmap})
         self.unwinder.start([] if self.follow_forks else self.pids)
-        for pid in self.pids:
-            self._bpf["pid_filter"][ct.c_uint32(pid)] = ct.c_uint8(1)
+        self.targets.install(self._bpf)
         draws = self._bpf["draws"]
         for i, d in enumerate(exponential_draws(self.rate or 1)):
             draws[ct.c_int(i)] = ct.c_uint32(d)
@@ -206,6 +209,31 @@ class HeapCollector(Collector):
         self.unwinder.seen(announced)
         for pid in announced:
             self.on_new_process(pid, 0)
+        self._watch_peak()
+
+    def _watch_peak(self) -> None:
+        """Between drains (each turn of the capture loop): one counter says how many sampled
+        bytes are in use; at a new high, the stacks' counts are read, so the peak is known by
+        stack even when it comes and goes between drains (a program freeing all at exit)."""
+        inuse = sum(self._bpf["stats"][ct.c_int(STAT_INUSE_BYTES)]) % 2**64   # CPUs' shares wrap
+        if inuse > self._peak_inuse * (1 + PEAK_STEP):
+            self._peak_inuse = inuse
+            self._peak = HeapPeak(time.time_ns(), self._read_counts(self._resolver()[0]))
+
+    def _resolver(self) -> tuple[Callable, dict]:
+        """A key -> stack function, each stack walked once, and the stacks it walked."""
+        stacks: dict[tuple, RawStackSample] = {}
+
+        def stack(key) -> RawStackSample:
+            k = (key.tgid, key.stack_id, key.caller, key.user_stack_hash, key.via_mmap)
+            if k not in stacks:
+                stacks[k] = self._stack(*k)
+            return stacks[k]
+        return stack, stacks
+
+    def _read_counts(self, stack: Callable) -> list[HeapCounts]:
+        return [HeapCounts(stack(k), v.allocs, v.alloc_bytes, v.frees, v.free_bytes, bool(k.via_mmap))
+                for k, v in self._bpf["by_stack"].items()]
 
     def _stack(self, tgid: int, stack_id: int, caller: int, unwound: int, via_mmap: int) -> RawStackSample:
         """An allocator call's stack starts at its caller (ips[0] is inside the allocator);
@@ -222,21 +250,17 @@ class HeapCollector(Collector):
         return RawStackSample(tgid, tgid, "", (caller, *ips[1:]) if caller else ips[1:], ())
 
     def drain(self) -> list:
-        """Cumulative: every stack's sampled counts, and the sampled allocations still live."""
+        """Cumulative: every stack's sampled counts, and the sampled allocations still live;
+        and the counts at the highest sampled bytes in use read since the last drain."""
         self.handle_events()
-        stacks: dict[tuple, RawStackSample] = {}
-
-        def stack(key) -> RawStackSample:
-            k = (key.tgid, key.stack_id, key.caller, key.user_stack_hash, key.via_mmap)
-            if k not in stacks:
-                stacks[k] = self._stack(*k)
-            return stacks[k]
-
+        stack, stacks = self._resolver()
         now = time.monotonic_ns()
-        records: list = [HeapCounts(stack(k), v.allocs, v.alloc_bytes, v.frees, v.free_bytes,
-                                    bool(k.via_mmap)) for k, v in self._bpf["by_stack"].items()]
+        records: list = self._read_counts(stack)
         records += [LiveAllocation(stack(v.where), v.size, now - v.ts_ns, bool(v.where.via_mmap))
                     for v in self._bpf["live"].values()]
+        if self._peak:
+            records.append(self._peak)
+            self._peak = None
         total = percpu_counters(self._bpf["stats"], len(STATS) + unwinder.COUNTERS)
         self.stats.processed = total[0]
         for i, cause in LOSSES.items():

@@ -29,6 +29,8 @@ from ebpf_otlp.symbolize import symcache
 STT_FUNC, STT_GNU_IFUNC = 2, 10
 SHF_ALLOC, SHF_TLS = 0x2, 0x400
 _FUNC_TYPES = frozenset((STT_FUNC, STT_GNU_IFUNC))
+STB_GLOBAL, STB_WEAK = 1, 2
+_GLOBAL_BINDINGS = frozenset((STB_GLOBAL, STB_WEAK))
 DEBUG_DIRS = ("/usr/lib/debug",)
 _ERRORS = (ELFError, OSError, ValueError, struct.error)
 
@@ -65,12 +67,14 @@ def _string_at(strings: bytes, at: int) -> str:
 
 
 def decode_function_symbols(data: bytes, strings: bytes, elf64: bool, little_endian: bool,
-                            entsize: int = 0) -> list[tuple[int, int, str]]:
+                            entsize: int = 0, global_only: bool = False) -> list[tuple[int, int, str]]:
     """(value, size, name) of the defined, nonzero function symbols in a raw Elf{32,64}_Sym
-    array; names come from the linked string table, cut at '@' (symbol versions)."""
+    array; names come from the linked string table, cut at '@' (symbol versions).
+    `global_only`: global and weak symbols only, what other code can call by name."""
     found = []
     for name_at, info, shndx, value, sym_size in _symbol_rows(data, elf64, little_endian, entsize):
-        if value and shndx and (info & 0xF) in _FUNC_TYPES:   # shndx 0: SHN_UNDEF
+        if value and shndx and (info & 0xF) in _FUNC_TYPES and \
+                (not global_only or info >> 4 in _GLOBAL_BINDINGS):   # shndx 0: SHN_UNDEF
             name = _string_at(strings, name_at)
             found.append((value, sym_size, name.split("@", 1)[0] if "@" in name else name))
     return found
@@ -270,6 +274,13 @@ class ElfObject:
         """Name -> address of the functions in .dynsym (what uprobes attach to by name)."""
         return {name: addr for addr, _size, name in self._section_symbols(".dynsym")}
 
+    def global_functions(self) -> dict[str, int]:
+        """Name -> address of the functions callable by name: .dynsym's, and .symtab's
+        global and weak ones (a static executable exports nothing, yet has its malloc)."""
+        found = {name: addr for addr, _size, name in self._section_symbols(".symtab", global_only=True)}
+        found.update(self.exported_functions())
+        return found
+
     def offset_to_vaddr(self, file_offset: int) -> int | None:
         """The link-time address of a file offset, via the PT_LOAD segment holding it."""
         for off, size, vaddr in self._load_segments():
@@ -327,7 +338,7 @@ class ElfObject:
         self.symbol_source = ".dynsym"
         return self._section_symbols(".dynsym")
 
-    def _section_symbols(self, name: str) -> list[tuple[int, int, str]]:
+    def _section_symbols(self, name: str, global_only: bool = False) -> list[tuple[int, int, str]]:
         if not self.valid:
             return []
         try:
@@ -337,7 +348,7 @@ class ElfObject:
                 return []
             strings = elf.get_section(section["sh_link"]).data()
             return decode_function_symbols(section.data(), strings, elf.elfclass == 64,
-                                           elf.little_endian, section["sh_entsize"])
+                                           elf.little_endian, section["sh_entsize"], global_only)
         except _ERRORS:
             return []
 
