@@ -90,7 +90,7 @@ def libc_of(pid: int) -> str:
 def symbol_addresses(pid: int, symbols, free_offset: bool = True) -> dict[str, int]:
     """Run-time addresses in `pid` of libc's `symbols` ("free+" means where ebpf-otlp
     attaches: past a first `test %rdi,%rdi`)."""
-    from ebpf_otlp.collectors.heap import probe_offset
+    from ebpf_otlp.signals.heap.collector import probe_offset
     from ebpf_otlp.symbolize.elf import ElfObject
     lib = libc_of(pid)
     with open(lib, "rb") as f:
@@ -603,7 +603,7 @@ int on_session(struct pt_regs *ctx) { return 1; }   /* 1: no return half */
 
 
 def floor_main(pid: int, what: set[str]) -> int:
-    from ebpf_otlp.collectors.heap import probe_offset
+    from ebpf_otlp.signals.heap.collector import probe_offset
     from ebpf_otlp.runtime import loader
     from ebpf_otlp.symbolize.elf import ElfObject
     loader.prepare()

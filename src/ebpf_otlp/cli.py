@@ -514,8 +514,8 @@ def memleak(pids, comm, duration, sample_bytes, every_call, no_free, mmap, min_a
     posix_memalign, ... and free), sampled by bytes in the kernel: alloc and in-use objects
     and space per stack (Go's heap profile), and what stays allocated longer than --min-age."""
     from ebpf_otlp.export import profile_files
-    from ebpf_otlp.processors import HeapSettings
-    from ebpf_otlp.export import heap_out
+    from ebpf_otlp.signals.heap.processor import HeapSettings
+    from ebpf_otlp.signals.heap import report
     from ebpf_otlp.engine.run import Command
     from ebpf_otlp.signals.heap import HEAP
 
@@ -534,7 +534,7 @@ def memleak(pids, comm, duration, sample_bytes, every_call, no_free, mmap, min_a
     heap = HeapSettings(pids=pids, rate=0 if every_call else sample_bytes, library=lib,
                         symbol_prefix=symbol_prefix, no_free=no_free, min_age_s=min_age,
                         interval_s=interval, unwind=unwind, mmap=mmap)
-    render = (lambda r, c: heap_out.render(r, c, top)) if top else None
+    render = (lambda r, c: report.render(r, c, top)) if top else None
     return run_command(HEAP, Command(heap, duration, list(command), targets, render, otlp=otlp,
                                      spool=spool))
 

@@ -250,16 +250,6 @@ def check(raw: dict, path: str = "<config>") -> Config:
 
 
 # -- from tables to the settings each processor takes ------------------------------------
-def heap_settings(t: dict, path: str = "<config>"):
-    from ebpf_otlp.processors import HeapSettings
-    if not t.get("pids"):
-        raise AgentError(f"{path}: [memleak] pids: name the processes whose allocations to trace")
-    return HeapSettings(pids=t["pids"], rate=0 if t.get("every_call") else t.get("sample_bytes", 512 * 1024),
-                        library=t.get("lib"), symbol_prefix=t.get("symbol_prefix", ""),
-                        no_free=t.get("no_free", False), min_age_s=t.get("min_age", 5.0),
-                        unwind=t.get("unwind", "auto"), mmap=t.get("mmap", True))
-
-
 def otlp_settings(t: dict):
     """(settings or None, spool) from [otlp], the OTEL_EXPORTER_OTLP_* variables beneath it."""
     from ebpf_otlp.export.otlp_settings import resolve

@@ -10,10 +10,11 @@ from types import SimpleNamespace
 
 from rich.console import Console
 
-from ebpf_otlp.collectors.heap import STAT_INUSE_BYTES, HeapCollector
-from ebpf_otlp.export import heap_out
-from ebpf_otlp.processors import HeapProcessor, HeapSettings
-from ebpf_otlp.records import HeapCounts, HeapPeak, LiveAllocation, RawStackSample
+from ebpf_otlp.signals.heap.collector import STAT_INUSE_BYTES, HeapCollector
+from ebpf_otlp.signals.heap import report as heap_out
+from ebpf_otlp.signals.heap.processor import HeapProcessor, HeapSettings
+from ebpf_otlp.records import RawStackSample
+from ebpf_otlp.signals.heap.records import HeapCounts, HeapPeak, LiveAllocation
 
 MIB = 1 << 20
 PID = os.getpid()

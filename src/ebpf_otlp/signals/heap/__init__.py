@@ -1,26 +1,25 @@
-"""The heap signal (memleak): allocations sampled by bytes, as heap profiles and a leak
-report. (Its collector and processor join this folder next: collectors/heap.py,
-processors.py.)"""
+"""The heap signal (memleak): allocations sampled by bytes, as heap profiles (at the end
+and at the peak) and a leak report."""
 
 from __future__ import annotations
 
 from ebpf_otlp.export import profile_files
-from ebpf_otlp.records import HeapReport
+from ebpf_otlp.signals.heap.records import HeapReport
 from ebpf_otlp.signals.signal import Signal
 
 
 def _json(report: HeapReport) -> bytes:
-    from ebpf_otlp.export import heap_out
-    return heap_out.encode(report).encode()
+    from ebpf_otlp.signals.heap import report as text
+    return text.encode(report).encode()
 
 
 def _settings(table: dict, path: str):
-    from ebpf_otlp import config
-    return config.heap_settings(table, path)
+    from ebpf_otlp.signals.heap.processor import HeapSettings
+    return HeapSettings.from_table(table, path)
 
 
 def _processor(settings):
-    from ebpf_otlp.processors import HeapProcessor
+    from ebpf_otlp.signals.heap.processor import HeapProcessor
     return HeapProcessor(settings)
 
 

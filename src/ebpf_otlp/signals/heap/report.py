@@ -10,7 +10,8 @@ from rich.table import Table
 from rich.text import Text
 
 from ebpf_otlp.export import json_out
-from ebpf_otlp.records import HeapReport, LeakRow, StackSample
+from ebpf_otlp.records import StackSample
+from ebpf_otlp.signals.heap.records import HeapReport, LeakRow
 
 
 def _stack(row: LeakRow | StackSample, depth: int = 6) -> str:

@@ -12,7 +12,8 @@ from typing import Callable
 from ebpf_otlp.signals.collector import Collector
 from ebpf_otlp.signals.targets import Targets
 from ebpf_otlp.errors import AgentError
-from ebpf_otlp.records import HeapCounts, HeapPeak, LiveAllocation, RawStackSample
+from ebpf_otlp.records import RawStackSample
+from ebpf_otlp.signals.heap.records import HeapCounts, HeapPeak, LiveAllocation
 from ebpf_otlp.runtime.maps import percpu_counters
 from ebpf_otlp.symbolize.elf import ElfObject
 from ebpf_otlp.unwind import unwinder
