@@ -16,6 +16,33 @@ if TYPE_CHECKING:
     from ebpf_otlp.signals.processor import Processor
 
 
+def later(where: str) -> Callable:
+    """`module:attr.attr`, imported at its first call: a descriptor names its collector,
+    processor and encoders without importing them (BCC, the OTel SDK) until they are used."""
+    module, _, attrs = where.partition(":")
+
+    def call(*args, **kw):
+        import importlib
+        target = importlib.import_module(module)
+        for a in attrs.split("."):
+            target = getattr(target, a)
+        return target(*args, **kw)
+    return call
+
+
+def metrics_to_otlp(build: str) -> Callable:
+    """`to_otlp` for a signal aggregated in the kernel: `build(result, resource, temporality)`
+    makes its MetricsData."""
+    make = later(build)
+    return lambda out, result: out.export_metrics(make(result, out.resource, out.metric_temporality))
+
+
+def encoded(encode: str) -> Callable[[Any], bytes]:
+    """A file encoder from a function returning text."""
+    make = later(encode)
+    return lambda result: make(result).encode()
+
+
 def from_table(cls, table: dict, **keys):
     """Settings of `cls` from a checked TOML table: field=key, or field=(key, convert). A
     key the table lacks leaves the field at its default: the settings hold the one copy."""

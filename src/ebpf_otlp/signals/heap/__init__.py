@@ -5,22 +5,9 @@ from __future__ import annotations
 
 from ebpf_otlp.export import profile_files
 from ebpf_otlp.signals.heap.records import HeapReport
-from ebpf_otlp.signals.signal import Signal
+from ebpf_otlp.signals.signal import Signal, encoded, later
 
-
-def _json(report: HeapReport) -> bytes:
-    from ebpf_otlp.signals.heap import report as text
-    return text.encode(report).encode()
-
-
-def _settings(table: dict, path: str):
-    from ebpf_otlp.signals.heap.processor import HeapSettings
-    return HeapSettings.from_table(table, path)
-
-
-def _processor(settings):
-    from ebpf_otlp.signals.heap.processor import HeapProcessor
-    return HeapProcessor(settings)
+HERE = "ebpf_otlp.signals.heap"
 
 
 def _describe(heap, processor, target: str) -> str:
@@ -33,9 +20,10 @@ HEAP = Signal(
     name="memleak", title="memleak", result=HeapReport, stats=lambda r: r.profile.stats,
     # A heap report is its profile in every profile format; its JSON adds the leak report.
     formats={**{fmt: (lambda r, e=encode: e(r.profile)) for fmt, encode in profile_files.ENCODERS.items()},
-             "json": _json},
+             "json": encoded(f"{HERE}.report:encode")},
     to_otlp=lambda out, r: out.send_profile(r.profile),
     span_attributes=lambda r: {"ebpf_otlp.heap.sampling_rate_bytes": r.rate,
                                "ebpf_otlp.heap.leak_stacks": len(r.leaks)},
-    table="memleak", settings=_settings, processor=_processor,
+    table="memleak", settings=later(f"{HERE}.processor:HeapSettings.from_table"),
+    processor=later(f"{HERE}.processor:HeapProcessor"),
     bundle=(("heap.pb.gz", "pprof"), ("heap.json", "json")), command="memleak", describe=_describe)

@@ -4,32 +4,9 @@ per process and peer, as lines, a summary, JSON lines, OTLP spans and metrics.""
 from __future__ import annotations
 
 from ebpf_otlp.signals.net.records import NetReport
-from ebpf_otlp.signals.signal import Signal
+from ebpf_otlp.signals.signal import Signal, encoded, later, metrics_to_otlp
 
-
-def _jsonl(report: NetReport) -> bytes:
-    from ebpf_otlp.signals.net import json_out
-    return json_out.encode(report).encode()
-
-
-def _to_otlp(out, report: NetReport) -> None:
-    from ebpf_otlp.signals.net import metrics
-    out.export_metrics(metrics.build(report, out.resource, out.metric_temporality))
-
-
-def _settings(table: dict, path: str):
-    from ebpf_otlp.signals.net.processor import NetSettings
-    return NetSettings.from_table(table, path)
-
-
-def _processor(settings):
-    from ebpf_otlp.signals.net.processor import NetProcessor
-    return NetProcessor(settings)
-
-
-def _stream(console, otlp):
-    from ebpf_otlp.signals.net.stream import ConnectionStream
-    return ConnectionStream(console, otlp)
+HERE = "ebpf_otlp.signals.net"
 
 
 def _describe(net, processor, target: str) -> str:
@@ -40,8 +17,8 @@ def _describe(net, processor, target: str) -> str:
 
 NET = Signal(
     name="trace-net", title="trace-net", result=NetReport, stats=lambda r: r.collection,
-    formats={"jsonl": _jsonl}, to_otlp=_to_otlp,
+    formats={"jsonl": encoded(f"{HERE}.json_out:encode")}, to_otlp=metrics_to_otlp(f"{HERE}.metrics:build"),
     span_attributes=lambda r: {"ebpf_otlp.connections": len(r.connections), "ebpf_otlp.hooks": r.hooks},
-    table="trace_net", settings=_settings, processor=_processor,
-    bundle=(("connections.jsonl", "jsonl"),), stream=_stream, command="trace-net",
-    describe=_describe)
+    table="trace_net", settings=later(f"{HERE}.processor:NetSettings.from_table"),
+    processor=later(f"{HERE}.processor:NetProcessor"), bundle=(("connections.jsonl", "jsonl"),),
+    stream=later(f"{HERE}.stream:ConnectionStream"), command="trace-net", describe=_describe)

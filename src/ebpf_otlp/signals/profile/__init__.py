@@ -5,26 +5,16 @@ from __future__ import annotations
 
 from ebpf_otlp.export import profile_files
 from ebpf_otlp.records import Profile
-from ebpf_otlp.signals.signal import Signal
+from ebpf_otlp.signals.signal import Signal, later
 
 OFF_CPU_EVENT = "sched_switch"
+HERE = "ebpf_otlp.signals.profile.processor"
+_from_table = later(f"{HERE}:CpuSettings.from_table")
 
 
 def _span_attributes(p: Profile) -> dict:
     return {"ebpf_otlp.event": p.event, "ebpf_otlp.sample_frequency_hz": p.frequency_hz,
             f"ebpf_otlp.{p.shown.type}": p.total()}
-
-
-def _processor(settings):
-    from ebpf_otlp.signals.profile.processor import StackProcessor
-    return StackProcessor(settings)
-
-
-def _settings(off_cpu: bool):
-    def read(table: dict, path: str):
-        from ebpf_otlp.signals.profile.processor import CpuSettings
-        return CpuSettings.from_table(table, off_cpu)
-    return read
 
 
 def _describe(cpu, processor, target: str) -> str:
@@ -40,8 +30,9 @@ def _profile(name: str, title: str, off_cpu: bool, files: str) -> Signal:
     return Signal(
         name=name, title=title, result=Profile, stats=lambda p: p.stats,
         formats=profile_files.ENCODERS, to_otlp=lambda out, p: out.send_profile(p),
-        span_attributes=_span_attributes, table="profile", settings=_settings(off_cpu),
-        processor=_processor, windowed=True, command="profile", describe=_describe,
+        span_attributes=_span_attributes, table="profile",
+        settings=lambda table, path: _from_table(table, off_cpu), processor=later(f"{HERE}:StackProcessor"),
+        windowed=True, command="profile", describe=_describe,
         bundle=((f"{files}.pb.gz", "pprof"), (f"{files}.svg", "svg"), (f"{files}.folded", "folded")),
         takes=lambda p: (p.event == OFF_CPU_EVENT) == off_cpu,
         wanted=lambda table: bool(table.get("off_cpu")) if off_cpu else True)

@@ -3,28 +3,10 @@ table, JSON and OTLP metrics."""
 
 from __future__ import annotations
 
-from ebpf_otlp.signals.signal import Signal
+from ebpf_otlp.signals.signal import Signal, encoded, later, metrics_to_otlp
 from ebpf_otlp.signals.syscalls.records import SyscallReport
 
-
-def _json(report: SyscallReport) -> bytes:
-    from ebpf_otlp.signals.syscalls import json_out
-    return json_out.encode(report).encode()
-
-
-def _to_otlp(out, report: SyscallReport) -> None:
-    from ebpf_otlp.signals.syscalls import metrics
-    out.export_metrics(metrics.build(report, out.resource, out.metric_temporality))
-
-
-def _settings(table: dict, path: str):
-    from ebpf_otlp.signals.syscalls.processor import SyscallSettings
-    return SyscallSettings.from_table(table, path)
-
-
-def _processor(settings):
-    from ebpf_otlp.signals.syscalls.processor import SyscallProcessor
-    return SyscallProcessor(settings)
+HERE = "ebpf_otlp.signals.syscalls"
 
 
 def _describe(trace, processor, target: str) -> str:
@@ -40,6 +22,8 @@ def _after(processor, notices) -> None:
 
 SYSCALLS = Signal(
     name="syscalls", title="syscalls", result=SyscallReport, stats=lambda r: r.collection,
-    formats={"json": _json}, to_otlp=_to_otlp, span_attributes=lambda r: {"ebpf_otlp.syscalls": r.events},
-    table="syscalls", settings=_settings, processor=_processor, bundle=(("syscalls.json", "json"),),
+    formats={"json": encoded(f"{HERE}.json_out:encode")}, to_otlp=metrics_to_otlp(f"{HERE}.metrics:build"),
+    span_attributes=lambda r: {"ebpf_otlp.syscalls": r.events}, table="syscalls",
+    settings=later(f"{HERE}.processor:SyscallSettings.from_table"),
+    processor=later(f"{HERE}.processor:SyscallProcessor"), bundle=(("syscalls.json", "json"),),
     command="syscalls", describe=_describe, after=_after)
