@@ -10,7 +10,7 @@ import pytest
 
 from ebpf_otlp import config as cfg
 from ebpf_otlp.errors import AgentError
-from ebpf_otlp.sessions import snapshot
+from ebpf_otlp.sessions import bundles
 from ebpf_otlp.signals.net.processor import NetSettings
 from ebpf_otlp.signals.profile.processor import CpuSettings
 from ebpf_otlp.signals.syscalls.processor import SyscallSettings
@@ -95,11 +95,11 @@ def test_retention_by_count_age_and_size(tmp_path):
     for i in range(5):
         make_bundle(tmp_path, f"h-2026010{i}T000000Z", age=(5 - i) * 10)
     (tmp_path / "other").mkdir()                       # not ours: never removed
-    gone = snapshot.apply_retention(str(tmp_path), keep=3, max_age_s=1e9, max_total=10**9, now=now)
+    gone = bundles.apply_retention(str(tmp_path), keep=3, max_age_s=1e9, max_total=10**9, now=now)
     assert sorted(gone) == ["h-20260100T000000Z", "h-20260101T000000Z"]
-    gone = snapshot.apply_retention(str(tmp_path), keep=10, max_age_s=25, max_total=10**9, now=now)
+    gone = bundles.apply_retention(str(tmp_path), keep=10, max_age_s=25, max_total=10**9, now=now)
     assert gone == ["h-20260102T000000Z"]
-    gone = snapshot.apply_retention(str(tmp_path), keep=10, max_age_s=1e9, max_total=60, now=now)
+    gone = bundles.apply_retention(str(tmp_path), keep=10, max_age_s=1e9, max_total=60, now=now)
     assert gone == ["h-20260103T000000Z"]              # the newest always stays
     assert (tmp_path / "other").exists() and (tmp_path / "h-20260104T000000Z").exists()
 
@@ -107,10 +107,10 @@ def test_retention_by_count_age_and_size(tmp_path):
 def test_stale_temporaries_and_lock(tmp_path):
     (tmp_path / ".tmp-h-1").mkdir()
     (tmp_path / ".tmp-h-2.tar.gz").write_bytes(b"")
-    assert sorted(snapshot.remove_stale_temporaries(str(tmp_path))) == [".tmp-h-1", ".tmp-h-2.tar.gz"]
-    with snapshot.RootLock(str(tmp_path)):
-        with pytest.raises(snapshot.Busy) as e:
-            with snapshot.RootLock(str(tmp_path)):
+    assert sorted(bundles.remove_stale_temporaries(str(tmp_path))) == [".tmp-h-1", ".tmp-h-2.tar.gz"]
+    with bundles.RootLock(str(tmp_path)):
+        with pytest.raises(bundles.Busy) as e:
+            with bundles.RootLock(str(tmp_path)):
                 pass
         assert e.value.exit_code == 75 and f"pid {os.getpid()}" in str(e.value)
 

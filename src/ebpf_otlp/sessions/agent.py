@@ -13,7 +13,6 @@ configuration and goes on.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
@@ -30,6 +29,7 @@ from ebpf_otlp.errors import AgentError
 from ebpf_otlp.engine.capture import Capture, StopOnSignal
 from ebpf_otlp.runtime.privileges import missing_privileges
 from ebpf_otlp.sessions import snapshot
+from ebpf_otlp.sessions.bundles import BundleStore, write_manifest
 from ebpf_otlp.signals import registry
 from ebpf_otlp.signals.processor import Processor
 from ebpf_otlp.signals.profile import PROFILE
@@ -49,10 +49,9 @@ class Totals:
 class _Windows:
     """Cuts windows of the processors it is given, from Capture's drain callback."""
 
-    def __init__(self, parts: list[snapshot.Part], stage: OutputStage, output_dir: str | None,
-                 window_s: float, interval_s: float, retention: dict):
-        self.parts, self.stage, self.output_dir = parts, stage, output_dir
-        self.retention = retention
+    def __init__(self, parts: list[snapshot.Part], stage: OutputStage, store: BundleStore | None,
+                 window_s: float, interval_s: float):
+        self.parts, self.stage, self.store = parts, stage, store
         self.window_s, self.interval_s = window_s, interval_s
         self.begin(None)
         self.totals = Totals()
@@ -107,28 +106,20 @@ class _Windows:
                 self.stage.stream(r, end)
                 self.stage.otlp.send(r)
             self.stage.reset_streams()
-        if self.output_dir and whole:
+        if self.store and whole:
             self.write_files(results)
 
     def write_files(self, results: list) -> None:
-        """One directory per window, written under a temporary name and renamed."""
-        root = self.output_dir
-        name = snapshot.bundle_name(root, time.time())
-        tmp = os.path.join(root, snapshot.TMP_PREFIX + name)
-        os.makedirs(tmp)
-        targets = [FileTarget(os.path.join(tmp, os.path.basename(t.path)), t.fmt, t.signal)
-                   for part in self.parts for t in part.files]
-        written = []
-        for target in targets:
-            for r in results:
-                if target.takes(r):
-                    self.stage.write_file(target, r)
-                    written.append(os.path.basename(target.path))
-        with open(os.path.join(tmp, snapshot.MANIFEST), "w") as f:
-            json.dump({"made_by": snapshot.MADE_BY, "window": True, "files": written}, f)
-        os.replace(tmp, os.path.join(root, name))
-        r = self.retention
-        snapshot.apply_retention(root, r["keep"], r["max_age"], r["max_total"], time.time())
+        """One bundle per window (the store builds it under a temporary name, then renames)."""
+        with self.store.build(time.time()) as bundle:
+            for part in self.parts:
+                for t in part.files:
+                    target = FileTarget(os.path.join(bundle.path, os.path.basename(t.path)), t.fmt, t.signal)
+                    for r in results:
+                        if target.takes(r):
+                            self.stage.write_file(target, r)
+            write_manifest(bundle.path, {"window": True})
+        self.store.retain(time.time())
 
 
 def run(config: cfg.Config, notices: Console, out: Console, duration_s: float | None = None) -> int:
@@ -146,11 +137,10 @@ def _run_once(config: cfg.Config, notices: Console, out: Console, duration_s: fl
         raise AgentError(why)
     a = config.section("agent")
     otlp, spool = cfg.otlp_settings(config.tables.get("otlp", {}))
-    output_dir = None if otlp else a["output_dir"]
-    if output_dir:
-        os.makedirs(output_dir, exist_ok=True)
-        snapshot.remove_stale_temporaries(output_dir)
-    parts = snapshot.plan(config, output_dir or "")
+    store = None if otlp else BundleStore(a["output_dir"], a["keep"], a["max_age"], a["max_total"]).open()
+    if store:
+        store.clean()
+    parts = snapshot.plan(config, store.root if store else "")
     processors = [p.processor for p in parts]
     for p in processors:   # windows are cut at drains: drain at least as often as they end
         p.collector.interval_s = min(p.collector.interval_s, a["window"], a["interval"])
@@ -160,7 +150,7 @@ def _run_once(config: cfg.Config, notices: Console, out: Console, duration_s: fl
                                a["interval"])
     if stage.otlp:
         stage.otlp.metric_temporality = AggregationTemporality.DELTA   # each export: one window
-    windows = _Windows(parts, stage, output_dir, a["window"], a["interval"], a)
+    windows = _Windows(parts, stage, store, a["window"], a["interval"])
     with StopOnSignal(extra=(signal.SIGHUP,)) as stop:
         cap = Capture(processors, stop, notices, duration_s, label="agent", skip_failed=True,
                       on_drain=windows.on_drain)
@@ -174,7 +164,7 @@ def _run_once(config: cfg.Config, notices: Console, out: Console, duration_s: fl
             if id(part.processor) in cap.failed:
                 notices.print(f"{part.name} cannot run: {cap.failed[id(part.processor)]}", style="yellow")
         windows.parts = [p for p in parts if id(p.processor) not in cap.failed]
-        where = f"to {otlp.endpoint}" if otlp else f"into {output_dir}"
+        where = f"to {otlp.endpoint}" if otlp else f"into {store.root}"
         notices.print(f"agent: {', '.join(p.name for p in windows.parts)}; windows of "
                       f"{a['window']:g} s, exported {where}", highlight=False)
         cap.run()
