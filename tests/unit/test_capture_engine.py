@@ -11,52 +11,10 @@ import time
 
 import pytest
 
-from ebpf_otlp.signals.collector import Collector
 from ebpf_otlp.errors import AgentError
 from ebpf_otlp.export.console import text_console
-from ebpf_otlp.signals.processor import Processor
 from ebpf_otlp.engine.capture import Capture, StopOnSignal
-
-
-class FakeCollector(Collector):
-    """Hands out one record per drain, and one more at stop, as a BPF map would."""
-
-    def __init__(self, name: str = "fake", interval_s: float = 0.1, fail: str = ""):
-        super().__init__()
-        self.name, self.interval_s, self.fail = name, interval_s, fail
-        self.drains: list[float] = []
-        self.started = self.stopped = False
-
-    def start(self) -> None:
-        if self.fail:
-            raise AgentError(self.fail)
-        self.started = True
-
-    def drain(self) -> list:
-        self.drains.append(time.monotonic())
-        self.stats.processed += 1
-        return [f"drain {len(self.drains)}"]
-
-    def stop(self) -> list:
-        self.stopped = True
-        return ["at stop"]
-
-
-class FakeProcessor(Processor):
-    def __init__(self, collector: FakeCollector):
-        self.collector = collector
-        self.records: list = []
-        self.resets = 0
-
-    def add(self, records: list) -> None:
-        self.records += records
-
-    def result(self, end_ns: int | None = None):
-        return list(self.records)
-
-    def reset(self, start_ns: int | None = None) -> None:
-        self.resets += 1
-        self.records = []
+from support.fakes import FakeCollector, FakeProcessor
 
 
 def run_capture(processors, duration_s=None, **kw) -> Capture:

@@ -125,3 +125,26 @@ def test_cgroup_ids_resolve_to_containers(tmp_path):
     assert ids.lookup(os.stat(leaf.parent).st_ino) == ContainerInfo("", POD)
     assert ids.lookup(os.stat(tmp_path).st_ino) == ContainerInfo()
     assert ids.lookup(1) is None
+
+
+def test_an_output_that_is_not_a_regular_file_is_written_into_not_replaced(tmp_path):
+    """`-o /dev/null` once replaced the device with a regular file (the atomic rename)."""
+    import stat
+    import threading
+
+    from ebpf_otlp.export import files
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(open(fifo, "rb").read()))
+    reader.start()
+    files.write_bytes(str(fifo), b"profile bytes")
+    reader.join(10)
+    assert got == [b"profile bytes"] and stat.S_ISFIFO(os.stat(fifo).st_mode)
+    regular = tmp_path / "out.pb"
+    files.write_bytes(str(regular), b"x")
+    files.write_bytes(str(regular), b"y")
+    assert regular.read_bytes() == b"y" and not list(tmp_path.glob(".ebpf-otlp-*"))
+    files.write_bytes("/dev/null", b"z")
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 
 from ebpf_otlp.errors import AgentError
@@ -25,9 +26,15 @@ def check_writable(path: str) -> None:
 
 
 def write_bytes(path: str, data: bytes) -> None:
-    """Write via a temporary file and rename, so readers never see half a profile."""
+    """Write via a temporary file and rename, so readers never see half a profile; a path
+    that is not a regular file (/dev/null, /dev/stdout, a FIFO) is written into, never
+    replaced."""
     directory = os.path.dirname(os.path.abspath(path))
     try:
+        if os.path.exists(path) and not stat.S_ISREG(os.stat(path).st_mode):
+            with open(path, "wb") as f:
+                f.write(data)
+            return
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=".ebpf-otlp-")
         with os.fdopen(fd, "wb") as f:
             f.write(data)

@@ -1,0 +1,1 @@
+"""What tests share: fakes for kernel-free tests (fakes.py)."""

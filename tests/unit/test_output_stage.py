@@ -1,0 +1,153 @@
+"""The output stage and the agent's windows without a kernel: each result reaches its
+signal's files, table, OTLP form and stream, once; windows are cut on time, per window or
+per interval as each signal's descriptor says. Runs without root."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from rich.console import Console
+
+from ebpf_otlp.export.console import text_console
+from ebpf_otlp.export.output_stage import FileTarget, OutputStage
+from ebpf_otlp.records import CollectorStats, Frame, Profile, StackSample, cpu_shape, off_cpu_shape
+from ebpf_otlp.sessions import agent
+from ebpf_otlp.sessions.bundles import MANIFEST, BundleStore
+from ebpf_otlp.sessions.snapshot import Part
+from ebpf_otlp.signals import registry
+from ebpf_otlp.signals.net.records import Connection, NetReport
+from ebpf_otlp.signals.syscalls.records import SyscallReport
+from support.fakes import FakeCollector, FakeOtlp, ResultProcessor
+
+T0 = 1_700_000_000_000_000_000
+
+
+def profile(off_cpu: bool = False, count: int = 3) -> Profile:
+    shape = off_cpu_shape() if off_cpu else cpu_shape(99)
+    values = (count,) if off_cpu else (count, count * shape["period"])
+    sample = StackSample(1, 1, "t", "work", (Frame("hot", "/bin/work"), Frame("main", "/bin/work")), values)
+    return Profile(samples=[sample], start_ns=T0, duration_ns=10**9, **shape)
+
+
+def syscalls(lost: int = 0) -> SyscallReport:
+    return SyscallReport([], T0, 10**9, True,
+                         CollectorStats(processed=5, lost={"syscall dropped (calls map full)": lost} if lost else {}))
+
+
+def connection(port: int) -> Connection:
+    return Connection(pid=7, process_name="curl", role="client", family=4, local_address="10.0.0.1",
+                      local_port=port, peer_address="10.0.0.2", peer_port=443, start_ns=T0,
+                      end_ns=T0 + 10**6)
+
+
+def net(ports) -> NetReport:
+    return NetReport([connection(p) for p in ports], [], T0, 10**9, "tracepoints")
+
+
+def stage_for(tmp_path, files=(), terminal=None, otlp=None, live_terminal=False, interval_s=60.0):
+    out = open(tmp_path / "terminal.txt", "w")
+    stage = OutputStage.create(Console(file=out, width=200), text_console(quiet=True), list(files),
+                               terminal or {}, None, None, lambda: {}, interval_s, live_terminal)
+    stage.otlp = otlp
+    return stage, out
+
+
+def test_each_result_goes_to_its_signals_files_and_table(tmp_path):
+    shown = []
+    stage, out = stage_for(tmp_path, [FileTarget(str(tmp_path / "cpu.folded"), "folded", "profile"),
+                                      FileTarget(str(tmp_path / "off.folded"), "folded", "off-cpu"),
+                                      FileTarget(str(tmp_path / "sys.json"), "json", "syscalls")],
+                           {"profile": lambda r, c: shown.append(r)})
+    results = [profile(), profile(off_cpu=True, count=5), syscalls(lost=2)]
+    stage.finish(results, "test", T0, T0 + 10**9, {})
+    out.close()
+    assert (tmp_path / "cpu.folded").read_text().strip() == "work;main;hot 3"
+    assert (tmp_path / "off.folded").read_text().strip() == "work;main;hot 5"
+    assert json.loads((tmp_path / "sys.json").read_text())["collection"]["processed"] == 5
+    assert shown == [results[0]]   # the table of its own signal only
+    text = (tmp_path / "terminal.txt").read_text()
+    assert "profile losses: none" in text and "off-CPU profile losses: none" in text
+    assert "syscalls losses: 2 syscall dropped (calls map full)" in text
+
+
+def test_a_result_knows_its_signal():
+    assert registry.of(profile()) is registry.BY_NAME["profile"]
+    assert registry.of(profile(off_cpu=True)) is registry.BY_NAME["off-cpu"]
+    assert registry.of(net([1])).name == "trace-net"
+    assert registry.TABLES == ("profile", "syscalls", "trace_net", "memleak")
+
+
+def test_connections_stream_once_each_as_they_close(tmp_path):
+    otlp = FakeOtlp()
+    stage, out = stage_for(tmp_path, otlp=otlp, live_terminal=True,
+                           terminal={"trace-net": lambda r, c: c.print("SUMMARY")})
+    stage.periodic(net([40000, 40001]))
+    stage.periodic(net([40000, 40001]))              # nothing new
+    stage.finish([net([40000, 40001, 40002])], "trace-net", T0, T0 + 10**9, {})
+    out.close()
+    assert len(otlp.spans.get_finished_spans()) == 3
+    lines = (tmp_path / "terminal.txt").read_text().splitlines()
+    assert [line.split()[2] for line in lines if " curl " in line] == [
+        "10.0.0.1:40000", "10.0.0.1:40001", "10.0.0.1:40002"]
+    assert lines.index(next(line for line in lines if "40002" in line)) < lines.index("SUMMARY")
+    assert otlp.sent[-1].connections[-1].local_port == 40002 and otlp.sessions == ["trace-net"]
+
+
+def test_metrics_go_out_each_interval_not_each_drain(tmp_path):
+    otlp = FakeOtlp()
+    stage, _ = stage_for(tmp_path, otlp=otlp, interval_s=3600)
+    stage.periodic(syscalls())
+    stage.periodic(syscalls())
+    assert otlp.sent == []
+    stage._next_metrics = 0          # the interval has passed
+    stage.periodic(syscalls())
+    assert len(otlp.sent) == 1
+
+
+def windows_of(tmp_path, otlp=None):
+    cpu = ResultProcessor(FakeCollector("cpu"), lambda records, end: profile(count=len(records) or 1))
+    sys_ = ResultProcessor(FakeCollector("syscalls"), lambda records, end: syscalls(), periodic=True)
+    store = BundleStore(str(tmp_path / "windows"), keep=2, max_age_s=1e9, max_total=10**9).open()
+    parts = [Part("profile", cpu, [FileTarget("profile.folded", "folded", "profile")]),
+             Part("syscalls", sys_, [FileTarget("syscalls.json", "json", "syscalls")])]
+    stage, _ = stage_for(tmp_path, otlp=otlp)
+    w = agent._Windows(parts, stage, None if otlp else store, window_s=60, interval_s=10)
+    w.begin(None)
+    return w, cpu, sys_, store
+
+
+def test_an_interval_exports_the_per_interval_signals_only(tmp_path):
+    otlp = FakeOtlp()
+    w, cpu, sys_, _ = windows_of(tmp_path, otlp)
+    w.on_drain(sys_)                       # nothing is due yet
+    assert otlp.sent == [] and cpu.resets == sys_.resets == 0
+    w.next_interval = 0                    # an interval has passed, not a window
+    w.on_drain(sys_)
+    assert [registry.of(r).name for r in otlp.sent] == ["syscalls"]
+    assert sys_.resets == 1 and cpu.resets == 0   # the profile's window goes on
+    w.next_window = 0
+    w.on_drain(cpu)
+    assert [registry.of(r).name for r in otlp.sent[1:]] == ["profile", "syscalls"]
+    assert cpu.resets == 1 and sys_.resets == 2 and w.totals.windows == 1
+
+
+def test_a_window_is_a_bundle_and_retention_keeps_the_newest(tmp_path):
+    w, cpu, sys_, store = windows_of(tmp_path)
+    for _ in range(3):
+        w.next_window = 0
+        w.on_drain(cpu)
+    bundles = sorted(os.listdir(store.root))
+    assert len(bundles) == 2 and w.totals.windows == 3   # keep = 2
+    newest = os.path.join(store.root, bundles[-1])
+    manifest = json.loads(open(os.path.join(newest, MANIFEST)).read())
+    assert manifest["window"] is True and set(manifest["files"]) == {"profile.folded", "syscalls.json"}
+
+
+def test_a_short_tail_goes_with_the_last_window(tmp_path):
+    w, cpu, sys_, store = windows_of(tmp_path)
+    w.begin(duration_s=65)                 # a 5 s tail after the first 60 s window
+    w.next_window = 0
+    w.deadline = w.next_window + 1         # less than half a window left
+    w.on_drain(cpu)
+    assert w.totals.windows == 0 and os.listdir(store.root) == []
