@@ -180,3 +180,11 @@ class in_container:
                 d.rmdir()
             except OSError:
                 pass
+
+
+@pytest.fixture(scope="session")
+def mix_binary(tmp_path_factory):
+    """The syscall mix (support/syscall_mix.py). Static: no dynamic loader, so strace -c
+    sees exactly the program's own syscalls."""
+    return compile_c("syscall_mix.c", tmp_path_factory.mktemp("mix") / "syscall_mix", "-static",
+                     "-pthread")

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from collector import GrpcCollector
+from support.collector import GrpcCollector
 from conftest import agent, compile_c
 from ebpf_otlp.export.otlp_profiles import decode_stacks
 

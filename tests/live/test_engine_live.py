@@ -15,8 +15,8 @@ from ebpf_otlp.export.output_stage import FileTarget, OutputStage
 from ebpf_otlp.signals.profile.processor import CpuSettings, StackProcessor
 from ebpf_otlp.signals.syscalls.processor import SyscallProcessor, SyscallSettings
 from ebpf_otlp.engine.capture import Capture, StopOnSignal
-from test_profile_live import load_pprof, pprof_stacks, self_share
-from test_syscalls_live import K_NANOSLEEP, M_OPENAT, N_GETPPID, mix_binary  # noqa: F401 (a fixture)
+from support.pprof import load_pprof, pprof_stacks, self_share
+from support.syscall_mix import K_NANOSLEEP, M_OPENAT, N_GETPPID
 
 pytestmark = pytest.mark.live
 

@@ -10,10 +10,10 @@ import sys
 
 import pytest
 
-from collector import GrpcCollector
+from support.collector import GrpcCollector
 from conftest import ROOT, agent, agent_around, compile_c, in_pid_namespace, need_tool
 from ebpf_otlp.export.otlp_profiles import decode_stacks
-from test_profile_live import load_pprof
+from support.pprof import load_pprof
 
 pytestmark = pytest.mark.live
 

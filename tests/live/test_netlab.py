@@ -14,7 +14,7 @@ import time
 import pytest
 
 from conftest import WORKLOADS, need
-from netlab import NetLab, result, wait_listening
+from support.netlab import NetLab, result, wait_listening
 
 pytestmark = pytest.mark.live
 

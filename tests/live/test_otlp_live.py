@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from collector import GrpcCollector, HttpCollector, free_port, self_signed_cert
+from support.collector import GrpcCollector, HttpCollector, free_port, self_signed_cert
 from conftest import agent, compile_c
 from ebpf_otlp.export.otlp_profiles import decode_stacks
 from ebpf_otlp.export.pprof_schema import Profile as PprofProfile

@@ -16,9 +16,9 @@ import pytest
 
 from conftest import WORKLOADS, agent, agent_popen, compile_c, wait_for_line
 from ebpf_otlp.export import folded
-from netlab import result, wait_listening
-from test_profile_live import load_pprof, pprof_stacks, self_share
-from test_syscalls_live import K_NANOSLEEP, M_OPENAT, N_GETPPID, mix_binary  # noqa: F401 (a fixture)
+from support.netlab import result, wait_listening
+from support.pprof import load_pprof, pprof_stacks, self_share
+from support.syscall_mix import K_NANOSLEEP, M_OPENAT, N_GETPPID
 
 pytestmark = pytest.mark.live
 

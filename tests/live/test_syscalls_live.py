@@ -9,19 +9,12 @@ import subprocess
 
 import pytest
 
-from collector import GrpcCollector
-from conftest import FAKE_CONTAINER_ID, FAKE_POD_UID, agent_around, compile_c, in_container, need_tool
+from support.collector import GrpcCollector
+from conftest import FAKE_CONTAINER_ID, FAKE_POD_UID, agent_around, in_container, need_tool
 
 pytestmark = pytest.mark.live
 
-N_GETPPID, M_OPENAT, K_NANOSLEEP = 20000, 300, 200
-
-
-@pytest.fixture(scope="module")
-def mix_binary(tmp_path_factory):
-    # Static: no dynamic loader, so strace -c sees exactly the program's own syscalls.
-    return compile_c("syscall_mix.c", tmp_path_factory.mktemp("mix") / "syscall_mix", "-static",
-                     "-pthread")
+from support.syscall_mix import K_NANOSLEEP, M_OPENAT, N_GETPPID
 
 
 def run_mix(binary, *agent_args, tmp_path, sleeps=K_NANOSLEEP, flood=False, container=False):

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from conftest import agent, agent_around, agent_popen, compile_c, in_pid_namespace
-from test_profile_live import load_pprof
-from test_syscalls_live import K_NANOSLEEP, M_OPENAT, N_GETPPID, mix_binary  # noqa: F401 (a fixture)
+from support.pprof import load_pprof
+from support.syscall_mix import K_NANOSLEEP, M_OPENAT, N_GETPPID
 
 pytestmark = pytest.mark.live
 

@@ -10,9 +10,9 @@ import signal
 
 import pytest
 
-from collector import GrpcCollector, HttpCollector
+from support.collector import GrpcCollector, HttpCollector
 from conftest import agent, agent_popen, wait_for_line
-from netlab import NetLab, result, wait_listening
+from support.netlab import NetLab, result, wait_listening
 
 pytestmark = pytest.mark.live
 

@@ -7,7 +7,7 @@ from ebpf_otlp.export import otlp_profiles
 from ebpf_otlp.export.otlp_settings import parse_headers, resolve
 from ebpf_otlp.export.resource import build_resource
 from ebpf_otlp.export.spool import Spool
-from test_profile_exporters import make_profile
+from support.profiles import make_profile
 
 
 def test_no_endpoint_means_files_only():

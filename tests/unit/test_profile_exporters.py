@@ -9,27 +9,8 @@ from rich.console import Console
 from ebpf_otlp.export import flamegraph, folded, json_out, pprof
 from ebpf_otlp.signals.profile import table
 from ebpf_otlp.export.pprof_schema import Profile as PprofProfile
-from ebpf_otlp.records import KERNEL_MODULE, Frame, Mapping, Profile, StackSample, ValueType, cpu_shape
-
-APP = Mapping("/usr/bin/app", 0x1000, 0x5000, 0, "ab" * 20)
-KMAP = Mapping(KERNEL_MODULE)
-
-
-PERIOD = 10_101_010   # 1e9 / 99
-
-
-def make_profile():
-    main = Frame("main", "/usr/bin/app", 0x1100, APP)
-    a = Frame("work<int>&", "/usr/bin/app", 0x1200, APP)
-    b = Frame("other", "/usr/bin/app", 0x1300, APP)
-    k = Frame("do_syscall_64", KERNEL_MODULE, 0xffffffff81000000, KMAP, kernel=True)
-    samples = [
-        StackSample(10, 11, "worker", "app", (a, main), (30, 30 * PERIOD)),
-        StackSample(10, 12, "worker2", "app", (b, main), (10, 10 * PERIOD)),
-        StackSample(10, 11, "worker", "app", (k, a, main), (5, 5 * PERIOD)),
-    ]
-    return Profile(samples, start_ns=1_700_000_000_000_000_000, duration_ns=5_000_000_000,
-                   **cpu_shape(99))
+from ebpf_otlp.records import KERNEL_MODULE, Frame, Mapping, Profile, StackSample, ValueType
+from support.profiles import APP, PERIOD, make_profile
 
 
 def test_pprof_round_trip():
