@@ -79,8 +79,13 @@ def test_an_idle_snapshot_has_nothing_of_ebpf_otlp(tmp_path):
     out, err = run.communicate(timeout=180)
     ours = family.stop()
     assert run.returncode == 0, err
-    assert "losses: none" in out   # its own samples were most of the losses once
     [bundle] = [p for p in root.iterdir() if not p.name.startswith(".")]
+    # Its own samples were most of the losses once. Nothing is dropped now; a process the
+    # suite left running may still have a stack cut short (no unwind table yet): kept, not lost.
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    dropped = {cause: n for c in manifest["captures"] for cause, n in c["lost"].items()
+               if not cause.startswith("user stack cut short")}
+    assert not dropped, (dropped, out)
     assert not ours & set(sample_pids(bundle / "profile.pb.gz"))
     rows = json.loads((bundle / "syscalls.json").read_text())["stats"]
     assert rows and not ours & {r["pid"] for r in rows}
