@@ -81,24 +81,38 @@ def otlp_options(fn):
         click.option("--otlp-timeout", type=Duration(), help="Per-export time limit (default 10s)."),
         click.option("--spool-dir", default=None, metavar="DIR",
                      help="Where payloads the collector did not take wait (default /var/lib/ebpf-otlp/spool)."),
-        click.option("--spool-max-mb", type=click.IntRange(min=1), default=256, show_default=True,
-                     help="Spool size cap; past it the oldest payloads are dropped (and reported)."),
+        click.option("--spool-max-mb", type=click.IntRange(min=1), default=None,
+                     help="Spool size cap; past it the oldest payloads are dropped (and reported) "
+                          "(default 256)."),
     ]
     for option in reversed(options):
         fn = option(fn)
     return fn
 
 
+_OTLP_FLAGS = {"endpoint": "otlp_endpoint", "protocol": "otlp_protocol", "insecure": "otlp_insecure",
+               "ca_file": "otlp_ca_file", "compression": "otlp_compression", "timeout": "otlp_timeout",
+               "spool_dir": "spool_dir", "spool_max_mb": "spool_max_mb"}
+
+
+def otlp_table(kw: dict) -> dict:
+    """The [otlp] table (docs/config.md) that the otlp_options flags given say, popped from
+    kw: the one way from flags to OTLP settings (config.otlp_settings), for every command;
+    the agent lays it over its configuration file's."""
+    from ebpf_otlp.export.otlp_settings import parse_headers
+
+    table = {key: kw.pop(flag) for key, flag in _OTLP_FLAGS.items()}
+    headers: dict[str, str] = {}
+    for h in kw.pop("otlp_headers"):   # a malformed one: one line and exit 2
+        headers.update(parse_headers(h))
+    table["headers"] = headers or None
+    return {k: v for k, v in table.items() if v is not None}
+
+
 def otlp_from_flags(kw: dict):
     """(settings or None, spool) from the otlp_options flags, which are popped from kw."""
-    from ebpf_otlp.export.otlp_settings import resolve
-    from ebpf_otlp.export.spool import DEFAULT_DIR, Spool
-
-    settings = resolve(kw.pop("otlp_endpoint"), kw.pop("otlp_protocol"), kw.pop("otlp_headers"),
-                       kw.pop("otlp_insecure"), kw.pop("otlp_ca_file"), kw.pop("otlp_compression"),
-                       kw.pop("otlp_timeout"))
-    spool = Spool(kw.pop("spool_dir") or DEFAULT_DIR, kw.pop("spool_max_mb") << 20)
-    return settings, spool
+    from ebpf_otlp import config as cfg
+    return cfg.otlp_settings(otlp_table(kw))
 
 
 def command_argument(fn):
@@ -449,21 +463,14 @@ def agent(config_path, output_dir, window, interval, duration, **otlp_flags):
     connections close; with no collector, windows rotate into files. SIGTERM flushes the
     current window and exits; SIGHUP reloads the configuration."""
     from ebpf_otlp import config as cfg
-    from ebpf_otlp.export.otlp_settings import parse_headers
     from ebpf_otlp.sessions import agent as session
 
     config = cfg.load(config_path)
     config.default_captures()
     config.override("agent", output_dir=output_dir, window=window, interval=interval)
-    flags = {"endpoint": otlp_flags.pop("otlp_endpoint"), "protocol": otlp_flags.pop("otlp_protocol"),
-             "insecure": otlp_flags.pop("otlp_insecure"), "ca_file": otlp_flags.pop("otlp_ca_file"),
-             "compression": otlp_flags.pop("otlp_compression"), "timeout": otlp_flags.pop("otlp_timeout"),
-             "spool_dir": otlp_flags.pop("spool_dir"), "spool_max_mb": otlp_flags.pop("spool_max_mb")}
-    headers = {}
-    for h in otlp_flags.pop("otlp_headers"):   # a malformed one: one line and exit 2
-        headers.update(parse_headers(h))
-    if headers:
-        flags["headers"] = {**config.tables.get("otlp", {}).get("headers", {}), **headers}
+    flags = otlp_table(otlp_flags)
+    if "headers" in flags:   # added to the file's
+        flags["headers"] = {**config.tables.get("otlp", {}).get("headers", {}), **flags["headers"]}
     config.override("otlp", **flags)
     return session.run(config, notice_console(), result_console(), duration)
 

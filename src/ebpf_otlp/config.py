@@ -255,7 +255,6 @@ def otlp_settings(t: dict):
     from ebpf_otlp.export.otlp_settings import resolve
     from ebpf_otlp.export.spool import DEFAULT_DIR, Spool
 
-    settings = resolve(t.get("endpoint"), t.get("protocol"), tuple(f"{k}={v}" for k, v in
-                                                                  t.get("headers", {}).items()),
-                       t.get("insecure"), t.get("ca_file"), t.get("compression"), t.get("timeout"))
+    settings = resolve(t.get("endpoint"), t.get("protocol"), t.get("headers"), t.get("insecure"),
+                       t.get("ca_file"), t.get("compression"), t.get("timeout"))
     return settings, Spool(t.get("spool_dir") or DEFAULT_DIR, t.get("spool_max_mb", 256) << 20)

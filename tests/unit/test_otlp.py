@@ -17,7 +17,7 @@ def test_no_endpoint_means_files_only():
 def test_flags_over_environment():
     env = {"OTEL_EXPORTER_OTLP_ENDPOINT": "https://env:4317", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
            "OTEL_EXPORTER_OTLP_HEADERS": "api-key=s%3Dcret, x-a=1", "OTEL_EXPORTER_OTLP_TIMEOUT": "2500"}
-    s = resolve("http://flag:4318", "http/protobuf", ("x-a=2",), env=env)
+    s = resolve("http://flag:4318", "http/protobuf", {"x-a": "2"}, env=env)
     assert s.endpoint == "http://flag:4318" and s.protocol == "http/protobuf"
     assert s.headers == {"api-key": "s=cret", "x-a": "2"} and s.timeout_s == 2.5
     assert s.http_url("profiles") == "http://flag:4318/v1development/profiles"
@@ -41,7 +41,6 @@ def test_per_signal_endpoint_is_used_as_is():
     ({"endpoint": "http://c", "protocol": "thrift"}, "unknown OTLP protocol"),
     ({"endpoint": "http://c", "ca_file": "/nonexistent/ca.pem"}, "cannot read CA file"),
     ({"endpoint": "http://c", "compression": "zstd"}, "unknown OTLP compression"),
-    ({"endpoint": "http://c", "headers": ("novalue",)}, "malformed OTLP header"),
 ])
 def test_bad_settings(kw, msg):
     with pytest.raises(AgentError, match=msg):
@@ -57,6 +56,8 @@ def test_ca_file_must_be_pem(tmp_path):
 
 def test_parse_headers():
     assert parse_headers("") == {}
+    with pytest.raises(AgentError, match="malformed OTLP header 'novalue'"):
+        parse_headers("novalue")
     assert parse_headers("A=1,b = two%20words") == {"a": "1", "b": "two words"}
 
 
@@ -91,3 +92,20 @@ def test_otlp_profile_request_from_records():
     build_ids = [a for a in dic.attribute_table
                  if dic.string_table[a.key_strindex] == otlp_profiles.BUILD_ID_ATTR]
     assert [a.value.string_value for a in build_ids] == ["ab" * 20]
+
+
+def test_flags_reach_the_settings_through_the_otlp_table(monkeypatch):
+    """Every command's flags become an [otlp] table, as the agent's do: one way, and a
+    URL-encoded comma in a header's value is decoded once."""
+    from ebpf_otlp import config as cfg
+    from ebpf_otlp.cli import otlp_table
+
+    for var in ("OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_ENDPOINT"):
+        monkeypatch.delenv(var, raising=False)
+    flags = dict(otlp_endpoint="http://c:4317", otlp_protocol=None, otlp_headers=("a=b%2Cc", "X=1"),
+                 otlp_insecure=None, otlp_ca_file=None, otlp_compression=None, otlp_timeout=None,
+                 spool_dir=None, spool_max_mb=None)
+    table = otlp_table(flags)
+    assert table == {"endpoint": "http://c:4317", "headers": {"a": "b,c", "x": "1"}} and not flags
+    settings, spool = cfg.otlp_settings(table)
+    assert settings.headers == {"a": "b,c", "x": "1"} and spool.max_bytes == 256 << 20

@@ -66,7 +66,7 @@ def parse_headers(text: str) -> dict[str, str]:
 
 
 def resolve(endpoint: str | None = None, protocol: str | None = None,
-            headers: tuple[str, ...] = (), insecure: bool | None = None,
+            headers: dict[str, str] | None = None, insecure: bool | None = None,
             ca_file: str | None = None, compression: str | None = None,
             timeout_s: float | None = None, env: dict[str, str] | None = None) -> OtlpSettings | None:
     """Settings from flags, else the environment; None when no endpoint is named anywhere."""
@@ -81,9 +81,7 @@ def resolve(endpoint: str | None = None, protocol: str | None = None,
     protocol = protocol or env.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "grpc"
     if protocol not in PROTOCOLS:
         raise AgentError(f"unknown OTLP protocol {protocol!r}: use grpc or http/protobuf")
-    merged_headers = parse_headers(env.get("OTEL_EXPORTER_OTLP_HEADERS", ""))
-    for h in headers:
-        merged_headers.update(parse_headers(h))
+    merged_headers = {**parse_headers(env.get("OTEL_EXPORTER_OTLP_HEADERS", "")), **(headers or {})}
     if insecure is None:
         insecure = env.get("OTEL_EXPORTER_OTLP_INSECURE", "").lower() == "true"
     ca_file = ca_file or env.get("OTEL_EXPORTER_OTLP_CERTIFICATE") or None
