@@ -66,3 +66,24 @@ def test_otherwise_a_failed_start_stops_those_already_started():
         with pytest.raises(AgentError, match="no BTF"):
             cap.start()
     assert good.collector.started and good.collector.stopped
+
+
+def test_a_programs_statistics_enum_is_read_one_way():
+    """Processed and losses by cause from a per-CPU stats array; the extra counters after."""
+    from ebpf_otlp.records import CollectorStats
+    from ebpf_otlp.signals.collector import StatsEnum
+
+    per_cpu = {0: [10, 5], 1: [0, 2], 2: [1, 0], 3: [7, 7]}   # counter -> value on each CPU
+
+    class PerCpuArray:
+        def __getitem__(self, key):
+            return per_cpu[key.value]
+
+    enum = StatsEnum(("events", "map full", "never lost"), processed="events",
+                     losses={"map full": "event dropped (map full)"}, extra=1)
+    stats = CollectorStats()
+    total = enum.read(PerCpuArray(), stats)
+    assert total == [15, 2, 1, 14] and total[enum.extra_start:] == [14]
+    assert stats.processed == 15 and stats.lost == {"event dropped (map full)": 2}
+    with pytest.raises(ValueError, match="not in the enum: typo"):
+        StatsEnum(("events",), processed="events", losses={"typo": "x"})

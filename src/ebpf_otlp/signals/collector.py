@@ -12,6 +12,37 @@ from abc import ABC, abstractmethod
 from ebpf_otlp.records import CollectorStats
 
 
+class StatsEnum:
+    """A program's statistics enum (its per-CPU `stats` array), mirrored once: the counters'
+    names in the C enum's order, the one that counts what was processed, and those that
+    count losses, each with the cause users see. `extra` counters follow (the unwinder's),
+    for their owner to read from what `read` returns."""
+
+    def __init__(self, names: tuple[str, ...], processed: str, losses: dict[str, str], extra: int = 0):
+        self.index = {name: i for i, name in enumerate(names)}
+        self.processed, self.losses = processed, losses
+        self.size = len(names) + extra
+        unknown = ({processed} | set(losses)) - set(self.index)
+        if unknown:   # a mirror that drifted from its enum fails at import, not in a report
+            raise ValueError(f"not in the enum: {', '.join(sorted(unknown))}")
+
+    def __getitem__(self, name: str) -> int:
+        return self.index[name]
+
+    @property
+    def extra_start(self) -> int:
+        return len(self.index)
+
+    def read(self, table, stats: CollectorStats) -> list[int]:
+        """Each counter summed over CPUs; the processed count and the losses into `stats`."""
+        from ebpf_otlp.runtime.maps import percpu_counters
+        total = percpu_counters(table, self.size)
+        stats.processed = total[self.index[self.processed]]
+        for name, cause in self.losses.items():
+            stats.set_lost(cause, total[self.index[name]])
+        return total
+
+
 class Collector(ABC):
     name: str = ""               # for progress, losses and self-telemetry: "cpu", "syscalls"
     interval_s: float = 2.0      # how often the engine drains it

@@ -9,12 +9,11 @@ import os
 import time
 from typing import Callable
 
-from ebpf_otlp.signals.collector import Collector
+from ebpf_otlp.signals.collector import Collector, StatsEnum
 from ebpf_otlp.signals.targets import Targets
 from ebpf_otlp.errors import AgentError
 from ebpf_otlp.records import RawStackSample
 from ebpf_otlp.signals.heap.records import HeapCounts, HeapPeak, LiveAllocation
-from ebpf_otlp.runtime.maps import percpu_counters
 from ebpf_otlp.symbolize.elf import ElfObject
 from ebpf_otlp.unwind import unwinder
 from ebpf_otlp.unwind.unwinder import Unwinder, look_up_stacks
@@ -33,13 +32,17 @@ GLIBC_MALLOC_INTERNALS = {"__libc_malloc", "__libc_calloc", "__libc_realloc", "_
                           "__libc_valloc", "__libc_pvalloc", "__posix_memalign", "_mid_memalign",
                           "sysmalloc", "_int_malloc", "_int_realloc", "_int_memalign", "mremap_chunk",
                           "tcache_init", "malloc_hook_ini"}
-STATS = ("sampled", "freed", "live map full", "stack map full", "stack lost", "ring buffer full")
-STAT_INUSE_BYTES = len(STATS) + unwinder.COUNTERS   # sampled bytes in use, after the unwinder's
+# `enum heap_stat` of bpf/heap.bpf.c, in its order; the unwinder's counters, then the
+# sampled bytes in use follow.
+STATS = StatsEnum(("sampled", "freed", "live map full", "stack map full", "stack lost", "ring buffer full"),
+                  processed="sampled",
+                  losses={"live map full": "free not matched (live-allocation map full)",
+                          "stack map full": "allocation site dropped (stack-count map full)",
+                          "stack lost": "allocation stack lost (stack-id collision)",
+                          "ring buffer full": "new process not announced (ring buffer full)"},
+                  extra=unwinder.COUNTERS)
+STAT_INUSE_BYTES = STATS.size
 PEAK_STEP = 1 / 32   # a high this much above the last one read the stacks' counts again
-LOSSES = {2: "free not matched (live-allocation map full)",
-          3: "allocation site dropped (stack-count map full)",
-          4: "allocation stack lost (stack-id collision)",
-          5: "new process not announced (ring buffer full)"}
 TEST_RDI = b"\x48\x85\xff"   # test %rdi,%rdi: single-stepped by uprobes; the next one is not
 
 
@@ -262,11 +265,8 @@ class HeapCollector(Collector):
         if self._peak:
             records.append(self._peak)
             self._peak = None
-        total = percpu_counters(self._bpf["stats"], len(STATS) + unwinder.COUNTERS)
-        self.stats.processed = total[0]
-        for i, cause in LOSSES.items():
-            self.stats.set_lost(cause, total[i])
-        self.unwinder.report(self.stats, total[len(STATS):])
+        total = STATS.read(self._bpf["stats"], self.stats)
+        self.unwinder.report(self.stats, total[STATS.extra_start:])
         self.stats.drains += 1
         self.unwinder.drained(tgid for tgid, *_ in stacks)
         return records

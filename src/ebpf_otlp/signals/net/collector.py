@@ -12,13 +12,13 @@ import os
 import socket
 import time
 
-from ebpf_otlp.signals.collector import Collector
+from ebpf_otlp.signals.collector import Collector, StatsEnum
 from ebpf_otlp.signals.targets import Targets
 from ebpf_otlp.errors import AgentError
 from ebpf_otlp.records import HOST
 from ebpf_otlp.signals.net.records import Connection, UdpFlow
 from ebpf_otlp.runtime import loader
-from ebpf_otlp.runtime.maps import drain, percpu_counters
+from ebpf_otlp.runtime.maps import drain
 from ebpf_otlp.runtime.processes import container_of
 from ebpf_otlp.runtime.tracefs import ensure_tracefs
 
@@ -45,11 +45,12 @@ KPROBES = (("kp_tcp_set_state", "tcp_set_state", False), ("kp_tcp_sendmsg", "tcp
            ("kp_tcp_v4_destroy_sock", "tcp_v4_destroy_sock", False),
            ("kp_tcp_reset", "tcp_reset", False))
 
-# Order of `enum tcp_stat` in bpf/tcp_life.bpf.c: reported, then losses by cause.
-STAT_CLOSED, CONNS_FULL, RINGBUF_FULL, NO_START, UDP_FULL, FILTERED = range(6)
-LOSSES = {CONNS_FULL: "connection not traced (connection map full)",
-          RINGBUF_FULL: "closed connection dropped (ring buffer full)",
-          UDP_FULL: "udp flow dropped (udp map full)"}
+# `enum tcp_stat` of bpf/tcp_life.bpf.c, in its order.
+STATS = StatsEnum(("closed", "conns full", "ringbuf full", "no start", "udp full", "filtered"),
+                  processed="closed",
+                  losses={"conns full": "connection not traced (connection map full)",
+                          "ringbuf full": "closed connection dropped (ring buffer full)",
+                          "udp full": "udp flow dropped (udp map full)"})
 ROLES = {1: "client", 2: "server"}
 ST_SYN_SENT = 2
 SEEN_SYN_ACKED, SEEN_FIN_ACKED, SEEN_FIN_RECEIVED = 1, 2, 4   # bpf/tcp_life.bpf.c
@@ -286,10 +287,7 @@ class TcpCollector(Collector):
         return records
 
     def _read_stats(self) -> None:
-        total = percpu_counters(self._bpf["stats"], 6)
-        self.stats.processed = total[STAT_CLOSED]
-        for stat, cause in LOSSES.items():
-            self.stats.set_lost(cause, total[stat])
+        STATS.read(self._bpf["stats"], self.stats)
         self._read_rtt()
 
     def progress(self) -> str:

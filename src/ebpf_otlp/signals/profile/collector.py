@@ -6,19 +6,27 @@ import ctypes as ct
 import time
 from typing import Callable
 
-from ebpf_otlp.signals.collector import Collector
+from ebpf_otlp.signals.collector import Collector, StatsEnum
 from ebpf_otlp.signals.targets import Targets
 from ebpf_otlp.records import RawStackSample
 from ebpf_otlp.signals.duty_cycle import SampleShare
-from ebpf_otlp.runtime.maps import DoubleBuffer, drain, percpu_counters
+from ebpf_otlp.runtime.maps import DoubleBuffer, drain
 from ebpf_otlp.runtime.perf import attach_sampler, detach_sampler, online_cpus
 from ebpf_otlp.unwind import unwinder
 from ebpf_otlp.unwind.unwinder import Unwinder, drain_stacks, look_up_stacks
 
-# Order of `enum stat` in bpf/cpu_sampler.bpf.c.
-STAT_SAMPLES, USER_COLLISION, KERNEL_COLLISION, USER_ERROR, KERNEL_ERROR, COUNTS_FULL, \
-    NEW_TASK_DROPPED, START_FULL, SWITCHES, UNWIND = range(10)
-STAT_COUNT = UNWIND + unwinder.COUNTERS
+# `enum stat` of bpf/cpu_sampler.bpf.c, in its order; the unwinder's counters follow.
+STATS = StatsEnum(
+    ("samples", "user collision", "kernel collision", "user error", "kernel error", "counts full",
+     "new task dropped", "start full", "switches"), processed="samples",
+    losses={"user collision": "user stack lost (stack-id collision)",
+            "kernel collision": "kernel stack lost (stack-id collision)",
+            "user error": "user stack lost (stack map full or unwind error)",
+            "kernel error": "kernel stack lost (stack map full or unwind error)",
+            "counts full": "sample dropped (count map full)",
+            "start full": "off-CPU period dropped (thread map full)",
+            "new task dropped": "new process not announced (ring buffer full)"},
+    extra=unwinder.COUNTERS)
 
 
 def _pow2_at_least(n: int) -> int:
@@ -35,14 +43,6 @@ def map_sizes(hz: int, cpus: int, drain_seconds: float) -> tuple[int, int]:
     return keys, stacks
 
 
-# Kernel counters that are losses, by the cause users see.
-LOSSES = {USER_COLLISION: "user stack lost (stack-id collision)",
-          KERNEL_COLLISION: "kernel stack lost (stack-id collision)",
-          USER_ERROR: "user stack lost (stack map full or unwind error)",
-          KERNEL_ERROR: "kernel stack lost (stack map full or unwind error)",
-          COUNTS_FULL: "sample dropped (count map full)",
-          START_FULL: "off-CPU period dropped (thread map full)",
-          NEW_TASK_DROPPED: "new process not announced (ring buffer full)"}
 
 
 class CpuSampler(Collector):
@@ -108,7 +108,7 @@ class CpuSampler(Collector):
         self._bpf["new_tasks"].open_ring_buffer(self._on_new_task)
         if self.off_cpu:
             stats = self._bpf["stats"]
-            self._share = SampleShare(self._keep_share, lambda: sum(stats[ct.c_int(SWITCHES)]),
+            self._share = SampleShare(self._keep_share, lambda: sum(stats[ct.c_int(STATS["switches"])]),
                                       budget_per_s=self.switch_budget)
             self._share.start()
         else:
@@ -182,15 +182,12 @@ class CpuSampler(Collector):
     def progress(self) -> str:
         """Samples taken up to now (the kernel's counter), between drains too."""
         taken = self.stats.processed if self._bpf is None else \
-            sum(self._bpf["stats"][ct.c_int(STAT_SAMPLES)])
+            sum(self._bpf["stats"][ct.c_int(STATS["samples"])])
         return f"{taken} {'periods' if self.off_cpu else 'samples'}"
 
     def _read_stats(self) -> None:
-        total = percpu_counters(self._bpf["stats"], STAT_COUNT)
-        self.stats.processed = total[STAT_SAMPLES]
-        for stat, cause in LOSSES.items():
-            self.stats.set_lost(cause, total[stat])
-        self.unwinder.report(self.stats, total[UNWIND:])
+        total = STATS.read(self._bpf["stats"], self.stats)
+        self.unwinder.report(self.stats, total[STATS.extra_start:])
         if self._share:
             self.stats.share = self._share.lowest_share
 

@@ -7,7 +7,7 @@ import platform
 
 from ebpf_otlp import histogram
 from ebpf_otlp.signals.syscalls import names as syscall_names
-from ebpf_otlp.signals.collector import Collector
+from ebpf_otlp.signals.collector import Collector, StatsEnum
 from ebpf_otlp.signals.targets import Targets
 from ebpf_otlp.errors import AgentError
 from ebpf_otlp.records import ContainerInfo
@@ -18,11 +18,11 @@ from ebpf_otlp.runtime.maps import DoubleBuffer, drain, percpu_counters
 from ebpf_otlp.runtime.processes import CgroupIds, container_of
 from ebpf_otlp.symbolize.procmaps import read_comm
 
-# Order of `enum syscalls_stat` in bpf/syscalls.bpf.c: events, then losses by cause.
-STAT_NAMES = ("events", "calls map full", "errno map full", "start map full")
-LOSSES = {"calls map full": "syscall dropped (calls map full)",
-          "errno map full": "errno dropped (errno map full)",
-          "start map full": "syscall not timed (entry-time map full)"}
+# `enum syscalls_stat` of bpf/syscalls.bpf.c, in its order.
+STATS = StatsEnum(("events", "calls map full", "errno map full", "start map full"), processed="events",
+                  losses={"calls map full": "syscall dropped (calls map full)",
+                          "errno map full": "errno dropped (errno map full)",
+                          "start map full": "syscall not timed (entry-time map full)"})
 ENTER_FN = b"raw_tracepoint__sys_enter"   # what BCC names RAW_TRACEPOINT_PROBE(sys_enter)
 
 
@@ -55,7 +55,7 @@ class SyscallCollector(Collector):
         self.max_keys = max_keys
         self._bpf = None
         self._buffers: DoubleBuffer | None = None
-        self.counters = dict.fromkeys(STAT_NAMES, 0)
+        self.counters = dict.fromkeys(STATS.index, 0)
         self.start_store = ""   # where entry times live, said in notices
 
     def start(self) -> None:
@@ -134,11 +134,7 @@ class SyscallCollector(Collector):
             if not s.process_name:
                 s.process_name = read_comm(s.pid) or ""
             s.container = self._containers.get(s.pid) or container_of(s.pid)
-        totals = percpu_counters(self._bpf["stats"], len(STAT_NAMES))
-        self.counters = dict(zip(STAT_NAMES, totals))
-        self.stats.processed = self.counters["events"]
-        for counter, cause in LOSSES.items():
-            self.stats.set_lost(cause, self.counters[counter])
+        self.counters = dict(zip(STATS.index, STATS.read(self._bpf["stats"], self.stats)))
         self.stats.share = self.timing_share
         self.stats.drains += 1
         return list(stats.values())
