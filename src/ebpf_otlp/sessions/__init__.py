@@ -1,1 +1,2 @@
-"""One module per command: wire a collector, the symbolizer and exporters for one run."""
+"""The commands that run several signals together: snapshot (one bundle, for cron) and
+agent (continuous windows), over one bundle store (bundles.py)."""

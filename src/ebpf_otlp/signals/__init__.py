@@ -1,2 +1,2 @@
-"""One folder per signal (profile, syscalls, net; heap to come): its collector, processor
-and settings, its records and its renderers."""
+"""One folder per signal (profile, syscalls, net, heap): its collector, processor and
+settings, its records and its renderers; registry.py names each once."""
