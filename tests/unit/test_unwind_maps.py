@@ -64,8 +64,20 @@ class FakeMap(dict):
 
 @pytest.fixture
 def sleepers():
+    """Three `sleep` processes, each asleep: its libraries all mapped (read earlier, one
+    could have fewer objects than another, and the rows would not add up)."""
     import subprocess
+    import time
     procs = [subprocess.Popen(["sleep", "30"]) for _ in range(3)]
+    deadline = time.monotonic() + 10
+    for p in procs:
+        while time.monotonic() < deadline:
+            with open(f"/proc/{p.pid}/stat") as f:
+                asleep = f.read().rsplit(")", 1)[1].split()[0] == "S"
+            with open(f"/proc/{p.pid}/maps") as f:
+                if asleep and "libc" in f.read():
+                    break
+            time.sleep(0.005)
     yield [p.pid for p in procs]
     for p in procs:
         p.kill()
