@@ -67,23 +67,25 @@ def pid_namespace() -> tuple[int, int] | None:
 
 
 def own_processes() -> set[int]:
-    """ebpf-otlp's process and every process it started (compile workers), to leave out."""
+    """ebpf-otlp's process and every process descended from it (unwind-table builders), to
+    leave out. Read from every process's parent in /proc/*/stat: the per-thread `children`
+    files can miss a child forked while they are read (proc(5) says they are not reliable)."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue   # gone meanwhile
+        parents.setdefault(ppid, []).append(int(entry))
     found, todo = set(), [os.getpid()]
     while todo:
         pid = todo.pop()
-        if pid in found:
-            continue
-        found.add(pid)
-        try:
-            tasks = os.listdir(f"/proc/{pid}/task")
-        except OSError:
-            continue
-        for tid in tasks:
-            try:
-                with open(f"/proc/{pid}/task/{tid}/children") as f:
-                    todo += [int(c) for c in f.read().split()]
-            except OSError:
-                pass
+        if pid not in found:
+            found.add(pid)
+            todo += parents.get(pid, [])
     return found
 
 
