@@ -67,17 +67,17 @@ class FakeOtlp:
         self.spooled = 0
         self.closed = False
 
-    def send(self, result) -> None:
-        self.sent.append(result)
+    def export(self, batch) -> bool:
+        self.sent += batch.results
+        if batch.final:
+            self.sessions.append(batch.command)
+        return True
+
+    def shutdown(self) -> None:
+        self.closed = True
 
     def tracer_provider(self):
         return self._provider
-
-    def session_span(self, command: str, start_ns: int, end_ns: int, attributes: dict) -> None:
-        self.sessions.append(command)
-
-    def close(self) -> None:
-        self.closed = True
 
     def summary(self) -> str:
         return f"sent {len(self.sent)} result(s)"

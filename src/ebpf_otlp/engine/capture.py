@@ -187,7 +187,7 @@ class Capture:
                 now = time.monotonic()
                 for p in self.processors:
                     if now >= due[id(p)]:
-                        p.add(p.collector.drain())
+                        p.drain()
                         due[id(p)] = time.monotonic() + p.collector.interval_s
                         self.on_drain(p)
                 show(" · ".join(p.collector.progress() for p in self.processors))

@@ -28,6 +28,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 from ebpf_otlp.export import otlp_profiles
 from ebpf_otlp.export.otlp_settings import OtlpSettings
 from ebpf_otlp.export.otlp_transport import SendError, Transport
+from ebpf_otlp.export.sinks import Batch, Sink
 from ebpf_otlp.export.spool import Spool
 from ebpf_otlp.records import CollectorStats, Profile
 
@@ -36,7 +37,9 @@ for _name in ("opentelemetry.exporter", "opentelemetry.sdk"):
     logging.getLogger(_name).setLevel(logging.CRITICAL)
 
 
-class OtlpOutput:
+class OtlpOutput(Sink):
+    """The OTLP sink: profiles, metrics and spans to one collector, spooled when it is down."""
+
     def __init__(self, settings: OtlpSettings, spool: Spool, resource: Resource):
         self.settings = settings
         self.spool = spool
@@ -106,6 +109,21 @@ class OtlpOutput:
     # Kernel-aggregated metrics: cumulative since the start, or DELTA where each report
     # covers one window (the agent resets its processors every interval).
     metric_temporality = AggregationTemporality.CUMULATIVE
+
+    def export(self, batch: Batch) -> bool:
+        """The Sink face: each result, then (at a capture's end) the capture's own span."""
+        for result in batch.results:
+            self.send(result)
+        if batch.final:
+            self.session_span(batch.command, batch.start_ns, batch.end_ns, batch.span_attributes)
+        return not self.collector_down
+
+    def flush(self) -> None:
+        if self._tracer_provider:
+            self._tracer_provider.force_flush()
+
+    def shutdown(self) -> None:
+        self.close()
 
     def send(self, result) -> None:
         """A finished result, as the OTLP signal its signal's descriptor calls for (spans of

@@ -24,7 +24,8 @@ from rich.console import Console
 from ebpf_otlp import config as cfg
 from ebpf_otlp.export import losses
 from ebpf_otlp.export.console import text_console
-from ebpf_otlp.export.output_stage import FileTarget, OutputStage
+from ebpf_otlp.export.output_stage import OutputStage
+from ebpf_otlp.export.sinks import Batch, FileSink, FileTarget
 from ebpf_otlp.errors import AgentError
 from ebpf_otlp.engine.capture import Capture, StopOnSignal
 from ebpf_otlp.runtime.privileges import missing_privileges
@@ -81,7 +82,7 @@ class _Windows:
         results = []
         for p in processors:
             if not final:   # at the end, stop() has drained everything already
-                p.add(p.collector.drain())
+                p.drain()
             results.append(p.result(end))
             if not final:
                 p.reset(end)
@@ -104,7 +105,7 @@ class _Windows:
         if self.stage.otlp:
             for r in results:
                 self.stage.stream(r, end)
-                self.stage.otlp.send(r)
+            self.stage.otlp.export(Batch(results))
             self.stage.reset_streams()
         if self.store and whole:
             self.write_files(results)
@@ -112,12 +113,8 @@ class _Windows:
     def write_files(self, results: list) -> None:
         """One bundle per window (the store builds it under a temporary name, then renames)."""
         with self.store.build(time.time()) as bundle:
-            for part in self.parts:
-                for t in part.files:
-                    target = FileTarget(os.path.join(bundle.path, os.path.basename(t.path)), t.fmt, t.signal)
-                    for r in results:
-                        if target.takes(r):
-                            self.stage.write_file(target, r)
+            FileSink([FileTarget(os.path.join(bundle.path, os.path.basename(t.path)), t.fmt, t.signal)
+                      for part in self.parts for t in part.files]).export(Batch(results))
             write_manifest(bundle.path, {"window": True})
         self.store.retain(time.time())
 

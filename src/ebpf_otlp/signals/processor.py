@@ -22,6 +22,10 @@ class Processor:
     def add(self, records: list) -> None:
         raise NotImplementedError
 
+    def drain(self) -> None:
+        """Take what the collector holds now."""
+        self.add(self.collector.drain())
+
     def result(self):
         raise NotImplementedError
 
