@@ -12,14 +12,26 @@ import click
 from rich.console import Console
 
 from ebpf_otlp import __version__
-from ebpf_otlp.signals.targets import COMM_MAX
 from ebpf_otlp.errors import AgentError
-from ebpf_otlp.units import parse_count, parse_duration
 from ebpf_otlp.export.console import text_console
+from ebpf_otlp.signals.heap.settings import HeapSettings
+from ebpf_otlp.signals.net.settings import HOOKS, NetSettings
+from ebpf_otlp.signals.profile.settings import UNWIND, CpuSettings
+from ebpf_otlp.signals.syscalls.settings import SyscallSettings
+from ebpf_otlp.signals.targets import COMM_MAX
+from ebpf_otlp.units import format_count, format_duration, parse_count, parse_duration
+from ebpf_otlp import values
+from ebpf_otlp.values import format_size
 
 PROG = "ebpf-otlp"
 STARTED_NS = time.time_ns()   # launch-to-attach and first-sample times are measured from here
 LAUNCH = {"allow_interspersed_args": False}   # `-- CMD ARGS`: what follows is the command's
+
+
+def default(value, as_typed=None) -> dict:
+    """An option's default, from its signal's settings (their one copy); `as_typed` writes
+    it as a user would type it (5k, 1us), for the help and the option's type to read."""
+    return {"default": as_typed(value) if as_typed else value, "show_default": True}
 
 
 class Duration(click.ParamType):
@@ -183,7 +195,7 @@ def target_options(verb: str, comm: bool = True):
 
 
 unwind_option = click.option(
-    "--unwind", type=click.Choice(["auto", "fp", "dwarf"]), default="auto", show_default=True,
+    "--unwind", type=click.Choice(UNWIND), **default(CpuSettings.unwind),
     help="How user stacks are walked: dwarf unwinds in the kernel from tables compiled out of "
          ".eh_frame (code built without frame pointers keeps its callers), fp follows frame "
          "pointers only, auto is dwarf where this kernel allows it.")
@@ -208,16 +220,16 @@ def cli():
 @cli.command(context_settings=LAUNCH)
 @target_options("Profile")
 @click.option("-a", "--all", "all_", is_flag=True, help="Profile every process (the default).")
-@click.option("-F", "--hz", type=int, default=99, show_default=True, help="Samples per second per CPU.")
+@click.option("-F", "--hz", type=int, **default(CpuSettings.hz), help="Samples per second per CPU.")
 @click.option("-d", "--duration", type=Duration(), default=None,
               help="How long, e.g. 30s or 2m. Default: until Ctrl-C or SIGTERM.")
 @click.option("-U", "--user-only", is_flag=True, help="User stacks only.")
 @click.option("-K", "--kernel-only", is_flag=True, help="Kernel stacks only.")
 @click.option("-e", "--event", type=click.Choice(["cpu-clock", "cpu-cycles", "page-faults"]),
-              default="cpu-clock", show_default=True,
+              **default(CpuSettings.event),
               help="Sampling event: software clock, hardware cycles, or page faults (where "
                    "resident memory grows; sampled every --period faults, at no per-call cost).")
-@click.option("--period", type=click.IntRange(min=1), default=100, show_default=True, metavar="N",
+@click.option("--period", type=click.IntRange(min=1), **default(CpuSettings.period), metavar="N",
               help="With --event page-faults: one sample every N faults.")
 @profile_outputs
 @click.option("--output-dir", type=click.Path(file_okay=False), default="ebpf-otlp-output",
@@ -227,9 +239,10 @@ def cli():
 @click.option("--off-cpu", is_flag=True,
               help="Profile time off CPU (blocked or waiting) by the stack each thread left with, "
                    "from sched_switch, instead of sampling on-CPU stacks.")
-@click.option("--min-block", type=Duration(), default="1us", show_default=True,
+@click.option("--min-block", type=Duration(), **default(CpuSettings.min_block_ns / 1e9, format_duration),
               help="With --off-cpu: leave out shorter times off CPU.")
-@click.option("--switch-budget", type=Count(), default="5k", show_default=True, metavar="SWITCHES/S",
+@click.option("--switch-budget", type=Count(), **default(int(CpuSettings.switch_budget), format_count),
+              metavar="SWITCHES/S",
               help="With --off-cpu: walk every switch's stacks while the traced threads switch less "
                    "often than this; above it, a random sample sized to it, weighed up. 0: every one.")
 @unwind_option
@@ -246,7 +259,6 @@ def profile(pids, comm, include_self, all_, hz, duration, user_only, kernel_only
     With an OTLP endpoint the profile (and a span and self-telemetry metrics) also go to
     an OpenTelemetry Collector; what it does not take is spooled and resent later."""
     from ebpf_otlp.export import profile_files
-    from ebpf_otlp.signals.profile.processor import CpuSettings
     from ebpf_otlp.runtime.perf import max_sample_rate
     from ebpf_otlp.engine.run import Command
     from ebpf_otlp.signals.profile import OFF_CPU, PROFILE, table
@@ -304,11 +316,12 @@ def profile(pids, comm, include_self, all_, hz, duration, user_only, kernel_only
               help="Trace only this syscall (repeatable), e.g. openat.")
 @click.option("-d", "--duration", type=Duration(), default=None,
               help="How long, e.g. 60s. Default: until Ctrl-C or SIGTERM.")
-@click.option("-i", "--interval", type=Duration(), default="10s", show_default=True,
+@click.option("-i", "--interval", type=Duration(), **default(SyscallSettings.interval_s, format_duration),
               help="How often to drain the kernel maps (and export OTLP metrics).")
-@click.option("--latency/--no-latency", default=True, show_default=True,
+@click.option("--latency/--no-latency", **default(SyscallSettings.latency),
               help="Time each call (histograms, percentiles); --no-latency counts only, cheaper.")
-@click.option("--latency-budget", type=Count(), default="100k", show_default=True, metavar="CALLS/S",
+@click.option("--latency-budget", type=Count(), **default(int(SyscallSettings.latency_budget), format_count),
+              metavar="CALLS/S",
               help="Time every call while the traced syscall rate stays under this; above it, time "
                    "a sample sized to it (counts stay exact). 0: time every call, whatever it costs.")
 @click.option("--by", type=click.Choice(["syscall", "process"]), default="syscall", show_default=True,
@@ -327,7 +340,6 @@ def syscalls(pids, comm, include_self, syscalls, duration, interval, latency, la
     With `-- CMD ARGS`, run CMD once tracing is attached, trace it and every process it
     forks, stop when it exits and exit with its status."""
     from ebpf_otlp.signals.syscalls import names as syscall_names
-    from ebpf_otlp.signals.syscalls.processor import SyscallSettings
     from ebpf_otlp.engine.run import Command
     from ebpf_otlp.signals.syscalls import SYSCALLS, table
 
@@ -365,14 +377,13 @@ def valid_ports(ctx, param, ports):
               help="Trace only connections with this local or peer port (repeatable).")
 @click.option("-d", "--duration", type=Duration(), default=None,
               help="How long, e.g. 60s. Default: until Ctrl-C or SIGTERM.")
-@click.option("-i", "--interval", type=Duration(), default="10s", show_default=True,
+@click.option("-i", "--interval", type=Duration(), **default(NetSettings.interval_s, format_duration),
               help="How often metrics go to the collector.")
-@click.option("--hooks", type=click.Choice(["auto", "tracepoints", "kprobes"]), default="auto",
-              show_default=True, help="Kernel hooks: tracepoints (stable) or kprobes; auto prefers "
+@click.option("--hooks", type=click.Choice(HOOKS), **default(NetSettings.hooks), help="Kernel hooks: tracepoints (stable) or kprobes; auto prefers "
                                       "tracepoints and says which it used.")
 @click.option("--rtt", is_flag=True, help="RTT histogram from every ACK (tcp:tcp_probe), not only at close.")
-@click.option("--udp/--no-udp", default=True, show_default=True, help="UDP bytes and datagrams per process and peer.")
-@click.option("--max-connections", type=click.IntRange(min=1024), default=65536, show_default=True,
+@click.option("--udp/--no-udp", **default(NetSettings.udp), help="UDP bytes and datagrams per process and peer.")
+@click.option("--max-connections", type=click.IntRange(min=1024), **default(NetSettings.max_conns),
               help="Concurrent connections the kernel side can follow; more are counted as lost.")
 @click.option("--top", type=click.IntRange(min=0), default=20, show_default=True,
               help="Rows in the summary per process and peer (0: none).")
@@ -388,7 +399,6 @@ def trace_net(pids, comm, include_self, ports, duration, interval, hooks, rtt, u
     """Trace every TCP connection (IPv4 and IPv6, either role): a line and a span per
     connection with its process, addresses, bytes, retransmits, RTT and how it ended;
     TCP and UDP metrics every interval."""
-    from ebpf_otlp.signals.net.processor import NetSettings
     from ebpf_otlp.engine.run import Command
     from ebpf_otlp.signals.net import NET, table
 
@@ -429,16 +439,16 @@ def snapshot(config_path, output_root, duration, keep, max_age, max_total, tar, 
 
     config = cfg.load(config_path)
     config.default_captures()
-    for option, value, convert in (("--max-age", max_age, cfg.check_duration),
-                                   ("--max-total", max_total, cfg.parse_size)):
+    for option, value, convert in (("--max-age", max_age, values.check_duration),
+                                   ("--max-total", max_total, values.parse_size)):
         if value is not None:
             try:
                 convert(value)
             except ValueError as e:
                 raise click.BadParameter(str(e), param_hint=f"'{option}'")
     config.override("snapshot", output_root=output_root, duration=duration, keep=keep,
-                    max_age=cfg.check_duration(max_age) if max_age else None,
-                    max_total=cfg.parse_size(max_total) if max_total else None, tar=tar)
+                    max_age=values.check_duration(max_age) if max_age else None,
+                    max_total=values.parse_size(max_total) if max_total else None, tar=tar)
     if print_config:
         config.check_captures()
         click.echo(config.to_toml(("snapshot", *config.captures, "otlp")), nl=False)
@@ -479,7 +489,7 @@ class Size(click.ParamType):
     name = "size"
 
     def convert(self, value, param, ctx):
-        from ebpf_otlp.config import parse_size
+        from ebpf_otlp.values import parse_size
         if isinstance(value, int):
             return value
         try:
@@ -495,19 +505,19 @@ class Size(click.ParamType):
               help="Trace the processes running with this command name now (as pgrep -x).")
 @click.option("-d", "--duration", type=Duration(), default=None,
               help="How long, e.g. 30s. Default: until Ctrl-C or SIGTERM (or the command exits).")
-@click.option("--sample-bytes", type=Size(), default="512KiB", show_default=True, metavar="SIZE",
+@click.option("--sample-bytes", type=Size(), **default(HeapSettings.rate, format_size), metavar="SIZE",
               help="Mean bytes between sampled allocations (as tcmalloc and Go sample).")
 @click.option("--every-call", is_flag=True, help="Record every allocation: exact, and costly.")
 @click.option("--no-free", is_flag=True, help="Allocation profile only: no probe on free.")
-@click.option("--mmap/--no-mmap", default=True, show_default=True,
+@click.option("--mmap/--no-mmap", **default(HeapSettings.mmap),
               help="Count anonymous mmap/munmap calls (syscall tracepoints) as allocations and frees "
                    "too; the allocator's own mmaps are counted at malloc, not twice.")
-@click.option("--min-age", type=Duration(), default="5s", show_default=True,
+@click.option("--min-age", type=Duration(), **default(HeapSettings.min_age_s, format_duration),
               help="The leak report lists allocations outstanding longer than this.")
 @click.option("--lib", metavar="PATH", help="The allocator's library (default: the libc the process maps); "
                                          "a static executable is its own.")
-@click.option("--symbol-prefix", default="", metavar="PREFIX", help="e.g. je_ for jemalloc's prefixed symbols.")
-@click.option("-i", "--interval", type=Duration(), default="10s", show_default=True,
+@click.option("--symbol-prefix", default=HeapSettings.symbol_prefix, metavar="PREFIX", help="e.g. je_ for jemalloc's prefixed symbols.")
+@click.option("-i", "--interval", type=Duration(), **default(HeapSettings.interval_s, format_duration),
               help="How often the kernel's maps are read (leak growth is per interval).")
 @click.option("--top", type=click.IntRange(min=0), default=10, show_default=True,
               help="Rows in the leak report (0: none).")
@@ -521,7 +531,6 @@ def memleak(pids, comm, duration, sample_bytes, every_call, no_free, mmap, min_a
     posix_memalign, ... and free), sampled by bytes in the kernel: alloc and in-use objects
     and space per stack (Go's heap profile), and what stays allocated longer than --min-age."""
     from ebpf_otlp.export import profile_files
-    from ebpf_otlp.signals.heap.processor import HeapSettings
     from ebpf_otlp.signals.heap import report
     from ebpf_otlp.engine.run import Command
     from ebpf_otlp.signals.heap import HEAP

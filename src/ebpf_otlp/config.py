@@ -9,9 +9,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ebpf_otlp.signals.targets import COMM_MAX
+from ebpf_otlp import values as v
 from ebpf_otlp.errors import AgentError
-from ebpf_otlp.units import parse_count, parse_duration
 
 try:
     import tomllib
@@ -19,116 +18,29 @@ except ImportError:   # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
 
-def check_duration(v) -> float:
-    if isinstance(v, bool):
-        raise ValueError("a duration such as 30s, 2m or 7d")
-    if isinstance(v, (int, float)):
-        if v <= 0:
-            raise ValueError("must be more than zero")
-        return float(v)
-    if isinstance(v, str) and re.fullmatch(r"\d+(\.\d+)?d", v.strip()):
-        return float(v.strip()[:-1]) * 86400
-    return parse_duration(str(v))
-
-
-_SIZE = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 10**6, "mb": 10**6, "mib": 2**20,
-         "g": 10**9, "gb": 10**9, "gib": 2**30, "t": 10**12, "tb": 10**12, "tib": 2**40}
-
-
-def parse_size(v) -> int:
-    """Bytes from 2GiB, 500MB, 1024 ...; ValueError for users."""
-    if isinstance(v, int) and not isinstance(v, bool) and v > 0:
-        return v
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(v))
-    if not m or m.group(2).lower() not in _SIZE or float(m.group(1)) <= 0:
-        raise ValueError(f"bad size {v!r}: use e.g. 500MB, 2GiB")
-    return int(float(m.group(1)) * _SIZE[m.group(2).lower()])
-
-
-def _positive_int(v) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-        raise ValueError("a whole number of at least 1")
-    return v
-
-
-def _count(v) -> int:
-    if isinstance(v, int) and not isinstance(v, bool) and v >= 0:
-        return v
-    return parse_count(str(v))
-
-
-def _bool(v) -> bool:
-    if not isinstance(v, bool):
-        raise ValueError("true or false")
-    return v
-
-
-def _string(v) -> str:
-    if not isinstance(v, str) or not v:
-        raise ValueError("a non-empty string")
-    return v
-
-
-def _ints(low: int, high: int) -> Callable[[Any], list[int]]:
-    def check(v) -> list[int]:
-        if not isinstance(v, list) or not all(isinstance(x, int) and not isinstance(x, bool)
-                                              and low <= x <= high for x in v):
-            raise ValueError(f"a list of whole numbers from {low} to {high}")
-        return list(v)
-    return check
-
-
-def _strings(v) -> list[str]:
-    if not isinstance(v, list) or not all(isinstance(x, str) and x for x in v):
-        raise ValueError("a list of strings")
-    return list(v)
-
-
-def _choice(*options: str) -> Callable[[Any], str]:
-    def check(v) -> str:
-        if v not in options:
-            raise ValueError(f"one of {', '.join(options)}")
-        return v
-    return check
-
-
-def _comm(v) -> str:
-    v = _string(v)
-    if len(v.encode()) > COMM_MAX:
-        raise ValueError(f"at most {COMM_MAX} bytes (the kernel's command-name length)")
-    return v
-
-
-def _headers(v) -> dict[str, str]:
-    if not isinstance(v, dict) or not all(isinstance(x, str) for x in v.values()):
-        raise ValueError("a table of strings, e.g. {x-tenant = \"team-a\"}")
-    return dict(v)
-
-
-_PIDS = _ints(1, 2**22)
+# The tables that are not a capture's; each capture's keys come from its signal's settings
+# (signals/signal.py: `toml`), named in the registry.
 SCHEMA: dict[str, dict[str, Callable[[Any], Any]]] = {
-    "snapshot": {"output_root": _string, "duration": check_duration, "keep": _positive_int,
-                 "max_age": check_duration, "max_total": parse_size, "tar": _bool},
-    "agent": {"output_dir": _string, "window": check_duration, "interval": check_duration,
-              "keep": _positive_int, "max_age": check_duration, "max_total": parse_size},
-    "profile": {"hz": _positive_int, "pids": _PIDS, "off_cpu": _bool, "min_block": check_duration,
-                "switch_budget": _count, "user_stacks": _bool, "kernel_stacks": _bool,
-                "unwind": _choice("auto", "fp", "dwarf"), "comm": _comm, "include_self": _bool},
-    "syscalls": {"pids": _PIDS, "comm": _comm, "syscalls": _strings, "latency": _bool,
-                 "latency_budget": _count, "interval": check_duration, "include_self": _bool},
-    "trace_net": {"pids": _PIDS, "comm": _comm, "ports": _ints(1, 65535),
-                  "hooks": _choice("auto", "tracepoints", "kprobes"), "rtt": _bool, "udp": _bool,
-                  "max_connections": _positive_int, "include_self": _bool},
-    "memleak": {"pids": _PIDS, "sample_bytes": parse_size, "every_call": _bool, "no_free": _bool,
-                "min_age": check_duration, "lib": _string, "symbol_prefix": _string,
-                "unwind": _choice("auto", "fp", "dwarf"), "mmap": _bool},
-    "otlp": {"endpoint": _string, "protocol": _choice("grpc", "http/protobuf"),
-             "headers": _headers, "insecure": _bool, "ca_file": _string,
-             "compression": _choice("gzip", "none"), "timeout": check_duration, "spool_dir": _string,
-             "spool_max_mb": _positive_int},
+    "snapshot": {"output_root": v.string, "duration": v.check_duration, "keep": v.positive_int,
+                 "max_age": v.check_duration, "max_total": v.parse_size, "tar": v.boolean},
+    "agent": {"output_dir": v.string, "window": v.check_duration, "interval": v.check_duration,
+              "keep": v.positive_int, "max_age": v.check_duration, "max_total": v.parse_size},
+    "otlp": {"endpoint": v.string, "protocol": v.choice("grpc", "http/protobuf"),
+             "headers": v.headers, "insecure": v.boolean, "ca_file": v.string,
+             "compression": v.choice("gzip", "none"), "timeout": v.check_duration,
+             "spool_dir": v.string, "spool_max_mb": v.positive_int},
 }
-# The capture tables, as the signals' registry names them (read when first needed: the
-# registry imports every signal).
+
+
+def schema() -> dict[str, dict[str, Callable[[Any], Any]]]:
+    """Every table and its keys: the ones above, then each capture's (read when first
+    needed: the registry imports every signal)."""
+    from ebpf_otlp.signals import registry
+    tables = dict(SCHEMA)
+    otlp = tables.pop("otlp")
+    return {**tables, **registry.schemas(), "otlp": otlp}
+
+
 def _capture_tables() -> tuple[str, ...]:
     from ebpf_otlp.signals import registry
     return registry.TABLES
@@ -229,19 +141,20 @@ def load(path: str | None) -> Config:
 
 def check(raw: dict, path: str = "<config>") -> Config:
     tables: dict[str, dict[str, Any]] = {}
+    known = schema()
     for section, table in raw.items():
         name = section.replace("-", "_")
-        if name not in SCHEMA:
+        if name not in known:
             raise AgentError(f"{path}: unknown table [{section}] (known: "
-                             f"{', '.join('[' + s + ']' for s in SCHEMA)})")
+                             f"{', '.join('[' + s + ']' for s in known)})")
         if not isinstance(table, dict):
             raise AgentError(f"{path}: {section} must be a table, [{section}]")
         tables[name] = {}
         for key, value in table.items():
-            convert = SCHEMA[name].get(key)
+            convert = known[name].get(key)
             if convert is None:
                 raise AgentError(f"{path}: [{section}] unknown key {key!r} (known: "
-                                 f"{', '.join(SCHEMA[name])})")
+                                 f"{', '.join(known[name])})")
             try:
                 tables[name][key] = convert(value)
             except ValueError as e:

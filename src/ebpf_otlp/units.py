@@ -44,3 +44,19 @@ def format_seconds(seconds: float) -> str:
     """A run's length as people read it: `0.003 s` for a short command, `12.4 s` after."""
     return f"{seconds:.1f} s" if seconds >= 10 else f"{seconds:.3g} s" if seconds >= 0.001 \
         else f"{seconds * 1e6:.0f} µs"
+
+
+def format_duration(seconds: float) -> str:
+    """As a user would type it (what parse_duration reads): 10s, 1us, 2m."""
+    for unit, size in (("h", 3600), ("m", 60), ("s", 1), ("ms", 1e-3), ("us", 1e-6)):
+        if seconds >= size:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
+
+
+def format_count(n: float) -> str:
+    """As a user would type it (what parse_count reads): 5k, 100k, 1M, 65536."""
+    n = int(n)
+    if n and n % 1_000_000 == 0:
+        return f"{n // 1_000_000}M"
+    return f"{n // 1000}k" if n and n % 1000 == 0 else str(n)

@@ -12,8 +12,10 @@ from rich.console import Console
 
 from conftest import agent, compile_c, need_tool
 from ebpf_otlp.export.output_stage import FileTarget, OutputStage
-from ebpf_otlp.signals.profile.processor import CpuSettings, StackProcessor
-from ebpf_otlp.signals.syscalls.processor import SyscallProcessor, SyscallSettings
+from ebpf_otlp.signals.profile.settings import CpuSettings
+from ebpf_otlp.signals.profile.processor import StackProcessor
+from ebpf_otlp.signals.syscalls.processor import SyscallProcessor
+from ebpf_otlp.signals.syscalls.settings import SyscallSettings
 from ebpf_otlp.engine.capture import Capture, StopOnSignal
 from support.pprof import load_pprof, pprof_stacks, self_share
 from support.syscall_mix import K_NANOSLEEP, M_OPENAT, N_GETPPID

@@ -11,9 +11,9 @@ import pytest
 from ebpf_otlp import config as cfg
 from ebpf_otlp.errors import AgentError
 from ebpf_otlp.sessions import bundles
-from ebpf_otlp.signals.net.processor import NetSettings
-from ebpf_otlp.signals.profile.processor import CpuSettings
-from ebpf_otlp.signals.syscalls.processor import SyscallSettings
+from ebpf_otlp.signals.net.settings import NetSettings
+from ebpf_otlp.signals.profile.settings import CpuSettings
+from ebpf_otlp.signals.syscalls.settings import SyscallSettings
 
 
 def test_a_good_config_is_read_with_defaults(tmp_path):
@@ -121,3 +121,34 @@ def test_print_config_checks_every_capture_table(tmp_path):
     r = subprocess.run([sys.executable, "-m", "ebpf_otlp", "snapshot", "--config", str(path),
                         "--print-config"], capture_output=True, text=True)
     assert r.returncode == 2 and "unknown syscall 'opnat'" in r.stderr and not r.stdout
+
+
+def test_the_command_line_defaults_are_the_settings_defaults():
+    """One copy: each option's default is read from its signal's settings."""
+    from ebpf_otlp.cli import cli
+    from ebpf_otlp.signals.heap.settings import HeapSettings
+
+    def params(command: str) -> dict:
+        return cli.commands[command].make_context(command, []).params
+
+    p, s, n, m = params("profile"), params("syscalls"), params("trace-net"), params("memleak")
+    assert (p["hz"], p["event"], p["period"], p["unwind"]) == (CpuSettings.hz, CpuSettings.event,
+                                                             CpuSettings.period, CpuSettings.unwind)
+    assert int(p["min_block"] * 1e9) == CpuSettings.min_block_ns and p["switch_budget"] == CpuSettings.switch_budget
+    assert (s["interval"], s["latency"], s["latency_budget"]) == (
+        SyscallSettings.interval_s, SyscallSettings.latency, SyscallSettings.latency_budget)
+    assert (n["interval"], n["hooks"], n["udp"], n["max_connections"]) == (
+        NetSettings.interval_s, NetSettings.hooks, NetSettings.udp, NetSettings.max_conns)
+    assert (m["sample_bytes"], m["mmap"], m["min_age"], m["interval"]) == (
+        HeapSettings.rate, HeapSettings.mmap, HeapSettings.min_age_s, HeapSettings.interval_s)
+
+
+def test_a_capture_tables_keys_are_its_settings_fields():
+    """The schema of [trace_net] is NetSettings' TOML keys; a table sets the fields it names
+    and leaves the others at the settings' defaults."""
+    assert set(cfg.schema()["trace_net"]) == {"pids", "comm", "ports", "hooks", "rtt", "udp",
+                                              "max_connections", "include_self"}
+    s = NetSettings.from_table(cfg.check({"trace_net": {"max_connections": 2048}}).tables["trace_net"])
+    assert s.max_conns == 2048 and s.udp is NetSettings.udp and s.interval_s == NetSettings.interval_s
+    with pytest.raises(AgentError, match=r"\[syscalls\] syscalls: unknown syscall 'opnat'"):
+        SyscallSettings.from_table({"syscalls": ["opnat"]}, "x.toml")

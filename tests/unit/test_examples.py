@@ -22,9 +22,9 @@ from ebpf_otlp import config as cfg
 from ebpf_otlp.cli import cli
 from ebpf_otlp.export.otlp_settings import resolve
 from ebpf_otlp.runtime.privileges import CAPABILITIES
-from ebpf_otlp.signals.net.processor import NetSettings
-from ebpf_otlp.signals.profile.processor import CpuSettings
-from ebpf_otlp.signals.syscalls.processor import SyscallSettings
+from ebpf_otlp.signals.net.settings import NetSettings
+from ebpf_otlp.signals.profile.settings import CpuSettings
+from ebpf_otlp.signals.syscalls.settings import SyscallSettings
 
 try:
     import tomllib

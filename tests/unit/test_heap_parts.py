@@ -12,7 +12,8 @@ from rich.console import Console
 
 from ebpf_otlp.signals.heap.collector import STAT_INUSE_BYTES, HeapCollector
 from ebpf_otlp.signals.heap import report as heap_out
-from ebpf_otlp.signals.heap.processor import HeapProcessor, HeapSettings
+from ebpf_otlp.signals.heap.processor import HeapProcessor
+from ebpf_otlp.signals.heap.settings import HeapSettings
 from ebpf_otlp.records import RawStackSample
 from ebpf_otlp.signals.heap.records import HeapCounts, HeapPeak, LiveAllocation
 

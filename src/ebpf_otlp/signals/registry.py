@@ -6,7 +6,7 @@ from __future__ import annotations
 from ebpf_otlp.signals.heap import HEAP
 from ebpf_otlp.signals.net import NET
 from ebpf_otlp.signals.profile import OFF_CPU, PROFILE
-from ebpf_otlp.signals.signal import Signal
+from ebpf_otlp.signals.signal import Signal, schema_of
 from ebpf_otlp.signals.syscalls import SYSCALLS
 
 SIGNALS: tuple[Signal, ...] = (PROFILE, OFF_CPU, SYSCALLS, NET, HEAP)
@@ -24,3 +24,8 @@ def of(result) -> Signal:
 
 def in_table(table: str) -> list[Signal]:
     return [s for s in SIGNALS if s.table == table]
+
+
+def schemas() -> dict[str, dict]:
+    """Each capture table's TOML keys and their checkers, from its settings' fields."""
+    return {s.table: schema_of(s.settings_type) for s in SIGNALS if s.table and s.settings_type}

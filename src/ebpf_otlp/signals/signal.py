@@ -7,8 +7,10 @@ type: a new signal is a new folder and one line in the registry.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+from ebpf_otlp.errors import AgentError
 
 if TYPE_CHECKING:
     from ebpf_otlp.export.otlp_output import OtlpOutput
@@ -43,14 +45,32 @@ def encoded(encode: str) -> Callable[[Any], bytes]:
     return lambda result: make(result).encode()
 
 
-def from_table(cls, table: dict, **keys):
-    """Settings of `cls` from a checked TOML table: field=key, or field=(key, convert). A
-    key the table lacks leaves the field at its default: the settings hold the one copy."""
+def toml(key: str, check: Callable[[Any], Any], convert: Callable[[Any], Any] | None = None) -> dict:
+    """A settings field's metadata: the TOML key that sets it, the checker of its value
+    (values.py) and, where the field holds another form (ns from seconds, numbers from
+    names), the conversion. The config schema and `from_table` both read it."""
+    return {"toml": (key, check, convert)}
+
+
+def schema_of(settings: type) -> dict[str, Callable[[Any], Any]]:
+    """The TOML keys of a settings class and their checkers (TOML_EXTRA: keys that are not
+    one field's)."""
+    out = {f.metadata["toml"][0]: f.metadata["toml"][1] for f in fields(settings) if "toml" in f.metadata}
+    return {**out, **getattr(settings, "TOML_EXTRA", {})}
+
+
+def from_table(cls, table: dict, path: str, section: str):
+    """Settings of `cls` from a checked TOML table. A key the table lacks leaves the field
+    at its default: the settings hold the one copy."""
     given = {}
-    for name, key in keys.items():
-        key, convert = key if isinstance(key, tuple) else (key, None)
-        if key in table:
-            given[name] = convert(table[key]) if convert else table[key]
+    for f in fields(cls):
+        if "toml" in f.metadata:
+            key, _, convert = f.metadata["toml"]
+            if key in table:
+                try:
+                    given[f.name] = convert(table[key]) if convert else table[key]
+                except ValueError as e:
+                    raise AgentError(f"{path}: [{section}] {key}: {e}") from None
     return cls(**given)
 
 
@@ -78,6 +98,7 @@ class Signal:
     to_otlp: Callable[["OtlpOutput", Any], None]    # a result as the OTLP signal it calls for
     span_attributes: Callable[[Any], dict]     # what the capture's span says of a result
     table: str = ""                            # its TOML table ([profile], [trace_net])
+    settings_type: type | None = None           # its settings: defaults, TOML keys (`toml`)
     settings: Callable[[dict, str], Any] | None = None   # that table → its settings
     processor: Callable[[Any], "Processor"] | None = None   # settings → a processor
     bundle: tuple[tuple[str, str], ...] = ()   # snapshot and agent files: (name, format)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from ebpf_otlp.export import profile_files
 from ebpf_otlp.signals.heap.records import HeapReport
+from ebpf_otlp.signals.heap.settings import HeapSettings
 from ebpf_otlp.signals.signal import Signal, encoded, later
 
 HERE = "ebpf_otlp.signals.heap"
@@ -24,6 +25,6 @@ HEAP = Signal(
     to_otlp=lambda out, r: out.send_profile(r.profile),
     span_attributes=lambda r: {"ebpf_otlp.heap.sampling_rate_bytes": r.rate,
                                "ebpf_otlp.heap.leak_stacks": len(r.leaks)},
-    table="memleak", settings=later(f"{HERE}.processor:HeapSettings.from_table"),
+    table="memleak", settings_type=HeapSettings, settings=HeapSettings.from_table,
     processor=later(f"{HERE}.processor:HeapProcessor"),
     bundle=(("heap.pb.gz", "pprof"), ("heap.json", "json")), command="memleak", describe=_describe)

@@ -3,40 +3,13 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 
 from ebpf_otlp.signals.heap.collector import ALLOCATOR_FUNCTIONS, GLIBC_MALLOC_INTERNALS, HeapCollector, weight
 from ebpf_otlp.records import CollectorStats, Profile, RawStackSample
 from ebpf_otlp.signals.heap.records import HeapCounts, HeapPeak, HeapReport, LeakRow, heap_shape
-from ebpf_otlp.errors import AgentError
 from ebpf_otlp.signals.processor import Processor
-from ebpf_otlp.signals.signal import from_table
+from ebpf_otlp.signals.heap.settings import HeapSettings
 from ebpf_otlp.symbolize.symbolizer import Symbolizer
-
-
-@dataclass
-class HeapSettings:
-    pids: list[int] = field(default_factory=list)
-    rate: int = 512 * 1024              # mean bytes between samples; 0: every allocation
-    library: str | None = None          # --lib: the allocator's library (default: libc)
-    symbol_prefix: str = ""             # --symbol-prefix, e.g. je_
-    no_free: bool = False               # allocation profile only
-    min_age_s: float = 5.0              # the leak report: outstanding longer than this
-    interval_s: float = 10.0
-    follow_forks: bool = False
-    unwind: str = "auto"                # as CpuSettings.unwind
-    mmap: bool = True                   # anonymous mmap/munmap as allocations and frees
-
-    @classmethod
-    def from_table(cls, t: dict, path: str = "<config>") -> "HeapSettings":
-        if not t.get("pids"):
-            raise AgentError(f"{path}: [memleak] pids: name the processes whose allocations to trace")
-        s = from_table(cls, t, pids="pids", rate="sample_bytes", library="lib",
-                       symbol_prefix="symbol_prefix", no_free="no_free", min_age_s="min_age",
-                       unwind="unwind", mmap="mmap")
-        if t.get("every_call"):
-            s.rate = 0
-        return s
 
 
 class HeapProcessor(Processor):

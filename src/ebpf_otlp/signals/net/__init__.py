@@ -4,6 +4,7 @@ per process and peer, as lines, a summary, JSON lines, OTLP spans and metrics.""
 from __future__ import annotations
 
 from ebpf_otlp.signals.net.records import NetReport
+from ebpf_otlp.signals.net.settings import NetSettings
 from ebpf_otlp.signals.signal import Signal, encoded, later, metrics_to_otlp
 
 HERE = "ebpf_otlp.signals.net"
@@ -19,6 +20,6 @@ NET = Signal(
     name="trace-net", title="trace-net", result=NetReport, stats=lambda r: r.collection,
     formats={"jsonl": encoded(f"{HERE}.json_out:encode")}, to_otlp=metrics_to_otlp(f"{HERE}.metrics:build"),
     span_attributes=lambda r: {"ebpf_otlp.connections": len(r.connections), "ebpf_otlp.hooks": r.hooks},
-    table="trace_net", settings=later(f"{HERE}.processor:NetSettings.from_table"),
+    table="trace_net", settings_type=NetSettings, settings=NetSettings.from_table,
     processor=later(f"{HERE}.processor:NetProcessor"), bundle=(("connections.jsonl", "jsonl"),),
     stream=later(f"{HERE}.stream:ConnectionStream"), command="trace-net", describe=_describe)

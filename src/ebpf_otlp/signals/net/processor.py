@@ -3,32 +3,12 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 
 from ebpf_otlp.records import CollectorStats
 from ebpf_otlp.signals.net.collector import TcpCollector
 from ebpf_otlp.signals.net.records import Connection, NetReport, UdpFlow
 from ebpf_otlp.signals.processor import Processor
-from ebpf_otlp.signals.signal import from_table
-
-
-@dataclass
-class NetSettings:
-    pids: list[int] = field(default_factory=list)
-    comm: str | None = None
-    ports: list[int] = field(default_factory=list)
-    hooks: str = "auto"                # auto, tracepoints or kprobes
-    rtt: bool = False                  # RTT histogram from every ACK (tcp:tcp_probe)
-    udp: bool = True
-    max_conns: int = 65536
-    interval_s: float = 10.0           # how often metrics are exported
-    follow_forks: bool = False
-    include_self: bool = False
-
-    @classmethod
-    def from_table(cls, t: dict, path: str = "<config>") -> "NetSettings":
-        return from_table(cls, t, pids="pids", comm="comm", ports="ports", hooks="hooks", rtt="rtt",
-                          udp="udp", max_conns="max_connections", include_self="include_self")
+from ebpf_otlp.signals.net.settings import NetSettings
 
 
 class NetProcessor(Processor):

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from ebpf_otlp.export import profile_files
 from ebpf_otlp.records import Profile
+from ebpf_otlp.signals.profile.settings import CpuSettings
 from ebpf_otlp.signals.signal import Signal, later
 
 OFF_CPU_EVENT = "sched_switch"
 HERE = "ebpf_otlp.signals.profile.processor"
-_from_table = later(f"{HERE}:CpuSettings.from_table")
 
 
 def _span_attributes(p: Profile) -> dict:
@@ -31,7 +31,9 @@ def _profile(name: str, title: str, off_cpu: bool, files: str) -> Signal:
         name=name, title=title, result=Profile, stats=lambda p: p.stats,
         formats=profile_files.ENCODERS, to_otlp=lambda out, p: out.send_profile(p),
         span_attributes=_span_attributes, table="profile",
-        settings=lambda table, path: _from_table(table, off_cpu), processor=later(f"{HERE}:StackProcessor"),
+        settings_type=CpuSettings,
+        settings=lambda table, path: CpuSettings.from_table(table, off_cpu, path),
+        processor=later(f"{HERE}:StackProcessor"),
         windowed=True, command="profile", describe=_describe,
         bundle=((f"{files}.pb.gz", "pprof"), (f"{files}.svg", "svg"), (f"{files}.folded", "folded")),
         takes=lambda p: (p.event == OFF_CPU_EVENT) == off_cpu,

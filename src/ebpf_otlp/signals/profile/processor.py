@@ -4,43 +4,14 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import dataclass, field
 
 from ebpf_otlp.records import (CollectorStats, Profile, RawStackSample, ValueType, counted_shape,
                                cpu_shape, off_cpu_shape)
 from ebpf_otlp.runtime.perf import COUNTED
 from ebpf_otlp.signals.processor import Processor
-from ebpf_otlp.signals.signal import from_table
+from ebpf_otlp.signals.profile.settings import CpuSettings
 from ebpf_otlp.signals.profile.collector import CpuSampler
 from ebpf_otlp.symbolize.symbolizer import Symbolizer
-
-
-@dataclass
-class CpuSettings:
-    hz: int = 99
-    pids: list[int] = field(default_factory=list)   # empty: every process
-    user_stacks: bool = True
-    kernel_stacks: bool = True
-    event: str = "cpu-clock"
-    drain_s: float = 2.0
-    off_cpu: bool = False                # weigh stacks by time off CPU, from sched_switch
-    min_block_ns: int = 1000
-    switch_budget: float = 5000          # off-CPU: switches/s walked in full (0: no limit)
-    follow_forks: bool = False           # launch mode: trace what the targets fork
-    period: int = 0                      # counted events (page-faults): one sample every N
-    unwind: str = "auto"                 # user stacks: auto | fp | dwarf (tables from .eh_frame)
-    comm: str | None = None              # only processes with this command name
-    include_self: bool = False           # ebpf-otlp's own processes too
-
-    @classmethod
-    def from_table(cls, t: dict, off_cpu: bool) -> "CpuSettings":
-        """[profile]: the on-CPU profile, or (off_cpu) the off-CPU one it asks for."""
-        s = from_table(cls, t, hz="hz", pids="pids", user_stacks="user_stacks",
-                       kernel_stacks="kernel_stacks", min_block_ns=("min_block", lambda v: int(v * 1e9)),
-                       switch_budget="switch_budget", unwind="unwind", comm="comm",
-                       include_self="include_self")
-        s.off_cpu = off_cpu
-        return s
 
 
 class StackProcessor(Processor):

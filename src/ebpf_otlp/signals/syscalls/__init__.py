@@ -3,6 +3,7 @@ table, JSON and OTLP metrics."""
 
 from __future__ import annotations
 
+from ebpf_otlp.signals.syscalls.settings import SyscallSettings
 from ebpf_otlp.signals.signal import Signal, encoded, later, metrics_to_otlp
 from ebpf_otlp.signals.syscalls.records import SyscallReport
 
@@ -24,6 +25,6 @@ SYSCALLS = Signal(
     name="syscalls", title="syscalls", result=SyscallReport, stats=lambda r: r.collection,
     formats={"json": encoded(f"{HERE}.json_out:encode")}, to_otlp=metrics_to_otlp(f"{HERE}.metrics:build"),
     span_attributes=lambda r: {"ebpf_otlp.syscalls": r.events}, table="syscalls",
-    settings=later(f"{HERE}.processor:SyscallSettings.from_table"),
+    settings_type=SyscallSettings, settings=SyscallSettings.from_table,
     processor=later(f"{HERE}.processor:SyscallProcessor"), bundle=(("syscalls.json", "json"),),
     command="syscalls", describe=_describe, after=_after)

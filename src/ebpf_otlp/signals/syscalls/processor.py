@@ -3,41 +3,12 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 
-from ebpf_otlp.errors import AgentError
 from ebpf_otlp.records import CollectorStats
 from ebpf_otlp.signals.processor import Processor
-from ebpf_otlp.signals.signal import from_table
-from ebpf_otlp.signals.syscalls import names as syscall_names
+from ebpf_otlp.signals.syscalls.settings import SyscallSettings
 from ebpf_otlp.signals.syscalls.collector import SyscallCollector
 from ebpf_otlp.signals.syscalls.records import SyscallReport, SyscallStats
-
-
-@dataclass
-class SyscallSettings:
-    pids: list[int] = field(default_factory=list)
-    comm: str | None = None
-    syscalls: list[int] = field(default_factory=list)
-    interval_s: float = 10.0
-    latency: bool = True
-    latency_budget: float = 100_000   # syscalls/s timed in full; 0: no limit
-    follow_forks: bool = False
-    include_self: bool = False
-
-    @classmethod
-    def from_table(cls, t: dict, path: str = "<config>") -> "SyscallSettings":
-        numbers = []
-        for name in t.get("syscalls", []):
-            nr = syscall_names.number(name)
-            if nr is None:
-                raise AgentError(f"{path}: [syscalls] syscalls: unknown syscall {name!r}")
-            numbers.append(nr)
-        s = from_table(cls, t, pids="pids", comm="comm", latency="latency",
-                       latency_budget="latency_budget", interval_s="interval",
-                       include_self="include_self")
-        s.syscalls = numbers
-        return s
 
 
 class SyscallProcessor(Processor):

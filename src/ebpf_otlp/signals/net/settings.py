@@ -1,0 +1,29 @@
+"""The trace-net signal's settings ([trace_net], `ebpf-otlp trace-net`): the one copy of its defaults."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ebpf_otlp import values as v
+from ebpf_otlp.signals.signal import from_table, toml
+
+HOOKS = ("auto", "tracepoints", "kprobes")
+
+
+@dataclass
+class NetSettings:
+    pids: list[int] = field(default_factory=list, metadata=toml("pids", v.PIDS))
+    comm: str | None = field(default=None, metadata=toml("comm", v.comm))
+    ports: list[int] = field(default_factory=list, metadata=toml("ports", v.ints(1, 65535)))
+    hooks: str = field(default="auto", metadata=toml("hooks", v.choice(*HOOKS)))
+    # RTT histogram from every ACK (tcp:tcp_probe)
+    rtt: bool = field(default=False, metadata=toml("rtt", v.boolean))
+    udp: bool = field(default=True, metadata=toml("udp", v.boolean))
+    max_conns: int = field(default=65536, metadata=toml("max_connections", v.positive_int))
+    interval_s: float = 10.0           # how often metrics are exported
+    follow_forks: bool = False
+    include_self: bool = field(default=False, metadata=toml("include_self", v.boolean))
+
+    @classmethod
+    def from_table(cls, t: dict, path: str = "<config>") -> "NetSettings":
+        return from_table(cls, t, path, "trace_net")
