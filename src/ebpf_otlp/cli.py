@@ -18,7 +18,7 @@ from ebpf_otlp.signals.heap.settings import HeapSettings
 from ebpf_otlp.signals.net.settings import HOOKS, NetSettings
 from ebpf_otlp.signals.profile.settings import UNWIND, CpuSettings
 from ebpf_otlp.signals.syscalls.settings import SyscallSettings
-from ebpf_otlp.signals.targets import COMM_MAX
+from ebpf_otlp.runtime.processes import COMM_MAX
 from ebpf_otlp.units import format_count, format_duration, parse_count, parse_duration
 from ebpf_otlp import values
 from ebpf_otlp.values import format_size

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from typing import Any, Callable
 
-from ebpf_otlp.signals.targets import COMM_MAX
+from ebpf_otlp.runtime.processes import COMM_MAX
 from ebpf_otlp.units import parse_count, parse_duration
 
 

@@ -11,7 +11,8 @@ import pytest
 from rich.console import Console
 
 from conftest import agent, compile_c, need_tool
-from ebpf_otlp.export.output_stage import FileTarget, OutputStage
+from ebpf_otlp.engine.output_stage import OutputStage
+from ebpf_otlp.export.sinks import FileTarget
 from ebpf_otlp.signals.profile.settings import CpuSettings
 from ebpf_otlp.signals.profile.processor import StackProcessor
 from ebpf_otlp.signals.syscalls.processor import SyscallProcessor

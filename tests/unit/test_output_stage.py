@@ -10,7 +10,7 @@ import os
 from rich.console import Console
 
 from ebpf_otlp.export.console import text_console
-from ebpf_otlp.export.output_stage import OutputStage
+from ebpf_otlp.engine.output_stage import OutputStage
 from ebpf_otlp.export.sinks import FileTarget
 from ebpf_otlp.records import CollectorStats, Frame, Profile, StackSample, cpu_shape, off_cpu_shape
 from ebpf_otlp.sessions import agent

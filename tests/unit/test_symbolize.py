@@ -19,6 +19,7 @@ from ebpf_otlp.symbolize.kernel import KernelSymbols, build_id_from_notes
 from ebpf_otlp.symbolize.symcache import SymbolCache
 from ebpf_otlp.symbolize.perfmap import PerfMap, parse_perf_map
 from ebpf_otlp.symbolize.procmaps import parse_maps
+from ebpf_otlp.unwind.tables import function_table
 from ebpf_otlp.symbolize.symbolizer import Symbolizer
 
 LIBC = "/usr/lib/x86_64-linux-gnu/libc.so.6"
@@ -480,7 +481,7 @@ def test_stripped_code_adds_up_by_function(tmp_path):
     proc = subprocess.Popen([str(exe)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().startswith("ready")
-        s = Symbolizer()
+        s = Symbolizer(function_table=function_table)   # as the profile's processor makes it
         assert s.remember(proc.pid)
         snap = s.processes[(proc.pid, 0)]
         with open(exe, "rb") as f:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 from rich.console import Console
 
 from ebpf_otlp.errors import AgentError
-from ebpf_otlp.export.output_stage import OutputStage
+from ebpf_otlp.engine.output_stage import OutputStage
 from ebpf_otlp.export.sinks import FileTarget
 from ebpf_otlp.signals.processor import Processor
 from ebpf_otlp.engine.capture import Capture, StopOnSignal

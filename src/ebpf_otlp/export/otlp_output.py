@@ -111,9 +111,11 @@ class OtlpOutput(Sink):
     metric_temporality = AggregationTemporality.CUMULATIVE
 
     def export(self, batch: Batch) -> bool:
-        """The Sink face: each result, then (at a capture's end) the capture's own span."""
-        for result in batch.results:
-            self.send(result)
+        """The Sink face: each result as the OTLP signal its descriptor calls for (spans of
+        connections go out as they close, through the net signal's stream), then (at a
+        capture's end) the capture's own span."""
+        for signal, result in batch.items:
+            signal.to_otlp(self, result)
         if batch.final:
             self.session_span(batch.command, batch.start_ns, batch.end_ns, batch.span_attributes)
         return not self.collector_down
@@ -124,12 +126,6 @@ class OtlpOutput(Sink):
 
     def shutdown(self) -> None:
         self.close()
-
-    def send(self, result) -> None:
-        """A finished result, as the OTLP signal its signal's descriptor calls for (spans of
-        connections go out as they close, through the net signal's stream)."""
-        from ebpf_otlp.signals import registry
-        registry.of(result).to_otlp(self, result)
 
     # -- SDK signals ------------------------------------------------------------
     def tracer_provider(self) -> TracerProvider:

@@ -1,28 +1,36 @@
 """Where finished results go, behind one small face, as the OpenTelemetry SDK's exporters:
 `export(batch)` with a result, `flush()`, `shutdown()`. Files and the terminal are here; the
-OTLP output (otlp_output.OtlpOutput) is the third. The output stage calls them in order."""
+OTLP output (otlp_output.OtlpOutput) is the third. The output stage (engine/) calls them in
+order. A batch carries each result's signal descriptor: a sink asks it for the result's
+formats, table name, losses and OTLP form, and never imports the registry."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from rich.console import Console
 
 from ebpf_otlp.export import files, losses
-from ebpf_otlp.signals import registry
+
+if TYPE_CHECKING:
+    from ebpf_otlp.signals.signal import Signal
 
 
 @dataclass
 class Batch:
-    """Finished results and the capture, window or interval they cover. `final`: the
-    end of a capture (the OTLP output adds the capture's own span)."""
-    results: list
+    """Finished results, each with its signal, and the capture, window or interval they
+    cover. `final`: the end of a capture (the OTLP output adds the capture's own span)."""
+    items: list[tuple["Signal", Any]]
     command: str = ""
     start_ns: int = 0
     end_ns: int = 0
     span_attributes: dict = field(default_factory=dict)
     final: bool = False
+
+    @property
+    def results(self) -> list:
+        return [result for _, result in self.items]
 
 
 class Sink:
@@ -43,9 +51,6 @@ class FileTarget:
     fmt: str
     signal: str = "profile"  # the results it takes: those of this signal (registry name)
 
-    def takes(self, result) -> bool:
-        return registry.of(result).name == self.signal
-
 
 class FileSink(Sink):
     """Each target gets its signal's results in its format; at shutdown, "wrote ..."."""
@@ -61,9 +66,9 @@ class FileSink(Sink):
 
     def export(self, batch: Batch) -> bool:
         for target in self.targets:
-            for result in batch.results:
-                if target.takes(result):
-                    files.write_bytes(target.path, registry.of(result).formats[target.fmt](result))
+            for signal, result in batch.items:
+                if signal.name == target.signal:
+                    files.write_bytes(target.path, signal.formats[target.fmt](result))
                     self.written.append(target)
         return True
 
@@ -80,11 +85,10 @@ class TerminalSink(Sink):
         self.console, self.renderers = console, dict(renderers)
 
     def export(self, batch: Batch) -> bool:
-        for result in batch.results:
-            render = self.renderers.get(registry.of(result).name)
+        for signal, result in batch.items:
+            render = self.renderers.get(signal.name)
             if render:
                 render(result, self.console)
-        for result in batch.results:
-            signal = registry.of(result)
+        for signal, result in batch.items:
             losses.render(signal.stats(result), self.console, signal.title)
         return True

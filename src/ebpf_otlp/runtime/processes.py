@@ -11,6 +11,8 @@ import time
 
 from ebpf_otlp.records import ContainerInfo
 
+COMM_MAX = 15   # TASK_COMM_LEN - 1: what the kernel keeps of a command name
+
 # cgroup path components as container runtimes and the kubelet name them:
 #   docker-<id>.scope, cri-containerd-<id>.scope, crio-<id>.scope, libpod-<id>.scope (systemd)
 #   /docker/<id>, /kubepods/burstable/pod<uid>/<id> (cgroupfs)

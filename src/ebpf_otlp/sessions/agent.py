@@ -24,8 +24,8 @@ from rich.console import Console
 from ebpf_otlp import config as cfg
 from ebpf_otlp.export import losses
 from ebpf_otlp.export.console import text_console
-from ebpf_otlp.export.output_stage import OutputStage
-from ebpf_otlp.export.sinks import Batch, FileSink, FileTarget
+from ebpf_otlp.engine.output_stage import OutputStage, batch
+from ebpf_otlp.export.sinks import FileSink, FileTarget
 from ebpf_otlp.errors import AgentError
 from ebpf_otlp.engine.capture import Capture, StopOnSignal
 from ebpf_otlp.runtime.privileges import missing_privileges
@@ -105,7 +105,7 @@ class _Windows:
         if self.stage.otlp:
             for r in results:
                 self.stage.stream(r, end)
-            self.stage.otlp.export(Batch(results))
+            self.stage.otlp.export(batch(results))
             self.stage.reset_streams()
         if self.store and whole:
             self.write_files(results)
@@ -114,7 +114,7 @@ class _Windows:
         """One bundle per window (the store builds it under a temporary name, then renames)."""
         with self.store.build(time.time()) as bundle:
             FileSink([FileTarget(os.path.join(bundle.path, os.path.basename(t.path)), t.fmt, t.signal)
-                      for part in self.parts for t in part.files]).export(Batch(results))
+                      for part in self.parts for t in part.files]).export(batch(results))
             write_manifest(bundle.path, {"window": True})
         self.store.retain(time.time())
 

@@ -22,7 +22,7 @@ from ebpf_otlp import __version__, config as cfg
 from ebpf_otlp.errors import AgentError
 from ebpf_otlp.export import losses
 from ebpf_otlp.export.console import text_console
-from ebpf_otlp.export.output_stage import OutputStage
+from ebpf_otlp.engine.output_stage import OutputStage
 from ebpf_otlp.export.sinks import FileTarget
 from ebpf_otlp.engine.run import capture
 from ebpf_otlp.signals import registry

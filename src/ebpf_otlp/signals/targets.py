@@ -13,8 +13,8 @@ import ctypes as ct
 from dataclasses import dataclass, field
 
 from ebpf_otlp.errors import AgentError
+from ebpf_otlp.runtime.processes import COMM_MAX
 
-COMM_MAX = 15                # TASK_COMM_LEN - 1: what the kernel keeps of a command name
 MAX_PIDS = 4096              # named targets
 MAX_PIDS_FOLLOWED = 65536    # launch mode: what the targets fork joins them
 MAX_SELF = 4096              # ebpf-otlp and its helper processes (and their threads)

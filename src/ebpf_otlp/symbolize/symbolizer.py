@@ -6,6 +6,7 @@ import errno
 import os
 import threading
 from collections import Counter
+from typing import Any, Callable
 
 from ebpf_otlp.gcpause import gc_paused
 from ebpf_otlp.records import KERNEL_MODULE, ContainerInfo, Frame, Mapping, RawStackSample, StackSample
@@ -14,7 +15,6 @@ from ebpf_otlp.symbolize.elf import ElfObject, VdsoImage
 from ebpf_otlp.symbolize.kernel import KernelSymbols
 from ebpf_otlp.symbolize.perfmap import PerfMap
 from ebpf_otlp.symbolize.procmaps import VDSO, ProcessSnapshot, read_comm, snapshot
-from ebpf_otlp.unwind.tables import UnwindTable, cached_table, load_table
 
 DEFAULT_MAX_OPEN_FILES = 512
 
@@ -48,6 +48,15 @@ class _MappedFile:
         self.lock = threading.Lock()
 
 
+class _NoFunctions:
+    @staticmethod
+    def function_at(vaddr: int) -> None:
+        return None
+
+
+_NO_FUNCTIONS = _NoFunctions()
+
+
 class Symbolizer:
     """Keeps, per process and exec generation, a maps snapshot, and a handle on each mapped
     file until its symbols are loaded.
@@ -66,7 +75,11 @@ class Symbolizer:
     """
 
     def __init__(self, kernel_symbols: KernelSymbols | None = None,
-                 max_open_files: int = DEFAULT_MAX_OPEN_FILES):
+                 max_open_files: int = DEFAULT_MAX_OPEN_FILES,
+                 function_table: Callable[[tuple[str, ...], ElfObject], Any] | None = None):
+        # (paths, elf) -> what knows where each function starts (.function_at(vaddr)): for
+        # stripped code, the unwind tables (unwind.tables.function_table); None: symbols only.
+        self.function_table = function_table or (lambda paths, elf: _NO_FUNCTIONS)
         self.kernel = kernel_symbols or KernelSymbols()
         self.kernel_mapping = Mapping(KERNEL_MODULE, build_id=self.kernel.build_id)
         self.max_open_files = max_open_files
@@ -184,26 +197,9 @@ class Symbolizer:
         if mapped.functions is None:
             with mapped.lock:
                 if mapped.functions is None:
-                    mapped.functions = self._unwind_table(mapped, elf)
+                    mapped.functions = self.function_table(mapped.paths, elf)
         start = mapped.functions.function_at(vaddr)
         return None if start is None else elf.vaddr_to_offset(start)
-
-    @staticmethod
-    def _unwind_table(mapped: _MappedFile, elf: ElfObject) -> UnwindTable:
-        """The file's unwind table, from the disk cache by build ID, else compiled (once per
-        host) from a path that still holds the same build ID."""
-        table = cached_table(elf.build_id)
-        if table is not None:
-            return table
-        for path in mapped.paths:
-            try:
-                with open(path, "rb") as f:
-                    if ElfObject(f, path, cache=None).build_id != elf.build_id:
-                        continue
-            except OSError:
-                continue
-            return load_table(path, elf.build_id or None)
-        return UnwindTable(b"", "file gone")
 
     def _release(self, mapped: _MappedFile) -> None:
         if mapped.stream is not None:

@@ -407,3 +407,23 @@ def _child(path: str, build_id: str, where: str, nice: str) -> None:
 
 if __name__ == "__main__":
     _child(*sys.argv[1:5])
+
+
+def function_table(paths: tuple[str, ...], elf) -> UnwindTable:
+    """Where each function of a mapped file starts (`function_at`), for the symbolizer to
+    group a stripped file's frames by function: its unwind table, from the disk cache by
+    build ID, else compiled (once per host) from a path that still holds that build ID."""
+    from ebpf_otlp.symbolize.elf import ElfObject
+
+    table = cached_table(elf.build_id)
+    if table is not None:
+        return table
+    for path in paths:
+        try:
+            with open(path, "rb") as f:
+                if ElfObject(f, path, cache=None).build_id != elf.build_id:
+                    continue
+        except OSError:
+            continue
+        return load_table(path, elf.build_id or None)
+    return UnwindTable(b"", "file gone")

@@ -10,6 +10,7 @@ from ebpf_otlp.signals.heap.records import HeapCounts, HeapPeak, HeapReport, Lea
 from ebpf_otlp.signals.processor import Processor
 from ebpf_otlp.signals.heap.settings import HeapSettings
 from ebpf_otlp.symbolize.symbolizer import Symbolizer
+from ebpf_otlp.unwind.tables import function_table
 
 
 class HeapProcessor(Processor):
@@ -23,7 +24,7 @@ class HeapProcessor(Processor):
 
     def __init__(self, settings: HeapSettings, symbolizer: Symbolizer | None = None):
         self.settings = settings
-        self.symbolizer = symbolizer or Symbolizer()
+        self.symbolizer = symbolizer or Symbolizer(function_table=function_table)
         self.collector = HeapCollector(settings.pids, settings.rate, settings.library,
                                        settings.symbol_prefix, settings.no_free,
                                        settings.follow_forks, settings.interval_s,

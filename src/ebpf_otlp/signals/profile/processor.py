@@ -12,6 +12,7 @@ from ebpf_otlp.signals.processor import Processor
 from ebpf_otlp.signals.profile.settings import CpuSettings
 from ebpf_otlp.signals.profile.collector import CpuSampler
 from ebpf_otlp.symbolize.symbolizer import Symbolizer
+from ebpf_otlp.unwind.tables import function_table
 
 
 class StackProcessor(Processor):
@@ -22,7 +23,7 @@ class StackProcessor(Processor):
 
     def __init__(self, settings: CpuSettings, symbolizer: Symbolizer | None = None):
         self.settings = settings
-        self.symbolizer = symbolizer or Symbolizer()
+        self.symbolizer = symbolizer or Symbolizer(function_table=function_table)
         self.collector = CpuSampler(
             settings.hz, settings.pids, settings.user_stacks, settings.kernel_stacks,
             settings.event, settings.drain_s, on_new_process=self.symbolizer.remember,

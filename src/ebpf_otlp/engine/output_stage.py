@@ -2,8 +2,9 @@
 
 Sinks (export/sinks.py) are files (each in its format), the terminal, and an OpenTelemetry
 Collector (export/otlp_output.py), all with one face. A result is a finished record
-(`Profile`, `SyscallReport`); its signal's descriptor (signals/registry.py) says which
-encoders, OTLP signal and stream apply. Commands only say which sinks they want.
+(`Profile`, `SyscallReport`); the stage finds its signal's descriptor (signals/registry.py)
+and hands both on (`batch`): the descriptor says which encoders, OTLP signal and stream
+apply. Commands only say which sinks they want.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ class OutputStage:
         metrics every interval."""
         self.stream(result, result.start_ns + result.duration_ns)
         if self.otlp and time.monotonic() >= self._next_metrics:
-            self.otlp.export(Batch([result]))
+            self.otlp.export(batch([result]))
             self._next_metrics = time.monotonic() + self.interval_s
 
     def stream(self, result, end_ns: int) -> None:
@@ -92,14 +93,14 @@ class OutputStage:
                span_attributes: dict) -> None:
         """Every sink gets the results (the streams' last connections before the
         collector's), then each shuts down: "wrote ..." lines, the OTLP summary."""
-        batch = Batch(results, command, start_ns, end_ns,
+        final = batch(results, command, start_ns, end_ns,
                       {**span_attributes, **_span_attributes(results)}, final=True)
-        self.files.export(batch)
+        self.files.export(final)
         for result in results:   # the last connections, and those still open
             self.stream(result, end_ns)
         self._close_streams()
         for sink in self.sinks[1:]:
-            sink.export(batch)
+            sink.export(final)
         self._shutdown()
 
     def _close_streams(self) -> None:
@@ -121,6 +122,11 @@ class OutputStage:
             self.otlp.shutdown()
 
     abort = close
+
+
+def batch(results: list, *args, **kw) -> Batch:
+    """Results for the sinks, each with its signal's descriptor."""
+    return Batch([(registry.of(r), r) for r in results], *args, **kw)
 
 
 def _span_attributes(results: list) -> dict:
