@@ -226,9 +226,18 @@ def render_report(lines: list[str], raw: dict[str, list[float]], unit: str, fmt:
     return "\n".join(lines) + "\n"
 
 
-def write_report(lines: list[str], raw: dict[str, list[float]], unit: str, fmt: str, out: str) -> None:
-    """Finish a Markdown report with each configuration's raw rounds, write and print it."""
+def write_report(lines: list[str], raw: dict[str, list[float]], unit: str, fmt: str, out: str,
+                 keep_sections: bool = False) -> None:
+    """Finish a Markdown report with each configuration's raw rounds, write and print it.
+    keep_sections: the report is the file's head, and the `## ` sections other benches
+    wrote below it stay."""
     report = render_report(lines, raw, unit, fmt)
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    Path(out).write_text(report)
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rest = ""
+    if keep_sections and path.exists():
+        old = path.read_text()
+        at = old.find("\n## ")
+        rest = "\n" + old[at:].lstrip("\n") if at >= 0 else ""
+    path.write_text(report + rest)
     print(report)

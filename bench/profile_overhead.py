@@ -127,7 +127,7 @@ def measure(args, work, rounds_per_run, tools, tmp) -> int:
               "", "Targets for `profile` (issue 2): slowdown ≤ 0.3 %, agent ≤ 0.2 % of one "
               "core, anonymous RSS ≤ 50 MB."]
     write_report(lines, {name: res["wall"] for name, res in results.items()}, "wall seconds",
-                 ".3f", args.out)
+                 ".3f", args.out, keep_sections=True)
     return 0
 
 
