@@ -44,6 +44,30 @@ def test_profile_launches_a_command_follows_its_fork_and_returns_its_status(tmp_
     assert "until it exits" in r.stderr
 
 
+def test_short_launched_commands_are_named_from_their_first_sample(tmp_path):
+    """`profile -- sh -c 'hot 0.1; hot 0.1; hot 0.1'` at 999 Hz: three children that live
+    0.1 s each, named though each is gone before the first drain (their maps are read at
+    their first sample, not at the next drain), with hot's 3:1 split."""
+    binary = compile_c("hot.c", tmp_path / "hot")
+    out = tmp_path / "cpu.folded"
+    r = agent("profile", "--hz", "999", "-f", "folded", "-o", str(out), "--top", "0", "--",
+              "sh", "-c", f"{binary} 0.1; {binary} 0.1; {binary} 0.1")
+    assert r.returncode == 0, r.stderr
+    samples = [(line.rsplit(" ", 1)[0].split(";"), int(line.rsplit(" ", 1)[1]))
+               for line in out.read_text().splitlines()]
+    hot = [(frames, n) for frames, n in samples if frames[0] == "hot"]
+    total = sum(n for _, n in hot)
+    assert total > 150, (total, r.stderr)
+    # Only the execve itself, sampled in the kernel while the user side is still the shell's
+    # child, may miss its user frames.
+    unnamed = sum(n for frames, n in hot if "[unknown]" in frames)
+    assert unnamed <= 0.02 * total, (unnamed, total, out.read_text())
+    a = sum(n for frames, n in hot if frames[-1] == "hot_a")
+    b = sum(n for frames, n in hot if frames[-1] == "hot_b")
+    assert a + b >= 0.9 * total, (a, b, total)
+    assert abs(a / (a + b) - 0.75) < 0.05, (a, b)
+
+
 def test_syscalls_launches_a_command_and_counts_it_exactly(tmp_path, mix_binary):
     """The mix runs only once tracing is attached, so every one of its calls is counted."""
     out = tmp_path / "sys.json"

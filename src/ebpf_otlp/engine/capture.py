@@ -170,6 +170,8 @@ class Capture:
         due = {id(p): now + p.collector.interval_s for p in self.processors}
         due[0] = deadline   # with nothing started (a snapshot whose captures all failed): wait
         pollers = [p.collector for p in self.processors if p.collector.poll(0)]
+        for p in self.processors:   # what that poll took (a launched command's first exec)
+            p.collector.handle_events()
         with _progress(self.notices, self.label, self.duration_s) as show:
             while not self._done(deadline):
                 now = time.monotonic()

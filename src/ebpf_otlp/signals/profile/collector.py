@@ -132,9 +132,9 @@ class CpuSampler(Collector):
 
     def handle_events(self) -> None:
         announced, self._announced = self._announced, []
-        self.unwinder.seen(pid for pid, _gen in announced)
-        for pid, gen in announced:
+        for pid, gen in announced:   # first: its maps, while it lives (a short command ends soon)
             self.on_new_process(pid, gen)
+        self.unwinder.seen(pid for pid, _gen in announced)
 
     def drain(self) -> list[tuple[RawStackSample, int]]:
         """(stack, count) pairs counted since the previous drain; counts are samples, or
