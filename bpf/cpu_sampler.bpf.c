@@ -18,8 +18,12 @@
 // pointers where there are none) and kept by content in user_stacks_N, keyed by their hash;
 // without it, the kernel walks frame pointers (get_stackid).
 //
+// With HOLD_NEW_CODE (launch mode, UNWIND_TABLES), hold.inc stops a launched process at its
+// exec and at each executable mapping until its tables are in.
+//
 // Defines: MAX_KEYS, MAX_STACKS, targets.inc's (which processes), USER_STACKS, KERNEL_STACKS, INCLUDE_IDLE;
-//          OFF_CPU, MIN_BLOCK_NS, MAX_THREADS; UNWIND_TABLES (with unwind.inc's defines).
+//          OFF_CPU, MIN_BLOCK_NS, MAX_THREADS; UNWIND_TABLES (with unwind.inc's defines);
+//          HOLD_NEW_CODE.
 #include <uapi/linux/ptrace.h>
 #include <uapi/linux/bpf_perf_event.h>
 #include <linux/sched.h>
@@ -63,6 +67,10 @@ BPF_TABLE("lru_hash", u32, u32, exec_gen, 65536);   // pid -> execs seen (absent
 // #import targets.inc
 // #import bump.inc
 // #import announce.inc
+#if defined(HOLD_NEW_CODE) && defined(UNWIND_TABLES) && defined(FOLLOW_FORKS)
+#define HOLDS 1
+// #import hold.inc
+#endif
 #ifdef UNWIND_TABLES
 // #import unwind.inc
 // Allocated as stacks appear (1 KiB each): preallocated, the two would hold 32 MiB.
@@ -165,8 +173,26 @@ TRACEPOINT_PROBE(sched, sched_process_exec) {
     u32 next = gen ? *gen + 1 : 1;
     exec_gen.update(&tgid, &next);
     announced.delete(&tgid);
+#ifdef HOLDS
+    if (hold_wanted(tgid))
+        hold(tgid, next);
+#endif
     return 0;
 }
+
+#ifdef HOLDS
+TRACEPOINT_PROBE(syscalls, sys_enter_mmap) {
+    hold_enter_mmap((u32)task_ids(), args->prot, args->flags, args->fd);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_mmap) {
+    u64 id = task_ids();
+    u32 tgid = id >> 32;
+    hold_exit_mmap(tgid, (u32)id, args->ret, exec_generation(tgid));
+    return 0;
+}
+#endif
 
 #ifdef OFF_CPU
 struct off_cpu_start {       // a thread that went off CPU, as it left

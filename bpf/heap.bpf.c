@@ -25,8 +25,12 @@
 // Processes are named as ebpf-otlp names them (targets.inc: in its pid namespace); the
 // per-thread countdown and pending call are keyed by the kernel's thread id, unique anyway.
 //
+// With HOLD_NEW_CODE (launch mode, UNWIND_TABLES), hold.inc stops a launched process at its
+// exec and at each executable mapping until its tables are in.
+//
 // Defines: RATE (mean bytes between samples; 0: every call), MAX_LIVE, MAX_STACKS,
-//          MAX_KEYS, targets.inc's (which processes); UNWIND_TABLES (and unwind.inc's); MMAP.
+//          MAX_KEYS, targets.inc's (which processes); UNWIND_TABLES (and unwind.inc's); MMAP;
+//          HOLD_NEW_CODE.
 #include <uapi/linux/ptrace.h>
 #include <linux/sched.h>
 
@@ -93,6 +97,10 @@ BPF_PERCPU_ARRAY(stats, u64, STAT_MAX);
 // #import targets.inc
 // #import bump.inc
 // #import announce.inc
+#if defined(HOLD_NEW_CODE) && defined(UNWIND_TABLES) && defined(FOLLOW_FORKS)
+#define HOLDS 1
+// #import hold.inc
+#endif
 #ifdef UNWIND_TABLES
 // #import unwind.inc
 // Allocated as stacks appear: a preallocated map of 1 KiB stacks would cost 64 MiB.
@@ -269,25 +277,48 @@ int posix_memalign_session(struct pt_regs *ctx) {
 int memptr_return(struct pt_regs *ctx) { on_return(PT_REGS_RC(ctx), 1); return 0; }
 int free_enter(struct pt_regs *ctx) { on_free(PT_REGS_PARM1(ctx)); return 0; }
 
-#ifdef MMAP
+#ifdef HOLDS
+TRACEPOINT_PROBE(sched, sched_process_exec) {
+    u32 tgid = task_ids() >> 32;
+    announced.delete(&tgid);
+    if (hold_wanted(tgid))
+        hold(tgid, 0);
+    return 0;
+}
+#endif
+
+#if defined(MMAP) || defined(HOLDS)
 TRACEPOINT_PROBE(syscalls, sys_enter_mmap) {
+#ifdef HOLDS
+    hold_enter_mmap((u32)task_ids(), args->prot, args->flags, args->fd);
+#endif
+#ifdef MMAP
     u32 tid = bpf_get_current_pid_tgid();
     if (!(args->flags & 0x20) || pending.lookup(&tid))   // MAP_ANONYMOUS; not inside a sampled call
         return 0;
     on_alloc(args, args->len, 0, 0);
+#endif
     return 0;
 }
 
 TRACEPOINT_PROBE(syscalls, sys_exit_mmap) {
+#ifdef HOLDS
+    u64 id = task_ids();
+    hold_exit_mmap(id >> 32, (u32)id, args->ret, 0);
+#endif
+#ifdef MMAP
     u32 tid = bpf_get_current_pid_tgid();
     struct pending *p = pending.lookup(&tid);
     if (!p || !p->where.via_mmap)                      // a sampled allocator call's: its own
         return 0;
     s64 ret = args->ret;
     on_return(ret < 0 && ret > -4096 ? 0 : ret, 0);    // MAP_FAILED is -errno
+#endif
     return 0;
 }
+#endif
 
+#ifdef MMAP
 TRACEPOINT_PROBE(syscalls, sys_enter_munmap) {
     on_free(args->addr);
     return 0;

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -200,3 +201,43 @@ def test_memleak_stacks_without_frame_pointers(tmp_path):
     assert top["frames"][:2] == ["leak", "main"], top["frames"]
     assert top["frames"][-1] == "_start", top["frames"]
     assert "through tables" in printed + err
+
+
+@pytest.mark.parametrize("cache", ["cold", "warm"])
+def test_a_launched_command_is_whole_from_its_first_instruction(chain_binary, tmp_path_factory, cache):
+    """`profile -- prog` where prog (no frame pointers) does all its work in 50 ms and exits:
+    it is held at its exec and at each library's mapping until its tables are in, so every
+    sample carries the whole chain to _start, with an empty unwind cache as with a warm one."""
+    caches = tmp_path_factory.mktemp(f"cache-{cache}")
+    env = {**os.environ, "EBPF_OTLP_CACHE": str(caches)}
+    rounds = 2 if cache == "warm" else 1   # warm: the second run, on what the first compiled
+    for _ in range(rounds):
+        out = caches / "cpu.folded"
+        r = agent("profile", "--hz", "999", "-f", "folded", "-o", str(out), "--top", "0", "--",
+                  str(chain_binary), "0.05", env=env)
+        assert r.returncode in (0, 1), r.stderr   # the workload's own status (total == 42)
+    stacks = Counter({st[1:]: n for st, n in folded.parse(out.read_text()).items()
+                      if st[0] == "no_fp_chain"})
+    total = sum(stacks.values())
+    # Whole: from the program's _start, or (still in the dynamic loader) from the loader's
+    # entry, unnamed in Debian's stripped ld.so, which calls _dl_start.
+    whole = sum(n for st, n in stacks.items() if st and (
+        st[0] == "_start" or st[0].startswith("ld-linux") and st[1:2] == ("_dl_start",)))
+    assert total >= 30, (total, r.stderr)
+    assert whole >= 0.99 * total, (whole, total, stacks.most_common(4))
+    assert "holds for tables" in r.stderr and "cut short" not in r.stderr, r.stderr
+
+
+def test_a_launched_leak_is_one_whole_row(tmp_path):
+    """`memleak -- prog`, prog leaking 5,000 1 KiB blocks from leak() from its first
+    allocation: one row, its stack down to _start, its estimate within 15 % of the truth."""
+    binary = build("leaker.c", tmp_path / "leaker")
+    out = tmp_path / "heap.json"
+    r = agent("memleak", "--min-age", "1s", "--sample-bytes", "16KiB", "-o", str(out), "--",
+              str(binary), "5000", "1024", "0", "2", "go")
+    assert r.returncode == 0, r.stderr
+    rows = [row for row in json.loads(out.read_text())["leaks"] if "leak" in row["frames"]]
+    assert len(rows) == 1, [row["frames"] for row in rows]
+    [row] = rows
+    assert row["frames"][:2] == ["leak", "main"] and row["frames"][-1] == "_start", row["frames"]
+    assert abs(row["bytes"] - 5000 * 1024) <= 0.15 * 5000 * 1024, row

@@ -103,6 +103,10 @@ def vdso_table() -> UnwindTable:
     return compile_table(io.BytesIO(image)) if image else UnwindTable(b"", "no vDSO")
 
 
+def _signature(entry: MapEntry) -> tuple:
+    return entry.start, entry.end, entry.offset, entry.file_key
+
+
 def _big_endian(addr: int) -> int:
     """The u64 whose in-memory bytes are addr big-endian (the LPM trie matches bytes)."""
     return int.from_bytes(addr.to_bytes(8, "big"), "little")
@@ -122,6 +126,9 @@ class _Process:
     keys: list = field(default_factory=list)        # its unwind_mappings keys, as tuples
     objects: set = field(default_factory=set)
     complete: bool = True                           # False: tables left for the worker
+    # (start, end, offset, file) -> (object key, its keys): what a new reading keeps as it
+    # was (a process held at each library's mapping is read again and again)
+    entries: dict = field(default_factory=dict)
 
 
 class RowSpace:
@@ -237,7 +244,14 @@ class KernelTables:
             return True
         proc = _Process(maps_hash=hash(text), checked=time.monotonic())
         for entry in sorted(parse_maps(text), key=_code_size):
-            if entry.is_file or entry.path == VDSO:
+            if not (entry.is_file or entry.path == VDSO):
+                continue
+            kept = old.entries.get(_signature(entry)) if old is not None else None
+            if kept is not None:   # mapped as before: its object and keys stay
+                proc.entries[_signature(entry)] = kept
+                proc.objects.add(kept[0])
+                proc.keys += kept[1]
+            else:
                 self._add_mapping(pid, proc, entry, compile_limit)
         with self._lock:
             self._processes[pid] = proc
@@ -303,6 +317,8 @@ class KernelTables:
         with self._lock:
             obj.users.add(pid)
         proc.objects.add(obj_key)
+        keys: list = []
+        proc.entries[_signature(entry)] = (obj_key, keys)
         if not obj.rows:              # no table: frame pointers there, as without an entry
             return
         value = self._mappings.Leaf(entry.start, entry.end, entry.start - vaddr, obj.first_row, obj.rows)
@@ -312,7 +328,8 @@ class KernelTables:
             for block, bits in prefixes(entry.start, entry.end):
                 key = (32 + bits, pid, _big_endian(block))
                 self._mappings[self._mappings.Key(*key)] = value
-                proc.keys.append(key)
+                keys.append(key)
+        proc.keys += keys
 
     def _place(self, obj_key, table, pid: int) -> _Object | None:
         """Write an object's rows into free room, evicting the least recently seen

@@ -4,9 +4,12 @@ tables in step with the processes it sees, and report how stacks were walked."""
 
 from __future__ import annotations
 
+import ctypes as ct
+import os
+import signal
 import threading
 import time
-from typing import Iterable
+from typing import Callable, Iterable
 
 from ebpf_otlp.errors import AgentError
 from ebpf_otlp.records import CollectorStats
@@ -53,6 +56,7 @@ class Unwinder:
         self._warming: threading.Thread | None = None
         self._warm_started = 0.0
         self.refused = ""          # auto mode: why the kernel took the frame-pointer program
+        self._holding = None       # the program that holds launched processes (hold.inc)
 
     @property
     def tables(self) -> bool:
@@ -100,6 +104,41 @@ class Unwinder:
             for pid in set(pids):
                 self.kernel.want(pid, fresh=True)
 
+    # -- launch mode: processes held at new code (bpf/lib/hold.inc) -------------------------
+    HELD = "holds for tables (exec, executable mappings)"
+
+    def hold(self, bpf, follow_forks: bool) -> bool:
+        """Launch mode with tables: have the program stop each launched process at its exec
+        and at each executable mapping (its HOLD_NEW_CODE define was set), until released."""
+        self._holding = bpf if follow_forks and self.kernel else None
+        if self._holding is not None:
+            self._holding["holding"][ct.c_int(0)] = ct.c_uint32(1)
+        return self._holding is not None
+
+    def release(self, pid: int, stats: CollectorStats) -> None:
+        """A held process: its tables, every one (compiled now if not cached), then it
+        runs on, whatever happened."""
+        try:
+            if self.kernel:
+                self.kernel.update(pid, compile_limit=None, fresh=True)
+            stats.unwound[self.HELD] = stats.unwound.get(self.HELD, 0) + 1
+        finally:
+            _continue(pid)
+
+    def stop_holding(self, handle_pending: Callable[[], None]) -> None:
+        """No more holds; `handle_pending` takes what is in the ring (a hold in flight on
+        another CPU lands there within microseconds), and any launched process still
+        stopped is let go."""
+        bpf, self._holding = self._holding, None
+        if bpf is None:
+            return
+        bpf["holding"][ct.c_int(0)] = ct.c_uint32(0)
+        time.sleep(0.02)
+        handle_pending()
+        for key in bpf["pid_filter"].keys():
+            if _stopped(key.value):
+                _continue(key.value)
+
     def drained(self, pids: Iterable[int]) -> None:
         """After a drain: the sampled processes' tables brought up to date (libraries
         loaded since), and exited processes let go."""
@@ -123,3 +162,18 @@ class Unwinder:
         for i, why in enumerate(ENDS[1:], start=1):
             stats.set_lost(f"user stack cut short ({why})", counters[2 + i])
         stats.unwound.update(self.kernel.counts)
+
+
+def _continue(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGCONT)
+    except ProcessLookupError:
+        pass
+
+
+def _stopped(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "T"
+    except (OSError, IndexError):
+        return False

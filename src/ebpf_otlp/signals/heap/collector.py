@@ -141,7 +141,8 @@ class HeapCollector(Collector):
                              "(use --lib and --symbol-prefix for jemalloc, tcmalloc, ...)")
         self._bpf = self.unwinder.load("heap", {
             "RATE": self.rate, "MAX_LIVE": self.max_live, "MAX_STACKS": 1 << 16, "MAX_KEYS": 1 << 16,
-            **self.targets.defines(), "SESSIONS": True, "MMAP": self.mmap})
+            **self.targets.defines(), "SESSIONS": True, "MMAP": self.mmap,
+            "HOLD_NEW_CODE": self.follow_forks})
         self.unwinder.start([] if self.follow_forks else self.pids)
         self.targets.install(self._bpf)
         draws = self._bpf["draws"]
@@ -180,6 +181,7 @@ class HeapCollector(Collector):
                 self._bpf.detach_tracepoint(tp=b"syscalls:sys_enter_munmap")
         self.library = lib
         self._bpf["new_tasks"].open_ring_buffer(self._on_new_task)
+        self.unwinder.hold(self._bpf, self.follow_forks)
 
     def _attach_sessions(self, lib: str, offsets: list[int], chosen: list, targets: list[int]) -> None:
         """One uprobe_multi session link per program and process."""
@@ -202,7 +204,8 @@ class HeapCollector(Collector):
         self._links = []
 
     def _on_new_task(self, _ctx, data, _size) -> None:
-        self._announced.append(ct.cast(data, ct.POINTER(ct.c_uint32)).contents.value)
+        pid, _gen, held = ct.cast(data, ct.POINTER(ct.c_uint32 * 3)).contents   # struct new_task
+        self._announced.append((pid, bool(held)))
 
     def poll(self, timeout_ms: int) -> bool:
         self._bpf.ring_buffer_poll(timeout_ms)
@@ -210,9 +213,13 @@ class HeapCollector(Collector):
 
     def handle_events(self) -> None:
         announced, self._announced = self._announced, []
-        self.unwinder.seen(announced)
-        for pid in announced:
-            self.on_new_process(pid, 0)
+        for pid, held in announced:   # its maps first, while it lives
+            try:
+                self.on_new_process(pid, 0)
+            finally:
+                if held:   # hold.inc: its tables, then it runs on
+                    self.unwinder.release(pid, self.stats)
+        self.unwinder.seen(pid for pid, held in announced if not held)
         self._watch_peak()
 
     def _watch_peak(self) -> None:
@@ -278,6 +285,7 @@ class HeapCollector(Collector):
     def stop(self) -> list:
         if self._bpf is None:
             return []
+        self.unwinder.stop_holding(lambda: (self.poll(0), self.handle_events()))
         self.poll(0)
         records = self.drain()
         self._close_links()

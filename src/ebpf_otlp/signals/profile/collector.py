@@ -73,7 +73,7 @@ class CpuSampler(Collector):
         self.interval_s = drain_seconds
         self.follow_forks = follow_forks
         self.period = period
-        self._announced: list[tuple[int, int]] = []   # (pid, gen) from the ring buffer
+        self._announced: list[tuple[int, int, bool]] = []   # (pid, gen, held) from the ring buffer
         self.off_cpu = off_cpu
         self.min_block_ns = min_block_ns
         self.switch_budget = switch_budget
@@ -100,7 +100,8 @@ class CpuSampler(Collector):
             "USER_STACKS": self.user_stacks, "KERNEL_STACKS": self.kernel_stacks,
             "OFF_CPU": self.off_cpu, "MIN_BLOCK_NS": self.min_block_ns, "MAX_THREADS": 65536,
         }   # with OFF_CPU, sched_switch attaches as the program loads (TRACEPOINT_PROBE)
-        self._bpf = self.unwinder.load("cpu_sampler", defines)
+        self._bpf = self.unwinder.load("cpu_sampler", dict(defines, HOLD_NEW_CODE=self.follow_forks))
+        self.unwinder.hold(self._bpf, self.follow_forks)
         # A launched command's tables come after its exec, when it is first sampled.
         self.unwinder.start([] if self.follow_forks else self.pids)
         self.targets.install(self._bpf)
@@ -120,10 +121,10 @@ class CpuSampler(Collector):
 
     def _on_new_task(self, _ctx, data, _size) -> None:
         """Only note it: the callback runs inside the poll, and reading maps can wait."""
-        pid, gen = ct.cast(data, ct.POINTER(ct.c_uint32 * 2)).contents   # struct new_task
-        if self.first_sample_unix_ns is None:
+        pid, gen, held = ct.cast(data, ct.POINTER(ct.c_uint32 * 3)).contents   # struct new_task
+        if self.first_sample_unix_ns is None and not held:
             self.first_sample_unix_ns = time.time_ns()
-        self._announced.append((pid, gen))
+        self._announced.append((pid, gen, bool(held)))
 
     def poll(self, timeout_ms: int) -> bool:
         """Wait for new-process announcements (up to timeout_ms)."""
@@ -132,9 +133,23 @@ class CpuSampler(Collector):
 
     def handle_events(self) -> None:
         announced, self._announced = self._announced, []
-        for pid, gen in announced:   # first: its maps, while it lives (a short command ends soon)
+        for pid, gen, held in announced:   # first: its maps, while it lives (a short command ends soon)
+            if held:
+                self._release(pid, gen)
+            else:
+                self.on_new_process(pid, gen)
+        self.unwinder.seen(pid for pid, _gen, held in announced if not held)
+
+    def _release(self, pid: int, gen: int) -> None:
+        """A held process (hold.inc): its maps and tables now, then it runs on."""
+        try:
             self.on_new_process(pid, gen)
-        self.unwinder.seen(pid for pid, _gen in announced)
+        finally:
+            self.unwinder.release(pid, self.stats)
+
+    def _handle_pending(self) -> None:
+        self.poll(0)
+        self.handle_events()
 
     def drain(self) -> list[tuple[RawStackSample, int]]:
         """(stack, count) pairs counted since the previous drain; counts are samples, or
@@ -200,10 +215,11 @@ class CpuSampler(Collector):
             self._bpf.detach_tracepoint(tp=b"sched:sched_switch")
         else:
             detach_sampler(self._bpf, self.event)
-        self.poll(0)
-        self.handle_events()
+        self.unwinder.stop_holding(self._handle_pending)
+        self._handle_pending()
         records = self.drain() + self.drain()
         self.unwinder.stop()
         self._bpf.cleanup()
         self._bpf = None
         return records
+
