@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 
 import pytest
@@ -112,3 +113,15 @@ def test_full_rows_evict_the_least_recently_seen_process(sleepers, monkeypatch):
     assert tables.loaded() == {"processes": 2, "objects": 2 * objects + 1, "rows": 2 * 10 * objects}
     bias = {value[2] for value in mappings.values()}
     assert bias == {0x1000}                # runtime start - ELF address of the mapping's start
+
+
+def test_the_common_objects_are_this_hosts_loader_and_libc_once_each():
+    """What a cold cache compiles first, while BPF compiles: the loader and libc this host's
+    processes map (read from our own maps), by real path, each once."""
+    from ebpf_otlp.unwind.kernel_tables import common_objects
+
+    objects = common_objects()
+    names = [os.path.basename(p) for p in objects]
+    assert "libc.so.6" in names and any(n.startswith("ld-linux") for n in names), objects
+    assert len(objects) == len(set(objects)) and all(os.path.isfile(p) for p in objects)
+    assert all(os.path.realpath(p) == p for p in objects)

@@ -12,14 +12,17 @@ the first time (then it comes from the disk cache), and the capture loop must no
 from __future__ import annotations
 
 import functools
+import glob
 import io
 import os
+import re
 import queue
 import threading
 import time
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 
+from ebpf_otlp.errors import AgentError
 from ebpf_otlp.runtime.maps import write_run
 from ebpf_otlp.symbolize.elf import ElfObject
 from ebpf_otlp.symbolize.procmaps import VDSO, MapEntry, own_vdso, parse_maps
@@ -61,6 +64,53 @@ def warm_in_background(pids: list[int]) -> threading.Thread:
         for pid in pids:
             warm_tables(pid)
     thread = threading.Thread(target=warm, name="unwind-warm", daemon=True)
+    thread.start()
+    return thread
+
+
+# What nearly every process maps: the dynamic loader and libc (from ebpf-otlp's own maps,
+# so this host's copies), and the C++ and Python runtimes where installed.
+COMMON_MAPPED = re.compile(r"/(ld-linux[^/]*\.so\.\d|libc\.so\.6|libm\.so\.6)$")
+COMMON_INSTALLED = ("libstdc++.so.6", "libgcc_s.so.1", "libpython3.*.so.1.0")
+LIB_DIRS = ("/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib64", "/usr/lib64")
+
+
+def common_objects() -> list[str]:
+    """The files whose tables a cold cache should have first (issue 18: a first run looks
+    like a warm one): each by its real path, once."""
+    found = []
+    try:
+        with open("/proc/self/maps") as f:
+            found += [e.path for e in parse_maps(f.read()) if e.is_file and COMMON_MAPPED.search(e.path)]
+    except OSError:
+        pass
+    for d in LIB_DIRS:
+        for pattern in COMMON_INSTALLED:
+            found += sorted(glob.glob(os.path.join(d, pattern)))
+    seen, out = set(), []
+    for path in found:
+        real = os.path.realpath(path)
+        if real not in seen and os.path.isfile(real):
+            seen.add(real)
+            out.append(real)
+    return out
+
+
+def warm_common_in_background() -> threading.Thread:
+    """While BPF compiles: the common objects' tables into the disk cache (those already
+    there cost a lookup each), compiled at the worker's priority (tables.CHILD_NICE).
+    Nobody waits for it; a launched process held for a table being compiled here waits
+    for that one compile (load_table compiles a build ID once)."""
+    def warm():
+        for path in common_objects():
+            try:
+                with open(path, "rb") as f:
+                    build_id = ElfObject(f, path, cache=None).build_id
+                if cached_table(build_id) is None:
+                    load_table(path, build_id or None)
+            except (OSError, AgentError):
+                continue
+    thread = threading.Thread(target=warm, name="unwind-warm-common", daemon=True)
     thread.start()
     return thread
 

@@ -15,7 +15,7 @@ from ebpf_otlp.errors import AgentError
 from ebpf_otlp.records import CollectorStats
 from ebpf_otlp.runtime import loader
 from ebpf_otlp.runtime.maps import drain, plain
-from ebpf_otlp.unwind.kernel_tables import ENDS, KernelTables, warm_in_background
+from ebpf_otlp.unwind.kernel_tables import ENDS, KernelTables, warm_common_in_background, warm_in_background
 
 MODES = ("auto", "fp", "dwarf")
 MAX_FRAMES = 127              # perf's default depth
@@ -80,10 +80,15 @@ class Unwinder:
 
     def warm(self, pids: list[int]) -> None:
         """While BPF compiles (from the prepare thread): the named processes' tables into
-        the disk cache, compiled at the agent's priority (the user asked for these)."""
-        if self.mode != "fp" and pids:
+        the disk cache, compiled at the agent's priority (the user asked for these); and
+        those of the objects nearly every process maps, so a cold cache's first run looks
+        like a warm one (launch mode, new processes in --all)."""
+        if self.mode == "fp":
+            return
+        if pids:
             self._warming = warm_in_background(pids)
             self._warm_started = time.monotonic()
+        warm_common_in_background()
 
     def start(self, pids: Iterable[int]) -> None:
         """Load the tables of processes known now, so the first samples have them: those

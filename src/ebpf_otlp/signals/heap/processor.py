@@ -43,8 +43,7 @@ class HeapProcessor(Processor):
     def prepare(self) -> None:
         for pid in self.settings.pids:
             self.symbolizer.remember(pid)
-        if not self.settings.follow_forks:
-            self.collector.unwinder.warm(self.settings.pids)
+        self.collector.unwinder.warm([] if self.settings.follow_forks else self.settings.pids)
         self.symbolizer.prepare_symbols()
 
     def _by_allocator(self, r) -> bool:

@@ -39,8 +39,8 @@ class StackProcessor(Processor):
         cache when warm) while BPF compiles."""
         for pid in self.settings.pids:
             self.symbolizer.remember(pid)
-        if self.settings.user_stacks and not self.settings.follow_forks:
-            self.collector.unwinder.warm(self.settings.pids)
+        if self.settings.user_stacks:   # a launched command: the common objects only
+            self.collector.unwinder.warm([] if self.settings.follow_forks else self.settings.pids)
         self.symbolizer.prepare_symbols()
 
     def add(self, records: list[tuple[RawStackSample, int]]) -> None:
