@@ -7,7 +7,8 @@ can feed them without a kernel.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable
 
 KERNEL_MODULE = "[kernel.kallsyms]"
 
@@ -65,6 +66,7 @@ class RawStackSample:
     user_ips: tuple[int, ...]
     kernel_ips: tuple[int, ...]
     gen: int = 0             # the process's exec generation: which mappings apply
+    cut: bool = False        # the user stack stopped short of its outermost frame
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,7 @@ class StackSample:
     frames: tuple[Frame, ...]
     values: tuple[int, ...]
     container: ContainerInfo = HOST
+    cut: bool = False        # its user stack stopped short of the outermost frame
 
 
 @dataclass
@@ -213,3 +216,47 @@ def counted_shape(event: str, kind: ValueType, period: int) -> dict:
 def off_cpu_shape() -> dict:
     """An off-CPU profile's Profile fields: nanoseconds off CPU per stack."""
     return dict(sample_types=(OFF_CPU_TIME,), period_type=OFF_CPU_TIME, period=1, event="sched_switch")
+
+
+MERGED_CUT = "cut short, merged under their site's whole stack"
+
+
+def merge_cut(items: list, add: Callable[[Any, Any], Any], weight: Callable[[Any], float]) -> tuple[list, list]:
+    """One site, one row: each item (a StackSample or a leak row: `.pid`, `.frames` leaf
+    first, `.cut`) whose user stack was cut short goes under the whole stack of the same
+    process that it begins (the same frames, then its missing callers), the same thread's
+    first, else the heaviest (`weight`); `add(whole, cut)` is the whole with the cut one's
+    values added. A cut stack that begins no whole one stays as it is. Returns the items
+    and the cut ones that were merged."""
+    if not any(i.cut for i in items):
+        return items, []
+    def names(item) -> tuple:
+        return tuple((f.function, f.module) for f in item.frames)
+
+    whole = [i for i in items if not i.cut]
+    by_pid: dict[int, list[int]] = {}
+    for n, item in enumerate(whole):
+        by_pid.setdefault(item.pid, []).append(n)
+    whole_names = [names(i) for i in whole]
+    kept, merged = [], []
+    for item in items:
+        if not item.cut:
+            continue
+        key = names(item)
+        best = None
+        for n in by_pid.get(item.pid, ()):
+            if len(whole_names[n]) > len(key) and whole_names[n][:len(key)] == key:
+                rank = (getattr(whole[n], "tid", None) == getattr(item, "tid", None), weight(whole[n]))
+                if best is None or rank > best[0]:
+                    best = (rank, n)
+        if best is None:
+            kept.append(item)
+        else:
+            whole[best[1]] = add(whole[best[1]], item)
+            merged.append(item)
+    return whole + kept, merged
+
+
+def add_values(whole: StackSample, cut: StackSample) -> StackSample:
+    """A stack's sample with another's values added, type by type."""
+    return replace(whole, values=tuple(a + b for a, b in zip(whole.values, cut.values)))

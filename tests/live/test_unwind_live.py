@@ -241,3 +241,28 @@ def test_a_launched_leak_is_one_whole_row(tmp_path):
     [row] = rows
     assert row["frames"][:2] == ["leak", "main"] and row["frames"][-1] == "_start", row["frames"]
     assert abs(row["bytes"] - 5000 * 1024) <= 0.15 * 5000 * 1024, row
+
+
+def test_a_process_seen_before_its_tables_is_one_row_per_site(chain_binary, tmp_path):
+    """`profile --all` with an empty unwind cache while no_fp_chain runs: its first samples
+    are walked before its tables are compiled and stop at __libc_start_call_main; each goes
+    under its site's whole stack, so the two sites are two rows holding (nearly) all."""
+    env = {**os.environ, "EBPF_OTLP_UNWIND_CACHE": str(tmp_path / "unwind")}
+    work = subprocess.Popen([str(chain_binary), "10"])
+    try:
+        out = tmp_path / "all.folded"
+        r = agent("profile", "--all", "--duration", "4s", "-f", "folded", "-o", str(out),
+                  "--top", "0", env=env)
+    finally:
+        work.kill()
+        work.wait()
+    assert r.returncode == 0, r.stderr
+    stacks = Counter({st[1:]: n for st, n in folded.parse(out.read_text()).items()
+                      if st[0] == "no_fp_chain"})
+    total = sum(stacks.values())
+    sites = {leaf: stacks[("_start", "__libc_start_main_impl", "__libc_start_call_main", "main",
+                           "mid", leaf)] for leaf in ("leaf_a", "leaf_b")}
+    assert total > 300, (total, r.stderr)
+    assert sum(sites.values()) >= 0.98 * total, stacks.most_common(6)
+    if "user stack cut short (no table" in r.stderr:
+        assert "cut short, merged under their site's whole stack" in r.stderr, r.stderr

@@ -183,3 +183,27 @@ def test_pprof_file_line_names_no_one_process_of_several(tmp_path):
     assert "File:" not in header and "Build ID:" not in header, header
     prof, s, header = headers["one"]
     assert s[prof.mapping[0].filename] == APP.path and "File: app" in header, header
+
+
+def test_a_stack_cut_short_goes_under_its_sites_whole_stack():
+    """One site, one row: main→work cut at __libc_start_call_main (no table yet) joins the
+    whole main→work stack of its process, its thread's first; one that begins no whole
+    stack, or another process's, stays a row of its own."""
+    from ebpf_otlp.records import StackSample, add_values, merge_cut
+
+    def f(name):
+        return Frame(name, "/bin/w")
+
+    chain = [f("work"), f("main"), f("__libc_start_call_main")]
+    whole = (*chain, f("__libc_start_main_impl"), f("_start"))
+    items = [StackSample(1, 1, "t", "w", whole, (10, 100)),
+             StackSample(1, 2, "t", "w", whole, (50, 500)),
+             StackSample(1, 1, "t", "w", tuple(chain), (3, 30), cut=True),
+             StackSample(1, 1, "t", "w", (f("other"), f("main")), (2, 20), cut=True),
+             StackSample(9, 9, "t", "x", tuple(chain), (4, 40), cut=True)]
+    out, merged = merge_cut(items, add_values, lambda s: s.values[0])
+    assert [m.values for m in merged] == [(3, 30)] and len(out) == 4
+    assert [s.values for s in out if s.tid == 1 and not s.cut] == [(13, 130)]   # its thread's
+    assert [s.values for s in out if s.tid == 2] == [(50, 500)]
+    assert {s.values for s in out if s.cut} == {(2, 20), (4, 40)}
+    assert sum(s.values[0] for s in out) == sum(s.values[0] for s in items)

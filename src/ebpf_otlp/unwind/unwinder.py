@@ -25,9 +25,24 @@ COUNTERS = 2 + len(ENDS)      # the program's STAT_UNWIND_TABLES, _FRAME_POINTER
 WARM_WAIT_S = 5.0             # the longest a --pid run waits at start for its tables
 
 
-def frames(entry) -> tuple[int, ...]:
+class UserStack(tuple):
+    """Return addresses, leaf first; `cut`: the walk stopped short of the outermost frame
+    (no table yet, a rule it cannot follow, a read fault), so its callers are missing."""
+    cut = False
+
+
+CUT_ENDS = {i for i, why in enumerate(ENDS) if why not in ("complete", "depth limit")}
+
+
+def frames(entry) -> UserStack:
     """The return addresses of a `struct user_stack` (bpf/lib/unwind.inc)."""
-    return tuple(entry.ips[:entry.len])
+    stack = UserStack(entry.ips[:entry.len])
+    stack.cut = entry.end in CUT_ENDS
+    return stack
+
+
+def is_cut(ips) -> bool:
+    return getattr(ips, "cut", False)
 
 
 def drain_stacks(table) -> dict[int, tuple[int, ...]]:

@@ -16,7 +16,7 @@ from ebpf_otlp.records import RawStackSample
 from ebpf_otlp.signals.heap.records import HeapCounts, HeapPeak, LiveAllocation
 from ebpf_otlp.symbolize.elf import ElfObject
 from ebpf_otlp.unwind import unwinder
-from ebpf_otlp.unwind.unwinder import Unwinder, look_up_stacks
+from ebpf_otlp.unwind.unwinder import Unwinder, is_cut, look_up_stacks
 
 # (symbol, entry program, return program): the allocators a process may call.
 ALLOCATORS = (("malloc", "malloc_enter", "alloc_return"), ("calloc", "calloc_enter", "alloc_return"),
@@ -252,7 +252,7 @@ class HeapCollector(Collector):
         if self.unwinder.tables:   # walked from the allocator's first instruction
             look_up_stacks(self._bpf["user_stacks"], (unwound,), self._unwound)
             ips = self._unwound.get(unwound, ())
-            return RawStackSample(tgid, tgid, "", ips if via_mmap else ips[1:], ())
+            return RawStackSample(tgid, tgid, "", ips if via_mmap else ips[1:], (), cut=is_cut(ips))
         ips = tuple(self._bpf["stacks"].walk(stack_id)) if stack_id >= 0 else ()
         if via_mmap:
             return RawStackSample(tgid, tgid, "", ips, ())

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 from ebpf_otlp.signals.heap.collector import ALLOCATOR_FUNCTIONS, GLIBC_MALLOC_INTERNALS, HeapCollector, weight
-from ebpf_otlp.records import CollectorStats, Profile, RawStackSample
+from ebpf_otlp.records import MERGED_CUT, CollectorStats, Profile, RawStackSample, add_values, merge_cut
 from ebpf_otlp.signals.heap.records import HeapCounts, HeapPeak, HeapReport, LeakRow, heap_shape
 from ebpf_otlp.signals.processor import Processor
 from ebpf_otlp.signals.heap.settings import HeapSettings
@@ -112,7 +113,7 @@ class HeapProcessor(Processor):
         rate = s.rate
         values = {stack: self._weighed(c) + self.peak.get(stack, (0, 0))
                   for stack, c in self.counts.items()}
-        samples = self.symbolizer.symbolize(values)
+        samples, merged = merge_cut(self.symbolizer.symbolize(values), add_values, lambda s: s.values[1])
         stats = self.collector.stats.merged(CollectorStats(lost=self.symbolizer.losses))
         profile = Profile(samples=samples, start_ns=self.window_start_ns,
                           duration_ns=end_ns - self.window_start_ns, stats=stats, **heap_shape(rate))
@@ -120,7 +121,17 @@ class HeapProcessor(Processor):
         for stack, (objects, bytes_, sampled) in self._outstanding().items():
             leaks.append(LeakRow(self.symbolizer.frames(stack), stack.pid,
                                  self.symbolizer.process_name(stack.pid), objects, bytes_, sampled,
-                                 self.growth.get(stack)))
+                                 self.growth.get(stack), stack.cut))
+        leaks, merged_rows = merge_cut(leaks, _add_leak, lambda r: r.bytes)
+        if merged or merged_rows:
+            stats.unwound[f"stacks {MERGED_CUT}"] = len(merged) + len(merged_rows)
         leaks.sort(key=lambda r: -r.bytes)
         return HeapReport(profile, leaks, rate, int(s.min_age_s * 1e9),
                           [self.collector.library or ""], self.peak_unix_ns)
+
+
+def _add_leak(whole: LeakRow, cut: LeakRow) -> LeakRow:
+    growth = None if whole.growth_bytes_per_s is None and cut.growth_bytes_per_s is None else \
+        (whole.growth_bytes_per_s or 0.0) + (cut.growth_bytes_per_s or 0.0)
+    return dataclasses.replace(whole, objects=whole.objects + cut.objects, bytes=whole.bytes + cut.bytes,
+                               sampled=whole.sampled + cut.sampled, growth_bytes_per_s=growth)

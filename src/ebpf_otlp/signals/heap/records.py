@@ -46,6 +46,7 @@ class LeakRow:
     bytes: float                # estimated
     sampled: int                # sampled allocations behind the estimate
     growth_bytes_per_s: float | None = None   # None: one reading only, no growth known
+    cut: bool = False           # its user stack stopped short of the outermost frame
 
 
 @dataclass

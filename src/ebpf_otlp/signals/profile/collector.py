@@ -13,7 +13,7 @@ from ebpf_otlp.signals.duty_cycle import SampleShare
 from ebpf_otlp.runtime.maps import DoubleBuffer, drain
 from ebpf_otlp.runtime.perf import attach_sampler, detach_sampler, online_cpus
 from ebpf_otlp.unwind import unwinder
-from ebpf_otlp.unwind.unwinder import Unwinder, drain_stacks, look_up_stacks
+from ebpf_otlp.unwind.unwinder import Unwinder, drain_stacks, is_cut, look_up_stacks
 
 # `enum stat` of bpf/cpu_sampler.bpf.c, in its order; the unwinder's counters follow.
 STATS = StatsEnum(
@@ -179,7 +179,7 @@ class CpuSampler(Collector):
         for key, value in entries:
             user = unwound.get(key.user_stack_hash, ()) if dwarf else walk(key.user_stack_id)
             raw = RawStackSample(key.tgid, key.tid, key.comm.decode(errors="replace"),
-                                 user, walk(key.kernel_stack_id), key.gen)
+                                 user, walk(key.kernel_stack_id), key.gen, is_cut(user))
             records.append((raw, value))
         if not self.off_cpu:
             stacks.clear()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from collections import Counter
 
-from ebpf_otlp.records import (CollectorStats, Profile, RawStackSample, ValueType, counted_shape,
-                               cpu_shape, off_cpu_shape)
+from ebpf_otlp.records import (MERGED_CUT, CollectorStats, Profile, RawStackSample, ValueType, add_values,
+                               counted_shape, cpu_shape, merge_cut, off_cpu_shape)
 from ebpf_otlp.runtime.perf import COUNTED
 from ebpf_otlp.signals.processor import Processor
 from ebpf_otlp.signals.profile.settings import CpuSettings
@@ -64,6 +64,11 @@ class StackProcessor(Processor):
         period = shape["period"]
         values = (lambda c: (c,)) if s.off_cpu else (lambda c: (c, c * period))
         samples = self.symbolizer.symbolize({raw: values(c) for raw, c in self.counts.items()})
+        samples, merged = merge_cut(samples, add_values, lambda s: s.values[0])
         stats = self.collector.stats.merged(CollectorStats(lost=self.symbolizer.losses))
+        if merged and s.off_cpu:   # values are time: say how many stacks
+            stats.unwound[f"stacks {MERGED_CUT}"] = len(merged)
+        elif merged:
+            stats.unwound[f"samples {MERGED_CUT}"] = sum(m.values[0] for m in merged)
         return Profile(samples=samples, start_ns=self.window_start_ns,
                        duration_ns=end_ns - self.window_start_ns, stats=stats, **shape)
