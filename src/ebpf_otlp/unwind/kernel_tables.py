@@ -226,6 +226,8 @@ class KernelTables:
         self._queue: queue.Queue = queue.Queue()   # (pid, fresh); None: stop
         self._thread: threading.Thread | None = None
         self.counts: Counter[str] = Counter()   # objects loaded/without tables, evictions
+        self._first_seen: dict[int, float] = {}   # new pids asked for -> when (monotonic)
+        self.ready_s: list[float] = []   # each new process: first asked for -> all its tables in
 
     # -- from the capture loop --------------------------------------------------
     def start(self) -> None:
@@ -235,6 +237,10 @@ class KernelTables:
     def want(self, pid: int, fresh: bool = False) -> None:
         """Load (or bring up to date) a process's tables soon, in the worker. `fresh`: it
         is new or has just exec'd, read its maps now rather than within RECHECK_S."""
+        if fresh:
+            with self._lock:
+                if pid not in self._processes:
+                    self._first_seen.setdefault(pid, time.monotonic())
         self._queue.put((pid, fresh))
 
     def stop(self) -> None:
@@ -308,6 +314,9 @@ class KernelTables:
             self._processes.move_to_end(pid)
             if old is not None:
                 self._release(pid, old, keep=proc)
+            if proc.complete and pid in self._first_seen:
+                self.ready_s.append(time.monotonic() - self._first_seen.pop(pid))
+                del self.ready_s[:-4096]   # the latest, for the median and the longest
         return proc.complete
 
     def forget(self, pid: int) -> None:

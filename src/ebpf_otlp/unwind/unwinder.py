@@ -182,6 +182,12 @@ class Unwinder:
         for i, why in enumerate(ENDS[1:], start=1):
             stats.set_lost(f"user stack cut short ({why})", counters[2 + i])
         stats.unwound.update(self.kernel.counts)
+        ready = sorted(self.kernel.ready_s)
+        if ready:   # how soon a process first seen had every table (issue 18: within 1 s)
+            stats.unwound.update({
+                "new processes whose tables loaded": len(ready),
+                "ms from first seen to all tables, median": round(ready[len(ready) // 2] * 1000),
+                "ms at most": round(ready[-1] * 1000)})
 
 
 def _continue(pid: int) -> None:
