@@ -122,6 +122,7 @@ class HeapCollector(Collector):
         self.attached: list[str] = []
         self.return_probes = ""
         self._links: list[int] = []
+        self._probed: set[int] = set()        # processes the allocator's probes are on
         self._announced: list[int] = []
         self._bpf = None
         self._clock_offset = time.time_ns() - time.monotonic_ns()
@@ -150,30 +151,30 @@ class HeapCollector(Collector):
             draws[ct.c_int(i)] = ct.c_uint32(d)
         # Probes for these processes only: a uprobe on every process's libc would make each
         # of them trap on every malloc (and linking one races with processes coming and
-        # going). So a launched command is traced, not what it forks.
-        targets = self.pids
+        # going). In launch mode what the command forks is probed at its exec (held there,
+        # bpf/lib/hold.inc), before it runs; a child that forks without exec is not.
         chosen, seen = [], set()
         for name, entry, ret in ALLOCATORS:
             addr = symbols[name]
             if addr and addr not in seen:   # aligned_alloc and memalign are one function
                 seen.add(addr)
                 chosen.append((name, entry, ret, addr))
+        self._plan = (lib, chosen, elf_offsets(lib, [c[3] for c in chosen]),
+                      free_at + free_off if free_at and not self.no_free else None)
+        self._sessions: dict[str, int] = {}
         try:
-            self._attach_sessions(lib, elf_offsets(lib, [c[3] for c in chosen]), chosen, targets)
+            self._load_sessions(chosen)
+            for pid in self.pids:
+                self._probe(pid)
             self.return_probes = "sampled calls only (uprobe sessions)"
         except OSError as e:   # before Linux 6.13: a return probe on every call
             self._close_links()
-            for name, entry, ret, addr in chosen:
-                for pid in targets:
-                    self._bpf.attach_uprobe(name=lib.encode(), addr=addr, fn_name=entry.encode(), pid=pid)
-                    self._bpf.attach_uretprobe(name=lib.encode(), addr=addr, fn_name=ret.encode(),
-                                               pid=pid)
+            self._sessions, self._probed = {}, set()
+            for pid in self.pids:
+                self._probe(pid)
             self.return_probes = f"every call (no uprobe sessions here: {e.strerror or e})"
         self.attached += [c[0] for c in chosen]
         if free_at and not self.no_free:
-            for pid in targets:
-                self._bpf.attach_uprobe(name=lib.encode(), addr=free_at + free_off,
-                                        fn_name=b"free_enter", pid=pid)
             self.attached.append(f"free+{free_off}" if free_off else "free")
         if self.mmap:   # the tracepoints attached as the program loaded
             self.attached.append("mmap" + ("" if self.no_free else ", munmap"))
@@ -183,20 +184,40 @@ class HeapCollector(Collector):
         self._bpf["new_tasks"].open_ring_buffer(self._on_new_task)
         self.unwinder.hold(self._bpf, self.follow_forks)
 
-    def _attach_sessions(self, lib: str, offsets: list[int], chosen: list, targets: list[int]) -> None:
-        """One uprobe_multi session link per program and process."""
+    def _load_sessions(self, chosen: list) -> None:
+        """The uprobe_multi session programs (Linux 6.13+), one per entry program (linking
+        one raises OSError where the kernel has none)."""
         from bcc import BPF
 
-        from ebpf_otlp.runtime.uprobe_multi import BPF_TRACE_UPROBE_SESSION, link_session
+        from ebpf_otlp.runtime.uprobe_multi import BPF_TRACE_UPROBE_SESSION
 
-        by_program: dict[str, list[int]] = {}
-        for (_name, entry, _ret, _addr), offset in zip(chosen, offsets):
-            by_program.setdefault(entry.replace("_enter", "_session"), []).append(offset)
-        for program, offs in by_program.items():
-            fn = self._bpf.load_func(program.encode(), BPF.KPROBE,
-                                     attach_type=BPF_TRACE_UPROBE_SESSION)
-            for pid in targets:
-                self._links.append(link_session(fn.fd, lib, offs, pid))
+        for _name, entry, _ret, _addr in chosen:
+            program = entry.replace("_enter", "_session")
+            if program not in self._sessions:
+                self._sessions[program] = self._bpf.load_func(
+                    program.encode(), BPF.KPROBE, attach_type=BPF_TRACE_UPROBE_SESSION).fd
+
+    def _probe(self, pid: int) -> None:
+        """The allocator's probes, for one process (from before its exec, or while it is
+        held at it: the breakpoints go in as it maps the library)."""
+        from ebpf_otlp.runtime.uprobe_multi import link_session
+
+        if pid in self._probed:
+            return
+        self._probed.add(pid)
+        lib, chosen, offsets, free_addr = self._plan
+        if self._sessions:
+            by_program: dict[str, list[int]] = {}
+            for (_name, entry, _ret, _addr), offset in zip(chosen, offsets):
+                by_program.setdefault(entry.replace("_enter", "_session"), []).append(offset)
+            for program, offs in by_program.items():
+                self._links.append(link_session(self._sessions[program], lib, offs, pid))
+        else:
+            for _name, entry, ret, addr in chosen:
+                self._bpf.attach_uprobe(name=lib.encode(), addr=addr, fn_name=entry.encode(), pid=pid)
+                self._bpf.attach_uretprobe(name=lib.encode(), addr=addr, fn_name=ret.encode(), pid=pid)
+        if free_addr is not None:
+            self._bpf.attach_uprobe(name=lib.encode(), addr=free_addr, fn_name=b"free_enter", pid=pid)
 
     def _close_links(self) -> None:
         for fd in self._links:
@@ -215,6 +236,8 @@ class HeapCollector(Collector):
         announced, self._announced = self._announced, []
         for pid, held in announced:   # its maps first, while it lives
             try:
+                if held:   # launch mode, at its exec: probed before it runs
+                    self._probe(pid)
                 self.on_new_process(pid, 0)
             finally:
                 if held:   # hold.inc: its tables, then it runs on
