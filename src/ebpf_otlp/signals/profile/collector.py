@@ -102,6 +102,10 @@ class CpuSampler(Collector):
         }   # with OFF_CPU, sched_switch attaches as the program loads (TRACEPOINT_PROBE)
         self._bpf = self.unwinder.load("cpu_sampler", dict(defines, HOLD_NEW_CODE=self.follow_forks))
         self.unwinder.hold(self._bpf, self.follow_forks)
+        if self.unwinder.tables and not self.off_cpu and self.user_stacks:
+            from bcc import BPF   # the walk's tail-called step (cpu_sampler.bpf.c: unwind_step)
+            step = self._bpf.load_func(b"unwind_step", BPF.PERF_EVENT)
+            self._bpf["walk_steps"][ct.c_int(0)] = ct.c_int(step.fd)
         # A launched command's tables come after its exec, when it is first sampled.
         self.unwinder.start([] if self.follow_forks else self.pids)
         self.targets.install(self._bpf)
