@@ -25,8 +25,7 @@
 //          OFF_CPU, MIN_BLOCK_NS, MAX_THREADS; UNWIND_TABLES (with unwind.inc's defines);
 //          HOLD_NEW_CODE.
 #include <uapi/linux/ptrace.h>
-#include <uapi/linux/bpf_perf_event.h>
-#include <linux/sched.h>
+// #import kernel_types.inc
 
 struct sample_key {
     u32 tgid;

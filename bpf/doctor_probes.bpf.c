@@ -1,6 +1,6 @@
 // Probes `ebpf-otlp doctor` attaches one by one to see what this kernel allows.
 #include <uapi/linux/ptrace.h>
-#include <uapi/linux/bpf_perf_event.h>
+// #import kernel_types.inc
 
 BPF_RINGBUF_OUTPUT(events, 8);
 BPF_HASH(batch_test, u32, u64, 16);

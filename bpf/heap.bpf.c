@@ -32,7 +32,7 @@
 //          MAX_KEYS, targets.inc's (which processes); UNWIND_TABLES (and unwind.inc's); MMAP;
 //          HOLD_NEW_CODE.
 #include <uapi/linux/ptrace.h>
-#include <linux/sched.h>
+// #import kernel_types.inc
 
 struct stack_key {
     u32 tgid;

@@ -11,7 +11,7 @@
 //          else an LRU hash by thread id); targets.inc's (which processes); FILTER_SYSCALLS;
 //          MAX_KEYS, MAX_ERRNOS, MAX_THREADS.
 #include <uapi/linux/ptrace.h>
-#include <linux/sched.h>
+// #import kernel_types.inc
 
 // One entry per (process, syscall, latency bucket): the exit path does a single hash
 // lookup, and per-(process, syscall) totals are the sum over buckets in user space.

@@ -21,7 +21,7 @@
 //          UDP; RETRANS_ERR (tcp_retransmit_skb has `err`); OFF_* field offsets (see
 //          signals/net/collector.py).
 #include <uapi/linux/ptrace.h>
-#include <linux/sched.h>
+// #import kernel_types.inc
 
 #define ROLE_CLIENT 1
 #define ROLE_SERVER 2
