@@ -269,6 +269,33 @@ def test_from_file_caches_until_the_file_changes(tmp_path):
         Btf.from_file(str(tmp_path / "missing"))
 
 
+def test_kernel_offsets_are_remembered_by_the_blobs_digest(tmp_path, monkeypatch):
+    """The second start reads its offsets from the cache, not by indexing the blob again;
+    another blob at the same path has its own entry, and a damaged entry is recomputed."""
+    monkeypatch.setenv("EBPF_OTLP_BTF_CACHE", str(tmp_path / "cache"))
+    path = tmp_path / "vmlinux"
+    path.write_bytes(build("<")[0])
+    spec, sizes = {"OUT_E": "outer.e", "OUT_Y": "struct outer.in.y"}, {"SIZEOF_OUTER": "outer"}
+    t = Btf(build("<")[0])
+    want = {"OUT_E": 24, "OUT_Y": 12, "SIZEOF_OUTER": t.type_size(t.find_struct("outer"))}
+    assert btfmod.kernel_offsets(spec, sizes, path=str(path)) == want
+    (entry,) = (tmp_path / "cache").iterdir()
+
+    parsed = []
+    real = btfmod.Btf
+    monkeypatch.setattr(btfmod, "Btf", lambda *a, **k: parsed.append(1) or real(*a, **k))
+    assert btfmod.kernel_offsets(spec, sizes, path=str(path)) == want and not parsed
+    assert btfmod.kernel_offsets({"OUT_E": "outer.e"}, path=str(path)) == {"OUT_E": 24}
+    assert not parsed
+    entry.write_bytes(b"{not json")
+    assert btfmod.kernel_offsets(spec, sizes, path=str(path)) == want and parsed == [1]
+    path.write_bytes(build(">")[0])
+    assert btfmod.kernel_offsets(spec, path=str(path)) == {"OUT_E": 24, "OUT_Y": 12}
+    assert parsed == [1, 1] and len(list((tmp_path / "cache").iterdir())) == 2
+    with pytest.raises(BtfError):
+        btfmod.kernel_offsets({"X": "outer.nope"}, path=str(path))
+
+
 # ---- the running kernel
 
 needs_vmlinux = pytest.mark.skipif(not os.path.exists(VMLINUX),

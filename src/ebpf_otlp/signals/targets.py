@@ -36,12 +36,10 @@ def comm_words(comm: str) -> tuple[int, int]:
 @functools.cache
 def task_offsets() -> dict[str, int]:
     """task_struct and struct pid fields at the running kernel's offsets (read once)."""
-    from ebpf_otlp.runtime.btf import Btf
+    from ebpf_otlp.runtime.btf import kernel_offsets
 
     try:
-        btf = Btf.from_file(cache=False)
-        found = btf.offsets(TASK_FIELDS)
-        found["SIZEOF_UPID"] = btf.type_size(btf.find_struct("upid"))
+        found = kernel_offsets(TASK_FIELDS, sizes={"SIZEOF_UPID": "upid"})
     except OSError as e:
         raise AgentError(f"cannot read the kernel's BTF ({e.strerror}: /sys/kernel/btf/vmlinux): "
                          "needed for task_struct (CONFIG_DEBUG_INFO_BTF)") from None

@@ -116,10 +116,10 @@ def choose_hooks(wanted: str) -> str:
 
 
 def field_offsets() -> dict[str, int]:
-    from ebpf_otlp.runtime.btf import Btf
+    from ebpf_otlp.runtime.btf import kernel_offsets
 
     try:
-        return Btf.from_file(cache=False).offsets(FIELDS)   # read once; 15 MB not kept
+        return kernel_offsets(FIELDS)
     except OSError as e:
         raise AgentError(f"cannot read the kernel's BTF ({e.strerror}: /sys/kernel/btf/vmlinux): "
                          "trace-net needs it for struct tcp_sock (CONFIG_DEBUG_INFO_BTF)") from None
