@@ -5,13 +5,34 @@ from __future__ import annotations
 from typing import Callable
 
 from ebpf_otlp.errors import AgentError
-from ebpf_otlp.export import flamegraph, folded, json_out, pprof
 from ebpf_otlp.records import Profile
 
 
 
+# Each encoder imports its module at first use: the pprof schema (protobuf) and the
+# renderers cost ~30 ms of every start, before the first sample, otherwise.
+def _pprof(profile: Profile) -> bytes:
+    from ebpf_otlp.export import pprof
+    return pprof.encode(profile)
+
+
+def _folded(profile: Profile) -> bytes:
+    from ebpf_otlp.export import folded
+    return folded.encode(profile).encode()
+
+
+def _svg(profile: Profile) -> bytes:
+    from ebpf_otlp.export import flamegraph
+    return flamegraph.render(profile).encode()
+
+
+def _json(profile: Profile) -> bytes:
+    from ebpf_otlp.export import json_out
+    return json_out.encode(profile).encode()
+
+
 def _otlp(profile: Profile) -> bytes:
-    """The ExportProfilesServiceRequest a collector would receive (imports the SDK: lazily)."""
+    """The ExportProfilesServiceRequest a collector would receive (imports the SDK)."""
     from ebpf_otlp.export import otlp_profiles
     from ebpf_otlp.export.resource import build_resource
 
@@ -19,11 +40,7 @@ def _otlp(profile: Profile) -> bytes:
 
 
 ENCODERS: dict[str, Callable[[Profile], bytes]] = {
-    "pprof": pprof.encode,
-    "folded": lambda p: folded.encode(p).encode(),
-    "svg": lambda p: flamegraph.render(p).encode(),
-    "json": lambda p: json_out.encode(p).encode(),
-    "otlp": _otlp,
+    "pprof": _pprof, "folded": _folded, "svg": _svg, "json": _json, "otlp": _otlp,
 }
 # Longest suffixes first: ".otlp.pb" before ".pb".
 EXTENSIONS = {".otlp.pb": "otlp", ".pb.gz": "pprof", ".pprof": "pprof", ".pb": "pprof",
