@@ -9,7 +9,6 @@ loop: every collector is then stopped and drained, so what was gathered is kept.
 
 from __future__ import annotations
 
-import os
 import signal
 import threading
 import time
@@ -19,6 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ebpf_otlp.errors import AgentError
+from ebpf_otlp.runtime.processes import set_thread_nice
 from ebpf_otlp.signals.processor import Processor
 from ebpf_otlp.engine.launch import LaunchedCommand
 
@@ -122,12 +122,8 @@ class Capture:
     def _unnice_helper(self) -> None:
         """The compile is done: what prepare() still has to read, the output needs (the
         run's end waits for it), so it goes on at the agent's own priority."""
-        try:
-            if self._helper.is_alive() and self._helper.native_id:
-                os.setpriority(os.PRIO_PROCESS, self._helper.native_id,
-                               os.getpriority(os.PRIO_PROCESS, os.getpid()))
-        except OSError:   # it ended meanwhile
-            pass
+        if self._helper.is_alive():
+            set_thread_nice(self._helper.native_id)
 
     def abort(self) -> None:
         """The capture cannot go on: stop what started; a held command never runs."""
@@ -138,10 +134,7 @@ class Capture:
                 self.launch.abandon()
 
     def _prepare(self) -> None:
-        try:   # Linux: a thread's own nice value. The compile goes first where CPUs are few.
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-        except OSError:
-            pass
+        set_thread_nice(threading.get_native_id(), 19)   # the compile first where CPUs are few
         for p in self.processors:
             try:
                 p.prepare()

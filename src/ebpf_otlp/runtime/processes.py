@@ -21,6 +21,18 @@ _POD = re.compile(r"^(?:kubepods-(?:besteffort-|burstable-|guaranteed-)?)?pod"
                   r"([0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12})(?:\.slice)?$")
 
 
+def set_thread_nice(native_id: int | None, nice: int | None = None) -> None:
+    """A thread's own nice value (Linux keeps one per thread; new threads inherit their
+    creator's); None: the process's, i.e. its main thread's. Quietly nothing for a thread
+    that has ended."""
+    try:
+        if native_id:
+            os.setpriority(os.PRIO_PROCESS, native_id,
+                           os.getpriority(os.PRIO_PROCESS, os.getpid()) if nice is None else nice)
+    except OSError:
+        pass
+
+
 def alive(pid: int) -> bool:
     """True while the process exists and is not a zombie."""
     try:

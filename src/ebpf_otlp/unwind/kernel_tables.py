@@ -49,18 +49,13 @@ def prefixes(start: int, end: int) -> list[tuple[int, int]]:
 
 
 def warm_in_background(pids: list[int]) -> threading.Thread:
-    """Compile the processes' tables into the disk cache in a daemon thread while BPF
-    compiles: loading them at attach is then quick. Nobody waits for it (a large binary
-    takes seconds the first time): the worker loads what is not ready later. These are
-    the processes the user named: compiled at the agent's own priority, where the worker's
-    run at nice 10 (tables.CHILD_NICE), below the workloads yet not starved on the busy
-    host one profiles, as nice 19 would be."""
+    """Compile the named processes' tables into the disk cache in a daemon thread, begun
+    while BPF compiles. Nobody waits for it: samples taken before a table is in are walked
+    by frame pointers and merged under their site (records.merge_cut), and the worker loads
+    each table as it is ready. The thread runs at its creator's nice (the prepare thread's
+    19: the BPF compile goes first where CPUs are few) until Unwinder.start gives it the
+    agent's after the attach; children compile at tables.CHILD_NICE."""
     def warm():
-        try:   # Linux threads inherit their creator's nice: the prepare thread's 19
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(),
-                           os.getpriority(os.PRIO_PROCESS, os.getpid()))
-        except OSError:
-            pass
         for pid in pids:
             warm_tables(pid)
     thread = threading.Thread(target=warm, name="unwind-warm", daemon=True)
@@ -116,8 +111,7 @@ def warm_common_in_background() -> threading.Thread:
 
 
 def warm_tables(pid: int) -> None:
-    """Compile (or find in the disk cache) the tables of every object a process maps, at
-    the agent's priority (nice 0 asked of the child: never above the agent's own)."""
+    """Compile (or find in the disk cache) the tables of every object a process maps."""
     try:
         with open(f"/proc/{pid}/maps") as f:
             entries = sorted((e for e in parse_maps(f.read()) if e.is_file), key=_code_size)
@@ -126,7 +120,7 @@ def warm_tables(pid: int) -> None:
     for entry in entries:
         try:
             path, build_id, _vaddr = _identify(pid, entry)
-            load_table(path, build_id or None, nice=0)
+            load_table(path, build_id or None)
         except OSError:
             continue
 

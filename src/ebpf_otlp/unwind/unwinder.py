@@ -15,6 +15,7 @@ from ebpf_otlp.errors import AgentError
 from ebpf_otlp.records import CollectorStats
 from ebpf_otlp.runtime import loader
 from ebpf_otlp.runtime.maps import drain, plain
+from ebpf_otlp.runtime.processes import set_thread_nice
 from ebpf_otlp.unwind.kernel_tables import ENDS, KernelTables, warm_common_in_background, warm_in_background
 
 MODES = ("auto", "fp", "dwarf")
@@ -22,7 +23,6 @@ MAX_FRAMES = 127              # perf's default depth
 UNWIND_ROWS = 1 << 21         # 16 MiB of rows: libc has ~28k, python3.11 ~65k, node ~370k
 UNWIND_MAPPINGS = 1 << 18     # (pid, address prefix) entries, ~30 per mapped object
 COUNTERS = 2 + len(ENDS)      # the program's STAT_UNWIND_TABLES, _FRAME_POINTERS, _END + i
-WARM_WAIT_S = 5.0             # the longest a --pid run waits at start for its tables
 
 
 class UserStack(tuple):
@@ -69,7 +69,6 @@ class Unwinder:
         self.mode = mode
         self.kernel: KernelTables | None = None
         self._warming: threading.Thread | None = None
-        self._warm_started = 0.0
         self.refused = ""          # auto mode: why the kernel took the frame-pointer program
         self._holding = None       # the program that holds launched processes (hold.inc)
 
@@ -95,24 +94,24 @@ class Unwinder:
 
     def warm(self, pids: list[int]) -> None:
         """While BPF compiles (from the prepare thread): the named processes' tables into
-        the disk cache, compiled at the agent's priority (the user asked for these); and
-        those of the objects nearly every process maps, so a cold cache's first run looks
+        the disk cache (the user asked for these: at the agent's priority once attached);
+        and those of the objects nearly every process maps, so a cold cache's first run looks
         like a warm one (launch mode, new processes in --all)."""
         if self.mode == "fp":
             return
         if pids:
             self._warming = warm_in_background(pids)
-            self._warm_started = time.monotonic()
         warm_common_in_background()
 
     def start(self, pids: Iterable[int]) -> None:
-        """Load the tables of processes known now, so the first samples have them: those
-        warm() compiles are waited for up to WARM_WAIT_S from its start (the BPF compile
-        takes most of that anyway); the rest come from the worker as they are ready."""
+        """Load the tables of processes known now that are ready (cached, or compiled by
+        warm() while BPF compiled); the rest come from the worker as they are ready, and
+        warm() goes on at the agent's priority. Sampling never waits for a table: the
+        start-up stays within profile-bpfcc's with a cold cache (bench/start_latency.py)."""
         if not self.kernel:
             return
-        if self._warming is not None:
-            self._warming.join(max(0.0, WARM_WAIT_S - (time.monotonic() - self._warm_started)))
+        if self._warming is not None and self._warming.is_alive():
+            set_thread_nice(self._warming.native_id)
         for pid in pids:
             if not self.kernel.update(pid, compile_limit=0):
                 self.kernel.want(pid, fresh=True)
