@@ -33,13 +33,18 @@ def set_thread_nice(native_id: int | None, nice: int | None = None) -> None:
         pass
 
 
-def alive(pid: int) -> bool:
-    """True while the process exists and is not a zombie."""
+def process_state(pid: int) -> str | None:
+    """The state letter of /proc/PID/stat (R, S, T stopped, Z zombie, ...); None if gone."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+            return f.read().rsplit(")", 1)[1].split()[0]
     except (OSError, IndexError):
-        return False
+        return None
+
+
+def alive(pid: int) -> bool:
+    """True while the process exists and is not a zombie."""
+    return process_state(pid) not in (None, "Z", "X")
 
 
 def process_name(pid: int) -> str | None:

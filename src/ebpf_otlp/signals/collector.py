@@ -63,6 +63,11 @@ class Collector(ABC):
         """Work that events announced but that must not run inside the ring-buffer
         callback (e.g. reading a new process's maps); the engine calls it after polls."""
 
+    def handle_pending(self) -> None:
+        """What is in the ring buffer now, handled, without waiting."""
+        self.poll(0)
+        self.handle_events()
+
     @abstractmethod
     def drain(self) -> list:
         """Typed records of what the kernel gathered since the previous drain."""

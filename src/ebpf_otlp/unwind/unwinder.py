@@ -15,7 +15,7 @@ from ebpf_otlp.errors import AgentError
 from ebpf_otlp.records import CollectorStats
 from ebpf_otlp.runtime import loader
 from ebpf_otlp.runtime.maps import drain, plain
-from ebpf_otlp.runtime.processes import set_thread_nice
+from ebpf_otlp.runtime.processes import process_state, set_thread_nice
 from ebpf_otlp.unwind.kernel_tables import ENDS, KernelTables, warm_common_in_background, warm_in_background
 
 MODES = ("auto", "fp", "dwarf")
@@ -155,7 +155,7 @@ class Unwinder:
         time.sleep(0.02)
         handle_pending()
         for key in bpf["pid_filter"].keys():
-            if _stopped(key.value):
+            if process_state(key.value) == "T":
                 _continue(key.value)
 
     def drained(self, pids: Iterable[int]) -> None:
@@ -196,9 +196,3 @@ def _continue(pid: int) -> None:
         pass
 
 
-def _stopped(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "T"
-    except (OSError, IndexError):
-        return False

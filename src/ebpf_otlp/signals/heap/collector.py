@@ -308,7 +308,7 @@ class HeapCollector(Collector):
     def stop(self) -> list:
         if self._bpf is None:
             return []
-        self.unwinder.stop_holding(lambda: (self.poll(0), self.handle_events()))
+        self.unwinder.stop_holding(self.handle_pending)
         self.poll(0)
         records = self.drain()
         self._close_links()

@@ -151,10 +151,6 @@ class CpuSampler(Collector):
         finally:
             self.unwinder.release(pid, self.stats)
 
-    def _handle_pending(self) -> None:
-        self.poll(0)
-        self.handle_events()
-
     def drain(self) -> list[tuple[RawStackSample, int]]:
         """(stack, count) pairs counted since the previous drain; counts are samples, or
         nanoseconds off CPU."""
@@ -219,8 +215,8 @@ class CpuSampler(Collector):
             self._bpf.detach_tracepoint(tp=b"sched:sched_switch")
         else:
             detach_sampler(self._bpf, self.event)
-        self.unwinder.stop_holding(self._handle_pending)
-        self._handle_pending()
+        self.unwinder.stop_holding(self.handle_pending)
+        self.handle_pending()
         records = self.drain() + self.drain()
         self.unwinder.stop()
         self._bpf.cleanup()
