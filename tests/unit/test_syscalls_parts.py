@@ -13,8 +13,8 @@ from ebpf_otlp.signals.syscalls import json_out as syscall_json
 from ebpf_otlp.signals.syscalls import metrics as syscall_metrics
 from ebpf_otlp.signals.syscalls import table as syscall_table
 from ebpf_otlp.export.resource import build_resource
-from ebpf_otlp.records import CollectorStats
-from ebpf_otlp.signals.syscalls.records import SyscallReport, SyscallStats
+from ebpf_otlp.records import HOST, CollectorStats, ContainerInfo
+from ebpf_otlp.signals.syscalls.records import SyscallReport, SyscallStats, fold
 
 
 def test_kernel_sub_bucket_table_matches_the_exact_index():
@@ -165,3 +165,38 @@ def test_calls_under_way_at_the_start_are_not_guessed_at():
                .scope_metrics[0].metrics if m.name == "ebpf_otlp.syscall.duration"
                for p in m.data.data_points]
     assert point.count == 4 and point.sum == 400
+
+
+def test_short_lived_processes_fold_by_name_with_exact_totals():
+    """A busy process and 40 short-lived `sh` children (two containers): with keep 2 the
+    two busiest are kept by pid, the rest become one row per (name, container, syscall),
+    and every total (calls, errors, bytes, errnos, histogram) is what went in."""
+    read, openat = syscall_names.number("read"), syscall_names.number("openat")
+    pod = ContainerInfo("c0ffee", "pod-1")
+    rows = [SyscallStats(7, "server", read, "read", calls=5000, bytes=10**6, timed=5000,
+                         total_ns=5 * 10**6, min_ns=300, max_ns=9000, hist={40: 5000})]
+    for i in range(40):
+        rows.append(SyscallStats(100 + i, "sh", openat, "openat", calls=3 + i % 2, errors=1,
+                                 errnos={2: 1}, timed=3, total_ns=3000, min_ns=800, max_ns=1200,
+                                 hist={30: 3}, container=pod if i % 4 == 0 else HOST))
+    folded = fold(rows, keep=2)
+    by_pid = {s.pid: s for s in folded if not s.folded}
+    assert set(by_pid) == {7, 101}                      # the busiest two (101: 4 calls, lowest pid)
+    merged = {(s.process_name, s.container): s for s in folded if s.folded}
+    assert {k: s.folded for k, s in merged.items()} == {("sh", pod): 10, ("sh", HOST): 29}
+    for field in ("calls", "errors", "bytes", "timed", "total_ns"):
+        assert sum(getattr(s, field) for s in folded) == sum(getattr(s, field) for s in rows), field
+    assert sum(s.errnos[2] for s in folded if s.errnos) == 40
+    assert sum(sum(s.hist.values()) for s in folded) == sum(sum(s.hist.values()) for s in rows)
+    assert fold(rows, keep=0) is rows and fold(rows, keep=41) is rows
+
+    report = SyscallReport(folded, start_ns=1, duration_ns=10**9, latency=True)
+    doc = json.loads(syscall_json.encode(report))
+    assert {r.get("folded_processes") for r in doc["stats"] if "pid" not in r} == {10, 29}
+    console = Console(record=True, width=200)
+    syscall_table.render(report, console, by="process")
+    assert "sh (29 processes)" in console.export_text()
+    points = syscall_metrics.build(report, build_resource()).resource_metrics[0].scope_metrics[0]
+    count = next(m for m in points.metrics if m.name == "ebpf_otlp.syscall.count")
+    assert sum(p.value for p in count.data.data_points) == sum(s.calls for s in rows)
+    assert sum("process.pid" not in p.attributes for p in count.data.data_points) >= 2

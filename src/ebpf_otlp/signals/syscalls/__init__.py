@@ -26,5 +26,5 @@ SYSCALLS = Signal(
     formats={"json": encoded(f"{HERE}.json_out:encode")}, to_otlp=metrics_to_otlp(f"{HERE}.metrics:build"),
     span_attributes=lambda r: {"ebpf_otlp.syscalls": r.events}, table="syscalls",
     settings_type=SyscallSettings, settings=SyscallSettings.from_table,
-    processor=later(f"{HERE}.processor:SyscallProcessor"), bundle=(("syscalls.json", "json"),),
+    processor=later(f"{HERE}.processor:SyscallProcessor"), bundle=(("syscalls.json.gz", "json"),),
     command="syscalls", describe=_describe, after=_after)

@@ -8,7 +8,7 @@ from ebpf_otlp.records import CollectorStats
 from ebpf_otlp.signals.processor import Processor
 from ebpf_otlp.signals.syscalls.settings import SyscallSettings
 from ebpf_otlp.signals.syscalls.collector import SyscallCollector
-from ebpf_otlp.signals.syscalls.records import SyscallReport, SyscallStats
+from ebpf_otlp.signals.syscalls.records import SyscallReport, SyscallStats, fold
 
 
 class SyscallProcessor(Processor):
@@ -41,7 +41,8 @@ class SyscallProcessor(Processor):
     def result(self, end_ns: int | None = None) -> SyscallReport:
         c = self.collector
         end_ns = end_ns or time.time_ns()
-        return SyscallReport(list(self.by_key.values()), self.window_start_ns,
+        return SyscallReport(fold(list(self.by_key.values()), self.settings.top_processes),
+                             self.window_start_ns,
                              end_ns - self.window_start_ns, self.settings.latency,
                              CollectorStats(c.stats.processed, dict(c.stats.lost), c.stats.drains,
                                             c.stats.share),

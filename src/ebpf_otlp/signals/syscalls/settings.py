@@ -28,6 +28,9 @@ class SyscallSettings:
     latency: bool = field(default=True, metadata=toml("latency", v.boolean))
     # syscalls/s timed in full; 0: no limit
     latency_budget: float = field(default=100_000, metadata=toml("latency_budget", v.count))
+    # processes kept row by row in every output, the busiest first; the rest folded by
+    # command name and container (records.fold); 0: all
+    top_processes: int = field(default=100, metadata=toml("top_processes", v.count))
     follow_forks: bool = False
     include_self: bool = field(default=False, metadata=toml("include_self", v.boolean))
 

@@ -26,6 +26,13 @@ def by_syscall(stats: list[SyscallStats]) -> list[SyscallStats]:
     return list(merged.values())
 
 
+def _who(s: SyscallStats) -> list:
+    """The pid and process cells; a folded row names how many processes it holds."""
+    if s.folded:
+        return ["—", Text(f"{s.process_name} ({s.folded} processes)")]
+    return [str(s.pid), Text(s.process_name)]
+
+
 def _us(ns: float) -> str:
     return f"{ns / 1000:.1f}"
 
@@ -53,7 +60,7 @@ def _table(rows: list[SyscallStats], report: SyscallReport, title: str, with_pro
         for name in ("total ms", "min µs", "avg µs", "p50 µs", "p90 µs", "p99 µs", "max µs"):
             t.add_column(name, justify="right")
     for s in rows:
-        cells = ([str(s.pid), Text(s.process_name)] if with_process else []) + (
+        cells = (_who(s) if with_process else []) + (
             [s.container.container_id[:12]] if with_container else []) + [
             s.syscall, str(s.calls), _errors(s)]
         if latency and s.timed:
@@ -93,19 +100,19 @@ def render(report: SyscallReport, console: Console, by: str = "syscall", top: in
 
 def render_files(report: SyscallReport, console: Console, top: int) -> None:
     """Read/write bytes and latency per process (the --files view)."""
-    per: dict[tuple[int, str], dict[str, SyscallStats]] = defaultdict(dict)
+    per: dict[tuple[int, str, int], dict[str, SyscallStats]] = defaultdict(dict)
     for s in report.stats:
         kind = "read" if s.syscall in READ_SYSCALLS else "write" if s.syscall in WRITE_SYSCALLS else None
         if kind:
-            row = per[(s.pid, s.process_name)].setdefault(kind, SyscallStats(s.pid, "", 0, kind))
+            row = per[(s.pid, s.process_name, s.folded)].setdefault(kind, SyscallStats(s.pid, "", 0, kind))
             row.merge(s)
     t = Table(title="File and socket I/O per process", title_justify="left")
     for col in ("pid", "process", "read calls", "read MB", "read avg µs", "write calls",
                 "write MB", "write avg µs"):
         t.add_column(col, justify="left" if col == "process" else "right")
     ranked = sorted(per.items(), key=lambda kv: -sum(s.bytes for s in kv[1].values()))[:top]
-    for (pid, name), kinds in ranked:
-        cells = [str(pid), Text(name)]
+    for (pid, name, folded), kinds in ranked:
+        cells = _who(SyscallStats(pid, name, 0, "", folded=folded))
         for kind in ("read", "write"):
             s = kinds.get(kind)
             cells += ([str(s.calls), f"{s.bytes / 1e6:.3f}",
