@@ -73,4 +73,4 @@ def test_without_a_collector_windows_rotate_into_files(tmp_path):
 def test_without_a_profile_windows_still_rotate_into_files(tmp_path):
     """Syscalls alone (no CPU profile) still cut windows and write them."""
     dirs = windows_written(tmp_path, "[syscalls]\nlatency = false\n", "3.5s")
-    assert len(dirs) >= 3 and all((d / "syscalls.json").exists() for d in dirs)
+    assert len(dirs) >= 3 and all((d / "syscalls.json.gz").exists() for d in dirs)

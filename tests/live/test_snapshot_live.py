@@ -3,6 +3,7 @@ at a time per output root, retention."""
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
@@ -74,8 +75,8 @@ def test_one_bundle_from_profile_syscalls_and_trace_net(tmp_path, mix_binary):
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert {c["name"]: c["status"] for c in manifest["captures"]} == {
         "profile": "ok", "syscalls": "ok", "trace-net": "ok"}
-    names = {"profile.pb.gz", "profile.svg", "profile.folded", "syscalls.json",
-             "connections.jsonl", "doctor.json"}
+    names = {"profile.pb.gz", "profile.svg", "profile.folded.gz", "syscalls.json.gz",
+             "connections.jsonl.gz", "doctor.json"}
     assert set(manifest["files"]) == names
     for name, facts in manifest["files"].items():
         data = (bundle / name).read_bytes()
@@ -84,13 +85,13 @@ def test_one_bundle_from_profile_syscalls_and_trace_net(tmp_path, mix_binary):
     stacks = pprof_stacks(load_pprof(bundle / "profile.pb.gz"))
     a, b = self_share(stacks, "hot_a"), self_share(stacks, "hot_b")
     assert abs(a - 0.75) < 0.05 and abs(b - 0.25) < 0.05, (a, b)
-    assert sum(folded.parse((bundle / "profile.folded").read_text()).values()) == sum(stacks.values())
+    assert sum(folded.parse(gzip.decompress((bundle / "profile.folded.gz").read_bytes()).decode()).values()) == sum(stacks.values())
     # syscalls: exact counts
-    rows = {r["syscall"]: r for r in json.loads((bundle / "syscalls.json").read_text())["stats"]}
+    rows = {r["syscall"]: r for r in json.loads(gzip.decompress((bundle / "syscalls.json.gz").read_bytes()))["stats"]}
     assert rows["getppid"]["calls"] == N_GETPPID and rows["nanosleep"]["calls"] == K_NANOSLEEP
     assert rows["openat"]["errnos"] == {"ENOENT": M_OPENAT}
     # trace-net: every connection both ways, bytes exact
-    conns = [json.loads(line) for line in (bundle / "connections.jsonl").read_text().splitlines()]
+    conns = [json.loads(line) for line in gzip.decompress((bundle / "connections.jsonl.gz").read_bytes()).decode().splitlines()]
     clients = [c for c in conns if c["role"] == "client"]
     assert len(clients) == len([c for c in conns if c["role"] == "server"]) == 20
     assert all((c["bytes_sent"], c["bytes_received"], c["pid"]) == (1000, 2000, truth["pid"])
@@ -157,7 +158,7 @@ def test_a_capture_that_cannot_run_is_recorded_and_the_others_complete(tmp_path)
     [bundle] = bundles(root)
     manifest = json.loads((bundle / "manifest.json").read_text())
     status = {c["name"]: c for c in manifest["captures"]}
-    assert status["syscalls"]["status"] == "ok" and "syscalls.json" in manifest["files"]
+    assert status["syscalls"]["status"] == "ok" and "syscalls.json.gz" in manifest["files"]
     assert status["trace-net"]["status"] == "failed" and "kprobes" in status["trace-net"]["error"]
 
 
@@ -169,7 +170,7 @@ def test_tarball_bundle(tmp_path):
     [tarball] = bundles(root)
     assert tarball.name.endswith(".tar.gz")
     listing = subprocess.run(["tar", "tzf", str(tarball)], capture_output=True, text=True).stdout
-    assert f"{tarball.name[:-7]}/manifest.json" in listing and "syscalls.json" in listing
+    assert f"{tarball.name[:-7]}/manifest.json" in listing and "syscalls.json.gz" in listing
     assert os.stat(tarball).st_size > 0
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import shutil
 import subprocess
@@ -87,9 +88,9 @@ def test_an_idle_snapshot_has_nothing_of_ebpf_otlp(tmp_path):
                if not cause.startswith("user stack cut short")}
     assert not dropped, (dropped, out)
     assert not ours & set(sample_pids(bundle / "profile.pb.gz"))
-    rows = json.loads((bundle / "syscalls.json").read_text())["stats"]
+    rows = json.loads(gzip.decompress((bundle / "syscalls.json.gz").read_bytes()))["stats"]
     assert rows and not ours & {r["pid"] for r in rows}
-    conns = [json.loads(line) for line in (bundle / "connections.jsonl").read_text().splitlines()]
+    conns = [json.loads(line) for line in gzip.decompress((bundle / "connections.jsonl.gz").read_bytes()).decode().splitlines()]
     assert not ours & {c["pid"] for c in conns}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import os
 import stat
 import tempfile
@@ -23,6 +24,17 @@ def check_writable(path: str) -> None:
         probe.close()
     except OSError as e:
         raise AgentError(f"cannot write {path}: {e.strerror}") from None
+
+
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def for_path(path: str, data: bytes) -> bytes:
+    """The bytes as a file of that name holds them: gzip-compressed when it ends in .gz
+    (connections.jsonl.gz, syscalls.json.gz), unless they already are (pprof's .pb.gz)."""
+    if path.endswith(".gz") and not data.startswith(GZIP_MAGIC):
+        return gzip.compress(data, compresslevel=6, mtime=0)
+    return data
 
 
 def write_bytes(path: str, data: bytes) -> None:

@@ -53,7 +53,7 @@ def format_for(path: str, explicit: str | None = None) -> str:
     if explicit:
         return explicit
     for ext, fmt in EXTENSIONS.items():
-        if path.endswith(ext):
+        if path.endswith(ext) or path.endswith(ext + ".gz"):   # x.folded.gz: gzip-compressed
             return fmt
     raise AgentError(f"cannot tell the format of {path} from its name: "
                      f"add --format ({'|'.join(ENCODERS)}) or use one of {', '.join(EXTENSIONS)}")

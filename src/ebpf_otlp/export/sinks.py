@@ -68,7 +68,7 @@ class FileSink(Sink):
         for target in self.targets:
             for signal, result in batch.items:
                 if signal.name == target.signal:
-                    files.write_bytes(target.path, signal.formats[target.fmt](result))
+                    files.write_bytes(target.path, files.for_path(target.path, signal.formats[target.fmt](result)))
                     self.written.append(target)
         return True
 

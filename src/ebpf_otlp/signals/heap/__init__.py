@@ -27,4 +27,4 @@ HEAP = Signal(
                                "ebpf_otlp.heap.leak_stacks": len(r.leaks)},
     table="memleak", settings_type=HeapSettings, settings=HeapSettings.from_table,
     processor=later(f"{HERE}.processor:HeapProcessor"),
-    bundle=(("heap.pb.gz", "pprof"), ("heap.json", "json")), command="memleak", describe=_describe)
+    bundle=(("heap.pb.gz", "pprof"), ("heap.json.gz", "json")), command="memleak", describe=_describe)

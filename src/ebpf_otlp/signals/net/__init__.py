@@ -21,5 +21,5 @@ NET = Signal(
     formats={"jsonl": encoded(f"{HERE}.json_out:encode")}, to_otlp=metrics_to_otlp(f"{HERE}.metrics:build"),
     span_attributes=lambda r: {"ebpf_otlp.connections": len(r.connections), "ebpf_otlp.hooks": r.hooks},
     table="trace_net", settings_type=NetSettings, settings=NetSettings.from_table,
-    processor=later(f"{HERE}.processor:NetProcessor"), bundle=(("connections.jsonl", "jsonl"),),
+    processor=later(f"{HERE}.processor:NetProcessor"), bundle=(("connections.jsonl.gz", "jsonl"),),
     stream=later(f"{HERE}.stream:ConnectionStream"), command="trace-net", describe=_describe)
