@@ -113,6 +113,14 @@ class CollectorStats:
         return CollectorStats(self.processed + other.processed, lost, self.drains + other.drains,
                               min(self.share, other.share), unwound)
 
+    def since(self, earlier: "CollectorStats | None") -> "CollectorStats":
+        """What these cumulative counts added to `earlier`'s: one window's share."""
+        if earlier is None:
+            return self
+        lost = {c: n - earlier.lost.get(c, 0) for c, n in self.lost.items() if n > earlier.lost.get(c, 0)}
+        return CollectorStats(self.processed - earlier.processed, lost, self.drains - earlier.drains,
+                              self.share, {})
+
     def as_dict(self) -> dict:
         return {"processed": self.processed, "lost": dict(self.lost), "lost_total": self.total_lost,
                 "drains": self.drains, "share": self.share, "unwound": dict(self.unwound)}

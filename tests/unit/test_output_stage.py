@@ -4,6 +4,7 @@ per interval as each signal's descriptor says. Runs without root."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 
@@ -31,9 +32,10 @@ def profile(off_cpu: bool = False, count: int = 3) -> Profile:
     return Profile(samples=[sample], start_ns=T0, duration_ns=10**9, **shape)
 
 
-def syscalls(lost: int = 0) -> SyscallReport:
+def syscalls(lost: int = 0, processed: int = 5) -> SyscallReport:
     return SyscallReport([], T0, 10**9, True,
-                         CollectorStats(processed=5, lost={"syscall dropped (calls map full)": lost} if lost else {}))
+                         CollectorStats(processed=processed,
+                                        lost={"syscall dropped (calls map full)": lost} if lost else {}))
 
 
 def connection(port: int) -> Connection:
@@ -145,6 +147,38 @@ def test_a_window_is_a_bundle_and_retention_keeps_the_newest(tmp_path):
     assert manifest["window"] is True and set(manifest["files"]) == {"profile.folded", "syscalls.json"}
 
 
+def test_a_windows_manifest_is_a_snapshots_with_the_windows_own_counts(tmp_path):
+    """Each window's manifest says what a snapshot bundle's does (version, host, kernel,
+    start and end, per-capture status and losses by cause, files with sha256), with the
+    counts of that window alone; the run's summary line names the captures that ran and
+    their losses by cause."""
+    w, cpu, sys_, store = windows_of(tmp_path)
+    drains = [0]
+    sys_.make = lambda records, end: syscalls(lost=2 * drains[0], processed=5 * drains[0])
+    for _ in range(2):
+        drains[0] += 1
+        w.next_window = 0
+        w.on_drain(cpu)
+    first, second = (json.loads(open(os.path.join(store.root, b, MANIFEST)).read())
+                     for b in sorted(os.listdir(store.root)))
+    for m in (first, second):
+        assert m["made_by"] == "ebpf-otlp agent" and m["window"] is True
+        assert {"ebpf_otlp_version", "host", "kernel", "start_ns", "end_ns"} <= set(m)
+        assert all(len(f["sha256"]) == 64 for f in m["files"].values())
+        sys_entry = next(c for c in m["captures"] if c["name"] == "syscalls")
+        assert sys_entry["status"] == "ok" and sys_entry["files"] == ["syscalls.json"]
+        assert sys_entry["processed"] == 5 and sys_entry["lost"] == {"syscall dropped (calls map full)": 2}
+    assert first["start_ns"] < first["end_ns"] == second["start_ns"] < second["end_ns"]
+    line = w.totals.summary()
+    assert line.startswith("agent: 2 window(s); profile ") and "syscalls 10 events" in line
+    assert line.endswith("losses: syscalls 4 syscall dropped (calls map full)"), line
+
+
+def test_a_syscalls_only_agent_speaks_of_syscalls():
+    t = agent.Totals(windows=3, stats={"syscalls": CollectorStats(processed=1234)})
+    assert t.summary() == "agent: 3 window(s); syscalls 1,234 events; losses: none"
+
+
 def test_a_short_tail_goes_with_the_last_window(tmp_path):
     w, cpu, sys_, store = windows_of(tmp_path)
     w.begin(duration_s=65)                 # a 5 s tail after the first 60 s window
@@ -152,3 +186,17 @@ def test_a_short_tail_goes_with_the_last_window(tmp_path):
     w.deadline = w.next_window + 1         # less than half a window left
     w.on_drain(cpu)
     assert w.totals.windows == 0 and os.listdir(store.root) == []
+
+
+def test_a_name_ending_in_gz_is_written_compressed_once(tmp_path):
+    """x.folded.gz holds the folded text gzip-compressed; pprof, already gzip, is not
+    compressed twice; format_for sees through the .gz."""
+    from ebpf_otlp.export import folded, pprof
+    from ebpf_otlp.export.profile_files import format_for
+    from ebpf_otlp.export.sinks import FileSink, Batch
+    assert format_for("x.folded.gz") == "folded" and format_for("x.pb.gz") == "pprof"
+    targets = [FileTarget(str(tmp_path / "p.folded.gz"), "folded", "profile"),
+               FileTarget(str(tmp_path / "p.pb.gz"), "pprof", "profile")]
+    FileSink(targets).export(Batch([(registry.of(profile()), profile())]))
+    assert gzip.decompress((tmp_path / "p.folded.gz").read_bytes()).decode() == folded.encode(profile())
+    assert (tmp_path / "p.pb.gz").read_bytes() == pprof.encode(profile())

@@ -22,7 +22,6 @@ from opentelemetry.sdk.metrics.export import AggregationTemporality
 from rich.console import Console
 
 from ebpf_otlp import config as cfg
-from ebpf_otlp.export import losses
 from ebpf_otlp.export.console import text_console
 from ebpf_otlp.engine.output_stage import OutputStage, batch
 from ebpf_otlp.export.sinks import FileSink, FileTarget
@@ -30,7 +29,8 @@ from ebpf_otlp.errors import AgentError
 from ebpf_otlp.engine.capture import Capture, StopOnSignal
 from ebpf_otlp.runtime.privileges import missing_privileges
 from ebpf_otlp.sessions import snapshot
-from ebpf_otlp.sessions.bundles import BundleStore, write_manifest
+from ebpf_otlp.records import CollectorStats
+from ebpf_otlp.sessions.bundles import MADE_BY, BundleStore, capture_entry, describe, write_manifest
 from ebpf_otlp.signals import registry
 from ebpf_otlp.signals.processor import Processor
 from ebpf_otlp.signals.profile import PROFILE
@@ -42,23 +42,39 @@ class Totals:
     profiles: int = 0
     samples: int = 0            # in the exported windows
     kernel_samples: int = 0     # as the kernel counted them: the two must agree
-    lost: int = 0
-    lost_by: dict[str, str] = field(default_factory=dict)   # capture -> its losses line
-    by_capture: dict[str, int] = field(default_factory=dict)
+    stats: dict[str, CollectorStats] = field(default_factory=dict)   # capture title -> the run's
+
+    def summary(self) -> str:
+        """The run in one line: the captures that ran, what each handled, losses by
+        capture and cause ("none" said)."""
+        done = []
+        for title, stats in self.stats.items():
+            if title == PROFILE.title:
+                done.append(f"{title} {self.samples:,} CPU samples exported of {self.kernel_samples:,} "
+                            f"taken in {self.profiles} profile(s)")
+            else:
+                done.append(f"{title} {stats.processed:,} events")
+        lost = [f"{title} {n:,} {cause}" for title, stats in self.stats.items()
+                for cause, n in sorted(stats.lost.items()) if n]
+        return (f"agent: {self.windows} window(s); {', '.join(done) or 'no capture ran'}; "
+                f"losses: {'; '.join(lost) or 'none'}")
 
 
 class _Windows:
     """Cuts windows of the processors it is given, from Capture's drain callback."""
 
     def __init__(self, parts: list[snapshot.Part], stage: OutputStage, store: BundleStore | None,
-                 window_s: float, interval_s: float):
+                 window_s: float, interval_s: float, config: cfg.Config | None = None):
         self.parts, self.stage, self.store = parts, stage, store
         self.window_s, self.interval_s = window_s, interval_s
+        self.config = config or cfg.Config()
         self.begin(None)
         self.totals = Totals()
+        self._at_window: dict[str, CollectorStats] = {}   # each capture's counts at the last cut
 
     def begin(self, duration_s: float | None) -> None:
         """The first window starts now (the collectors just attached)."""
+        self.window_start_ns = time.time_ns()
         now = time.monotonic()
         self.next_window, self.next_interval = now + self.window_s, now + self.interval_s
         self.deadline = now + duration_s if duration_s else float("inf")
@@ -95,27 +111,37 @@ class _Windows:
         t.windows += whole
         for r in results:
             signal = registry.of(r)
-            stats = signal.stats(r)
-            t.lost = max(t.lost, stats.total_lost)
-            t.lost_by[signal.title] = losses.line(stats, signal.title)
+            t.stats[signal.title] = signal.stats(r)
             if signal is PROFILE and r.frequency_hz:
                 t.profiles += 1
                 t.samples += r.total(r.shown_index)
-                t.kernel_samples = stats.processed
+                t.kernel_samples = signal.stats(r).processed
         if self.stage.otlp:
             for r in results:
                 self.stage.stream(r, end)
             self.stage.otlp.export(batch(results))
             self.stage.reset_streams()
         if self.store and whole:
-            self.write_files(results)
+            self.write_files(results, end)
 
-    def write_files(self, results: list) -> None:
-        """One bundle per window (the store builds it under a temporary name, then renames)."""
+    def write_files(self, results: list, end: int) -> None:
+        """One bundle per window (the store builds it under a temporary name, then renames),
+        its manifest a snapshot bundle's: with each capture's counts and losses in it."""
         with self.store.build(time.time()) as bundle:
-            FileSink([FileTarget(os.path.join(bundle.path, os.path.basename(t.path)), t.fmt, t.signal)
-                      for part in self.parts for t in part.files]).export(batch(results))
-            write_manifest(bundle.path, {"window": True})
+            sink = FileSink([FileTarget(os.path.join(bundle.path, os.path.basename(t.path)), t.fmt, t.signal)
+                             for part in self.parts for t in part.files])
+            sink.export(batch(results))
+            captures = []
+            for r in results:
+                signal = registry.of(r)
+                stats = signal.stats(r)
+                captures.append(capture_entry(
+                    signal.name, signal.title, stats.since(self._at_window.get(signal.title)),
+                    [os.path.basename(t.path) for t in sink.written if t.signal == signal.name]))
+                self._at_window[signal.title] = stats
+            write_manifest(bundle.path, {"window": True, **describe(
+                self.config, "agent", self.window_start_ns, end, captures)}, made_by=MADE_BY[1])
+        self.window_start_ns = end
         self.store.retain(time.time())
 
 
@@ -147,7 +173,7 @@ def _run_once(config: cfg.Config, notices: Console, out: Console, duration_s: fl
                                a["interval"])
     if stage.otlp:
         stage.otlp.metric_temporality = AggregationTemporality.DELTA   # each export: one window
-    windows = _Windows(parts, stage, store, a["window"], a["interval"])
+    windows = _Windows(parts, stage, store, a["window"], a["interval"], config)
     with StopOnSignal(extra=(signal.SIGHUP,)) as stop:
         cap = Capture(processors, stop, notices, duration_s, label="agent", skip_failed=True,
                       on_drain=windows.on_drain)
@@ -167,10 +193,6 @@ def _run_once(config: cfg.Config, notices: Console, out: Console, duration_s: fl
         cap.run()
         windows.cut(cap.processors, final=True)   # the current window, up to the stop
         stage.close()
-    t = windows.totals
-    out.print(f"agent: {t.windows} window(s), {t.profiles} profile(s), {t.samples} CPU samples "
-              f"exported of {t.kernel_samples} taken, losses: {t.lost or 'none'}" + (f"; {stage.otlp.summary()}" if stage.otlp else ""),
+    out.print(windows.totals.summary() + (f"; {stage.otlp.summary()}" if stage.otlp else ""),
               highlight=False, soft_wrap=True)
-    for line in t.lost_by.values():   # cumulative kernel counters: the run's losses by cause
-        out.print(line, highlight=False, soft_wrap=True)
     return stop.signum == signal.SIGHUP

@@ -11,6 +11,7 @@ import fcntl
 import hashlib
 import json
 import os
+import platform
 import re
 import shutil
 import socket
@@ -18,13 +19,15 @@ import tarfile
 import time
 from dataclasses import dataclass
 
+from ebpf_otlp import __version__
 from ebpf_otlp.errors import AgentError
+from ebpf_otlp.export import losses
 
 EX_TEMPFAIL = 75
 LOCK_NAME = ".ebpf-otlp-snapshot.lock"
 TMP_PREFIX = ".tmp-"
 MANIFEST = "manifest.json"
-MADE_BY = "ebpf-otlp snapshot"
+MADE_BY = ("ebpf-otlp snapshot", "ebpf-otlp agent")   # a snapshot bundle, an agent window
 
 
 class Busy(AgentError):
@@ -84,16 +87,48 @@ class BundleStore:
         return apply_retention(self.root, self.keep, self.max_age_s, self.max_total, now)
 
 
-def write_manifest(directory: str, doc: dict) -> dict:
+def write_manifest(directory: str, doc: dict, made_by: str = MADE_BY[0]) -> dict:
     """manifest.json: `doc`, with who made it and every file's size and sha256."""
     files = {}
     for entry in sorted(os.listdir(directory)):
         path = os.path.join(directory, entry)
         files[entry] = {"size": os.path.getsize(path), "sha256": _sha256(path)}
-    manifest = {"made_by": MADE_BY, **doc, "files": files}
+    manifest = {"made_by": made_by, **doc, "files": files}
     with open(os.path.join(directory, MANIFEST), "w") as f:
         json.dump(manifest, f, indent=1, default=str)
     return manifest
+
+
+def describe(config, session: str, start_ns: int, end_ns: int, captures: list[dict]) -> dict:
+    """What a snapshot bundle's and an agent window's manifests both say: who made it
+    where, when it starts and ends, the configuration (header values redacted), and each
+    capture's status and losses by cause (capture_entry)."""
+    return {
+        "ebpf_otlp_version": __version__, "host": socket.gethostname(),
+        "kernel": platform.release(), "machine": platform.machine(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(start_ns / 1e9)),
+        "start_ns": start_ns, "end_ns": end_ns, "duration_s": (end_ns - start_ns) / 1e9,
+        "config_file": config.path or None,
+        "config": {k: _redacted(config.section(k)) for k in (session, *config.captures, "otlp")
+                   if k in config.tables or k == session},
+        "captures": captures,
+    }
+
+
+def capture_entry(name: str, title: str, stats, files: list[str], error: str = "") -> dict:
+    """One capture in a manifest: failed with its error, or ok with what the kernel side
+    handled and lost, by cause (`stats`: a CollectorStats)."""
+    if error:
+        return {"name": name, "status": "failed", "error": error}
+    return {"name": name, "status": "ok", "processed": stats.processed, "lost": dict(stats.lost),
+            "lost_total": stats.total_lost, "losses": losses.line(stats, title), "files": files}
+
+
+def _redacted(table: dict) -> dict:
+    """Header values (often tokens) stay out of the bundle."""
+    if "headers" in table:
+        table = {**table, "headers": {k: "<redacted>" for k in table["headers"]}}
+    return table
 
 
 class RootLock:
@@ -148,7 +183,7 @@ def _ours(root: str, entry: str) -> bool:
         return bool(re.fullmatch(r".+-\d{8}T\d{6}Z(-\d+)?\.tar\.gz", entry))
     try:
         with open(os.path.join(path, MANIFEST)) as f:
-            return json.load(f).get("made_by") == MADE_BY
+            return json.load(f).get("made_by") in MADE_BY
     except (OSError, ValueError, AttributeError):
         return False
 

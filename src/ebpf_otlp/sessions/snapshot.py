@@ -11,16 +11,13 @@ from __future__ import annotations
 
 import json
 import os
-import platform
-import socket
 import time
 from dataclasses import dataclass
 
 from rich.console import Console
 
-from ebpf_otlp import __version__, config as cfg
+from ebpf_otlp import config as cfg
 from ebpf_otlp.errors import AgentError
-from ebpf_otlp.export import losses
 from ebpf_otlp.export.console import text_console
 from ebpf_otlp.engine.output_stage import OutputStage
 from ebpf_otlp.export.sinks import FileTarget
@@ -28,7 +25,7 @@ from ebpf_otlp.engine.run import capture
 from ebpf_otlp.signals import registry
 from ebpf_otlp.signals.processor import Processor
 from ebpf_otlp.runtime.privileges import missing_privileges
-from ebpf_otlp.sessions.bundles import BundleStore, write_manifest
+from ebpf_otlp.sessions.bundles import BundleStore, capture_entry, describe, write_manifest
 
 @dataclass
 class Part:
@@ -72,8 +69,7 @@ def run(config: cfg.Config, notices: Console, out: Console, verbose: bool = Fals
         with store.build(started, tar=s["tar"]) as bundle:
             parts = plan(config, bundle.path)
             report = _capture(config, parts, bundle.path, s["duration"], notices, verbose)
-            report["name"] = bundle.name
-            report["files"] = _write_manifest(bundle.path, report, config, started)["files"]
+            report["files"] = write_manifest(bundle.path, {"name": bundle.name, **report})["files"]
         final = bundle.final
         removed = store.retain(time.time())
     failed = [c for c in report["captures"] if c["status"] != "ok"]
@@ -108,35 +104,11 @@ def _capture(config: cfg.Config, parts: list[Part], bundle: str, duration: float
     by_processor = {id(p): r for p, r in zip(done.processors, done.results)}
     captures = []
     for part in parts:
-        entry = {"name": part.name}
-        if id(part.processor) in done.failed:
-            entry.update(status="failed", error=done.failed[id(part.processor)])
-        else:
-            r = by_processor[id(part.processor)]
-            signal = registry.of(r)
-            stats = signal.stats(r)
-            entry.update(status="ok", processed=stats.processed, lost=stats.lost,
-                         lost_total=stats.total_lost, losses=losses.line(stats, signal.title),
-                         files=[os.path.basename(t.path) for t in part.files if t in stage.written])
-        captures.append(entry)
-    return {"captures": captures, "start_ns": done.started_ns, "end_ns": done.ended_ns,
-            "duration_s": (done.ended_ns - done.started_ns) / 1e9, "stopped_by": done.stopped_by or None}
-
-
-def _redacted(table: dict) -> dict:
-    """Header values (often tokens) stay out of the bundle."""
-    if "headers" in table:
-        table = {**table, "headers": {k: "<redacted>" for k in table["headers"]}}
-    return table
-
-
-def _write_manifest(bundle: str, report: dict, config: cfg.Config, started: float) -> dict:
-    return write_manifest(bundle, {
-        "ebpf_otlp_version": __version__, "host": socket.gethostname(),
-        "kernel": platform.release(), "machine": platform.machine(),
-        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
-        "config_file": config.path or None,
-        "config": {k: _redacted(config.section(k)) for k in ("snapshot", *config.captures, "otlp")
-                   if k in config.tables or k == "snapshot"},
-        **report,
-    })
+        r = by_processor.get(id(part.processor))
+        signal = registry.of(r) if r is not None else None
+        captures.append(capture_entry(
+            part.name, signal.title if signal else part.name, signal.stats(r) if signal else None,
+            [os.path.basename(t.path) for t in part.files if t in stage.written],
+            error=done.failed.get(id(part.processor), "")))
+    return {**describe(config, "snapshot", done.started_ns, done.ended_ns, captures),
+            "stopped_by": done.stopped_by or None}
