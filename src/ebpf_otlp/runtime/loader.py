@@ -1,7 +1,6 @@
 """The one BCC loader: every collector compiles its program from bpf/ through here."""
 
 import contextlib
-import ctypes
 import os
 import re
 import sys
@@ -12,6 +11,7 @@ from pathlib import Path
 from ebpf_otlp.errors import AgentError
 from ebpf_otlp.runtime.headers import use_headers
 from ebpf_otlp.runtime.privileges import missing_privileges
+from ebpf_otlp.runtime.processes import trim_heap
 from ebpf_otlp.runtime.tracefs import ensure_tracefs
 
 
@@ -71,18 +71,6 @@ def captured_stderr():
             text.append(buf.read().decode(errors="replace"))
 
 
-def release_compiler_memory() -> None:
-    """Give the heap that clang/LLVM freed after a compile back to the OS.
-
-    A BCC compile peaks at ~60 MB of anonymous memory that glibc keeps cached;
-    without this the agent would sit at ~85 MB anonymous RSS instead of ~25 MB.
-    """
-    try:
-        ctypes.CDLL(None).malloc_trim(0)
-    except (OSError, AttributeError):   # not glibc
-        pass
-
-
 def _first_error(log: str) -> str:
     for line in log.splitlines():
         if "error:" in line:
@@ -123,7 +111,7 @@ def load(program: str, defines: dict[str, object] | None = None):
         except Exception as e:  # BCC raises bare Exception for compile and load failures
             failure = e
         else:
-            release_compiler_memory()
+            trim_heap()   # a BCC compile peaks at ~60 MB that glibc would keep cached
             return bpf
     if "compile" in str(failure).lower():
         raise AgentError(f"compiling {src.name} failed: {_first_error(''.join(log))}; "

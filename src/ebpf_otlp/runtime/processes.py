@@ -33,6 +33,33 @@ def set_thread_nice(native_id: int | None, nice: int | None = None) -> None:
         pass
 
 
+def _libc():
+    import ctypes
+    return ctypes.CDLL(None)
+
+
+def trim_heap() -> None:
+    """Give the OS the pages glibc's malloc holds free, in every arena (malloc_trim): after a
+    BCC compile or a window's symbolization the peak's memory would otherwise stay resident
+    (the agent at ~85 MB anonymous instead of ~25 MB after a compile). Not glibc: nothing."""
+    try:
+        _libc().malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+M_ARENA_MAX = -8
+
+
+def limit_malloc_arenas(n: int) -> None:
+    """At most `n` malloc arenas (glibc makes one per thread up to 8 per CPU, each keeping
+    its own free memory: 4-6 MB apiece in a long-running agent). Call before threads start."""
+    try:
+        _libc().mallopt(M_ARENA_MAX, n)
+    except (OSError, AttributeError):
+        pass
+
+
 def process_state(pid: int) -> str | None:
     """The state letter of /proc/PID/stat (R, S, T stopped, Z zombie, ...); None if gone."""
     try:

@@ -28,6 +28,7 @@ from ebpf_otlp.export.sinks import FileSink, FileTarget
 from ebpf_otlp.errors import AgentError
 from ebpf_otlp.engine.capture import Capture, StopOnSignal
 from ebpf_otlp.runtime.privileges import missing_privileges
+from ebpf_otlp.runtime.processes import limit_malloc_arenas, trim_heap
 from ebpf_otlp.sessions import snapshot
 from ebpf_otlp.records import CollectorStats
 from ebpf_otlp.sessions.bundles import MADE_BY, BundleStore, capture_entry, describe, write_manifest
@@ -123,6 +124,8 @@ class _Windows:
             self.stage.reset_streams()
         if self.store and whole:
             self.write_files(results, end)
+        if whole:
+            trim_heap()   # the window's symbolization and encoding peak, given back
 
     def write_files(self, results: list, end: int) -> None:
         """One bundle per window (the store builds it under a temporary name, then renames),
@@ -158,6 +161,7 @@ def _run_once(config: cfg.Config, notices: Console, out: Console, duration_s: fl
     why = missing_privileges()
     if why:
         raise AgentError(why)
+    limit_malloc_arenas(2)   # a day-long process: not one arena of free memory per thread
     a = config.section("agent")
     otlp, spool = cfg.otlp_settings(config.tables.get("otlp", {}))
     store = None if otlp else BundleStore(a["output_dir"], a["keep"], a["max_age"], a["max_total"]).open()
