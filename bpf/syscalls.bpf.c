@@ -2,29 +2,37 @@
 // Raw tracepoints sys_enter/sys_exit: no perf-buffer copy of the arguments, the cheapest
 // per-event hook. Two map sets (control[0] picks one) so user space drains the idle set
 // every interval. Latency goes into an OTLP exponential histogram at scale 4 (16 buckets
-// per power of two, each ~4.4 % wide), as the bucket field of the key. The exit hook counts
-// every call; a call is timed only if the entry hook saw it, and user space attaches the
-// entry hook for only a share of the time when the syscall rate exceeds its latency budget
-// (runtime/duty_cycle.py), so counts stay exact while timing cost stays bounded.
+// per power of two, each ~4.4 % wide): a count per (key, bucket) in a map of its own, so a
+// key's counters are one entry however its latency spreads. The exit hook counts every
+// call; a call is timed only if the entry hook saw it, and user space attaches the entry
+// hook for only a share of the time when the syscall rate exceeds its latency budget
+// (signals/duty_cycle.py), so counts stay exact while timing cost stays bounded.
+//
+// With NAME_AFTER (tracing every process), a process is counted under its command name and
+// cgroup (tgid 0 in the key) until it has made NAME_AFTER syscalls, and by its pid from then
+// on: the short-lived (a build's compilers, a cron job's shells) fold in the kernel, where
+// each would otherwise leave its own rows; `newcomers` counts the processes each name holds.
 //
 // Defines: ARCH_X86_64 or ARCH_ARM64; LATENCY; TASK_STORAGE (entry times in task storage,
 //          else an LRU hash by thread id); targets.inc's (which processes); FILTER_SYSCALLS;
-//          MAX_KEYS, MAX_ERRNOS, MAX_THREADS.
+//          NAME_AFTER, MAX_SEEN; MAX_KEYS, MAX_ERRNOS, MAX_THREADS.
 #include <uapi/linux/ptrace.h>
 // #import kernel_types.inc
 
-// One entry per (process, syscall, latency bucket): the exit path does a single hash
-// lookup, and per-(process, syscall) totals are the sum over buckets in user space.
+// One entry per (process, syscall): the exit path does a single hash lookup for its
+// counters, and one more for the latency bucket of a timed call.
 struct call_key {
-    u32 tgid;
+    u32 tgid;                // 0: not yet named (NAME_AFTER): by name and cgroup below
     u32 nr;
-    s32 bucket;              // histogram bucket (see exp_index); 0 when not timed
-    u32 timed;               // 1: the entry hook saw this call and its latency is in bucket
+    u64 cgroup_id;           // folded keys only
+    u64 comm_lo;             // folded keys only: the command name, TASK_COMM_LEN bytes
+    u64 comm_hi;
 };
 
 struct call_value {          // per CPU: no atomics needed, min/max exact
     u64 count;
     u64 errors;
+    u64 timed;               // calls the entry hook saw: their latency is in total/min/max
     u64 total_ns;
     u64 min_ns;
     u64 max_ns;
@@ -33,11 +41,22 @@ struct call_value {          // per CPU: no atomics needed, min/max exact
     char comm[TASK_COMM_LEN];
 };
 
+struct hist_key {
+    struct call_key call;
+    s32 bucket;              // histogram bucket (see exp_index)
+    u32 pad;
+};
+
 struct errno_key {
-    u32 tgid;
-    u32 nr;
+    struct call_key call;
     u32 err;
     u32 pad;
+};
+
+struct name_key {            // a command name in a cgroup, as folded keys carry them
+    u64 cgroup_id;
+    u64 comm_lo;
+    u64 comm_hi;
 };
 
 enum syscalls_stat {
@@ -45,6 +64,8 @@ enum syscalls_stat {
     STAT_CALLS_FULL,
     STAT_ERRNOS_FULL,
     STAT_START_FULL,
+    STAT_HIST_FULL,
+    STAT_NEWCOMERS_FULL,
     STAT_MAX,
 };
 
@@ -53,6 +74,15 @@ BPF_F_TABLE("percpu_hash", struct call_key, struct call_value, calls_0, MAX_KEYS
 BPF_F_TABLE("percpu_hash", struct call_key, struct call_value, calls_1, MAX_KEYS, BPF_F_NO_PREALLOC);
 BPF_HASH(errnos_0, struct errno_key, u64, MAX_ERRNOS);
 BPF_HASH(errnos_1, struct errno_key, u64, MAX_ERRNOS);
+#ifdef LATENCY
+BPF_HASH(hist_0, struct hist_key, u64, MAX_KEYS);
+BPF_HASH(hist_1, struct hist_key, u64, MAX_KEYS);
+#endif
+#ifdef NAME_AFTER
+BPF_TABLE("lru_hash", u32, u64, seen, MAX_SEEN);   // tgid -> syscalls counted under its name
+BPF_HASH(newcomers_0, struct name_key, u64, 16384);
+BPF_HASH(newcomers_1, struct name_key, u64, 16384);
+#endif
 BPF_ARRAY(control, u32, 1);
 BPF_PERCPU_ARRAY(stats, u64, STAT_MAX);
 BPF_ARRAY(io_syscalls, u8, 1024);        // nr -> 1 for read/write-family syscalls
@@ -179,18 +209,48 @@ static __always_inline u32 exit_nr(struct pt_regs *regs) {
     return (u32)nr;
 }
 
+#ifdef NAME_AFTER
+// The key's who: the process's tgid once it has made NAME_AFTER syscalls, else its name and
+// cgroup (tgid 0), the first sight of each process (and each successful exec, which renames
+// it) counted in `newcomers` under the name it then has.
+static __always_inline void key_who(struct call_key *key, u32 tgid, u32 nr, s64 ret, u32 buf) {
+    u64 *n = seen.lookup(&tgid);
+    if (n && *n >= NAME_AFTER)
+        return;
+    u64 first = 1;
+    if (n)
+        __sync_fetch_and_add(n, 1);
+    else
+        seen.update(&tgid, &first);
+    char comm[TASK_COMM_LEN];
+    process_comm(comm);
+    key->tgid = 0;
+    key->cgroup_id = bpf_get_current_cgroup_id();
+    __builtin_memcpy(&key->comm_lo, comm, sizeof(comm));
+    if (!n || ((nr == NR_EXECVE || nr == NR_EXECVEAT) && ret == 0)) {
+        struct name_key name = {.cgroup_id = key->cgroup_id, .comm_lo = key->comm_lo,
+                                .comm_hi = key->comm_hi};
+        u64 none = 0;
+        u64 *count = buf ? newcomers_1.lookup_or_try_init(&name, &none)
+                         : newcomers_0.lookup_or_try_init(&name, &none);
+        if (count)
+            __sync_fetch_and_add(count, 1);
+        else
+            bump(STAT_NEWCOMERS_FULL);
+    }
+}
+#endif
+
 RAW_TRACEPOINT_PROBE(sys_exit) {
     u64 id = task_ids();
     u32 tgid = id >> 32, nr = exit_nr((struct pt_regs *)ctx->args[0]);
     s64 ret = (s64)ctx->args[1];
-    struct call_key key = {.tgid = tgid, .nr = nr};
-    u64 delta = 0;
+    u64 delta = 0, timed = 0;
 #ifdef LATENCY
     u64 ts = start_take();
     if (ts) {             // the entry hook saw it (and applied the filters)
         delta = bpf_ktime_get_ns() - ts;
-        key.bucket = exp_index(delta);
-        key.timed = 1;
+        timed = 1;
     } else if (!wanted(tgid, nr)) {
         return 0;
     }
@@ -203,6 +263,10 @@ RAW_TRACEPOINT_PROBE(sys_exit) {
     u32 *active = control.lookup(&zero);
     u32 buf = active ? *active : 0;
 
+    struct call_key key = {.tgid = tgid, .nr = nr};
+#ifdef NAME_AFTER
+    key_who(&key, tgid, nr, ret, buf);
+#endif
     struct call_value init = {};
     struct call_value *v = buf ? calls_1.lookup_or_try_init(&key, &init)
                                : calls_0.lookup_or_try_init(&key, &init);
@@ -213,14 +277,26 @@ RAW_TRACEPOINT_PROBE(sys_exit) {
     if (v->count == 0) {
         process_comm(v->comm);
         v->cgroup_id = bpf_get_current_cgroup_id();
-        v->min_ns = delta;
     }
     v->count++;
-    v->total_ns += delta;
-    if (delta < v->min_ns)
-        v->min_ns = delta;
-    if (delta > v->max_ns)
-        v->max_ns = delta;
+    if (timed) {
+        if (v->timed == 0 || delta < v->min_ns)
+            v->min_ns = delta;
+        if (delta > v->max_ns)
+            v->max_ns = delta;
+        v->timed++;
+        v->total_ns += delta;
+#ifdef LATENCY
+        struct hist_key hk = {.call = key, .bucket = exp_index(delta)};
+        u64 none = 0;
+        u64 *in_bucket = buf ? hist_1.lookup_or_try_init(&hk, &none)
+                             : hist_0.lookup_or_try_init(&hk, &none);
+        if (in_bucket)
+            __sync_fetch_and_add(in_bucket, 1);
+        else
+            bump(STAT_HIST_FULL);
+#endif
+    }
     if (ret > 0) {
         u8 *io = io_syscalls.lookup(&nr);
         if (io && *io)
@@ -228,7 +304,7 @@ RAW_TRACEPOINT_PROBE(sys_exit) {
     }
     if (ret < 0 && ret >= -4095) {
         v->errors++;
-        struct errno_key ek = {.tgid = tgid, .nr = nr, .err = (u32)-ret};
+        struct errno_key ek = {.call = key, .err = (u32)-ret};
         u64 none = 0;
         u64 *n = buf ? errnos_1.lookup_or_try_init(&ek, &none)
                      : errnos_0.lookup_or_try_init(&ek, &none);

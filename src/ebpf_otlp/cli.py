@@ -332,12 +332,15 @@ def profile(pids, comm, include_self, all_, hz, duration, user_only, kernel_only
 @click.option("--top-processes", type=click.IntRange(min=0), **default(SyscallSettings.top_processes),
               metavar="N", help="Keep the N busiest processes row by row in every output; fold the "
                                 "rest by command name and container, totals exact (0: keep all).")
+@click.option("--name-after", type=click.IntRange(min=0), **default(SyscallSettings.name_after),
+              metavar="N", help="Tracing every process: count one by its pid once it has made N "
+                                "syscalls, before that under its command name (0: all by pid).")
 @click.option("-o", "--output", metavar="FILE.json", type=click.Path(dir_okay=False),
               help="Write the results as JSON.")
 @otlp_options
 @command_argument
 def syscalls(pids, comm, include_self, syscalls, duration, interval, latency, latency_budget, by, top, files,
-             top_processes, output, command, **otlp_flags):
+             top_processes, name_after, output, command, **otlp_flags):
     """Count syscalls, their errors and latency, per syscall and process, in the kernel.
 
     With `-- CMD ARGS`, run CMD once tracing is attached, trace it and every process it
@@ -360,7 +363,8 @@ def syscalls(pids, comm, include_self, syscalls, duration, interval, latency, la
     otlp, spool = otlp_from_flags(otlp_flags)
     trace = SyscallSettings(pids=pids, comm=comm, syscalls=numbers, interval_s=interval,
                             latency=latency, latency_budget=latency_budget,
-                            top_processes=top_processes, include_self=include_self)
+                            top_processes=top_processes, name_after=name_after,
+                            include_self=include_self)
     render = lambda r, c: table.render(r, c, by, top, files)   # noqa: E731
     return run_command(SYSCALLS, Command(trace, duration, list(command),
                                          [(output, "json")] if output else [], render,

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import ctypes as ct
 import platform
+import struct
 
 from ebpf_otlp import histogram
 from ebpf_otlp.signals.syscalls import names as syscall_names
 from ebpf_otlp.signals.collector import Collector, StatsEnum
 from ebpf_otlp.signals.targets import Targets
 from ebpf_otlp.errors import AgentError
-from ebpf_otlp.records import ContainerInfo
+from ebpf_otlp.records import HOST, ContainerInfo
 from ebpf_otlp.signals.syscalls.records import SyscallStats
 from ebpf_otlp.runtime import loader
 from ebpf_otlp.signals.duty_cycle import DutyCycle
@@ -19,10 +20,13 @@ from ebpf_otlp.runtime.processes import CgroupIds, container_of
 from ebpf_otlp.symbolize.procmaps import read_comm
 
 # `enum syscalls_stat` of bpf/syscalls.bpf.c, in its order.
-STATS = StatsEnum(("events", "calls map full", "errno map full", "start map full"), processed="events",
+STATS = StatsEnum(("events", "calls map full", "errno map full", "start map full", "hist map full",
+                   "newcomers map full"), processed="events",
                   losses={"calls map full": "syscall dropped (calls map full)",
                           "errno map full": "errno dropped (errno map full)",
-                          "start map full": "syscall not timed (entry-time map full)"})
+                          "start map full": "syscall not timed (entry-time map full)",
+                          "hist map full": "latency not in its histogram (histogram map full)",
+                          "newcomers map full": "folded process not counted (newcomers map full)"})
 ENTER_FN = b"raw_tracepoint__sys_enter"   # what BCC names RAW_TRACEPOINT_PROBE(sys_enter)
 
 
@@ -39,8 +43,10 @@ class SyscallCollector(Collector):
     def __init__(self, pids: list[int] | None = None, comm: str | None = None,
                  syscalls: list[int] | None = None, latency: bool = True,
                  latency_budget: float = 0, max_keys: int = 262144, interval_s: float = 10.0,
-                 follow_forks: bool = False, include_self: bool = False):
+                 follow_forks: bool = False, include_self: bool = False, name_after: int = 0):
         super().__init__()
+        # Folding in the kernel only when every process is traced: named ones are always named.
+        self.name_after = name_after if not pids and not follow_forks else 0
         self.targets = Targets(list(pids or []), comm, follow_forks, include_self)
         self.interval_s = interval_s
         self.follow_forks = follow_forks
@@ -67,6 +73,7 @@ class SyscallCollector(Collector):
             arch: True, "LATENCY": self.latency, **self.targets.defines(),
             "FILTER_SYSCALLS": bool(self.syscalls), "MAX_KEYS": self.max_keys,
             "MAX_ERRNOS": 16384, "MAX_THREADS": 65536,
+            "NAME_AFTER": self.name_after or None, "MAX_SEEN": 65536,
         }
         try:   # entry times in task storage where the kernel allows it: cheapest
             self._bpf = loader.load("syscalls", {**defines, "TASK_STORAGE": self.latency})
@@ -112,29 +119,47 @@ class SyscallCollector(Collector):
 
     def drain(self) -> list[SyscallStats]:
         idle = self._buffers.flip()
-        stats: dict[tuple[int, int], SyscallStats] = {}
-        for key, per_cpu in drain(self._bpf[f"calls_{idle}"]):
-            s = stats.get((key.tgid, key.nr))
-            if s is None:
-                s = stats[(key.tgid, key.nr)] = SyscallStats(key.tgid, "", key.nr,
-                                                             syscall_names.name(key.nr))
+        bpf = self._bpf
+        stats: dict[tuple, SyscallStats] = {}
+        for key, per_cpu in drain(bpf[f"calls_{idle}"]):
+            s = SyscallStats(key.tgid, "", key.nr, syscall_names.name(key.nr))
             for v in per_cpu:
-                if v.count:
+                if not v.count:
+                    continue
+                if v.timed:
+                    s.min_ns = v.min_ns if not s.timed else min(s.min_ns, v.min_ns)
+                    s.max_ns = max(s.max_ns, v.max_ns)
+                s.calls += v.count
+                s.errors += v.errors
+                s.timed += v.timed
+                s.total_ns += v.total_ns
+                s.bytes += v.bytes
+                s.process_name = s.process_name or v.comm.decode(errors="replace")
+                if key.tgid:
                     self._place(key.tgid, v.cgroup_id)
-                    timed = v.count if key.timed else 0   # untimed entries carry no latency
-                    s.merge(SyscallStats(key.tgid, v.comm.decode(errors="replace"), key.nr, "",
-                                         v.count, v.errors, v.total_ns, v.min_ns, v.max_ns,
-                                         v.bytes, hist={key.bucket: timed} if timed else {},
-                                         timed=timed))
-        for key, count in drain(self._bpf[f"errnos_{idle}"]):
-            s = stats.get((key.tgid, key.nr))
+            if not key.tgid:    # folded in the kernel: its name and cgroup are the key
+                s.process_name = _name(key)
+                s.container = self._folded_container(key.cgroup_id)
+            stats[_who(key)] = s
+        if self.latency:
+            for hk, n in drain(bpf[f"hist_{idle}"]):
+                s = stats.get(_who(hk.call))
+                if s is not None:
+                    s.hist[hk.bucket] = s.hist.get(hk.bucket, 0) + n
+        for ek, count in drain(bpf[f"errnos_{idle}"]):
+            s = stats.get(_who(ek.call))
             if s is not None:   # else its calls entry did not fit: counted as "calls map full"
-                s.errnos[key.err] = s.errnos.get(key.err, 0) + count
+                s.errnos[ek.err] = s.errnos.get(ek.err, 0) + count
+        if self.name_after:
+            names = {(nk.comm_lo, nk.comm_hi, nk.cgroup_id): n for nk, n in drain(bpf[f"newcomers_{idle}"])}
+            for (tgid, _nr, comm_lo, comm_hi, cgroup_id), s in stats.items():
+                if not tgid:
+                    s.folded = names.get((comm_lo, comm_hi, cgroup_id), 0)
         for s in stats.values():
-            if not s.process_name:
-                s.process_name = read_comm(s.pid) or ""
-            s.container = self._containers.get(s.pid) or container_of(s.pid)
-        self.counters = dict(zip(STATS.index, STATS.read(self._bpf["stats"], self.stats)))
+            if s.pid:
+                s.process_name = s.process_name or read_comm(s.pid) or ""
+                s.container = self._containers.get(s.pid) or container_of(s.pid)
+        self.counters = dict(zip(STATS.index, STATS.read(bpf["stats"], self.stats)))
         self.stats.share = self.timing_share
         self.stats.drains += 1
         return list(stats.values())
@@ -144,6 +169,10 @@ class SyscallCollector(Collector):
         seen = self.counters["events"] if self._bpf is None else \
             percpu_counters(self._bpf["stats"], 1)[0]
         return f"{seen} syscalls"
+
+    def _folded_container(self, cgroup_id: int) -> ContainerInfo:
+        found = self._cgroup_ids.lookup(cgroup_id)
+        return found if found is not None else HOST
 
     def _place(self, pid: int, cgroup_id: int) -> None:
         """The container a process ran in, from the cgroup id the kernel saw (once per pid)."""
@@ -166,3 +195,13 @@ class SyscallCollector(Collector):
         self._bpf.cleanup()
         self._bpf = None
         return rest
+
+
+def _who(key) -> tuple:
+    """A calls-map key as a dict key: (tgid, nr) of a named process, or its name and cgroup."""
+    return (key.tgid, key.nr, key.comm_lo, key.comm_hi, key.cgroup_id)
+
+
+def _name(key) -> str:
+    raw = struct.pack("<QQ", key.comm_lo, key.comm_hi)
+    return raw.split(b"\0", 1)[0].decode(errors="replace")

@@ -12,7 +12,7 @@ from ebpf_otlp.signals.syscalls.names import errno_name
 def encode(report: SyscallReport) -> str:
     rows = []
     for s in sorted(report.stats, key=lambda s: (-report.time_in(s), -s.calls)):
-        who = {"folded_processes": s.folded} if s.folded else {"pid": s.pid}
+        who = {"folded_processes": s.folded} if s.is_folded else {"pid": s.pid}
         row = {**who, "process": s.process_name, **s.container.attributes(),
                "syscall": s.syscall, "nr": s.nr,
                "calls": s.calls, "errors": s.errors, "bytes": s.bytes,

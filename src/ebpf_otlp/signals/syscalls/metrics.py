@@ -37,7 +37,7 @@ from ebpf_otlp.signals.syscalls.names import errno_name
 
 def _attributes(s: SyscallStats) -> dict:
     # A folded row is many processes of one name: no pid (and fewer series for the backend).
-    attrs = {"syscall.name": s.syscall, **({} if s.folded else {"process.pid": s.pid})}
+    attrs = {"syscall.name": s.syscall, **({} if s.is_folded else {"process.pid": s.pid})}
     if s.process_name:
         attrs["process.executable.name"] = s.process_name
     return {**attrs, **s.container.attributes()}

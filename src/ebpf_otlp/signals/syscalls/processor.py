@@ -22,15 +22,16 @@ class SyscallProcessor(Processor):
                                           settings.latency, settings.latency_budget,
                                           max_keys=max_keys, interval_s=settings.interval_s,
                                           follow_forks=settings.follow_forks,
-                                          include_self=settings.include_self)
-        self.by_key: dict[tuple[int, int], SyscallStats] = {}
+                                          include_self=settings.include_self,
+                                          name_after=settings.name_after)
+        self.by_key: dict[tuple, SyscallStats] = {}
         self.window_start_ns = time.time_ns()
 
     def add(self, records: list[SyscallStats]) -> None:
         for s in records:
-            have = self.by_key.get((s.pid, s.nr))
+            have = self.by_key.get(s.key)
             if have is None:
-                self.by_key[(s.pid, s.nr)] = s
+                self.by_key[s.key] = s
             else:
                 have.merge(s)
 

@@ -28,7 +28,18 @@ class SyscallStats:
     hist: dict[int, int] = field(default_factory=dict)       # histogram.SCALE bucket -> calls
     timed: int = 0                                           # calls whose latency was measured
     container: ContainerInfo = HOST
-    folded: int = 0          # > 0: not one process but this many, merged by name and container (pid 0)
+    # pid 0: not one process but those of this name and container, folded (in the kernel
+    # until they had made enough syscalls, or by fold()); `folded` counts those first seen
+    folded: int = 0
+
+    @property
+    def is_folded(self) -> bool:
+        return self.pid == 0
+
+    @property
+    def key(self) -> tuple:
+        """What two drains' rows of the same process (or folded name) and syscall share."""
+        return (self.pid, self.nr) if self.pid else (0, self.nr, self.process_name, self.container)
 
     @property
     def sampled(self) -> bool:
@@ -52,6 +63,7 @@ class SyscallStats:
         self.total_ns += other.total_ns
         self.max_ns = max(self.max_ns, other.max_ns)
         self.bytes += other.bytes
+        self.folded += other.folded
         self.process_name = self.process_name or other.process_name
         self.container = self.container if self.container != HOST else other.container
         for table, add in ((self.errnos, other.errnos), (self.hist, other.hist)):
@@ -61,13 +73,15 @@ class SyscallStats:
 
 def fold(stats: list[SyscallStats], keep: int) -> list[SyscallStats]:
     """The `keep` busiest processes (by calls) row by row; every other process's rows
-    merged per (command name, container, syscall) under pid 0, `folded` saying how many
-    processes each holds. Totals are unchanged. Short-lived processes (a build, a cron
-    job's churn) would otherwise each leave their own rows: 1,200 `sh` children a minute
-    made 25,000 rows of a window. keep 0: every process kept."""
+    merged per (command name, container, syscall) under pid 0, with the rows the kernel
+    folded already, `folded` counting the processes each holds. Totals are unchanged.
+    Short-lived processes (a build, a cron job's churn) would otherwise each leave their
+    own rows: 1,200 `sh` children a minute made 25,000 rows of a window. keep 0: every
+    process kept."""
     calls: dict[int, int] = {}
     for s in stats:
-        calls[s.pid] = calls.get(s.pid, 0) + s.calls
+        if not s.is_folded:
+            calls[s.pid] = calls.get(s.pid, 0) + s.calls
     if not keep or len(calls) <= keep:
         return stats
     kept = set(sorted(calls, key=lambda pid: (-calls[pid], pid))[:keep])
@@ -83,9 +97,10 @@ def fold(stats: list[SyscallStats], keep: int) -> list[SyscallStats]:
             row = merged[key] = SyscallStats(0, s.process_name, s.nr, s.syscall, container=s.container)
             members[key] = set()
         row.merge(s)
-        members[key].add(s.pid)
+        if not s.is_folded:
+            members[key].add(s.pid)
     for key, row in merged.items():
-        row.folded = len(members[key])
+        row.folded += len(members[key])
         out.append(row)
     return out
 

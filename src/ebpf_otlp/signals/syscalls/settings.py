@@ -31,6 +31,9 @@ class SyscallSettings:
     # processes kept row by row in every output, the busiest first; the rest folded by
     # command name and container (records.fold); 0: all
     top_processes: int = field(default=100, metadata=toml("top_processes", v.count))
+    # tracing every process: one is counted by pid once it has made this many syscalls,
+    # before that under its command name and container, in the kernel; 0: all by pid
+    name_after: int = field(default=1000, metadata=toml("name_after", v.count))
     follow_forks: bool = False
     include_self: bool = field(default=False, metadata=toml("include_self", v.boolean))
 

@@ -28,8 +28,8 @@ def by_syscall(stats: list[SyscallStats]) -> list[SyscallStats]:
 
 def _who(s: SyscallStats) -> list:
     """The pid and process cells; a folded row names how many processes it holds."""
-    if s.folded:
-        return ["—", Text(f"{s.process_name} ({s.folded} processes)")]
+    if s.is_folded:
+        return ["—", Text(f"{s.process_name} ({s.folded} process{'' if s.folded == 1 else 'es'})")]
     return [str(s.pid), Text(s.process_name)]
 
 
