@@ -98,6 +98,14 @@ BPF_ARRAY(sub_bucket, u8, 256);          // top 8 mantissa bits -> 16 * log2(1 +
 BPF_ARRAY(syscall_filter, u8, 1024);
 #endif
 
+#if defined(ARCH_X86_64)
+#define NR_EXECVE 59
+#define NR_EXECVEAT 322
+#else
+#define NR_EXECVE 221
+#define NR_EXECVEAT 281
+#endif
+
 // #import bump.inc
 
 // #import targets.inc
@@ -172,14 +180,6 @@ static __always_inline u64 start_take(void) {
     return ts;
 #endif
 }
-
-#if defined(ARCH_X86_64)
-#define NR_EXECVE 59
-#define NR_EXECVEAT 322
-#else
-#define NR_EXECVE 221
-#define NR_EXECVEAT 281
-#endif
 
 RAW_TRACEPOINT_PROBE(sys_enter) {
     u64 id = task_ids();

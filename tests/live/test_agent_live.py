@@ -3,6 +3,8 @@ non-overlapping, adding up to what the kernel counted; files when there is no co
 
 from __future__ import annotations
 
+import gzip
+import json
 import re
 import subprocess
 
@@ -27,10 +29,10 @@ def test_three_windows_reach_the_collector_contiguous_and_complete(tmp_path):
     finally:
         hot.kill()
     assert r.returncode == 0, r.stderr
-    m = re.search(r"(\d+) window\(s\), \d+ profile\(s\), (\d+) CPU samples exported of (\d+) taken, "
-                  r"losses: none", r.stdout)
+    m = re.search(r"agent: (\d+) window\(s\); profile ([\d,]+) CPU samples exported of ([\d,]+) taken "
+                  r"in \d+ profile\(s\), syscalls [\d,]+ events; losses: none", r.stdout)
     assert m, r.stdout
-    windows, exported, taken = map(int, m.groups())
+    windows, exported, taken = (int(g.replace(",", "")) for g in m.groups())
     assert windows == 3 and exported == taken > 0
     profiles = []
     for req in received["profiles"]:
@@ -51,20 +53,20 @@ def test_three_windows_reach_the_collector_contiguous_and_complete(tmp_path):
     assert received["metrics"]        # syscall metrics each interval, and self-telemetry
 
 
-def windows_written(tmp_path, tables: str, duration: str, agent_table: str = "") -> list:
+def windows_written(tmp_path, tables: str, duration: str, agent_table: str = "") -> tuple[list, str]:
     """Run the agent without a collector (1 s windows; the config's `tables`, and its
-    [agent] table with the output directory and `agent_table`) and return the window
-    directories it left, oldest first."""
+    [agent] table with the output directory and `agent_table`); the window directories it
+    left, oldest first, and its summary line."""
     out = tmp_path / "windows"
     config = tmp_path / "agent.toml"
     config.write_text(f'{tables}[agent]\noutput_dir = "{out}"\n{agent_table}')
     r = agent("agent", "--config", str(config), "--window", "1s", "--duration", duration)
     assert r.returncode == 0, r.stderr
-    return sorted(p for p in out.iterdir() if not p.name.startswith("."))
+    return sorted(p for p in out.iterdir() if not p.name.startswith(".")), r.stdout.strip()
 
 
 def test_without_a_collector_windows_rotate_into_files(tmp_path):
-    dirs = windows_written(tmp_path, "[profile]\nhz = 99\n", "4s", agent_table="keep = 2\n")
+    dirs, _ = windows_written(tmp_path, "[profile]\nhz = 99\n", "4s", agent_table="keep = 2\n")
     assert len(dirs) == 2                                  # the newest two kept
     for d in dirs:
         assert {p.name for p in d.iterdir()} >= {"profile.pb.gz", "profile.svg", "manifest.json"}
@@ -72,5 +74,41 @@ def test_without_a_collector_windows_rotate_into_files(tmp_path):
 
 def test_without_a_profile_windows_still_rotate_into_files(tmp_path):
     """Syscalls alone (no CPU profile) still cut windows and write them."""
-    dirs = windows_written(tmp_path, "[syscalls]\nlatency = false\n", "3.5s")
+    dirs, _ = windows_written(tmp_path, "[syscalls]\nlatency = false\n", "3.5s")
     assert len(dirs) >= 3 and all((d / "syscalls.json.gz").exists() for d in dirs)
+
+
+def test_under_churn_a_window_names_the_busiest_and_folds_the_rest_exactly(tmp_path):
+    """A process making 200,000 getppid and 60 short-lived /bin/true beside it: the windows
+    keep the busy one by pid (its first name_after calls counted under its name), fold the
+    `true`s by name, and every call the kernel counted is in exactly one row of one
+    window; the summary speaks of syscalls only, the capture that ran."""
+    mix = subprocess.Popen([str(compile_c("syscall_mix.c", tmp_path / "syscall_mix")), "200000", "0", "0"],
+                           stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    churn = subprocess.Popen(["sh", "-c", "for i in $(seq 60); do /bin/true; done; sleep 1"])
+    try:
+        mix.stdin.write(b"x")
+        mix.stdin.flush()
+        dirs, summary = windows_written(tmp_path, "[syscalls]\nlatency = false\ntop_processes = 3\n",
+                                        "4s", agent_table="keep = 20\n")
+    finally:
+        for p in (mix, churn):
+            p.kill()
+            p.wait()
+    m = re.fullmatch(r"agent: (\d+) window\(s\); syscalls ([\d,]+) events; losses: none", summary)
+    assert m, summary
+    rows, windows = [], []
+    for d in dirs:
+        manifest = json.loads((d / "manifest.json").read_text())
+        assert manifest["made_by"] == "ebpf-otlp agent"
+        [capture] = manifest["captures"]
+        windows.append(capture["processed"])
+        rows += json.loads(gzip.decompress((d / "syscalls.json.gz").read_bytes()))["stats"]
+    assert len(dirs) == int(m.group(1)) >= 3
+    assert sum(r["calls"] for r in rows) == int(m.group(2).replace(",", "")) == sum(windows)
+    getppid = [r for r in rows if r["syscall"] == "getppid" and r["process"] == "syscall_mix"]
+    assert sum(r["calls"] for r in getppid) == 200000
+    assert any(r.get("pid") == mix.pid for r in getppid)
+    trues = [r for r in rows if r["process"] == "true"]
+    assert trues and all("pid" not in r for r in trues)
+    assert sum(r["folded_processes"] for r in trues if r["syscall"] == "execve") >= 50
