@@ -30,7 +30,7 @@ def test_three_windows_reach_the_collector_contiguous_and_complete(tmp_path):
         hot.kill()
     assert r.returncode == 0, r.stderr
     m = re.search(r"agent: (\d+) window\(s\); profile ([\d,]+) CPU samples exported of ([\d,]+) taken "
-                  r"in \d+ profile\(s\), syscalls [\d,]+ events; losses: none", r.stdout)
+                  r"in \d+ profile\(s\), syscalls 0 events; losses: none", r.stdout)   # hot makes none
     assert m, r.stdout
     windows, exported, taken = (int(g.replace(",", "")) for g in m.groups())
     assert windows == 3 and exported == taken > 0

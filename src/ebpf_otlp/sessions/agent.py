@@ -191,6 +191,7 @@ def _run_once(config: cfg.Config, notices: Console, out: Console, duration_s: fl
             if id(part.processor) in cap.failed:
                 notices.print(f"{part.name} cannot run: {cap.failed[id(part.processor)]}", style="yellow")
         windows.parts = [p for p in parts if id(p.processor) not in cap.failed]
+        windows.totals.stats = {p.signal.title: CollectorStats() for p in windows.parts}   # in order
         where = f"to {otlp.endpoint}" if otlp else f"into {store.root}"
         notices.print(f"agent: {', '.join(p.name for p in windows.parts)}; windows of "
                       f"{a['window']:g} s, exported {where}", highlight=False)
