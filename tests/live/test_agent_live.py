@@ -11,7 +11,7 @@ import subprocess
 import pytest
 
 from support.collector import GrpcCollector
-from conftest import agent, compile_c
+from conftest import agent, agent_popen, compile_c, wait_for_line
 from ebpf_otlp.export.otlp_profiles import decode_stacks
 
 pytestmark = pytest.mark.live
@@ -79,24 +79,31 @@ def test_without_a_profile_windows_still_rotate_into_files(tmp_path):
 
 
 def test_under_churn_a_window_names_the_busiest_and_folds_the_rest_exactly(tmp_path):
-    """A process making 200,000 getppid and 60 short-lived /bin/true beside it: the windows
-    keep the busy one by pid (its first name_after calls counted under its name), fold the
-    `true`s by name, and every call the kernel counted is in exactly one row of one
-    window; the summary speaks of syscalls only, the capture that ran."""
+    """A process making 200,000 getppid and 60 short-lived /bin/true beside it, both
+    started once the agent is attached: the windows keep the busy one by pid (its first
+    name_after calls counted under its name), fold the `true`s by name, and every call the
+    kernel counted is in exactly one row of one window; the summary speaks of syscalls
+    only, the capture that ran."""
+    out = tmp_path / "windows"
+    config = tmp_path / "agent.toml"
+    config.write_text(f'[syscalls]\nlatency = false\ntop_processes = 3\n[agent]\noutput_dir = "{out}"\n'
+                      'keep = 20\n')
     mix = subprocess.Popen([str(compile_c("syscall_mix.c", tmp_path / "syscall_mix")), "200000", "0", "0"],
                            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
-    churn = subprocess.Popen(["sh", "-c", "for i in $(seq 60); do /bin/true; done; sleep 1"])
+    run = agent_popen("agent", "--config", str(config), "--window", "1s", "--duration", "4s")
     try:
+        wait_for_line(run.stderr, "agent: syscalls; windows of")
         mix.stdin.write(b"x")
         mix.stdin.flush()
-        dirs, summary = windows_written(tmp_path, "[syscalls]\nlatency = false\ntop_processes = 3\n",
-                                        "4s", agent_table="keep = 20\n")
+        subprocess.run(["sh", "-c", "for i in $(seq 60); do /bin/true; done"], check=True)
+        summary, err = run.communicate(timeout=60)
     finally:
-        for p in (mix, churn):
-            p.kill()
-            p.wait()
-    m = re.fullmatch(r"agent: (\d+) window\(s\); syscalls ([\d,]+) events; losses: none", summary)
+        mix.kill()
+        mix.wait()
+    assert run.returncode == 0, err
+    m = re.fullmatch(r"agent: (\d+) window\(s\); syscalls ([\d,]+) events; losses: none", summary.strip())
     assert m, summary
+    dirs = sorted(p for p in out.iterdir() if not p.name.startswith("."))
     rows, windows = [], []
     for d in dirs:
         manifest = json.loads((d / "manifest.json").read_text())
@@ -111,4 +118,4 @@ def test_under_churn_a_window_names_the_busiest_and_folds_the_rest_exactly(tmp_p
     assert any(r.get("pid") == mix.pid for r in getppid)
     trues = [r for r in rows if r["process"] == "true"]
     assert trues and all("pid" not in r for r in trues)
-    assert sum(r["folded_processes"] for r in trues if r["syscall"] == "execve") >= 50
+    assert sum(r["folded_processes"] for r in trues if r["syscall"] == "execve") == 60
