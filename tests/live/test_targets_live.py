@@ -74,7 +74,9 @@ def test_an_idle_snapshot_has_nothing_of_ebpf_otlp(tmp_path):
     others run): no sample, syscall row or connection of ebpf-otlp or its helpers."""
     root = tmp_path / "snaps"
     config = tmp_path / "snap.toml"
-    config.write_text(f'[snapshot]\noutput_root = "{root}"\n')
+    # Every process by pid (none folded under its name), so each row can be checked.
+    config.write_text(f'[snapshot]\noutput_root = "{root}"\n[profile]\n'
+                      '[syscalls]\nname_after = 0\ntop_processes = 0\n[trace_net]\n')
     run = agent_popen("snapshot", "--config", str(config), "--duration", "5s")
     family = Family(run.pid)
     out, err = run.communicate(timeout=180)
@@ -89,7 +91,7 @@ def test_an_idle_snapshot_has_nothing_of_ebpf_otlp(tmp_path):
     assert not dropped, (dropped, out)
     assert not ours & set(sample_pids(bundle / "profile.pb.gz"))
     rows = json.loads(gzip.decompress((bundle / "syscalls.json.gz").read_bytes()))["stats"]
-    assert rows and not ours & {r["pid"] for r in rows}
+    assert rows and all("pid" in r for r in rows) and not ours & {r["pid"] for r in rows}
     conns = [json.loads(line) for line in gzip.decompress((bundle / "connections.jsonl.gz").read_bytes()).decode().splitlines()]
     assert not ours & {c["pid"] for c in conns}
 
