@@ -31,7 +31,7 @@ def _trace_mix(work, agent_args, tmp_path):
     stdout, table, _ = agent_around(work, "tracing syscalls", "syscalls", "--pid", str(work.pid),
                                     "--interval", "1s", "-o", str(out_json), *agent_args)
     doc = json.loads(out_json.read_text())
-    rows = {r["syscall"]: r for r in doc["stats"] if r["pid"] == work.pid}
+    rows = {r["syscall"]: r for r in doc["stats"] if r.get("pid") == work.pid}
     facts = {k: int(v) for k, v in re.findall(r"^(\w+) (\d+)$", stdout, re.M)}
     facts["timing_share"] = doc["timing_share"]
     return rows, facts, table
