@@ -45,8 +45,9 @@ class SyscallCollector(Collector):
                  latency_budget: float = 0, max_keys: int = 262144, interval_s: float = 10.0,
                  follow_forks: bool = False, include_self: bool = False, name_after: int = 0):
         super().__init__()
-        # Folding in the kernel only when every process is traced: named ones are always named.
-        self.name_after = name_after if not pids and not follow_forks else 0
+        # Folding in the kernel only when every process is traced: those the user named (by
+        # pid, by command name, or as a launched command) are always counted by pid.
+        self.name_after = name_after if not pids and not comm and not follow_forks else 0
         self.targets = Targets(list(pids or []), comm, follow_forks, include_self)
         self.interval_s = interval_s
         self.follow_forks = follow_forks
