@@ -89,6 +89,9 @@ def otlp_options(fn):
         click.option("--otlp-insecure", is_flag=True, default=None,
                      help="gRPC without TLS even for an https endpoint."),
         click.option("--otlp-ca-file", metavar="PEM", help="CA certificate(s) to verify the collector."),
+        click.option("--otlp-client-cert", metavar="PEM",
+                     help="Our certificate, for a collector that asks for one (mTLS); with --otlp-client-key."),
+        click.option("--otlp-client-key", metavar="PEM", help="The private key of --otlp-client-cert."),
         click.option("--otlp-compression", type=click.Choice(["gzip", "none"]), help="Default gzip."),
         click.option("--otlp-timeout", type=Duration(), help="Per-export time limit (default 10s)."),
         click.option("--spool-dir", default=None, metavar="DIR",
@@ -103,7 +106,8 @@ def otlp_options(fn):
 
 
 _OTLP_FLAGS = {"endpoint": "otlp_endpoint", "protocol": "otlp_protocol", "insecure": "otlp_insecure",
-               "ca_file": "otlp_ca_file", "compression": "otlp_compression", "timeout": "otlp_timeout",
+               "ca_file": "otlp_ca_file", "client_certificate": "otlp_client_cert",
+               "client_key": "otlp_client_key", "compression": "otlp_compression", "timeout": "otlp_timeout",
                "spool_dir": "spool_dir", "spool_max_mb": "spool_max_mb"}
 
 

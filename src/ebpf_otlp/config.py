@@ -27,6 +27,7 @@ SCHEMA: dict[str, dict[str, Callable[[Any], Any]]] = {
               "keep": v.positive_int, "max_age": v.check_duration, "max_total": v.parse_size},
     "otlp": {"endpoint": v.string, "protocol": v.choice("grpc", "http/protobuf"),
              "headers": v.headers, "insecure": v.boolean, "ca_file": v.string,
+             "client_certificate": v.string, "client_key": v.string,
              "compression": v.choice("gzip", "none"), "timeout": v.check_duration,
              "spool_dir": v.string, "spool_max_mb": v.positive_int},
 }
@@ -169,5 +170,6 @@ def otlp_settings(t: dict):
     from ebpf_otlp.export.spool import DEFAULT_DIR, Spool
 
     settings = resolve(t.get("endpoint"), t.get("protocol"), t.get("headers"), t.get("insecure"),
-                       t.get("ca_file"), t.get("compression"), t.get("timeout"))
+                       t.get("ca_file"), t.get("compression"), t.get("timeout"),
+                       client_cert=t.get("client_certificate"), client_key=t.get("client_key"))
     return settings, Spool(t.get("spool_dir") or DEFAULT_DIR, t.get("spool_max_mb", 256) << 20)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import gzip
+import os
 import subprocess
 from collections import Counter
 
 import pytest
 
-from support.collector import GrpcCollector, HttpCollector, free_port, self_signed_cert
+from support.collector import GrpcCollector, HttpCollector, free_port, self_signed_cert, make_ca
 from conftest import agent, compile_c
 from ebpf_otlp.export.otlp_profiles import decode_stacks
 from ebpf_otlp.export.pprof_schema import Profile as PprofProfile
@@ -131,6 +132,62 @@ def test_tls_collector_verified_with_the_ca_file(tmp_path, hot_binary, Collector
         assert r.returncode == 0, r.stderr
         assert len(col.received["profiles"]) == 1          # nothing got through unverified
         assert list((untrusted / "spool").glob("*.pb")) and "spool" in r.stderr
+
+
+@pytest.mark.parametrize("Collector,protocol", [(GrpcCollector, "grpc"),
+                                                (HttpCollector, "http/protobuf")])
+def test_a_collector_that_requires_a_client_certificate(tmp_path, hot_binary, Collector, protocol):
+    """mTLS with a CA made here: with --otlp-client-cert/--otlp-client-key every payload
+    arrives; without them the agent says why in one line and spools, and flush-spool with
+    the certificate delivers what waited."""
+    ca = make_ca(tmp_path)
+    with Collector(tls=(ca["server_cert"], ca["server_key"]), client_ca=ca["ca"]) as col:
+        cert = ("--otlp-client-cert", ca["client_cert"], "--otlp-client-key", ca["client_key"])
+        base = ("--otlp-endpoint", col.endpoint, "--otlp-protocol", protocol, "--otlp-ca-file", ca["ca"])
+        r, pid = profile_to(tmp_path, hot_binary, *base, *cert, seconds="2s")
+        assert r.returncode == 0, r.stderr
+        assert len(col.received["profiles"]) == 1 and col.received["metrics"] and col.received["traces"]
+        check_profile_request(col.received["profiles"][0], pid, tmp_path / "cpu.pb.gz")
+
+        refused = tmp_path / "refused"
+        refused.mkdir()
+        r, _ = profile_to(refused, hot_binary, *base, "--otlp-timeout", "3s", seconds="2s")
+        assert r.returncode == 0, r.stderr
+        assert len(col.received["profiles"]) == 1              # nothing got through without it
+        [why] = [line for line in r.stderr.splitlines() if "spooled" in line]
+        assert "collector:" in why and "flush-spool" in why, r.stderr
+        spooled = list((refused / "spool").glob("*.pb"))
+        assert spooled
+        f = agent("flush-spool", *base, *cert, "--spool-dir", str(refused / "spool"))
+        assert f.returncode == 0, f.stderr
+        assert f"resent {len(spooled)} of {len(spooled)}" in f.stdout
+        assert len(col.received["profiles"]) == 2 and not list((refused / "spool").glob("*.pb"))
+
+
+def test_per_signal_endpoints_and_headers_reach_their_collectors(tmp_path, hot_binary):
+    """OTEL_EXPORTER_OTLP_METRICS_* to one collector (HTTP, its own path), TRACES_* to
+    another (gRPC), each with its own header; profiles follow the generic variables."""
+    with HttpCollector(path_signals={"/custom/metrics": "metrics"}) as metrics, GrpcCollector() as rest:
+        env = {**os.environ,
+               "OTEL_EXPORTER_OTLP_ENDPOINT": rest.endpoint, "OTEL_EXPORTER_OTLP_HEADERS": "x-who=generic",
+               "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": f"{metrics.endpoint}/custom/metrics",
+               "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL": "http/protobuf",
+               "OTEL_EXPORTER_OTLP_METRICS_HEADERS": "x-who=metrics",
+               "OTEL_EXPORTER_OTLP_TRACES_HEADERS": "x-who=traces"}
+        work = subprocess.Popen([str(hot_binary), "30"])
+        try:
+            r = agent("profile", "--pid", str(work.pid), "--duration", "2s", "-o", str(tmp_path / "cpu.pb.gz"),
+                      "--spool-dir", str(tmp_path / "spool"), env=env)
+        finally:
+            work.kill()
+            work.wait()
+        assert r.returncode == 0, r.stderr
+        assert metrics.received["metrics"] and not metrics.received["traces"] and not metrics.received["profiles"]
+        assert not rest.received["metrics"] and rest.received["traces"] and len(rest.received["profiles"]) == 1
+        assert {m.get("x-who") for m in metrics.received.metadata} == {"metrics"}
+        assert {m.get("x-who") for m in rest.received.metadata_of["traces"]} == {"traces"}
+        assert {m.get("x-who") for m in rest.received.metadata_of["profiles"]} == {"generic"}
+        assert not list((tmp_path / "spool").glob("*.pb"))
 
 
 def profile_ids(requests) -> list[bytes]:

@@ -36,6 +36,31 @@ def self_signed_cert(directory) -> tuple[str, str]:
     return cert, key
 
 
+def make_ca(directory) -> dict[str, str]:
+    """A CA made for the test, a server certificate for 127.0.0.1 and localhost and a client
+    certificate, both signed by it (openssl CLI): paths by name (ca, server_cert, server_key,
+    client_cert, client_key)."""
+    d = str(directory)
+    paths = {name: f"{d}/{name}.pem" for name in ("ca", "ca_key", "server_cert", "server_key",
+                                                   "client_cert", "client_key")}
+
+    def run(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=ebpf-otlp test CA",
+        "-keyout", paths["ca_key"], "-out", paths["ca"])
+    for who, subject, ext in (("server", "/CN=localhost", "subjectAltName=IP:127.0.0.1,DNS:localhost"),
+                              ("client", "/CN=ebpf-otlp agent", "extendedKeyUsage=clientAuth")):
+        csr, extfile = f"{d}/{who}.csr", f"{d}/{who}.ext"
+        with open(extfile, "w") as f:
+            f.write(ext + "\n")
+        run("req", "-newkey", "rsa:2048", "-nodes", "-subj", subject, "-keyout", paths[f"{who}_key"],
+            "-out", csr)
+        run("x509", "-req", "-in", csr, "-CA", paths["ca"], "-CAkey", paths["ca_key"], "-CAcreateserial",
+            "-days", "1", "-extfile", extfile, "-out", paths[f"{who}_cert"])
+    return paths
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -47,11 +72,13 @@ class Received:
         self.lock = threading.Lock()
         self.items: dict[str, list] = {k: [] for k in REQUESTS}
         self.metadata: list[dict] = []
+        self.metadata_of: dict[str, list[dict]] = {k: [] for k in REQUESTS}   # by signal
 
     def add(self, signal: str, request, metadata: dict) -> None:
         with self.lock:
             self.items[signal].append(request)
             self.metadata.append(metadata)
+            self.metadata_of[signal].append(metadata)
 
     def __getitem__(self, signal: str) -> list:
         with self.lock:
@@ -59,9 +86,11 @@ class Received:
 
 
 class GrpcCollector:
-    """tls: (cert.pem, key.pem) to serve over TLS."""
+    """tls: (cert.pem, key.pem) to serve over TLS; client_ca: require a client certificate
+    signed by that CA (mTLS)."""
 
-    def __init__(self, port: int | None = None, tls: tuple[str, str] | None = None):
+    def __init__(self, port: int | None = None, tls: tuple[str, str] | None = None,
+                 client_ca: str | None = None):
         self.port = port or free_port()
         self.tls = tls
         self.received = Received()
@@ -88,7 +117,9 @@ class GrpcCollector:
         mgrpc.add_MetricsServiceServicer_to_server(Metrics(), self.server)
         if tls:
             with open(tls[0], "rb") as c, open(tls[1], "rb") as k:
-                creds = grpc.ssl_server_credentials([(k.read(), c.read())])
+                roots = open(client_ca, "rb").read() if client_ca else None
+                creds = grpc.ssl_server_credentials([(k.read(), c.read())], root_certificates=roots,
+                                                    require_client_auth=bool(client_ca))
             self.server.add_secure_port(f"127.0.0.1:{self.port}", creds)
         else:
             self.server.add_insecure_port(f"127.0.0.1:{self.port}")
@@ -106,16 +137,20 @@ class GrpcCollector:
 
 
 class HttpCollector:
-    """tls: (cert.pem, key.pem) to serve over TLS."""
+    """tls: (cert.pem, key.pem) to serve over TLS; client_ca: require a client certificate
+    signed by that CA (mTLS). path_signals: which request path is which signal (a
+    per-signal endpoint's own path)."""
 
-    def __init__(self, tls: tuple[str, str] | None = None):
+    def __init__(self, tls: tuple[str, str] | None = None, client_ca: str | None = None,
+                 path_signals: dict[str, str] | None = None):
+        paths = {**HTTP_PATHS, **(path_signals or {})}
         self.tls = tls
         self.received = Received()
         rec = self.received
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
-                signal = HTTP_PATHS.get(self.path)
+                signal = paths.get(self.path)
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 if self.headers.get("Content-Encoding") == "gzip":
                     body = gzip.decompress(body)
@@ -137,6 +172,9 @@ class HttpCollector:
         if tls:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.load_cert_chain(*tls)
+            if client_ca:
+                context.verify_mode = ssl.CERT_REQUIRED
+                context.load_verify_locations(client_ca)
             self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
         self.port = self.server.server_address[1]
 

@@ -103,9 +103,44 @@ def test_flags_reach_the_settings_through_the_otlp_table(monkeypatch):
     for var in ("OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_ENDPOINT"):
         monkeypatch.delenv(var, raising=False)
     flags = dict(otlp_endpoint="http://c:4317", otlp_protocol=None, otlp_headers=("a=b%2Cc", "X=1"),
-                 otlp_insecure=None, otlp_ca_file=None, otlp_compression=None, otlp_timeout=None,
+                 otlp_insecure=None, otlp_ca_file=None, otlp_client_cert=None, otlp_client_key=None, otlp_compression=None, otlp_timeout=None,
                  spool_dir=None, spool_max_mb=None)
     table = otlp_table(flags)
     assert table == {"endpoint": "http://c:4317", "headers": {"a": "b,c", "x": "1"}} and not flags
     settings, spool = cfg.otlp_settings(table)
     assert settings.headers == {"a": "b,c", "x": "1"} and spool.max_bytes == 256 << 20
+
+
+def test_per_signal_variables_by_the_specifications_precedence(tmp_path):
+    """A signal's own variable beats the generic one, a flag beats both; headers merge key
+    by key; signals without variables of their own take the generic settings."""
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://all:4318", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+           "OTEL_EXPORTER_OTLP_HEADERS": "tenant=a,x=generic",
+           "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": "http://m:9000/custom",
+           "OTEL_EXPORTER_OTLP_METRICS_HEADERS": "x=metrics",
+           "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://t:4317",
+           "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT": "1500", "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION": "none"}
+    s = resolve(env=env)
+    assert s.http_url("metrics") == "http://m:9000/custom"
+    assert s.for_signal("metrics").headers == {"tenant": "a", "x": "metrics"}
+    t = s.for_signal("traces")
+    assert (t.protocol, t.timeout_s, t.compression, s.grpc_target("traces")) == ("grpc", 1.5, "none", "t:4317")
+    assert t.headers == {"tenant": "a", "x": "generic"}
+    assert s.http_url("profiles") == "http://all:4318/v1development/profiles"
+    assert s.for_signal("profiles").headers == {"tenant": "a", "x": "generic"}
+    flagged = resolve("http://flag:4318", headers={"x": "flag"}, env=env)
+    assert flagged.http_url("metrics") == "http://flag:4318/v1/metrics"
+    assert flagged.for_signal("metrics").headers["x"] == "flag"
+
+
+def test_client_certificate_and_key_go_together(tmp_path):
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    cert.write_text("-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n")
+    key.write_text("-----BEGIN PRIVATE KEY-----\nx\n-----END PRIVATE KEY-----\n")
+    s = resolve("https://c:4317", env={"OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE": str(cert),
+                                       "OTEL_EXPORTER_OTLP_CLIENT_KEY": str(key)})
+    assert (s.client_cert, s.client_key) == (str(cert), str(key))
+    with pytest.raises(AgentError, match="needs its key"):
+        resolve("https://c:4317", client_cert=str(cert), env={})
+    with pytest.raises(AgentError, match="holds no PEM private key"):
+        resolve("https://c:4317", client_cert=str(cert), client_key=str(cert), env={})

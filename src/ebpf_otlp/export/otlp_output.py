@@ -27,7 +27,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 
 from ebpf_otlp.export import otlp_profiles
 from ebpf_otlp.export.otlp_settings import OtlpSettings
-from ebpf_otlp.export.otlp_transport import SendError, Transport
+from ebpf_otlp.export.otlp_transport import SendError, Transport, grpc_credentials
 from ebpf_otlp.export.sinks import Batch, Sink
 from ebpf_otlp.export.spool import Spool
 from ebpf_otlp.records import CollectorStats, Profile
@@ -171,7 +171,7 @@ class OtlpOutput(Sink):
         self.transport.close()
 
     def summary(self) -> str:
-        parts = [f"sent {self.sent} OTLP payload(s) to {self.settings.endpoint} ({self.settings.protocol})"]
+        parts = [f"sent {self.sent} OTLP payload(s) to {self.settings.endpoints} ({self.settings.protocol})"]
         if self.resent:
             parts.append(f"resent {self.resent} from the spool")
         if self.spooled:
@@ -233,25 +233,27 @@ class _SpoolingMetricExporter(MetricExporter):
 def _grpc_kwargs(settings: OtlpSettings, signal: str) -> dict:
     import grpc
 
-    kw = {"endpoint": settings.grpc_target(signal), "insecure": not settings.tls,
-          "headers": dict(settings.headers), "timeout": settings.timeout_s,
-          "compression": grpc.Compression.Gzip if settings.compression == "gzip"
+    s = settings.for_signal(signal)
+    kw = {"endpoint": settings.grpc_target(signal), "insecure": not s.tls,
+          "headers": dict(s.headers), "timeout": s.timeout_s,
+          "compression": grpc.Compression.Gzip if s.compression == "gzip"
           else grpc.Compression.NoCompression}
-    if settings.tls:
-        root = open(settings.ca_file, "rb").read() if settings.ca_file else None
-        kw["credentials"] = grpc.ssl_channel_credentials(root_certificates=root)
+    if s.tls:
+        kw["credentials"] = grpc_credentials(s)
     return kw
 
 
 def _http_kwargs(settings: OtlpSettings, signal: str) -> dict:
     from opentelemetry.exporter.otlp.proto.http import Compression
 
-    kw = {"endpoint": settings.http_url(signal), "certificate_file": settings.ca_file,
-          "headers": dict(settings.headers), "timeout": settings.timeout_s,
-          "compression": Compression.Gzip if settings.compression == "gzip"
+    s = settings.for_signal(signal)
+    kw = {"endpoint": settings.http_url(signal), "certificate_file": s.ca_file,
+          "client_certificate_file": s.client_cert, "client_key_file": s.client_key,
+          "headers": dict(s.headers), "timeout": s.timeout_s,
+          "compression": Compression.Gzip if s.compression == "gzip"
           else Compression.NoCompression}
-    if settings.ca_file:
-        kw["session"] = _ca_pinned_session(settings.ca_file)
+    if s.ca_file:
+        kw["session"] = _ca_pinned_session(s.ca_file)
     return kw
 
 
@@ -270,7 +272,7 @@ def _ca_pinned_session(ca_file: str):
 
 
 def sdk_span_exporter(settings: OtlpSettings) -> SpanExporter:
-    if settings.protocol == "grpc":
+    if settings.for_signal("traces").protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
         return OTLPSpanExporter(**_grpc_kwargs(settings, "traces"))
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -278,7 +280,7 @@ def sdk_span_exporter(settings: OtlpSettings) -> SpanExporter:
 
 
 def sdk_metric_exporter(settings: OtlpSettings) -> MetricExporter:
-    if settings.protocol == "grpc":
+    if settings.for_signal("metrics").protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
         return OTLPMetricExporter(**_grpc_kwargs(settings, "metrics"))
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter

@@ -34,13 +34,14 @@ class Transport:
 
     def send(self, signal: str, payload: bytes, attempts: int = 4, backoff_s: float = 0.5) -> None:
         """Deliver or raise SendError; retries retryable failures within the timeout."""
-        deadline = time.monotonic() + self.settings.timeout_s
+        s = self.settings.for_signal(signal)
+        deadline = time.monotonic() + s.timeout_s
         delay = backoff_s
         for attempt in range(attempts):
             try:
-                if self.settings.protocol == "grpc":
-                    return self._send_grpc(signal, payload, deadline)
-                return self._send_http(signal, payload, deadline)
+                if s.protocol == "grpc":
+                    return self._send_grpc(signal, s, payload, deadline)
+                return self._send_http(signal, s, payload, deadline)
             except SendError as e:
                 last = e
                 if not e.retryable or attempt == attempts - 1 or time.monotonic() + delay >= deadline:
@@ -49,31 +50,27 @@ class Transport:
                 delay *= 2
         raise last
 
-    def _channel(self, signal: str):
+    def _channel(self, signal: str, s: OtlpSettings):
         import grpc
 
         target = self.settings.grpc_target(signal)
-        if target not in self._channels:
-            if self.settings.tls:
-                root = None
-                if self.settings.ca_file:
-                    with open(self.settings.ca_file, "rb") as f:
-                        root = f.read()
-                creds = grpc.ssl_channel_credentials(root_certificates=root)
-                self._channels[target] = grpc.secure_channel(target, creds)
+        key = (target, s.tls, s.ca_file, s.client_cert)
+        if key not in self._channels:
+            if s.tls:
+                self._channels[key] = grpc.secure_channel(target, grpc_credentials(s))
             else:
-                self._channels[target] = grpc.insecure_channel(target)
-        return self._channels[target]
+                self._channels[key] = grpc.insecure_channel(target)
+        return self._channels[key]
 
-    def _send_grpc(self, signal: str, payload: bytes, deadline: float) -> None:
+    def _send_grpc(self, signal: str, s: OtlpSettings, payload: bytes, deadline: float) -> None:
         import grpc
 
-        call = self._channel(signal).unary_unary(
+        call = self._channel(signal, s).unary_unary(
             GRPC_METHODS[signal], request_serializer=lambda b: b, response_deserializer=lambda b: b)
-        compression = grpc.Compression.Gzip if self.settings.compression == "gzip" else None
+        compression = grpc.Compression.Gzip if s.compression == "gzip" else None
         try:
             call(payload, timeout=max(deadline - time.monotonic(), 0.1),
-                 metadata=tuple(self.settings.headers.items()), compression=compression)
+                 metadata=tuple(s.headers.items()), compression=compression)
         except grpc.RpcError as e:
             code = e.code()
             retryable = code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
@@ -81,16 +78,18 @@ class Transport:
                                  grpc.StatusCode.CANCELLED, grpc.StatusCode.OUT_OF_RANGE)
             raise SendError(f"gRPC {code.name}: {e.details()}", retryable) from None
 
-    def _send_http(self, signal: str, payload: bytes, deadline: float) -> None:
+    def _send_http(self, signal: str, s: OtlpSettings, payload: bytes, deadline: float) -> None:
         url = self.settings.http_url(signal)
-        headers = {"Content-Type": "application/x-protobuf", **self.settings.headers}
+        headers = {"Content-Type": "application/x-protobuf", **s.headers}
         body = payload
-        if self.settings.compression == "gzip":
+        if s.compression == "gzip":
             body = gzip.compress(payload)
             headers["Content-Encoding"] = "gzip"
         context = None
         if url.startswith("https:"):
-            context = ssl.create_default_context(cafile=self.settings.ca_file)
+            context = ssl.create_default_context(cafile=s.ca_file)
+            if s.client_cert:
+                context.load_cert_chain(s.client_cert, s.client_key)
         req = urllib.request.Request(url, data=body, headers=headers, method="POST")
         try:
             with urllib.request.urlopen(req, timeout=max(deadline - time.monotonic(), 0.1),
@@ -106,3 +105,17 @@ class Transport:
         for ch in self._channels.values():
             ch.close()
         self._channels.clear()
+
+
+def grpc_credentials(s: OtlpSettings):
+    """TLS for a gRPC channel: the CA to verify the collector by (else the system's), and
+    our certificate and key where the collector asks for one (mTLS)."""
+    import grpc
+
+    def read(path):
+        with open(path, "rb") as f:
+            return f.read()
+    return grpc.ssl_channel_credentials(
+        root_certificates=read(s.ca_file) if s.ca_file else None,
+        private_key=read(s.client_key) if s.client_cert else None,
+        certificate_chain=read(s.client_cert) if s.client_cert else None)
