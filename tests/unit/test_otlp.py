@@ -144,3 +144,35 @@ def test_client_certificate_and_key_go_together(tmp_path):
         resolve("https://c:4317", client_cert=str(cert), env={})
     with pytest.raises(AgentError, match="holds no PEM private key"):
         resolve("https://c:4317", client_cert=str(cert), client_key=str(cert), env={})
+
+
+def test_self_telemetry_counts_payloads_and_bytes_by_outcome(tmp_path):
+    """A collector that refuses: the payload is spooled, and the agent's own metrics say
+    so by outcome and signal, in payloads and bytes, beside events by collector and cause."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from ebpf_otlp.export import self_telemetry
+    from ebpf_otlp.export.otlp_output import OtlpOutput
+    from ebpf_otlp.records import CollectorStats
+
+    from support.collector import free_port
+
+    port = free_port()
+    settings = resolve(f"http://127.0.0.1:{port}", "http/protobuf", timeout_s=0.5, env={})
+    out = OtlpOutput(settings, Spool(str(tmp_path / "spool"), 1 << 20), build_resource())
+    assert out.deliver("profiles", b"x" * 100) is False
+    assert (out.spooled, out.sent) == (1, 0)
+    reader = InMemoryMetricReader()
+    meter = MeterProvider(metric_readers=[reader]).get_meter("t")
+    stats = {"syscalls": CollectorStats(processed=7, lost={"syscall dropped (calls map full)": 2})}
+    self_telemetry.register(meter, lambda: stats, out)
+    points = {m.name: list(m.data.data_points) for rm in reader.get_metrics_data().resource_metrics
+              for sm in rm.scope_metrics for m in sm.metrics}
+    [exports] = points["ebpf_otlp.agent.exports"]
+    assert exports.value == 1 and dict(exports.attributes) == {"ebpf_otlp.outcome": "spooled",
+                                                               "ebpf_otlp.signal": "profiles"}
+    assert points["ebpf_otlp.agent.export.size"][0].value == 100
+    [dropped] = points["ebpf_otlp.agent.events.dropped"]
+    assert dropped.value == 2 and dropped.attributes["cause"] == "syscall dropped (calls map full)"
+    assert {"process.cpu.time", "process.memory.usage"} <= set(points)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from typing import Callable, Sequence
 
 from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
@@ -45,9 +46,10 @@ class OtlpOutput(Sink):
         self.spool = spool
         self.resource = resource
         self.transport = Transport(settings)
-        self.sent = 0
-        self.spooled = 0
-        self.resent = 0
+        # (outcome, signal) -> payloads, and bytes where ebpf-otlp encodes them itself: what
+        # the SDK's exporters send on their own (spans, metrics) is counted in payloads only.
+        self.payloads: Counter = Counter()
+        self.payload_bytes: Counter = Counter()
         self.last_error = ""
         self._down_until = 0.0   # after a failure, spool straight away for a while
         self._tracer_provider: TracerProvider | None = None
@@ -62,6 +64,19 @@ class OtlpOutput(Sink):
         output = cls(settings, spool, build_resource())
         output.resend_spooled()
         return output
+
+    def count(self, outcome: str, signal: str, payload: bytes | None = None) -> None:
+        """One payload sent, spooled or resent (self-telemetry and the summary read these)."""
+        self.payloads[(outcome, signal)] += 1
+        if payload is not None:
+            self.payload_bytes[(outcome, signal)] += len(payload)
+
+    def _total(self, outcome: str) -> int:
+        return sum(n for (o, _), n in self.payloads.items() if o == outcome)
+
+    sent = property(lambda self: self._total("sent"))
+    spooled = property(lambda self: self._total("spooled"))
+    resent = property(lambda self: self._total("resent"))
 
     # -- raw payloads -----------------------------------------------------------
     DOWN_FOR_S = 30.0
@@ -81,7 +96,7 @@ class OtlpOutput(Sink):
             self.failed(str(e))
             self.keep(signal, payload)
             return False
-        self.sent += 1
+        self.count("sent", signal, payload)
         return True
 
     def failed(self, why: str) -> None:
@@ -90,18 +105,19 @@ class OtlpOutput(Sink):
 
     def keep(self, signal: str, payload: bytes) -> None:
         self.spool.put(signal, payload)
-        self.spooled += 1
+        self.count("spooled", signal, payload)
 
     def resend_spooled(self) -> None:
         """Oldest first; stop at the first failure (the collector is still away)."""
         for item in self.spool.pending():
+            payload = item.read()
             try:
-                self.transport.send(item.signal, item.read(), attempts=1)
+                self.transport.send(item.signal, payload, attempts=1)
             except SendError as e:
                 self.last_error = str(e)
                 return
             self.spool.remove(item)
-            self.resent += 1
+            self.count("resent", item.signal, payload)
 
     def send_profile(self, profile: Profile) -> bool:
         return self.deliver("profiles", otlp_profiles.encode(profile, self.resource))
@@ -190,7 +206,7 @@ class _SpoolingSpanExporter(SpanExporter):
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         out = self.output
         if not out.collector_down and self.inner.export(spans) is SpanExportResult.SUCCESS:
-            out.sent += 1
+            out.count("sent", "traces")
         else:
             if not out.collector_down:
                 out.failed("the SDK span exporter failed")
@@ -216,7 +232,7 @@ class _SpoolingMetricExporter(MetricExporter):
         out = self.output
         if not out.collector_down and self.inner.export(
                 metrics_data, timeout_millis=timeout_millis) is MetricExportResult.SUCCESS:
-            out.sent += 1
+            out.count("sent", "metrics")
         else:
             if not out.collector_down:
                 out.failed("the SDK metric exporter failed")
@@ -295,5 +311,5 @@ def open_output(settings: OtlpSettings, spool: Spool, stats: Callable[[], dict[s
 
     output = OtlpOutput.open(settings, spool)
     meter = output.meter_provider(interval_s).get_meter("ebpf-otlp")
-    self_telemetry.register(meter, stats)
+    self_telemetry.register(meter, stats, output)
     return output

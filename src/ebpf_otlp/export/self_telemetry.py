@@ -16,8 +16,9 @@ def _rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def register(meter: Meter, stats: Callable[[], dict[str, CollectorStats]]) -> None:
-    """Observable instruments read `stats()` (per collector name) each time the SDK collects."""
+def register(meter: Meter, stats: Callable[[], dict[str, CollectorStats]], exports=None) -> None:
+    """Observable instruments read `stats()` (per collector name) each time the SDK collects;
+    `exports` (the OTLP output) counts payloads and bytes sent, spooled and resent."""
 
     def processed(_o: CallbackOptions):
         for name, s in stats().items():
@@ -38,6 +39,23 @@ def register(meter: Meter, stats: Callable[[], dict[str, CollectorStats]]) -> No
     def memory(_o: CallbackOptions):
         yield Observation(_rss_bytes())
 
+    def payloads(_o: CallbackOptions):
+        for (outcome, signal), n in list(exports.payloads.items()):
+            yield Observation(n, {"ebpf_otlp.outcome": outcome, "ebpf_otlp.signal": signal})
+
+    def payload_bytes(_o: CallbackOptions):
+        for (outcome, signal), n in list(exports.payload_bytes.items()):
+            yield Observation(n, {"ebpf_otlp.outcome": outcome, "ebpf_otlp.signal": signal})
+
+    if exports is not None:
+        meter.create_observable_counter(
+            "ebpf_otlp.agent.exports", [payloads], unit="{payload}",
+            description="OTLP payloads by outcome (sent, spooled for later, resent from the spool) "
+                        "and signal")
+        meter.create_observable_counter(
+            "ebpf_otlp.agent.export.size", [payload_bytes], unit="By",
+            description="Bytes of the payloads ebpf-otlp encodes itself (profiles, and every "
+                        "spooled or resent one), by outcome and signal")
     meter.create_observable_counter("ebpf_otlp.agent.events.processed", [processed], unit="{event}",
                                     description="Events the kernel side handed to the agent")
     meter.create_observable_counter("ebpf_otlp.agent.events.dropped", [dropped], unit="{event}",
