@@ -165,7 +165,7 @@ class Capture:
         pollers = [p.collector for p in self.processors if p.collector.poll(0)]
         for p in self.processors:   # what that poll took (a launched command's first exec)
             p.collector.handle_events()
-        with _progress(self.notices, self.label, self.duration_s) as show:
+        with _progress(self.notices, self.label, self.duration_s) as bar:
             while not self._done(deadline):
                 now = time.monotonic()
                 wait = max(0.0, min(min(due.values()) - now, deadline - now, self.MAX_SLEEP_S))
@@ -185,7 +185,8 @@ class Capture:
                         p.drain()
                         due[id(p)] = time.monotonic() + p.collector.interval_s
                         self.on_drain(p)
-                show(" · ".join(p.collector.progress() for p in self.processors))
+                if bar.shown:   # each collector's progress reads its kernel counters: only for a bar
+                    bar.show(" · ".join(p.collector.progress() for p in self.processors))
 
     def stop_all(self) -> None:
         """Stop every started collector, keeping what each still held, even if one fails."""
@@ -209,7 +210,7 @@ class _progress:
         self._progress = None
         self._start = time.monotonic()
 
-    def __enter__(self) -> Callable[[str], None]:
+    def __enter__(self) -> "_progress":
         if self.console.is_terminal and self.label:
             self._progress = Progress(TextColumn("{task.description}", style="bold", markup=False),
                                       BarColumn(), TimeElapsedColumn(),
@@ -217,7 +218,11 @@ class _progress:
                                       console=self.console, transient=True)
             self._task = self._progress.add_task(self.label, total=self.duration_s or None, status="")
             self._progress.start()
-        return self.show
+        return self
+
+    @property
+    def shown(self) -> bool:
+        return self._progress is not None
 
     def show(self, status: str) -> None:
         if self._progress:
