@@ -315,6 +315,7 @@ class KernelTables:
 
     def forget(self, pid: int) -> None:
         with self._lock:
+            self._first_seen.pop(pid, None)   # one that exited before all its tables were in
             proc = self._processes.pop(pid, None)
             if proc is not None:
                 self._release(pid, proc, keep=_Process())
@@ -340,7 +341,7 @@ class KernelTables:
 
     def forget_exited(self) -> None:
         with self._lock:
-            pids = list(self._processes)
+            pids = set(self._processes) | set(self._first_seen)
         for pid in pids:
             if not os.path.exists(f"/proc/{pid}"):
                 self.forget(pid)
