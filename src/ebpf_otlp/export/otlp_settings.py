@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from urllib.parse import unquote, urlparse
 
 from ebpf_otlp.errors import AgentError
@@ -155,8 +155,8 @@ def resolve(endpoint: str | None = None, protocol: str | None = None,
             generic = build(prefix, signal, None)
             if generic is None:
                 continue
-            generic = OtlpSettings(**{**generic.__dict__, "full_url": False})
+            generic = replace(generic, full_url=False)
         per_signal[signal] = build(prefix, signal, generic)
     if generic is None:
         return None
-    return OtlpSettings(**{**generic.__dict__, "per_signal": per_signal})
+    return replace(generic, per_signal=per_signal)

@@ -112,11 +112,11 @@ class _Windows:
         t.windows += whole
         for r in results:
             signal = registry.of(r)
-            t.stats[signal.title] = signal.stats(r)
+            stats = t.stats[signal.title] = signal.stats(r)
             if signal is PROFILE and r.frequency_hz:
                 t.profiles += 1
                 t.samples += r.total(r.shown_index)
-                t.kernel_samples = signal.stats(r).processed
+                t.kernel_samples = stats.processed
         if self.stage.otlp:
             for r in results:
                 self.stage.stream(r, end)
