@@ -5,8 +5,9 @@
 //
 // With OFF_CPU, the same keys count nanoseconds off CPU instead: sched_switch stores the
 // stacks and time of the thread going off CPU, and adds the time away when it comes back.
-// Its stack ids outlive a drain (a thread can sleep through several), so off-CPU stacks
-// all go in stacks_0, which user space reads but never clears. Walking two stacks at every
+// Its stacks outlive a drain (a thread can sleep through several), so off-CPU stacks
+// all go in set 0 (stacks_0, user_stacks_0, kernel_stacks_0), which user space reads but
+// never clears. Walking two stacks at every
 // switch costs; above its budget user space sets control[1] (of 65536) to the share of
 // switches to walk, at random, and each one kept is weighed up by 65536 / share.
 //
@@ -16,7 +17,8 @@
 //
 // With UNWIND_TABLES, user stacks are walked by unwind.inc (tables from .eh_frame, frame
 // pointers where there are none) and kept by content in user_stacks_N, keyed by their hash;
-// without it, the kernel walks frame pointers (get_stackid).
+// without it, the kernel walks frame pointers (get_stackid). Kernel stacks are kept by
+// content too, in kernel_stacks_N (kernel_stacks.inc): no stack-id collisions.
 //
 // With HOLD_NEW_CODE (launch mode, UNWIND_TABLES), hold.inc stops a launched process at its
 // exec and at each executable mapping until its tables are in.
@@ -30,11 +32,10 @@
 struct sample_key {
     u32 tgid;
     u32 tid;
-    s32 user_stack_id;
-    s32 kernel_stack_id;
+    s32 user_stack_id;       // without UNWIND_TABLES: the user stack's id in stacks_N
     u32 gen;                 // execs of the process seen since the capture began
-    u32 pad;
     u64 user_stack_hash;     // UNWIND_TABLES: the user stack's key in user_stacks_N
+    u64 kernel_stack_hash;   // the kernel stack's key in kernel_stacks_N (kernel_stacks.inc)
     char comm[TASK_COMM_LEN];
 };
 
@@ -42,9 +43,8 @@ struct sample_key {
 enum sampler_stat {
     STAT_SAMPLES,
     STAT_USER_STACK_COLLISION,    // -EEXIST: hash bucket taken by another stack
-    STAT_KERNEL_STACK_COLLISION,
     STAT_USER_STACK_ERROR,        // -ENOMEM / other: stack map full or unwinding failed
-    STAT_KERNEL_STACK_ERROR,
+    STAT_KERNEL_STACK_ERROR,      // no room in kernel_stacks_N, or the walk failed
     STAT_COUNTS_FULL,             // the count map had no room for a new key
     STAT_NEW_TASK_DROPPED,        // ring buffer full: a new process was not announced
     STAT_START_FULL,              // off-CPU: no room to remember a thread going off CPU
@@ -57,14 +57,18 @@ enum sampler_stat {
 
 BPF_HASH(counts_0, struct sample_key, u64, MAX_KEYS);
 BPF_HASH(counts_1, struct sample_key, u64, MAX_KEYS);
+#if defined(USER_STACKS) && !defined(UNWIND_TABLES)   // user stacks by frame pointers
 BPF_STACK_TRACE(stacks_0, MAX_STACKS);
 BPF_STACK_TRACE(stacks_1, MAX_STACKS);
+#endif
 BPF_ARRAY(control, u32, 2);   // [0]: the map set in use; [1]: off-CPU share kept, of 65536
 BPF_PERCPU_ARRAY(stats, u64, STAT_MAX);
 // An exec forgets a process's announcement (announce.inc), since its mappings change.
 BPF_TABLE("lru_hash", u32, u32, exec_gen, 65536);   // pid -> execs seen (absent: 0)
 // #import targets.inc
 // #import bump.inc
+// #import hash.inc
+// #import kernel_stacks.inc
 // #import announce.inc
 #if defined(HOLD_NEW_CODE) && defined(UNWIND_TABLES) && defined(FOLLOW_FORKS)
 #define HOLDS 1
@@ -141,9 +145,7 @@ static __always_inline s32 stack_error(s32 id, int collision, int other) {
 // The sample's kernel stack, then its count.
 static __always_inline void count_sample(struct bpf_perf_event_data *ctx, struct sample_key *key, u32 buf) {
 #ifdef KERNEL_STACKS
-    key->kernel_stack_id = stack_error(
-        buf ? stacks_1.get_stackid(ctx, 0) : stacks_0.get_stackid(ctx, 0),
-        STAT_KERNEL_STACK_COLLISION, STAT_KERNEL_STACK_ERROR);
+    key->kernel_stack_hash = kernel_stack(ctx, buf, STAT_KERNEL_STACK_ERROR);
 #endif
     add(key, buf, 1);
 }
@@ -189,7 +191,6 @@ int on_sample(struct bpf_perf_event_data *ctx) {
     key.tgid = tgid;
     key.tid = tid;
     key.user_stack_id = -1;
-    key.kernel_stack_id = -1;
     bpf_get_current_comm(&key.comm, sizeof(key.comm));
     key.gen = exec_generation(tgid);
 #if defined(USER_STACKS) && defined(UNWIND_TABLES)
@@ -264,9 +265,9 @@ struct off_cpu_start {       // a thread that went off CPU, as it left
     u32 tid;
     u32 gen;
     s32 user_stack_id;
-    s32 kernel_stack_id;
     u32 keep;                // the share kept when it left, of 65536
     u64 user_stack_hash;
+    u64 kernel_stack_hash;
 };
 
 static __always_inline u32 off_cpu_keep(void) {
@@ -298,7 +299,7 @@ TRACEPOINT_PROBE(sched, sched_switch) {
     }
     if (wanted) {
         struct off_cpu_start s = {.ts = now, .tgid = tgid, .tid = tid, .gen = exec_generation(tgid),
-                                  .user_stack_id = -1, .kernel_stack_id = -1, .keep = keep};
+                                  .user_stack_id = -1, .keep = keep};
 #if defined(USER_STACKS) && defined(UNWIND_TABLES)
         s.user_stack_hash = user_stack(tgid, 0);   // off-CPU stacks all live in set 0
 #elif defined(USER_STACKS)
@@ -306,8 +307,7 @@ TRACEPOINT_PROBE(sched, sched_switch) {
                                       STAT_USER_STACK_COLLISION, STAT_USER_STACK_ERROR);
 #endif
 #ifdef KERNEL_STACKS
-        s.kernel_stack_id = stack_error(stacks_0.get_stackid(args, 0),
-                                        STAT_KERNEL_STACK_COLLISION, STAT_KERNEL_STACK_ERROR);
+        s.kernel_stack_hash = kernel_stack(args, 0, STAT_KERNEL_STACK_ERROR);   // set 0, as above
 #endif
         if (off_cpu_since.update(&key_tid, &s))
             bump(STAT_START_FULL);
@@ -326,8 +326,8 @@ TRACEPOINT_PROBE(sched, sched_switch) {
     bump(STAT_SAMPLES);
     struct sample_key key = {.tgid = left.tgid, .tid = left.tid, .gen = left.gen,
                              .user_stack_id = left.user_stack_id,
-                             .kernel_stack_id = left.kernel_stack_id,
-                             .user_stack_hash = left.user_stack_hash};
+                             .user_stack_hash = left.user_stack_hash,
+                             .kernel_stack_hash = left.kernel_stack_hash};
     bpf_probe_read_kernel(&key.comm, sizeof(key.comm), args->next_comm);
     add(&key, active_buffer(), away);
     return 0;

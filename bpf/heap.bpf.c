@@ -96,6 +96,7 @@ BPF_PERCPU_ARRAY(stats, u64, STAT_MAX);
 
 // #import targets.inc
 // #import bump.inc
+// #import hash.inc
 // #import announce.inc
 #if defined(HOLD_NEW_CODE) && defined(UNWIND_TABLES) && defined(FOLLOW_FORKS)
 #define HOLDS 1

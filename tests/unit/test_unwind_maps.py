@@ -125,3 +125,19 @@ def test_the_common_objects_are_this_hosts_loader_and_libc_once_each():
     assert "libc.so.6" in names and any(n.startswith("ld-linux") for n in names), objects
     assert len(objects) == len(set(objects)) and all(os.path.isfile(p) for p in objects)
     assert all(os.path.realpath(p) == p for p in objects)
+
+
+def test_a_kept_kernel_stack_ends_at_its_first_zero():
+    """bpf_get_stack zeroes the buffer after the last frame (kernel_stacks.inc)."""
+    import ctypes as ct
+    from ebpf_otlp.unwind.unwinder import kernel_frames
+
+    class KernelStack(ct.Structure):
+        _fields_ = [("ips", ct.c_uint64 * 127)]
+    st = KernelStack()
+    assert kernel_frames(st) == ()
+    st.ips[0], st.ips[1], st.ips[2] = 0xffffffff81000010, 0xffffffff81000020, 0xffffffff81000030
+    assert kernel_frames(st) == (0xffffffff81000010, 0xffffffff81000020, 0xffffffff81000030)
+    for i in range(127):
+        st.ips[i] = 0xffffffff81000000 + i + 1
+    assert len(kernel_frames(st)) == 127

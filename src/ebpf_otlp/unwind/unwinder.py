@@ -45,17 +45,25 @@ def is_cut(ips) -> bool:
     return getattr(ips, "cut", False)
 
 
-def drain_stacks(table) -> dict[int, tuple[int, ...]]:
-    """Empty a map of unwound stacks: hash -> frames."""
-    return {plain(k): frames(v) for k, v in drain(table)}
+def kernel_frames(entry) -> tuple[int, ...]:
+    """The return addresses of a `struct kernel_stack` (bpf/lib/kernel_stacks.inc): up
+    to the first zero, as bpf_get_stack leaves the rest."""
+    ips = list(entry.ips)
+    return tuple(ips[:ips.index(0)] if 0 in ips else ips)
 
 
-def look_up_stacks(table, hashes: Iterable[int], known: dict[int, tuple[int, ...]]) -> None:
+def drain_stacks(table, decode=frames) -> dict[int, tuple[int, ...]]:
+    """Empty a map of stacks kept by content: hash -> frames."""
+    return {plain(k): decode(v) for k, v in drain(table)}
+
+
+def look_up_stacks(table, hashes: Iterable[int], known: dict[int, tuple[int, ...]],
+                   decode=frames) -> None:
     """Add to `known` the stacks of `hashes` it lacks, from a map that keeps them (read
-    each once); a hash the map does not hold (0: no user stack) stays out."""
+    each once); a hash the map does not hold (0: no stack) stays out."""
     for h in set(hashes) - known.keys():
         try:
-            known[h] = frames(table[table.Key(h)])
+            known[h] = decode(table[table.Key(h)])
         except KeyError:
             pass
 

@@ -13,16 +13,16 @@ from ebpf_otlp.signals.duty_cycle import SampleShare
 from ebpf_otlp.runtime.maps import DoubleBuffer, drain
 from ebpf_otlp.runtime.perf import attach_sampler, detach_sampler, online_cpus
 from ebpf_otlp.unwind import unwinder
-from ebpf_otlp.unwind.unwinder import Unwinder, drain_stacks, is_cut, look_up_stacks
+from ebpf_otlp.unwind.unwinder import (Unwinder, drain_stacks, frames, is_cut, kernel_frames,
+                                       look_up_stacks)
 
 # `enum stat` of bpf/cpu_sampler.bpf.c, in its order; the unwinder's counters follow.
 STATS = StatsEnum(
-    ("samples", "user collision", "kernel collision", "user error", "kernel error", "counts full",
+    ("samples", "user collision", "user error", "kernel error", "counts full",
      "new task dropped", "start full", "switches"), processed="samples",
     losses={"user collision": "user stack lost (stack-id collision)",
-            "kernel collision": "kernel stack lost (stack-id collision)",
             "user error": "user stack lost (stack map full or unwind error)",
-            "kernel error": "kernel stack lost (stack map full or unwind error)",
+            "kernel error": "kernel stack lost (stack map full or walk error)",
             "counts full": "sample dropped (count map full)",
             "start full": "off-CPU period dropped (thread map full)",
             "new task dropped": "new process not announced (ring buffer full)"},
@@ -80,6 +80,7 @@ class CpuSampler(Collector):
         self._share: SampleShare | None = None
         self._off_cpu_stacks: dict[int, tuple[int, ...]] = {}   # stacks_0 is never cleared
         self._off_cpu_user: dict[int, tuple[int, ...]] = {}     # nor user_stacks_0
+        self._off_cpu_kernel: dict[int, tuple[int, ...]] = {}   # nor kernel_stacks_0
         self.hz = hz
         self.pids = list(pids or [])
         self.user_stacks = user_stacks
@@ -161,7 +162,37 @@ class CpuSampler(Collector):
         return records
 
     def _read_buffer(self, which: int) -> list[tuple[RawStackSample, int]]:
-        counts = self._bpf[f"counts_{which}"]
+        entries = drain(self._bpf[f"counts_{which}"])
+        dwarf = self.unwinder.tables
+        if dwarf:
+            unwound = self._kept_stacks("user_stacks", which, {k.user_stack_hash for k, _v in entries},
+                                        self._off_cpu_user, frames)
+        else:
+            walk = self._stack_walker(which)
+        kernel = self._kept_stacks("kernel_stacks", which, {k.kernel_stack_hash for k, _v in entries},
+                                   self._off_cpu_kernel, kernel_frames) if self.kernel_stacks else {}
+        records = []
+        for key, value in entries:
+            user = unwound.get(key.user_stack_hash, ()) if dwarf else walk(key.user_stack_id)
+            raw = RawStackSample(key.tgid, key.tid, key.comm.decode(errors="replace"),
+                                 user, kernel.get(key.kernel_stack_hash, ()), key.gen, is_cut(user))
+            records.append((raw, value))
+        if not dwarf and self.user_stacks and not self.off_cpu:
+            self._bpf[f"stacks_{which}"].clear()
+        return records
+
+    def _kept_stacks(self, name: str, which: int, wanted: set[int], off_cpu: dict, decode) -> dict:
+        """hash -> frames of the stacks kept by content in map `name`_N. Off-CPU stacks all
+        live in set 0 and are never cleared: each is read once, when first counted."""
+        if not self.off_cpu:
+            return drain_stacks(self._bpf[f"{name}_{which}"], decode)
+        look_up_stacks(self._bpf[f"{name}_0"], wanted, off_cpu, decode)
+        return off_cpu
+
+    def _stack_walker(self, which: int):
+        """stack id -> frames, for user stacks the kernel walked by frame pointers (stacks_N)."""
+        if not self.user_stacks:
+            return lambda _id: ()
         stacks = self._bpf["stacks_0" if self.off_cpu else f"stacks_{which}"]
         walked = self._off_cpu_stacks if self.off_cpu else {}
 
@@ -171,28 +202,7 @@ class CpuSampler(Collector):
             if stack_id not in walked:
                 walked[stack_id] = tuple(stacks.walk(stack_id))
             return walked[stack_id]
-
-        entries = drain(counts)
-        dwarf = self.unwinder.tables
-        unwound = self._unwound_stacks(which, {k.user_stack_hash for k, _v in entries}) if dwarf else {}
-        records = []
-        for key, value in entries:
-            user = unwound.get(key.user_stack_hash, ()) if dwarf else walk(key.user_stack_id)
-            raw = RawStackSample(key.tgid, key.tid, key.comm.decode(errors="replace"),
-                                 user, walk(key.kernel_stack_id), key.gen, is_cut(user))
-            records.append((raw, value))
-        if not self.off_cpu:
-            stacks.clear()
-        return records
-
-    def _unwound_stacks(self, which: int, wanted: set[int]) -> dict[int, tuple[int, ...]]:
-        """hash -> frames of the stacks the table unwinder kept in user_stacks_N. Off-CPU
-        stacks all live in set 0 and are never cleared (like its kernel stacks): each is
-        read once, when first counted."""
-        if not self.off_cpu:
-            return drain_stacks(self._bpf[f"user_stacks_{which}"])
-        look_up_stacks(self._bpf["user_stacks_0"], wanted, self._off_cpu_user)
-        return self._off_cpu_user
+        return walk
 
     def progress(self) -> str:
         """Samples taken up to now (the kernel's counter), between drains too."""
