@@ -148,3 +148,23 @@ def test_an_output_that_is_not_a_regular_file_is_written_into_not_replaced(tmp_p
     assert regular.read_bytes() == b"y" and not list(tmp_path.glob(".ebpf-otlp-*"))
     files.write_bytes("/dev/null", b"z")
     assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+
+
+def test_ring_waiter_names_the_woken_fds_once_each():
+    """Edge-triggered: what woke is named once; what was not read does not keep it awake."""
+    import os
+    from ebpf_otlp.runtime.maps import RingWaiter
+    (r1, w1), (r2, w2) = os.pipe(), os.pipe()
+    waiter = RingWaiter([r1, r2])
+    try:
+        assert waiter.wait(0) == set()
+        os.write(w2, b"x")
+        assert waiter.wait(1) == {r2}
+        assert waiter.wait(0.05) == set()   # still unread, not woken again
+        os.write(w1, b"x")
+        os.write(w2, b"y")
+        assert waiter.wait(1) == {r1, r2}
+    finally:
+        waiter.close()
+        for fd in (r1, w1, r2, w2):
+            os.close(fd)

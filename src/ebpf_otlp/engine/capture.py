@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ebpf_otlp.errors import AgentError
+from ebpf_otlp.runtime.maps import RingWaiter
 from ebpf_otlp.runtime.processes import set_thread_nice
 from ebpf_otlp.signals.processor import Processor
 from ebpf_otlp.engine.launch import LaunchedCommand
@@ -165,18 +166,29 @@ class Capture:
         pollers = [p.collector for p in self.processors if p.collector.poll(0)]
         for p in self.processors:   # what that poll took (a launched command's first exec)
             p.collector.handle_events()
+        rings = RingWaiter(fd for c in pollers for fd in c.ring_fds()) if len(pollers) > 1 else None
+        try:
+            self._turns(deadline, due, pollers, rings)
+        finally:
+            if rings:
+                rings.close()
+
+    def _turns(self, deadline: float, due: dict, pollers: list, rings: RingWaiter | None) -> None:
         with _progress(self.notices, self.label, self.duration_s) as bar:
             while not self._done(deadline):
                 now = time.monotonic()
                 wait = max(0.0, min(min(due.values()) - now, deadline - now, self.MAX_SLEEP_S))
                 # Sleep where events arrive: the ring buffer of the one collector that has
-                # one; with several, poll each briefly. Signals wake either wait.
+                # one, or all of theirs at once. Signals wake either wait.
                 if len(pollers) == 1:
                     pollers[0].poll(max(1, int(wait * 1000)))
-                else:
+                elif pollers:   # the others are read at their drains
+                    woken = rings.wait(wait)
                     for c in pollers:
-                        c.poll(0)
-                    self.stop.wait(min(wait, 0.05) if pollers else wait)
+                        if woken.intersection(c.ring_fds()):
+                            c.poll(0)
+                else:
+                    self.stop.wait(wait)
                 for p in self.processors:
                     p.collector.handle_events()
                 now = time.monotonic()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes as ct
 import errno
 import os
+import select
 import time
 from array import array
 
@@ -99,3 +100,29 @@ def write_run(table, first: int, data: bytes, chunk: int = 65536) -> None:
 def percpu_counters(table, count: int) -> list[int]:
     """Sum a BPF_PERCPU_ARRAY of u64 counters over CPUs."""
     return [sum(table[ct.c_int(i)]) for i in range(count)]
+
+
+class RingWaiter:
+    """One sleep for the ring buffers of several BPF objects (each BCC object polls only its
+    own), until one is woken, a signal arrives, or the timeout passes.
+
+    Edge-triggered: a ring whose records are submitted without a wakeup (tcp_life.bpf.c)
+    does not wake it, nor keep it awake while they wait to be read at the next drain.
+    epoll_wait is called through libc, not select.epoll, since Python retries that after
+    a signal and the loop must see SIGINT or a launched command's SIGCHLD at once."""
+
+    def __init__(self, fds):
+        self._epoll = select.epoll()
+        for fd in fds:
+            self._epoll.register(fd, select.EPOLLIN | select.EPOLLET)
+        self._events = (ct.c_uint8 * (12 * 16))()   # struct epoll_event is 12 bytes (packed)
+        self._libc = ct.CDLL(None, use_errno=True)
+
+    def wait(self, timeout_s: float) -> set[int]:
+        """The fds woken (none on a timeout or a signal)."""
+        n = self._libc.epoll_wait(self._epoll.fileno(), self._events, 16, max(0, int(timeout_s * 1000)))
+        raw = bytes(self._events)
+        return {int.from_bytes(raw[12 * i + 4:12 * i + 8], "little") for i in range(max(n, 0))}
+
+    def close(self) -> None:
+        self._epoll.close()

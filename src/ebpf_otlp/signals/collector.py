@@ -59,6 +59,11 @@ class Collector(ABC):
         when the collector has no ring buffer (the engine then waits elsewhere)."""
         return False
 
+    def ring_fds(self) -> list[int]:
+        """The ring buffers poll() reads, for the engine to sleep on several collectors' at
+        once (then it calls poll(0) when one is woken)."""
+        return []
+
     def handle_events(self) -> None:
         """Work that events announced but that must not run inside the ring-buffer
         callback (e.g. reading a new process's maps); the engine calls it after polls."""

@@ -232,6 +232,9 @@ class HeapCollector(Collector):
         self._bpf.ring_buffer_poll(timeout_ms)
         return True
 
+    def ring_fds(self) -> list[int]:
+        return [self._bpf["new_tasks"].map_fd]
+
     def handle_events(self) -> None:
         announced, self._announced = self._announced, []
         for pid, held in announced:   # its maps first, while it lives

@@ -221,6 +221,10 @@ class TcpCollector(Collector):
         self._bpf.ring_buffer_consume()
         return True
 
+    def ring_fds(self) -> list[int]:
+        """Woken once per WAKE_RECORDS records only; read at every drain besides."""
+        return [self._bpf["closed_events"].map_fd]
+
     def _connection(self, c: _Conn, **closed) -> Connection:
         """`closed`: what the kernel's tcp_sock said at close, over what was seen on the way."""
         wall = self._clock_offset

@@ -136,6 +136,9 @@ class CpuSampler(Collector):
         self._bpf.ring_buffer_poll(timeout_ms)
         return True
 
+    def ring_fds(self) -> list[int]:
+        return [self._bpf["new_tasks"].map_fd]
+
     def handle_events(self) -> None:
         announced, self._announced = self._announced, []
         for pid, gen, held in announced:   # first: its maps, while it lives (a short command ends soon)
