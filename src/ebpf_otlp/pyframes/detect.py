@@ -29,6 +29,7 @@ class Interpreter:
     version: tuple[int, int]
     hexversion: int              # PY_VERSION_HEX (0 where only the name gave the version)
     runtime_vaddr: int
+    code_type_vaddr: int = 0     # PyCode_Type: what a code object's ob_type points to
     free_threaded: bool = False
     unsupported: str = ""
 
@@ -96,7 +97,9 @@ def _detect(elf: ELFFile, path: str) -> Interpreter | None:
         why = "free-threaded build"
     elif version not in SUPPORTED and not why:
         why = "not a version walked here (3.10 to 3.13)"
-    return Interpreter(path, version, hexversion, runtime["st_value"], free_threaded, why)
+    code_type = _symbol(elf, "PyCode_Type")
+    return Interpreter(path, version, hexversion, runtime["st_value"],
+                       code_type["st_value"] if code_type else 0, free_threaded, why)
 
 
 def candidates(paths) -> list[str]:

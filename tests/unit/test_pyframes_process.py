@@ -1,0 +1,85 @@
+"""Reading a live CPython from outside (/proc/PID/mem), for each version on the machine: its
+interpreter found, its threads, and each thread's frames named with the right lines, as
+the interpreter itself stands (tests/workloads/py_blocked.py, held at known lines)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ebpf_otlp.pyframes import process
+
+WORKLOAD = Path(__file__).parents[1] / "workloads" / "py_blocked.py"
+PYENV = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+VERSIONS = {"3.11-debian": "/usr/bin/python3.11"}
+for _v in ("3.10", "3.11", "3.12", "3.13"):
+    _found = sorted(PYENV.glob(f"{_v}.*/bin/python{_v}")) if PYENV.is_dir() else []
+    if _found:
+        VERSIONS[_v] = str(_found[0])
+
+
+def marked_lines() -> dict[str, int]:
+    return {line.rsplit("# LINE ", 1)[1].strip(): n
+            for n, line in enumerate(WORKLOAD.read_text().splitlines(), 1) if "# LINE " in line}
+
+
+@pytest.fixture(params=["3.10", "3.11", "3.11-debian", "3.12", "3.13"])
+def blocked(request):
+    python = VERSIONS.get(request.param)
+    if not python or not Path(python).exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"no CPython {request.param} (the image has it)")
+        pytest.skip(f"no CPython {request.param}")
+    child = subprocess.Popen([python, str(WORKLOAD)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             text=True)
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        yield child
+    finally:
+        child.stdin.close()
+        child.wait(10)
+
+
+def named(proc, mem, frames):
+    out = []
+    for f in frames:
+        info = process.read_code(proc, mem, f.code)
+        out.append((info.qualname, os.path.basename(info.filename), info.line_at(f.offset), f.entry))
+    return out
+
+
+def test_a_blocked_interpreters_threads_and_frames(blocked):
+    proc = process.find(blocked.pid)
+    assert isinstance(proc, process.PythonProcess), proc
+    lines = marked_lines()
+    with process.Memory(blocked.pid) as mem:
+        states = process.threads(proc, mem)
+        assert len(states) == 2, states
+        if proc.version >= (3, 11):
+            tids = {int(t) for t in os.listdir(f"/proc/{blocked.pid}/task")}
+            assert {s.native_thread_id for s in states} == tids
+        stacks = [named(proc, mem, process.walk(proc, mem, s.address)) for s in states]
+    main = next(s for s in stacks if s and s[0][0] == "key")
+    worker = next(s for s in stacks if s is not main)
+    name = "py_blocked.py"
+    assert [f[:3] for f in main] == [("key", name, lines["key"]), ("leaf", name, lines["leaf"]),
+                                     ("middle", name, lines["middle"]), ("outer", name, lines["outer"]),
+                                     ("<module>", name, lines["module"])], main
+    assert main[0][3] and main[4][3], main       # sorted() called key from C; <module> began it all
+    if proc.version >= (3, 11):                  # Python calls Python within one eval call
+        assert not any(f[3] for f in main[1:4]), main
+    assert worker[0][:3] == ("worker", name, lines["worker"]), worker
+
+
+def test_a_program_without_python_has_no_interpreter():
+    child = subprocess.Popen(["sleep", "5"])
+    try:
+        assert process.find(child.pid) is None
+    finally:
+        child.kill()
+        child.wait()
+    assert process.find(sys.maxsize % 4194304 + 4194304) is None   # no such process
