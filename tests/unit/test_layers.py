@@ -16,7 +16,7 @@ LAYERS = [
     {"runtime"},            # the BCC platform
     {"values"},             # checkers of configuration values
     {"symbolize"},
-    {"unwind"},
+    {"unwind", "pyframes"},   # stacks walked in the kernel: native by tables, Python by frames
     {"export"},             # formats and sinks; asks a result's descriptor, never the registry
     {"signals"},            # one folder per signal, and the registry
     {"engine"},             # the capture loop, launch mode, the output stage
