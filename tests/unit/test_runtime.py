@@ -155,7 +155,7 @@ def test_ring_waiter_names_the_woken_fds_once_each():
     import os
     from ebpf_otlp.runtime.maps import RingWaiter
     (r1, w1), (r2, w2) = os.pipe(), os.pipe()
-    waiter = RingWaiter([r1, r2])
+    waiter = RingWaiter({"pipes": [r1, r2]})
     try:
         assert waiter.wait(0) == set()
         os.write(w2, b"x")

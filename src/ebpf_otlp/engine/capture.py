@@ -166,7 +166,7 @@ class Capture:
         pollers = [p.collector for p in self.processors if p.collector.poll(0)]
         for p in self.processors:   # what that poll took (a launched command's first exec)
             p.collector.handle_events()
-        rings = RingWaiter(fd for c in pollers for fd in c.ring_fds()) if len(pollers) > 1 else None
+        rings = RingWaiter({c: c.ring_fds() for c in pollers}) if len(pollers) > 1 else None
         try:
             self._turns(deadline, due, pollers, rings)
         finally:
@@ -184,8 +184,8 @@ class Capture:
                     pollers[0].poll(max(1, int(wait * 1000)))
                 elif pollers:   # the others are read at their drains
                     woken = rings.wait(wait)
-                    for c in pollers:
-                        if woken.intersection(c.ring_fds()):
+                    for c, fds in rings.owners:
+                        if woken & fds:
                             c.poll(0)
                 else:
                     self.stop.wait(wait)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 import struct
 from dataclasses import dataclass
-from pathlib import Path
 
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
@@ -100,9 +99,3 @@ def _detect(elf: ELFFile, path: str) -> Interpreter | None:
     code_type = _symbol(elf, "PyCode_Type")
     return Interpreter(path, version, hexversion, runtime["st_value"],
                        code_type["st_value"] if code_type else 0, free_threaded, why)
-
-
-def candidates(paths) -> list[str]:
-    """Which of a process's mapped files may hold the interpreter: the executable first,
-    then any libpython."""
-    return [p for p in paths if "python" in Path(p).name]

@@ -51,7 +51,7 @@ def _pep626(table: bytes, first_line: int) -> LineRanges:
             this = line
         if start == end:
             continue
-        if lines and lines[-1] == this and starts:   # the same line goes on
+        if lines and lines[-1] == this:   # the same line goes on
             continue
         starts.append(start)
         lines.append(this)

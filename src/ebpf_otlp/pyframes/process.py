@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from ebpf_otlp.pyframes import linetable
 from ebpf_otlp.pyframes.detect import Interpreter, detect
 from ebpf_otlp.pyframes.layouts import LAYOUTS, NONE, Layout
+from ebpf_otlp.symbolize.elf import ElfObject
 from ebpf_otlp.symbolize.procmaps import MapEntry, parse_maps
 
 MAX_FRAMES = 64
@@ -70,11 +71,10 @@ class PythonProcess:
         return self.interpreter.version
 
 
-def _load_bias(entry: MapEntry, interpreter_path: str, open_path: str) -> int | None:
+def _load_bias(entry: MapEntry, open_path: str) -> int | None:
     """Runtime address minus ELF virtual address for the object mapped at `entry`."""
-    from ebpf_otlp.symbolize.elf import ElfObject
     with open(open_path, "rb") as f:
-        vaddr = ElfObject(f, interpreter_path).offset_to_vaddr(entry.offset)
+        vaddr = ElfObject(f, entry.path).offset_to_vaddr(entry.offset)
     return None if vaddr is None else entry.start - vaddr
 
 
@@ -100,7 +100,7 @@ def find(pid: int, entries: list[MapEntry] | None = None) -> PythonProcess | Int
         if found.unsupported:
             return found
         try:
-            bias = _load_bias(entry, entry.path, open_path)
+            bias = _load_bias(entry, open_path)
         except OSError:
             return None
         if bias is None:
@@ -142,13 +142,9 @@ class PyFrame:
 def walk(proc: PythonProcess, mem: Memory, tstate: int) -> list[PyFrame]:
     """The thread's Python frames, innermost first, up to MAX_FRAMES."""
     lay, version = proc.layout, proc.version
-    if version == (3, 10):
-        frame = mem.u64(tstate + lay.tstate_frame)
-    elif version < (3, 13):
-        cframe = mem.u64(tstate + lay.tstate_frame)
-        frame = mem.u64(cframe + lay.cframe_current_frame) if cframe else 0
-    else:
-        frame = mem.u64(tstate + lay.tstate_frame)
+    frame = mem.u64(tstate + lay.tstate_frame)
+    if (3, 11) <= version < (3, 13):   # through the _PyCFrame
+        frame = mem.u64(frame + lay.cframe_current_frame) if frame else 0
     frames: list[PyFrame] = []
     while frame and len(frames) < MAX_FRAMES:
         code = mem.u64(frame + lay.frame_code)
@@ -163,8 +159,7 @@ def walk(proc: PythonProcess, mem: Memory, tstate: int) -> list[PyFrame]:
                 frames[-1] = PyFrame(frames[-1].code, frames[-1].offset, True)
         else:
             instr = mem.u64(frame + lay.frame_instr)
-            frames.append(PyFrame(code & ~7 if version >= (3, 14) else code,
-                                  instr - code - lay.code_bytecode, False))
+            frames.append(PyFrame(code, instr - code - lay.code_bytecode, False))
         frame = mem.u64(frame + lay.frame_previous)
     return frames
 

@@ -111,10 +111,13 @@ class RingWaiter:
     epoll_wait is called through libc, not select.epoll, since Python retries that after
     a signal and the loop must see SIGINT or a launched command's SIGCHLD at once."""
 
-    def __init__(self, fds):
+    def __init__(self, rings: dict):
+        """`rings`: owner -> the fds of its ring buffers; `owners` pairs them as sets."""
+        self.owners = [(owner, set(fds)) for owner, fds in rings.items()]
         self._epoll = select.epoll()
-        for fd in fds:
-            self._epoll.register(fd, select.EPOLLIN | select.EPOLLET)
+        for _owner, fds in self.owners:
+            for fd in fds:
+                self._epoll.register(fd, select.EPOLLIN | select.EPOLLET)
         self._events = (ct.c_uint8 * (12 * 16))()   # struct epoll_event is 12 bytes (packed)
         self._libc = ct.CDLL(None, use_errno=True)
 
