@@ -19,3 +19,13 @@ def gc_paused():
     finally:
         if was_enabled:
             gc.enable()
+
+
+def collect_frozen() -> None:
+    """A full collection, frozen objects included. trace-net's drain freezes what it keeps
+    (gc.freeze()), and with it any cycle alive or uncollected then: one that becomes garbage
+    later is never freed. A long-running agent does this once a window, after the cut has
+    dropped the window's records (measured: 0.5-0.7 MB a minute of pyelftools cycles from
+    the unwind-table worker otherwise stayed for good)."""
+    gc.unfreeze()
+    gc.collect()

@@ -25,6 +25,7 @@ from ebpf_otlp import config as cfg
 from ebpf_otlp.export.console import text_console
 from ebpf_otlp.engine.output_stage import OutputStage, batch
 from ebpf_otlp.export.sinks import FileSink, FileTarget
+from ebpf_otlp.gcpause import collect_frozen
 from ebpf_otlp.errors import AgentError
 from ebpf_otlp.engine.capture import Capture, StopOnSignal
 from ebpf_otlp.runtime.privileges import missing_privileges
@@ -125,6 +126,7 @@ class _Windows:
         if self.store and whole:
             self.write_files(results, end)
         if whole:
+            collect_frozen()
             trim_heap()   # the window's symbolization and encoding peak, given back
 
     def write_files(self, results: list, end: int) -> None:
