@@ -32,10 +32,25 @@ class Frame:
     mapping: Mapping | None = None
     kernel: bool = False
     inlined: bool = False
+    line: int = 0            # the source line, where known (Python frames: module is the file)
+    start_line: int = 0      # the function's first line
+    frame_type: str = ""     # OpenTelemetry's profile.frame.type where not native: "cpython"
 
     @property
     def short_module(self) -> str:
         return self.module.rsplit("/", 1)[-1]
+
+    @property
+    def label(self) -> str:
+        """As stacks show it: the function, and its file and line where known."""
+        return f"{self.function} ({self.short_module}:{self.line})" if self.line else self.function
+
+    @property
+    def location_key(self) -> tuple:
+        """What makes two frames one location in pprof and OTLP: the same address in two
+        processes is two locations when the code differs; two lines of one function, two."""
+        return (self.mapping, self.address, self.function, self.module, self.line, self.start_line,
+                self.frame_type)
 
 
 @dataclass(frozen=True)
@@ -67,6 +82,7 @@ class RawStackSample:
     kernel_ips: tuple[int, ...]
     gen: int = 0             # the process's exec generation: which mappings apply
     cut: bool = False        # the user stack stopped short of its outermost frame
+    python: tuple = ()       # Python frames as the kernel walked them (pyframes.process.RawFrame)
 
 
 @dataclass(frozen=True)
@@ -239,7 +255,7 @@ def merge_cut(items: list, add: Callable[[Any, Any], Any], weight: Callable[[Any
     if not any(i.cut for i in items):
         return items, []
     def names(item) -> tuple:
-        return tuple((f.function, f.module) for f in item.frames)
+        return tuple((f.function, f.module, f.line) for f in item.frames)
 
     whole = [i for i in items if not i.cut]
     by_pid: dict[int, list[int]] = {}

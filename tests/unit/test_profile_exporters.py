@@ -9,7 +9,7 @@ from rich.console import Console
 from ebpf_otlp.export import flamegraph, folded, json_out, pprof
 from ebpf_otlp.signals.profile import table
 from ebpf_otlp.export.pprof_schema import Profile as PprofProfile
-from ebpf_otlp.records import KERNEL_MODULE, Frame, Mapping, Profile, StackSample, ValueType
+from ebpf_otlp.records import KERNEL_MODULE, Frame, Mapping, Profile, StackSample, ValueType, cpu_shape
 from support.profiles import APP, PERIOD, make_profile
 
 
@@ -207,3 +207,48 @@ def test_a_stack_cut_short_goes_under_its_sites_whole_stack():
     assert [s.values for s in out if s.tid == 2] == [(50, 500)]
     assert {s.values for s in out if s.cut} == {(2, 20), (4, 40)}
     assert sum(s.values[0] for s in out) == sum(s.values[0] for s in items)
+
+
+def python_profile():
+    """main (native) -> handle (app.py:12, defined at 10), twice at two lines, then a C leaf."""
+    main = Frame("main", "/usr/bin/python3", 0x1100, APP)
+    at12 = Frame("Server.handle", "/srv/app.py", line=12, start_line=10, frame_type="cpython")
+    at14 = Frame("Server.handle", "/srv/app.py", line=14, start_line=10, frame_type="cpython")
+    leaf = Frame("memcpy", "/usr/lib/libc.so.6", 0x7000)
+    samples = [StackSample(10, 11, "w", "python3", (at12, main), (3, 3 * PERIOD)),
+               StackSample(10, 11, "w", "python3", (leaf, at14, main), (1, PERIOD))]
+    return Profile(samples, start_ns=1, duration_ns=2, **cpu_shape(99))
+
+
+def test_python_frames_show_their_file_and_line():
+    text = folded.encode(python_profile())
+    assert text.splitlines() == ["python3;main;Server.handle (app.py:12) 3",
+                                 "python3;main;Server.handle (app.py:14);memcpy 1"]
+    rows = table.top_functions(python_profile())   # one function, whatever its lines
+    assert [(r.function, r.module, r.total_samples) for r in rows][:1] == [("Server.handle", "app.py", 4)]
+    doc = json.loads(json_out.encode(python_profile()))
+    assert doc["samples"][0]["frames"][0] | {"address": ""} == {
+        "function": "Server.handle", "module": "/srv/app.py", "address": "", "kernel": False,
+        "line": 12, "frame_type": "cpython"}
+
+
+def test_python_frames_in_pprof_and_otlp_are_one_function_with_lines():
+    from opentelemetry.sdk.resources import Resource
+    from ebpf_otlp.export import otlp_profiles
+    prof = PprofProfile.FromString(gzip.decompress(pprof.encode(python_profile())))
+    s = prof.string_table
+    handle = [f for f in prof.function if s[f.name] == "Server.handle"]
+    assert len(handle) == 1 and s[handle[0].filename] == "/srv/app.py" and handle[0].start_line == 10
+    lines = sorted(ln.line for loc in prof.location for ln in loc.line if ln.function_id == handle[0].id)
+    assert lines == [12, 14]
+    req = otlp_profiles.build(python_profile(), Resource.create({}))
+    d = req.dictionary
+    fns = [f for f in d.function_table if d.string_table[f.name_strindex] == "Server.handle"]
+    assert len(fns) == 1 and fns[0].start_line == 10
+    py_locs = [loc for loc in d.location_table if loc.lines and loc.lines[0].line]
+    assert sorted(loc.lines[0].line for loc in py_locs) == [12, 14]
+    for loc in py_locs:   # profile.frame.type: cpython, as OpenTelemetry's conventions name it
+        kv = [d.attribute_table[i] for i in loc.attribute_indices]
+        assert [(d.string_table[a.key_strindex], a.value.string_value) for a in kv] == [
+            ("profile.frame.type", "cpython")]
+    assert otlp_profiles.decode_stacks(req)[(10, ("main", "Server.handle"))] == 3

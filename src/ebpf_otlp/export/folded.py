@@ -8,10 +8,11 @@ from ebpf_otlp.records import Profile, StackSample
 
 
 def frame_names(sample: StackSample) -> list[str]:
-    """Root first, the process name on top; kernel frames marked `_[k]` as BCC does."""
+    """Root first, the process name on top; kernel frames marked `_[k]` as BCC does, Python
+    frames with their file and line as py-spy shows them."""
     names = [sample.process_name or sample.thread_name or str(sample.pid)]
     for f in reversed(sample.frames):
-        names.append(f"{f.function}_[k]" if f.kernel else f.function)
+        names.append(f"{f.function}_[k]" if f.kernel else f.label)
     return names
 
 

@@ -26,7 +26,8 @@ def encode(profile: Profile) -> str:
                 "process_name": s.process_name, "values": list(s.values),
                 **s.container.attributes(),
                 "frames": [{"function": f.function, "module": f.module,
-                            "address": f"{f.address:#x}", "kernel": f.kernel}
+                            "address": f"{f.address:#x}", "kernel": f.kernel,
+                            **({"line": f.line, "frame_type": f.frame_type} if f.frame_type else {})}
                            for f in s.frames],
             }
             for s in profile.samples

@@ -20,6 +20,7 @@ from ebpf_otlp.gcpause import gc_paused
 from ebpf_otlp.records import Frame, Mapping, Profile
 
 BUILD_ID_ATTR = "process.executable.build_id.gnu"
+FRAME_TYPE_ATTR = "profile.frame.type"
 
 
 def any_value(value) -> AnyValue:
@@ -56,7 +57,7 @@ class _Dictionary:
             attribute_indices=[self.attribute(BUILD_ID_ATTR, m.build_id)] if m.build_id else []))
         self._function = Interned(1, lambda key, _i: d.function_table.add(
             name_strindex=self.string(key[0]), system_name_strindex=self.string(key[0]),
-            filename_strindex=self.string(key[1])))
+            filename_strindex=self.string(key[1]), start_line=key[2]))
         self._location = Interned(1, self._add_location)
         self._stack = Interned(1, lambda locs, _i: d.stack_table.add(location_indices=locs))
 
@@ -67,13 +68,15 @@ class _Dictionary:
         return 0 if m is None else self._mapping(m)
 
     def _add_location(self, key, _i: int) -> None:
-        mapping, address, function, module = key
-        loc = self.d.location_table.add(mapping_index=self.mapping(mapping), address=address)
-        loc.lines.add(function_index=self._function((function, module)))
+        mapping, address, function, module, line, start_line, frame_type = key
+        loc = self.d.location_table.add(mapping_index=self.mapping(mapping), address=address,
+                                        attribute_indices=[self.attribute(FRAME_TYPE_ATTR, frame_type)]
+                                        if frame_type else [])
+        loc.lines.add(function_index=self._function((function, module, start_line)), line=line)
 
     def stack(self, frames: tuple[Frame, ...]) -> int:
         """Leaf first, as in pprof."""
-        return self._stack(tuple(self._location.of_all(frames, _location_key)))
+        return self._stack(tuple(self._location.of_all(frames, Frame.location_key.fget)))
 
 
 def build(profile: Profile, resource: Resource) -> ExportProfilesServiceRequest:
@@ -107,10 +110,6 @@ def build(profile: Profile, resource: Resource) -> ExportProfilesServiceRequest:
     rp = request.resource_profiles.add(resource=resource_proto(resource))
     rp.scope_profiles.append(scope)
     return request
-
-
-def _location_key(f: Frame) -> tuple:
-    return (f.mapping, f.address, f.function, f.module)
 
 
 def encode(profile: Profile, resource: Resource) -> bytes:

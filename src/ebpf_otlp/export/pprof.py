@@ -29,7 +29,7 @@ class _Tables:
             filename=self.string(m.path), build_id=self.string(m.build_id), has_functions=True))
         self._function = Interned(1, lambda key, i: out.function.add(
             id=i, name=self.string(key[0]), system_name=self.string(key[0]),
-            filename=self.string(key[1])))
+            filename=self.string(key[1]), start_line=key[2]))
         self._location = Interned(1, self._add_location)
         self.out = out
 
@@ -38,16 +38,12 @@ class _Tables:
 
     def locations(self, frames: tuple[Frame, ...]) -> list[int]:
         # The same address in two processes is two locations when the code differs.
-        return self._location.of_all(frames, _location_key)
+        return self._location.of_all(frames, Frame.location_key.fget)
 
     def _add_location(self, key, lid: int) -> None:
-        mapping, address, function, module = key
+        mapping, address, function, module, line, start_line, _type = key
         loc = self.out.location.add(id=lid, mapping_id=self.mapping(mapping), address=address)
-        loc.line.add(function_id=self._function((function, module)))
-
-
-def _location_key(f: Frame) -> tuple:
-    return (f.mapping, f.address, f.function, f.module)
+        loc.line.add(function_id=self._function((function, module, start_line)), line=line)
 
 
 def build(profile: Profile):
