@@ -12,7 +12,7 @@ import pytest
 
 from ebpf_otlp.pyframes.detect import detect
 
-PYENV = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+from support.pythons import PYENV
 
 
 def runtime_offset(python: str) -> tuple[str, int]:

@@ -14,7 +14,7 @@ import pytest
 from ebpf_otlp.pyframes.layouts import LAYOUTS, NONE
 
 PROBE = Path(__file__).with_name("pyframes_layout_probe.c")
-PYENV = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+from support.pythons import PYENV
 
 
 def header_sets() -> list[tuple[tuple[int, int], Path]]:

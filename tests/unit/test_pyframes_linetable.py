@@ -15,7 +15,7 @@ from ebpf_otlp.pyframes import linetable
 
 HERE = Path(__file__).parent
 MODULES = ["json.decoder", "argparse", "asyncio.base_events", "dataclasses"]
-PYENV = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+from support.pythons import PYENV
 
 
 def interpreters() -> dict[str, str]:

@@ -7,33 +7,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from ebpf_otlp.pyframes import process
+from support.pythons import NAMES, WORKLOAD, interpreter, marked_lines
 
-WORKLOAD = Path(__file__).parents[1] / "workloads" / "py_blocked.py"
-PYENV = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
-VERSIONS = {"3.11-debian": "/usr/bin/python3.11"}
-for _v in ("3.10", "3.11", "3.12", "3.13"):
-    _found = sorted(PYENV.glob(f"{_v}.*/bin/python{_v}")) if PYENV.is_dir() else []
-    if _found:
-        VERSIONS[_v] = str(_found[0])
-
-
-def marked_lines() -> dict[str, int]:
-    return {line.rsplit("# LINE ", 1)[1].strip(): n
-            for n, line in enumerate(WORKLOAD.read_text().splitlines(), 1) if "# LINE " in line}
-
-
-@pytest.fixture(params=["3.10", "3.11", "3.11-debian", "3.12", "3.13"])
+@pytest.fixture(params=NAMES)
 def blocked(request):
-    python = VERSIONS.get(request.param)
-    if not python or not Path(python).exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"no CPython {request.param} (the image has it)")
-        pytest.skip(f"no CPython {request.param}")
+    python = interpreter(request.param)
     child = subprocess.Popen([python, str(WORKLOAD)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                              text=True)
     try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import struct
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from ebpf_otlp.pyframes import linetable
 from ebpf_otlp.pyframes.detect import Interpreter, detect
@@ -129,39 +130,65 @@ def threads(proc: PythonProcess, mem: Memory) -> list[ThreadState]:
     return found
 
 
-@dataclass(frozen=True)
-class PyFrame:
-    """One frame as the walk records it: its code object and instruction (byte offset into
-    the bytecode), and whether an eval call from C began there (the native stack's
-    _PyEval_EvalFrameDefault frame it belongs to ends with it)."""
+class RawFrame(NamedTuple):
+    """One frame as the kernel's walk (bpf/lib/python.inc) records it, whatever the version:
+    its code object, its instruction field (3.10: f_lasti; 3.11+: the instruction's
+    address), its flag byte (3.11: is_entry; 3.12+: owner; 3.10: 0) and, as the kernel read
+    it, the code's first line (0 where not read)."""
+    code: int
+    instr: int
+    flag: int
+    first_line: int = 0
+
+
+class PyFrame(NamedTuple):
+    """A frame made sense of: its code object and instruction (byte offset into the
+    bytecode), whether an eval call from C began there (the native stack's
+    _PyEval_EvalFrameDefault frame it belongs to ends with it), and the code's first line:
+    with the address, what names a code object."""
     code: int
     offset: int
     entry: bool
+    first_line: int = 0
+
+
+def walk_raw(proc: PythonProcess, mem: Memory, tstate: int) -> list[RawFrame]:
+    """The thread's frames, innermost first, up to MAX_FRAMES, read as the kernel reads them."""
+    lay, version = proc.layout, proc.version
+    frame = mem.u64(tstate + lay.tstate_frame)
+    if lay.cframe_current_frame != NONE:   # 3.11, 3.12: through the _PyCFrame
+        frame = mem.u64(frame + lay.cframe_current_frame) if frame else 0
+    flag = lay.frame_is_entry if version == (3, 11) else lay.frame_owner
+    frames: list[RawFrame] = []
+    while frame and len(frames) < MAX_FRAMES:
+        code = mem.u64(frame + lay.frame_code)
+        instr = mem.i32(frame + lay.frame_instr) if version == (3, 10) else mem.u64(frame + lay.frame_instr)
+        frames.append(RawFrame(code, instr, mem.u8(frame + flag) if flag != NONE else 0))
+        frame = mem.u64(frame + lay.frame_previous)
+    return frames
+
+
+def interpret(proc: PythonProcess, raw: list[RawFrame]) -> list[PyFrame]:
+    """The Python frames of a raw walk: instruction offsets, and where eval calls began."""
+    lay, version = proc.layout, proc.version
+    frames: list[PyFrame] = []
+    for r in raw:
+        if version == (3, 10):   # every Python call is its own eval call; f_lasti in code units
+            lasti = r.instr & 0xFFFFFFFF
+            frames.append(PyFrame(r.code, 0 if lasti >= 1 << 31 else lasti * 2, True, r.first_line))
+        elif version == (3, 11):
+            frames.append(PyFrame(r.code, r.instr - r.code - lay.code_bytecode, bool(r.flag), r.first_line))
+        elif r.flag == FRAME_OWNED_BY_CSTACK:
+            if frames:   # the shim under an eval call from C: the frame above began it
+                frames[-1] = frames[-1]._replace(entry=True)
+        else:
+            frames.append(PyFrame(r.code, r.instr - r.code - lay.code_bytecode, False, r.first_line))
+    return frames
 
 
 def walk(proc: PythonProcess, mem: Memory, tstate: int) -> list[PyFrame]:
-    """The thread's Python frames, innermost first, up to MAX_FRAMES."""
-    lay, version = proc.layout, proc.version
-    frame = mem.u64(tstate + lay.tstate_frame)
-    if (3, 11) <= version < (3, 13):   # through the _PyCFrame
-        frame = mem.u64(frame + lay.cframe_current_frame) if frame else 0
-    frames: list[PyFrame] = []
-    while frame and len(frames) < MAX_FRAMES:
-        code = mem.u64(frame + lay.frame_code)
-        if version == (3, 10):   # every Python call is its own eval call
-            frames.append(PyFrame(code, max(mem.i32(frame + lay.frame_instr), 0) * 2, True))
-        elif version == (3, 11):
-            instr = mem.u64(frame + lay.frame_instr)
-            frames.append(PyFrame(code, instr - code - lay.code_bytecode,
-                                  bool(mem.u8(frame + lay.frame_is_entry))))
-        elif mem.u8(frame + lay.frame_owner) == FRAME_OWNED_BY_CSTACK:
-            if frames:   # the shim under an eval call from C: the frame above began it
-                frames[-1] = PyFrame(frames[-1].code, frames[-1].offset, True)
-        else:
-            instr = mem.u64(frame + lay.frame_instr)
-            frames.append(PyFrame(code, instr - code - lay.code_bytecode, False))
-        frame = mem.u64(frame + lay.frame_previous)
-    return frames
+    """The thread's Python frames, innermost first."""
+    return interpret(proc, walk_raw(proc, mem, tstate))
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,130 @@
+"""Python frames named, and put in their place in the native stack.
+
+The kernel records a code object's address per frame; its name, file and line table are
+read here from the process's memory at the drain after the sample (the process is most
+likely still alive then; one that is gone has its frames as `<unknown python>`, counted).
+A code object is known by (pid, address, first line): an address freed and reused by another
+code object, defined elsewhere, is told apart."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Iterable
+
+from ebpf_otlp.pyframes.detect import Interpreter
+from ebpf_otlp.pyframes.process import (CodeInfo, Memory, PyFrame, PythonProcess, RawFrame, find,
+                                        interpret, read_code)
+from ebpf_otlp.records import CollectorStats, Frame
+from ebpf_otlp.symbolize.procmaps import MapEntry
+
+FRAME_TYPE = "cpython"          # OpenTelemetry's profile.frame.type for CPython frames
+UNKNOWN = "<unknown python>"
+UNKNOWN_MODULE = "[python]"
+EVAL_FRAME = "_PyEval_EvalFrameDefault"   # the native frame of an eval call (also its .cold part)
+
+
+class PythonNames:
+    """The Python processes found, and the code objects their samples named."""
+
+    def __init__(self):
+        self.processes: dict[int, PythonProcess] = {}
+        self._code: dict[tuple[int, int, int], CodeInfo | None] = {}
+        self._frames: dict[tuple[int, int, int, int], Frame] = {}
+        self.unsupported: Counter[str] = Counter()   # "CPython 3.9: why" -> processes
+        self.unnamed: Counter[str] = Counter()        # why -> distinct frames left <unknown python>
+
+    def found(self, pid: int, entries: list[MapEntry]) -> PythonProcess | None:
+        """The interpreter of a process first seen (or after its exec), to walk; None if it
+        runs none, or one not walked here (counted by why)."""
+        self.forget([pid])
+        found = find(pid, entries)
+        if isinstance(found, Interpreter):
+            self.unsupported[f"{found.name}: {found.unsupported}"] += 1
+            return None
+        if found is not None:
+            self.processes[pid] = found
+        return found
+
+    def learn(self, pid: int, raw: Iterable[RawFrame]) -> None:
+        """Read now the code objects of the kernel's frames not yet known, while the process lives."""
+        proc = self.processes.get(pid)
+        if proc is None:
+            return
+        new = [k for k in {(f.code, f.first_line) for f in interpret(proc, list(raw))}
+               if (pid, *k) not in self._code]
+        if not new:
+            return
+        try:
+            mem = Memory(pid)
+        except OSError:
+            self._code.update({(pid, *k): None for k in new})
+            return
+        with mem:
+            for code, first_line in new:
+                try:
+                    info = read_code(proc, mem, code)
+                except (OSError, ValueError, UnicodeDecodeError):
+                    info = None
+                if info is not None and first_line and info.first_line != first_line:
+                    info = None   # freed and reused since the sample
+                self._code[(pid, code, first_line)] = info
+
+    def frame(self, pid: int, f: PyFrame) -> Frame:
+        key = (pid, f.code, f.first_line, f.offset)
+        frame = self._frames.get(key)
+        if frame is None:
+            info = self._code.get((pid, f.code, f.first_line))
+            if info is None:
+                self.unnamed["code object not read (process gone, or the object freed)"] += 1
+                frame = Frame(UNKNOWN, UNKNOWN_MODULE, frame_type=FRAME_TYPE)
+            else:
+                frame = Frame(info.qualname, info.filename, line=info.line_at(f.offset),
+                              start_line=info.first_line, frame_type=FRAME_TYPE)
+            self._frames[key] = frame
+        return frame
+
+    def stack(self, pid: int, raw: tuple[RawFrame, ...], native: list[Frame]) -> list[Frame]:
+        """The user stack with the sample's Python frames merged in (Symbolizer.interpreted)."""
+        proc = self.processes.get(pid)
+        if proc is None:   # not known as Python any more (an exec since): nothing to name them by
+            self.unnamed["the process no longer runs that interpreter"] += 1
+            return native
+        python = interpret(proc, list(raw))
+        return merge(native, [self.frame(pid, f) for f in python], [f.entry for f in python])
+
+    def stats(self) -> CollectorStats:
+        """Frames left unnamed, as losses; interpreters not walked, by why."""
+        return CollectorStats(lost={f"Python frame not named ({why})": n for why, n in self.unnamed.items()},
+                              unwound={f"Python not walked: {why}": n for why, n in self.unsupported.items()})
+
+    def forget(self, pids: Iterable[int]) -> None:
+        gone = set(pids)
+        if not gone:
+            return
+        for pid in gone:
+            self.processes.pop(pid, None)
+        self._code = {k: v for k, v in self._code.items() if k[0] not in gone}
+        self._frames = {k: v for k, v in self._frames.items() if k[0] not in gone}
+
+
+def merge(native: list[Frame], python: list[Frame], entries: list[bool]) -> list[Frame]:
+    """One stack, leaf first: each run of Python frames (up to the one an eval call began
+    with) in place of its `_PyEval_EvalFrameDefault` frame, as py-spy shows them. Runs left
+    over (a native walk cut short) go outermost."""
+    runs: list[list[Frame]] = [[]]
+    for f, entry in zip(python, entries):
+        runs[-1].append(f)
+        if entry:
+            runs.append([])
+    runs = [r for r in runs if r]
+    out: list[Frame] = []
+    k = 0
+    for f in native:
+        if k < len(runs) and f.function.startswith(EVAL_FRAME):
+            out += runs[k]
+            k += 1
+        else:
+            out.append(f)
+    for run in runs[k:]:
+        out += run
+    return out

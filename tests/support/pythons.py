@@ -1,0 +1,35 @@
+"""The CPythons on this machine (Debian's, and pyenv's 3.10-3.13) and a Python workload held
+at known lines, for the Python-frames tests: unit ones read it from outside, live ones
+sample it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+WORKLOAD = Path(__file__).parents[1] / "workloads" / "py_blocked.py"
+PYENV = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+NAMES = ("3.10", "3.11", "3.11-debian", "3.12", "3.13")
+VERSIONS = {"3.11-debian": "/usr/bin/python3.11"}
+for _v in ("3.10", "3.11", "3.12", "3.13"):
+    _found = sorted(PYENV.glob(f"{_v}.*/bin/python{_v}")) if PYENV.is_dir() else []
+    if _found:
+        VERSIONS[_v] = str(_found[0])
+
+
+def interpreter(name: str) -> str:
+    """The interpreter's path; skips (fails in CI, whose image has them all) when absent."""
+    python = VERSIONS.get(name)
+    if not python or not Path(python).exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"no CPython {name} (the image has it)")
+        pytest.skip(f"no CPython {name}")
+    return python
+
+
+def marked_lines(path: Path = WORKLOAD) -> dict[str, int]:
+    """`# LINE name` markers: name -> line number."""
+    return {line.rsplit("# LINE ", 1)[1].strip(): n
+            for n, line in enumerate(path.read_text().splitlines(), 1) if "# LINE " in line}
