@@ -20,13 +20,19 @@
 // without it, the kernel walks frame pointers (get_stackid). Kernel stacks are kept by
 // content too, in kernel_stacks_N (kernel_stacks.inc): no stack-id collisions.
 //
+// With PYTHON_FRAMES (UNWIND_TABLES), python.inc walks the Python frames of the processes user
+// space put in py_procs, in a program of its own tail-called once the native walk is done.
+//
 // With HOLD_NEW_CODE (launch mode, UNWIND_TABLES), hold.inc stops a launched process at its
 // exec and at each executable mapping until its tables are in.
 //
 // Defines: MAX_KEYS, MAX_STACKS, targets.inc's (which processes), USER_STACKS, KERNEL_STACKS, INCLUDE_IDLE;
 //          OFF_CPU, MIN_BLOCK_NS, MAX_THREADS; UNWIND_TABLES (with unwind.inc's defines);
-//          HOLD_NEW_CODE.
+//          HOLD_NEW_CODE; PYTHON_FRAMES (with python.inc's defines).
 #include <uapi/linux/ptrace.h>
+#if defined(PYTHON_FRAMES) && !(defined(UNWIND_TABLES) && defined(USER_STACKS))
+#undef PYTHON_FRAMES              // the Python walk follows the table unwinder's
+#endif
 // #import kernel_types.inc
 
 struct sample_key {
@@ -36,6 +42,7 @@ struct sample_key {
     u32 gen;                 // execs of the process seen since the capture began
     u64 user_stack_hash;     // UNWIND_TABLES: the user stack's key in user_stacks_N
     u64 kernel_stack_hash;   // the kernel stack's key in kernel_stacks_N (kernel_stacks.inc)
+    u64 py_stack_hash;       // PYTHON_FRAMES: the Python stack's key in py_stacks_N (python.inc)
     char comm[TASK_COMM_LEN];
 };
 
@@ -49,6 +56,11 @@ enum sampler_stat {
     STAT_NEW_TASK_DROPPED,        // ring buffer full: a new process was not announced
     STAT_START_FULL,              // off-CPU: no room to remember a thread going off CPU
     STAT_SWITCHES,                // off-CPU: traced threads that left the CPU
+    STAT_PY_WALKED,               // PYTHON_FRAMES: Python stacks walked whole
+    STAT_PY_CUT,                  //   ... cut short (deeper than PY_FRAMES, or a read failed)
+    STAT_PY_NO_THREAD,            //   a Python process's thread with no thread state found
+    STAT_PY_STACK_LOST,           //   no room in py_stacks_N
+    STAT_PY_ANNOUNCE_DROPPED,     //   a new stack not sent at once (ring full): named at the drain
     STAT_UNWIND_TABLES,           // UNWIND_TABLES: user stacks walked through a table
     STAT_UNWIND_FRAME_POINTERS,   //   ... with frame pointers only
     STAT_UNWIND_END,              //   how walks ended: enum unwind_end, 5 counters
@@ -76,6 +88,9 @@ BPF_TABLE("lru_hash", u32, u32, exec_gen, 65536);   // pid -> execs seen (absent
 #endif
 #ifdef UNWIND_TABLES
 // #import unwind.inc
+#ifdef PYTHON_FRAMES
+// #import python.inc
+#endif
 // Allocated as stacks appear (1 KiB each): preallocated, the two would hold 32 MiB.
 BPF_F_TABLE("hash", u64, struct user_stack, user_stacks_0, MAX_STACKS, BPF_F_NO_PREALLOC);
 BPF_F_TABLE("hash", u64, struct user_stack, user_stacks_1, MAX_STACKS, BPF_F_NO_PREALLOC);
@@ -118,7 +133,8 @@ static __always_inline u32 active_buffer(void) {
 #ifdef UNWIND_TABLES
 // A sample's user stack is walked by unwind_step, STEP_FRAMES frames a program, each
 // tail-calling the next: the verifier checks a few frames' walk once, not the 127 frames
-// in line (about 0.45 s of start-up). The sample's key waits here, per CPU.
+// in line (about 0.45 s of start-up); then, for a Python process, py_step (walk_steps[1]).
+// The sample's key waits here, per CPU.
 #define STEP_FRAMES 8
 struct walk {
     struct unwind_state s;
@@ -126,7 +142,7 @@ struct walk {
     u32 buf;
 };
 BPF_PERCPU_ARRAY(walks, struct walk, 1);
-BPF_PROG_ARRAY(walk_steps, 1);
+BPF_PROG_ARRAY(walk_steps, 2);
 #endif
 
 static __always_inline u32 exec_generation(u32 tgid) {
@@ -164,6 +180,12 @@ static __always_inline int finish_sample(struct bpf_perf_event_data *ctx, struct
         hash = 0;
     }
     key.user_stack_hash = hash;
+#ifdef PYTHON_FRAMES
+    if (py_procs.lookup(&key.tgid)) {   // py_step counts the sample once its Python stack is in
+        w->key = key;
+        walk_steps.call(ctx, 1);
+    }
+#endif
     count_sample(ctx, &key, buf);
     return 0;
 }
@@ -230,6 +252,20 @@ int unwind_step(struct bpf_perf_event_data *ctx) {
 }
 #endif
 
+#ifdef PYTHON_FRAMES
+// The sample's Python stack, then its count.
+int py_step(struct bpf_perf_event_data *ctx) {
+    int zero = 0;
+    struct walk *w = walks.lookup(&zero);
+    if (!w)
+        return 0;
+    struct sample_key key = w->key;
+    key.py_stack_hash = python_stack(key.tgid, w->buf);
+    count_sample(ctx, &key, w->buf);
+    return 0;
+}
+#endif
+
 // A process that execs gets new mappings: a new generation, announced on its next sample.
 TRACEPOINT_PROBE(sched, sched_process_exec) {
     u32 tgid = task_ids() >> 32;
@@ -237,6 +273,9 @@ TRACEPOINT_PROBE(sched, sched_process_exec) {
     u32 next = gen ? *gen + 1 : 1;
     exec_gen.update(&tgid, &next);
     announced.delete(&tgid);
+#ifdef PYTHON_FRAMES
+    py_procs.delete(&tgid);   // another program now: user space looks again when it is announced
+#endif
 #ifdef HOLDS
     if (hold_wanted(tgid))
         hold(tgid, next);
@@ -268,6 +307,7 @@ struct off_cpu_start {       // a thread that went off CPU, as it left
     u32 keep;                // the share kept when it left, of 65536
     u64 user_stack_hash;
     u64 kernel_stack_hash;
+    u64 py_stack_hash;
 };
 
 static __always_inline u32 off_cpu_keep(void) {
@@ -309,6 +349,9 @@ TRACEPOINT_PROBE(sched, sched_switch) {
 #ifdef KERNEL_STACKS
         s.kernel_stack_hash = kernel_stack(args, 0, STAT_KERNEL_STACK_ERROR);   // set 0, as above
 #endif
+#ifdef PYTHON_FRAMES
+        s.py_stack_hash = python_stack(tgid, 0);
+#endif
         if (off_cpu_since.update(&key_tid, &s))
             bump(STAT_START_FULL);
     }
@@ -327,7 +370,8 @@ TRACEPOINT_PROBE(sched, sched_switch) {
     struct sample_key key = {.tgid = left.tgid, .tid = left.tid, .gen = left.gen,
                              .user_stack_id = left.user_stack_id,
                              .user_stack_hash = left.user_stack_hash,
-                             .kernel_stack_hash = left.kernel_stack_hash};
+                             .kernel_stack_hash = left.kernel_stack_hash,
+                             .py_stack_hash = left.py_stack_hash};
     bpf_probe_read_kernel(&key.comm, sizeof(key.comm), args->next_comm);
     add(&key, active_buffer(), away);
     return 0;

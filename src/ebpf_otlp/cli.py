@@ -250,10 +250,13 @@ def cli():
               help="With --off-cpu: walk every switch's stacks while the traced threads switch less "
                    "often than this; above it, a random sample sized to it, weighed up. 0: every one.")
 @unwind_option
+@click.option("--python/--no-python", **default(CpuSettings.python),
+              help="Python functions, files and lines (CPython 3.10-3.13, walked in the kernel) in "
+                   "place of the interpreter's own frames.")
 @otlp_options
 @command_argument
 def profile(pids, comm, include_self, all_, hz, duration, user_only, kernel_only, event, period, outputs, fmt, output_dir,
-            top, off_cpu, min_block, switch_budget, unwind, command, **otlp_flags):
+            top, off_cpu, min_block, switch_budget, unwind, python, command, **otlp_flags):
     """Sample CPU stacks with a perf event and write pprof, folded stacks or a flame graph.
     With --off-cpu, the same outputs weigh stacks by time spent off CPU instead.
 
@@ -308,7 +311,7 @@ def profile(pids, comm, include_self, all_, hz, duration, user_only, kernel_only
     cpu = CpuSettings(hz=hz, pids=pids, user_stacks=not kernel_only, kernel_stacks=not user_only,
                       event=event, off_cpu=off_cpu, min_block_ns=int(min_block * 1e9),
                       switch_budget=switch_budget, period=period, unwind=unwind, comm=comm,
-                      include_self=include_self)
+                      include_self=include_self, python=python)
     render = (lambda p, c: table.render(p, c, top)) if top else None
     return run_command(OFF_CPU if off_cpu else PROFILE, Command(
         cpu, duration, list(command), targets, render, otlp=otlp, spool=spool))

@@ -121,7 +121,8 @@ def test_qsort_comparator_reaches_main_through_libc(tmp_path):
 
 def test_python_native_stacks_reach_main(tmp_path):
     python = need_tool("python3.11", "/usr/bin/python3.11")
-    stacks, _ = profile(tmp_path, [python, "-c", BUSY_PYTHON, "15"])
+    # the interpreter's own frames: without its Python frames in their place (test_python_live)
+    stacks, _ = profile(tmp_path, [python, "-c", BUSY_PYTHON, "15"], "--no-python")
     interp = {st: n for st, n in stacks.items() if "_PyEval_EvalFrameDefault" in st}
     total = sum(interp.values())
     assert total > 300, stacks.most_common(5)
@@ -170,8 +171,9 @@ def test_same_top_chains_as_perf_dwarf(workload, chain_binary, tmp_path):
     out = tmp_path / "ours.folded"
     try:
         time.sleep(0.3)
+        # native frames only, as perf sees them (--no-python)
         ours_run = subprocess.Popen([sys.executable, "-m", "ebpf_otlp", "profile", "--pid", str(work.pid),
-                                     "--hz", "199", "--duration", "5s", "-o", str(out)],
+                                     "--hz", "199", "--duration", "5s", "--no-python", "-o", str(out)],
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         theirs = perf_stacks(tmp_path, work.pid, 5)
         _, err = ours_run.communicate(timeout=120)

@@ -76,10 +76,14 @@ class Symbolizer:
 
     def __init__(self, kernel_symbols: KernelSymbols | None = None,
                  max_open_files: int = DEFAULT_MAX_OPEN_FILES,
-                 function_table: Callable[[tuple[str, ...], ElfObject], Any] | None = None):
+                 function_table: Callable[[tuple[str, ...], ElfObject], Any] | None = None,
+                 interpreted: Any = None):
         # (paths, elf) -> what knows where each function starts (.function_at(vaddr)): for
         # stripped code, the unwind tables (unwind.tables.function_table); None: symbols only.
         self.function_table = function_table or (lambda paths, elf: _NO_FUNCTIONS)
+        # What names an interpreter's frames and puts them among the native ones
+        # (pyframes.names.PythonNames): .stack(pid, frames, native) and .forget(pids).
+        self.interpreted = interpreted
         self.kernel = kernel_symbols or KernelSymbols()
         self.kernel_mapping = Mapping(KERNEL_MODULE, build_id=self.kernel.build_id)
         self.max_open_files = max_open_files
@@ -138,6 +142,8 @@ class Symbolizer:
         for pid in gone:
             self._latest.pop(pid, None)
             self._perf_maps.pop(pid, None)
+        if self.interpreted:
+            self.interpreted.forget(gone)
         self._refreshed = {k for k in self._refreshed if k[0] not in gone}
         used = {e.file_key for snap in self.processes.values() for e in snap.entries if e.is_file}
         with self._lock:
@@ -318,19 +324,21 @@ class Symbolizer:
         return frame
 
     def frames(self, raw: RawStackSample) -> tuple[Frame, ...]:
-        """Leaf first: kernel frames, then user frames."""
+        """Leaf first: kernel frames, then user frames (an interpreter's frames in place of
+        the native frames that run them)."""
         kernel = [self.kernel_frame(a) for a in raw.kernel_ips]
-        if not raw.user_ips:
-            return tuple(kernel)
-        # Only the first user frame can be a leaf; the rest share one cache per process.
-        first = self.user_frame(raw.pid, raw.user_ips[0], not kernel, raw.gen)
-        callers = self._caller_cache.setdefault((raw.pid, raw.gen), {})
-        user = [first]
-        for a in raw.user_ips[1:]:
-            frame = callers.get(a)
-            if frame is None:
-                frame = callers[a] = self._user_frame(raw.pid, a, False, raw.gen)
-            user.append(frame)
+        user: list[Frame] = []
+        if raw.user_ips:
+            # Only the first user frame can be a leaf; the rest share one cache per process.
+            user.append(self.user_frame(raw.pid, raw.user_ips[0], not kernel, raw.gen))
+            callers = self._caller_cache.setdefault((raw.pid, raw.gen), {})
+            for a in raw.user_ips[1:]:
+                frame = callers.get(a)
+                if frame is None:
+                    frame = callers[a] = self._user_frame(raw.pid, a, False, raw.gen)
+                user.append(frame)
+        if raw.python and self.interpreted:
+            user = self.interpreted.stack(raw.pid, raw.python, user)
         return tuple(kernel + user)
 
     def symbolize(self, counts: dict[RawStackSample, tuple[int, ...]]) -> list[StackSample]:

@@ -6,6 +6,9 @@ import ctypes as ct
 import time
 from typing import Callable
 
+from ebpf_otlp.pyframes import kernel as pykernel
+from ebpf_otlp.pyframes.process import PythonProcess
+from ebpf_otlp.runtime.btf import kernel_offsets
 from ebpf_otlp.signals.collector import Collector, StatsEnum
 from ebpf_otlp.signals.targets import Targets
 from ebpf_otlp.records import RawStackSample
@@ -19,13 +22,16 @@ from ebpf_otlp.unwind.unwinder import (Unwinder, drain_stacks, frames, is_cut, k
 # `enum stat` of bpf/cpu_sampler.bpf.c, in its order; the unwinder's counters follow.
 STATS = StatsEnum(
     ("samples", "user collision", "user error", "kernel error", "counts full",
-     "new task dropped", "start full", "switches"), processed="samples",
+     "new task dropped", "start full", "switches", "py walked", "py cut", "py no thread",
+     "py stack lost", "py announce dropped"), processed="samples",
     losses={"user collision": "user stack lost (stack-id collision)",
             "user error": "user stack lost (stack map full or unwind error)",
             "kernel error": "kernel stack lost (stack map full or walk error)",
             "counts full": "sample dropped (count map full)",
             "start full": "off-CPU period dropped (thread map full)",
-            "new task dropped": "new process not announced (ring buffer full)"},
+            "new task dropped": "new process not announced (ring buffer full)",
+            "py cut": "Python stack cut short (deeper than 64 frames, or a read failed)",
+            "py stack lost": "Python stack lost (stack map full)"},
     extra=unwinder.COUNTERS)
 
 
@@ -57,7 +63,12 @@ class CpuSampler(Collector):
     With `follow_forks`, processes the traced ones fork are traced too, from the kernel
     (launch mode). Each new process (and exec generation) is announced through a ring
     buffer; `on_new_process(pid, gen)` runs for it outside the callback, soon enough to
-    read its maps while it lives."""
+    read its maps while it lives.
+
+    With `python` (and the table unwinder), the Python frames of processes named by
+    walk_python() are walked in the kernel too (bpf/lib/python.inc); each stack new to its
+    process comes through a ring buffer, and `on_python_stack(pid, frames)` runs for it
+    outside the callback, so its code objects are read while the process lives."""
 
     def __init__(self, hz: int, pids: list[int] | None = None, user_stacks: bool = True,
                  kernel_stacks: bool = True, event: str = "cpu-clock",
@@ -65,7 +76,8 @@ class CpuSampler(Collector):
                  on_new_process: Callable[[int, int], object] = lambda pid, gen: None,
                  off_cpu: bool = False, min_block_ns: int = 1000, switch_budget: float = 0,
                  follow_forks: bool = False, period: int = 0, unwind: str = "fp",
-                 comm: str | None = None, include_self: bool = False):
+                 comm: str | None = None, include_self: bool = False, python: bool = False,
+                 on_python_stack: Callable[[int, tuple], object] = lambda pid, frames: None):
         super().__init__()
         self.targets = Targets(list(pids or []), comm, follow_forks, include_self)
         self.unwinder = Unwinder(unwind if user_stacks else "fp")
@@ -81,6 +93,11 @@ class CpuSampler(Collector):
         self._off_cpu_stacks: dict[int, tuple[int, ...]] = {}   # stacks_0 is never cleared
         self._off_cpu_user: dict[int, tuple[int, ...]] = {}     # nor user_stacks_0
         self._off_cpu_kernel: dict[int, tuple[int, ...]] = {}   # nor kernel_stacks_0
+        self._off_cpu_python: dict[int, tuple] = {}              # nor py_stacks_0
+        self.python = python and user_stacks
+        self._python_pending: dict[int, PythonProcess] = {}      # named before the program loaded
+        self.on_python_stack = on_python_stack
+        self._python_new: list[tuple[int, tuple]] = []           # from the ring buffer
         self.hz = hz
         self.pids = list(pids or [])
         self.user_stacks = user_stacks
@@ -101,17 +118,29 @@ class CpuSampler(Collector):
             "USER_STACKS": self.user_stacks, "KERNEL_STACKS": self.kernel_stacks,
             "OFF_CPU": self.off_cpu, "MIN_BLOCK_NS": self.min_block_ns, "MAX_THREADS": 65536,
         }   # with OFF_CPU, sched_switch attaches as the program loads (TRACEPOINT_PROBE)
+        if self.python:
+            defines.update(PYTHON_FRAMES=True, PY_PROCS=pykernel.PY_PROCS, **kernel_offsets(pykernel.FSBASE))
         self._bpf = self.unwinder.load("cpu_sampler", dict(defines, HOLD_NEW_CODE=self.follow_forks))
+        self.python = self.python and self.unwinder.tables
         self.unwinder.hold(self._bpf, self.follow_forks)
         if self.unwinder.tables and not self.off_cpu and self.user_stacks:
             from bcc import BPF   # the walk's tail-called step (cpu_sampler.bpf.c: unwind_step)
             step = self._bpf.load_func(b"unwind_step", BPF.PERF_EVENT)
             self._bpf["walk_steps"][ct.c_int(0)] = ct.c_int(step.fd)
+            if self.python:
+                step = self._bpf.load_func(b"py_step", BPF.PERF_EVENT)
+                self._bpf["walk_steps"][ct.c_int(1)] = ct.c_int(step.fd)
+        for pid, proc in self._python_pending.items():
+            self.walk_python(pid, proc)
+        self._python_pending = {}
         # A launched command's tables come after its exec, when it is first sampled.
         self.unwinder.start([] if self.follow_forks else self.pids)
         self.targets.install(self._bpf)
         self._buffers = DoubleBuffer(self._bpf)
         self._bpf["new_tasks"].open_ring_buffer(self._on_new_task)
+        if self.python:
+            self._bpf["py_new_stacks"].open_ring_buffer(
+                lambda _ctx, data, _size: self._python_new.append(pykernel.announced(data)))
         if self.off_cpu:
             stats = self._bpf["stats"]
             self._share = SampleShare(self._keep_share, lambda: sum(stats[ct.c_int(STATS["switches"])]),
@@ -119,6 +148,14 @@ class CpuSampler(Collector):
             self._share.start()
         else:
             attach_sampler(self._bpf, "on_sample", self.event, self.hz, self.period)
+
+    def walk_python(self, pid: int, proc: PythonProcess) -> None:
+        """Walk the Python frames of process `pid` from its next sample."""
+        if self._bpf is None:
+            self._python_pending[pid] = proc
+        elif self.python:
+            table = self._bpf["py_procs"]
+            table[table.Key(pid)] = table.Leaf(**pykernel.proc_entry(proc))
 
     def _keep_share(self, share: float) -> None:
         """Tell the off-CPU program which share of switches to walk (control[1], of 65536)."""
@@ -137,7 +174,7 @@ class CpuSampler(Collector):
         return True
 
     def ring_fds(self) -> list[int]:
-        return [self._bpf["new_tasks"].map_fd]
+        return [self._bpf["new_tasks"].map_fd] + ([self._bpf["py_new_stacks"].map_fd] if self.python else [])
 
     def handle_events(self) -> None:
         announced, self._announced = self._announced, []
@@ -147,6 +184,9 @@ class CpuSampler(Collector):
             else:
                 self.on_new_process(pid, gen)
         self.unwinder.seen(pid for pid, _gen, held in announced if not held)
+        stacks, self._python_new = self._python_new, []
+        for pid, walked in stacks:
+            self.on_python_stack(pid, walked)
 
     def _release(self, pid: int, gen: int) -> None:
         """A held process (hold.inc): its maps and tables now, then it runs on."""
@@ -174,11 +214,14 @@ class CpuSampler(Collector):
             walk = self._stack_walker(which)
         kernel = self._kept_stacks("kernel_stacks", which, {k.kernel_stack_hash for k, _v in entries},
                                    self._off_cpu_kernel, kernel_frames) if self.kernel_stacks else {}
+        python = self._kept_stacks("py_stacks", which, {k.py_stack_hash for k, _v in entries},
+                                   self._off_cpu_python, pykernel.frames) if self.python else {}
         records = []
         for key, value in entries:
             user = unwound.get(key.user_stack_hash, ()) if dwarf else walk(key.user_stack_id)
             raw = RawStackSample(key.tgid, key.tid, key.comm.decode(errors="replace"),
-                                 user, kernel.get(key.kernel_stack_hash, ()), key.gen, is_cut(user))
+                                 user, kernel.get(key.kernel_stack_hash, ()), key.gen, is_cut(user),
+                                 python.get(key.py_stack_hash, ()))
             records.append((raw, value))
         if not dwarf and self.user_stacks and not self.off_cpu:
             self._bpf[f"stacks_{which}"].clear()
@@ -216,6 +259,10 @@ class CpuSampler(Collector):
     def _read_stats(self) -> None:
         total = STATS.read(self._bpf["stats"], self.stats)
         self.unwinder.report(self.stats, total[STATS.extra_start:])
+        if self.python:
+            self.stats.unwound.update({"Python stacks walked": total[STATS["py walked"]],
+                                       "Python threads without a thread state":
+                                           total[STATS["py no thread"]]})
         if self._share:
             self.stats.share = self._share.lowest_share
 

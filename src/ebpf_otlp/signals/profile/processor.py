@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 
+from ebpf_otlp.pyframes.names import PythonNames
 from ebpf_otlp.records import (MERGED_CUT, CollectorStats, Profile, RawStackSample, ValueType, add_values,
                                counted_shape, cpu_shape, merge_cut, off_cpu_shape)
 from ebpf_otlp.runtime.perf import COUNTED
@@ -23,14 +24,16 @@ class StackProcessor(Processor):
 
     def __init__(self, settings: CpuSettings, symbolizer: Symbolizer | None = None):
         self.settings = settings
-        self.symbolizer = symbolizer or Symbolizer(function_table=function_table)
+        self.python = PythonNames() if settings.python and settings.user_stacks else None
+        self.symbolizer = symbolizer or Symbolizer(function_table=function_table, interpreted=self.python)
         self.collector = CpuSampler(
             settings.hz, settings.pids, settings.user_stacks, settings.kernel_stacks,
-            settings.event, settings.drain_s, on_new_process=self.symbolizer.remember,
+            settings.event, settings.drain_s, on_new_process=self._new_process,
             off_cpu=settings.off_cpu, min_block_ns=settings.min_block_ns,
             switch_budget=settings.switch_budget, follow_forks=settings.follow_forks,
             period=settings.period, unwind=settings.unwind, comm=settings.comm,
-            include_self=settings.include_self)
+            include_self=settings.include_self, python=self.python is not None,
+            on_python_stack=self.python.learn if self.python else lambda pid, frames: None)
         self.counts: Counter[RawStackSample] = Counter()
         self.window_start_ns = time.time_ns()
 
@@ -38,14 +41,29 @@ class StackProcessor(Processor):
         """Snapshot the named processes and read their symbol tables (from the on-disk
         cache when warm) while BPF compiles."""
         for pid in self.settings.pids:
-            self.symbolizer.remember(pid)
+            self._new_process(pid, 0)
         if self.settings.user_stacks:   # a launched command: the common objects only
             self.collector.unwinder.warm([] if self.settings.follow_forks else self.settings.pids)
         self.symbolizer.prepare_symbols()
 
+    def _new_process(self, pid: int, gen: int) -> bool:
+        """A process first seen (or after an exec): its maps now, and whether it runs Python."""
+        if not self.symbolizer.remember(pid, gen):
+            return False
+        if self.python:
+            proc = self.python.found(pid, self.symbolizer.processes[(pid, gen)].entries)
+            if proc:
+                self.collector.walk_python(pid, proc)
+        return True
+
     def add(self, records: list[tuple[RawStackSample, int]]) -> None:
+        python: dict[int, set] = {}
         for raw, count in records:
             self.counts[raw] += count
+            if raw.python:
+                python.setdefault(raw.pid, set()).update(raw.python)
+        for pid, frames in python.items():   # named while the process lives
+            self.python.learn(pid, frames)
 
     def reset(self, start_ns: int | None = None) -> None:
         self.counts = Counter()
@@ -66,6 +84,8 @@ class StackProcessor(Processor):
         samples = self.symbolizer.symbolize({raw: values(c) for raw, c in self.counts.items()})
         samples, merged = merge_cut(samples, add_values, lambda s: s.values[0])
         stats = self.collector.stats.merged(CollectorStats(lost=self.symbolizer.losses))
+        if self.python:
+            stats = stats.merged(self.python.stats())
         if merged and s.off_cpu:   # values are time: say how many stacks
             stats.unwound[f"stacks {MERGED_CUT}"] = len(merged)
         elif merged:

@@ -29,6 +29,8 @@ class CpuSettings:
     unwind: str = field(default="auto", metadata=toml("unwind", v.choice(*UNWIND)))
     comm: str | None = field(default=None, metadata=toml("comm", v.comm))   # only this command name
     include_self: bool = field(default=False, metadata=toml("include_self", v.boolean))
+    # CPython 3.10-3.13 functions, files and lines in place of the interpreter's frames
+    python: bool = field(default=True, metadata=toml("python", v.boolean))
 
     @classmethod
     def from_table(cls, t: dict, off_cpu: bool, path: str = "<config>") -> "CpuSettings":
