@@ -59,7 +59,10 @@ def test_python_callers_with_their_lines_in_place_of_the_interpreter(python_prof
         whole = [st for st in found if python_names(st)[:4] == [
             label("<module>", "module"), label("outer", "outer"), label("middle", line), label(leaf, leaf)]]
         assert sum(found[st] for st in whole) >= 0.9 * sum(found.values()), list(found)[:3]
-        assert all(spin.fullmatch(python_names(st)[-1]) for st in whole), whole[:3]
+        # the leaf is spin, or the caller itself while it calls spin
+        in_spin = [st for st in whole if spin.fullmatch(python_names(st)[-1])]
+        assert all(len(python_names(st)) == 4 for st in whole if st not in in_spin), whole[:3]
+        assert sum(found[st] for st in in_spin) >= 0.8 * sum(found.values()), whole[:3]
         # among the native frames that run them: the interpreter's start below <module>
         st = max(whole, key=found.__getitem__)
         assert "Py_RunMain" in st[:st.index(label("<module>", "module"))], st
