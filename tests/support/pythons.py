@@ -5,6 +5,7 @@ sample it."""
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -33,3 +34,16 @@ def marked_lines(path: Path = WORKLOAD) -> dict[str, int]:
     """`# LINE name` markers: name -> line number."""
     return {line.rsplit("# LINE ", 1)[1].strip(): n
             for n, line in enumerate(path.read_text().splitlines(), 1) if "# LINE " in line}
+
+
+@pytest.fixture(params=NAMES)
+def blocked(request):
+    """The workload running on each CPython, held once it prints "ready"."""
+    child = subprocess.Popen([interpreter(request.param), str(WORKLOAD)], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        yield child
+    finally:
+        child.stdin.close()
+        child.wait(10)

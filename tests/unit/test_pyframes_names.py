@@ -7,7 +7,6 @@ from __future__ import annotations
 import ctypes as ct
 import os
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ from ebpf_otlp.pyframes.layouts import LAYOUTS
 from ebpf_otlp.pyframes.names import FRAME_TYPE, UNKNOWN, PythonNames, merge
 from ebpf_otlp.records import Frame
 from ebpf_otlp.symbolize.procmaps import parse_maps
-from support.pythons import NAMES, WORKLOAD, interpreter, marked_lines
+from support.pythons import WORKLOAD, blocked, marked_lines  # noqa: F401 (blocked: a fixture)
 
 
 def native(*names: str) -> list[Frame]:
@@ -123,18 +122,6 @@ def test_raw_frames_become_offsets_and_eval_call_starts(version):
                process.RawFrame(0x9000, 0, process.FRAME_OWNED_BY_CSTACK)]
         want = [process.PyFrame(0x7000, 6, False), process.PyFrame(0x8000, 2, True)]
     assert process.interpret(proc, raw) == want
-
-
-@pytest.fixture(params=NAMES)
-def blocked(request):
-    child = subprocess.Popen([interpreter(request.param), str(WORKLOAD)], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, text=True)
-    try:
-        assert child.stdout.readline().strip() == "ready"
-        yield child
-    finally:
-        child.stdin.close()
-        child.wait(10)
 
 
 def test_code_objects_are_named_with_file_and_line_while_the_process_lives(blocked):

@@ -8,23 +8,9 @@ import os
 import subprocess
 import sys
 
-import pytest
 
 from ebpf_otlp.pyframes import process
-from support.pythons import NAMES, WORKLOAD, interpreter, marked_lines
-
-@pytest.fixture(params=NAMES)
-def blocked(request):
-    python = interpreter(request.param)
-    child = subprocess.Popen([python, str(WORKLOAD)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                             text=True)
-    try:
-        assert child.stdout.readline().strip() == "ready"
-        yield child
-    finally:
-        child.stdin.close()
-        child.wait(10)
-
+from support.pythons import blocked, marked_lines  # noqa: F401 (blocked: a fixture)
 
 def named(proc, mem, frames):
     out = []
