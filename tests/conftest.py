@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -75,12 +76,51 @@ def damaged(blob: bytes, kind: str) -> bytes:
             "version": blob[:8] + b"\x63" + blob[9:]}[kind]
 
 
-def agent(*args: str, **kw) -> subprocess.CompletedProcess:
-    """Run `ebpf-otlp ARGS` as users do (the module, so the venv's Python is used)."""
-    kw.setdefault("capture_output", True)
+def agent(*args: str, timeout: float = 180, input: str | None = None, **kw) -> subprocess.CompletedProcess:
+    """Run `ebpf-otlp ARGS` as users do (the module, so the venv's Python is used). One
+    that hangs fails with where it hung: its threads' Python and kernel stacks, and the
+    state of what it launched."""
+    kw.setdefault("stdout", subprocess.PIPE)
+    kw.setdefault("stderr", subprocess.PIPE)
     kw.setdefault("text", True)
-    kw.setdefault("timeout", 180)
-    return subprocess.run([sys.executable, "-m", "ebpf_otlp", *args], **kw)
+    kw["env"] = {**(kw.get("env") or os.environ), "PYTHONFAULTHANDLER": "1"}
+    if input is not None:
+        kw["stdin"] = subprocess.PIPE
+    argv = [sys.executable, "-m", "ebpf_otlp", *args]
+    with subprocess.Popen(argv, **kw) as run:
+        try:
+            out, err = run.communicate(input, timeout=timeout)
+            where = None
+        except subprocess.TimeoutExpired:
+            where = _where_hung(run.pid)
+            run.send_signal(signal.SIGABRT)   # faulthandler prints every thread's stack
+            try:
+                out, err = run.communicate(timeout=10)
+            except subprocess.TimeoutExpired:
+                run.kill()
+                out, err = run.communicate()
+    if where is not None:
+        pytest.fail(f"`ebpf-otlp {' '.join(args)}` hung for {timeout} s\n{where}\n"
+                    f"its stderr:\n{err}", pytrace=False)
+    return subprocess.CompletedProcess(argv, run.returncode, out, err)
+
+
+def _where_hung(pid: int) -> str:
+    """Each thread of `pid` and of its children: state, kernel wait channel and stack."""
+    lines = []
+    for proc in [str(pid), *Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]:
+        try:
+            cmd = Path(f"/proc/{proc}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            lines.append(f"process {proc}: {cmd}")
+            for task in sorted(Path(f"/proc/{proc}/task").iterdir()):
+                stat = (task / "stat").read_text().rsplit(")", 1)[1].split()[0]
+                comm = (task / "comm").read_text().strip()
+                wchan = (task / "wchan").read_text()
+                stack = (task / "stack").read_text().strip().replace("\n", " | ")
+                lines.append(f"  thread {task.name} {comm} state {stat} wchan {wchan}: {stack}")
+        except OSError as e:
+            lines.append(f"  ({e})")
+    return "\n".join(lines)
 
 
 def agent_popen(*args: str, **kw) -> subprocess.Popen:
