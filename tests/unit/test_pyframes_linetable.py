@@ -51,3 +51,21 @@ def test_an_offset_outside_the_code_has_no_line():
     assert [ranges.line_at(o) for o in (-2, 0, 2, 4)] == [None, 11, 11, None]
     with pytest.raises(ValueError):
         linetable.decode((3, 9), b"", 1)
+
+
+@pytest.mark.parametrize("version", [(3, 10), (3, 11), (3, 13)])
+def test_a_table_from_memory_being_reused_is_a_value_error_never_another(version):
+    """Any bytes at all (a table read as its code object was freed and its memory reused)
+    decode or raise ValueError: an agent reading them must not die of an IndexError (a soak
+    hour saw one: a location table cut inside a varint)."""
+    import random
+    rng = random.Random(7)
+    cut = bytes([0x80 | (14 << 3), 0x41])   # a long-form entry, its varint cut short
+    tables = [cut] + [bytes(rng.randrange(256) for _ in range(rng.randrange(1, 40))) for _ in range(2000)]
+    for table in tables:
+        try:
+            linetable.decode(version, table, 1)
+        except ValueError:
+            pass
+    with pytest.raises(ValueError):
+        linetable.decode((3, 12), cut, 1)

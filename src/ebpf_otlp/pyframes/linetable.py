@@ -30,10 +30,15 @@ class LineRanges(NamedTuple):
 
 
 def decode(version: tuple[int, int], table: bytes, first_line: int) -> LineRanges:
-    """The line ranges of a code object of CPython `version` (major, minor)."""
+    """The line ranges of a code object of CPython `version` (major, minor). ValueError for
+    a table that ends inside an entry: read from another process's memory, it may be one
+    being freed and reused as the kernel sampled it."""
     if version < (3, 10):
         raise ValueError(f"CPython {version[0]}.{version[1]}: line tables before 3.10 are not read")
-    return _pep626(table, first_line) if version == (3, 10) else _locations(table, first_line)
+    try:
+        return _pep626(table, first_line) if version == (3, 10) else _locations(table, first_line)
+    except IndexError:
+        raise ValueError(f"a line table of {len(table)} bytes ends inside an entry") from None
 
 
 def _pep626(table: bytes, first_line: int) -> LineRanges:
