@@ -1,12 +1,16 @@
 """What bpf/lib/python.inc is told and what it records: a process's entry in `py_procs`
-(where its interpreter keeps what the walk reads) and the frames of a `struct py_stack`."""
+(where its interpreter keeps what the walk reads) and the frames of a `struct py_stack`;
+and KernelWalk, the user-space half of the walk in any program that includes it."""
 
 from __future__ import annotations
 
 import ctypes as ct
+from typing import Callable
 
 from ebpf_otlp.pyframes.layouts import NONE
 from ebpf_otlp.pyframes.process import RawFrame, PythonProcess
+from ebpf_otlp.records import CollectorStats
+from ebpf_otlp.runtime.btf import kernel_offsets
 
 PY_FRAMES = 64              # python.inc's
 PY_PROCS = 4096             # Python processes walked at once (an LRU map: the oldest make room)
@@ -15,6 +19,11 @@ _OFFSETS = ("interpreters_head", "threads_head", "tstate_next", "tstate_thread_i
             "cframe_current_frame", "frame_previous", "frame_code", "frame_instr", "frame_flag",
             "code_firstlineno")
 PY_PROC_FIELDS = ("runtime", "instr_mask", "flag_mask", "frame_read") + _OFFSETS   # struct py_proc
+# python.inc's counters (STAT_PY_*), in their order in the including program's stat enum,
+# and the losses among them.
+STATS = ("py walked", "py cut", "py no thread", "py stack lost", "py announce dropped")
+LOSSES = {"py cut": "Python stack cut short (deeper than 64 frames, or a read failed)",
+          "py stack lost": "Python stack lost (stack map full)"}
 
 
 def proc_entry(proc: PythonProcess) -> dict[str, int]:
@@ -64,3 +73,49 @@ def frames(entry) -> PyStack:
     out = PyStack(RawFrame(f.code, f.instr, f.flag, f.first_line) for f in entry.frames[:entry.len])
     out.cut = bool(entry.cut)
     return out
+
+
+class KernelWalk:
+    """The user-space half of python.inc in one program: the processes it walks (py_procs),
+    and the stacks it announces (py_new_stacks), handed to `on_stack(pid, frames)` outside
+    the ring's callback, so their code objects are read while the process lives."""
+
+    def __init__(self, on_stack: Callable[[int, PyStack], object]):
+        self.on_stack = on_stack
+        self._bpf = None
+        self._pending: dict[int, PythonProcess] = {}   # named before the program loaded
+        self._new: list[tuple[int, PyStack]] = []      # from the ring buffer
+
+    @staticmethod
+    def defines() -> dict:
+        return dict(PYTHON_FRAMES=True, PY_PROCS=PY_PROCS, **kernel_offsets(FSBASE))
+
+    def attach(self, bpf) -> None:
+        """The program is loaded: walk what was named before, and listen to its ring."""
+        self._bpf = bpf
+        for pid, proc in self._pending.items():
+            self.walk(pid, proc)
+        self._pending = {}
+        bpf["py_new_stacks"].open_ring_buffer(lambda _ctx, data, _size: self._new.append(announced(data)))
+
+    def walk(self, pid: int, proc: PythonProcess) -> None:
+        """Walk the Python frames of process `pid` from its next sample."""
+        if self._bpf is None:
+            self._pending[pid] = proc
+            return
+        table = self._bpf["py_procs"]
+        table[table.Key(pid)] = table.Leaf(**proc_entry(proc))
+
+    def ring_fds(self) -> list[int]:
+        return [self._bpf["py_new_stacks"].map_fd]
+
+    def handle_events(self) -> None:
+        new, self._new = self._new, []
+        for pid, walked in new:
+            self.on_stack(pid, walked)
+
+    @staticmethod
+    def report(stats: CollectorStats, counters: dict[str, int]) -> None:
+        """What the walks did, beside the losses the program's StatsEnum reads."""
+        stats.unwound.update({"Python stacks walked": counters["py walked"],
+                              "Python threads without a thread state": counters["py no thread"]})

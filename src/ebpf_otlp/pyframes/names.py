@@ -9,13 +9,16 @@ code object, defined elsewhere, is told apart."""
 from __future__ import annotations
 
 from collections import Counter
-from typing import Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 from ebpf_otlp.pyframes.detect import Interpreter
 from ebpf_otlp.pyframes.process import (CodeInfo, Memory, PyFrame, PythonProcess, RawFrame, find,
                                         interpret, read_code)
-from ebpf_otlp.records import CollectorStats, Frame
+from ebpf_otlp.records import CollectorStats, Frame, RawStackSample
 from ebpf_otlp.symbolize.procmaps import MapEntry
+
+if TYPE_CHECKING:
+    from ebpf_otlp.symbolize.symbolizer import Symbolizer
 
 FRAME_TYPE = "cpython"          # OpenTelemetry's profile.frame.type for CPython frames
 UNKNOWN = "<unknown python>"
@@ -69,6 +72,16 @@ class PythonNames:
                     info = None   # freed and reused since the sample
                 self._code[(pid, code, first_line)] = info
 
+    def learn_from(self, stacks: Iterable[RawStackSample]) -> None:
+        """learn() for the Python frames of drained stacks, one read of memory per process
+        (the stacks its ring did not announce)."""
+        by_pid: dict[int, set[RawFrame]] = {}
+        for raw in stacks:
+            if raw.python:
+                by_pid.setdefault(raw.pid, set()).update(raw.python)
+        for pid, frames in by_pid.items():
+            self.learn(pid, frames)
+
     def frame(self, pid: int, f: PyFrame) -> Frame:
         key = (pid, f.code, f.first_line, f.offset)
         frame = self._frames.get(key)
@@ -105,6 +118,20 @@ class PythonNames:
             self.processes.pop(pid, None)
         self._code = {k: v for k, v in self._code.items() if k[0] not in gone}
         self._frames = {k: v for k, v in self._frames.items() if k[0] not in gone}
+
+
+def remember(symbolizer: Symbolizer, names: PythonNames | None,
+             walk: Callable[[int, PythonProcess], object], pid: int, gen: int = 0) -> bool:
+    """A process first seen (or after its exec): its maps now, and, if it runs a Python
+    walked here, `walk(pid, interpreter)` so its frames are walked from its next sample.
+    False if it is gone."""
+    if not symbolizer.remember(pid, gen):
+        return False
+    if names:
+        proc = names.found(pid, symbolizer.processes[(pid, gen)].entries)
+        if proc:
+            walk(pid, proc)
+    return True
 
 
 def merge(native: list[Frame], python: list[Frame], entries: list[bool]) -> list[Frame]:

@@ -8,7 +8,6 @@ from typing import Callable
 
 from ebpf_otlp.pyframes import kernel as pykernel
 from ebpf_otlp.pyframes.process import PythonProcess
-from ebpf_otlp.runtime.btf import kernel_offsets
 from ebpf_otlp.signals.collector import Collector, StatsEnum
 from ebpf_otlp.signals.targets import Targets
 from ebpf_otlp.records import RawStackSample
@@ -22,16 +21,13 @@ from ebpf_otlp.unwind.unwinder import (Unwinder, drain_stacks, frames, is_cut, k
 # `enum stat` of bpf/cpu_sampler.bpf.c, in its order; the unwinder's counters follow.
 STATS = StatsEnum(
     ("samples", "user collision", "user error", "kernel error", "counts full",
-     "new task dropped", "start full", "switches", "py walked", "py cut", "py no thread",
-     "py stack lost", "py announce dropped"), processed="samples",
+     "new task dropped", "start full", "switches", *pykernel.STATS), processed="samples",
     losses={"user collision": "user stack lost (stack-id collision)",
             "user error": "user stack lost (stack map full or unwind error)",
             "kernel error": "kernel stack lost (stack map full or walk error)",
             "counts full": "sample dropped (count map full)",
             "start full": "off-CPU period dropped (thread map full)",
-            "new task dropped": "new process not announced (ring buffer full)",
-            "py cut": "Python stack cut short (deeper than 64 frames, or a read failed)",
-            "py stack lost": "Python stack lost (stack map full)"},
+            "new task dropped": "new process not announced (ring buffer full)", **pykernel.LOSSES},
     extra=unwinder.COUNTERS)
 
 
@@ -94,10 +90,7 @@ class CpuSampler(Collector):
         self._off_cpu_user: dict[int, tuple[int, ...]] = {}     # nor user_stacks_0
         self._off_cpu_kernel: dict[int, tuple[int, ...]] = {}   # nor kernel_stacks_0
         self._off_cpu_python: dict[int, tuple] = {}              # nor py_stacks_0
-        self.python = python and user_stacks
-        self._python_pending: dict[int, PythonProcess] = {}      # named before the program loaded
-        self.on_python_stack = on_python_stack
-        self._python_new: list[tuple[int, tuple]] = []           # from the ring buffer
+        self._python = pykernel.KernelWalk(on_python_stack) if python and user_stacks else None
         self.hz = hz
         self.pids = list(pids or [])
         self.user_stacks = user_stacks
@@ -118,29 +111,26 @@ class CpuSampler(Collector):
             "USER_STACKS": self.user_stacks, "KERNEL_STACKS": self.kernel_stacks,
             "OFF_CPU": self.off_cpu, "MIN_BLOCK_NS": self.min_block_ns, "MAX_THREADS": 65536,
         }   # with OFF_CPU, sched_switch attaches as the program loads (TRACEPOINT_PROBE)
-        if self.python:
-            defines.update(PYTHON_FRAMES=True, PY_PROCS=pykernel.PY_PROCS, **kernel_offsets(pykernel.FSBASE))
+        if self._python:
+            defines.update(self._python.defines())
         self._bpf = self.unwinder.load("cpu_sampler", dict(defines, HOLD_NEW_CODE=self.follow_forks))
-        self.python = self.python and self.unwinder.tables
+        if not self.unwinder.tables:   # the walk follows the table unwinder's
+            self._python = None
         self.unwinder.hold(self._bpf, self.follow_forks)
         if self.unwinder.tables and not self.off_cpu and self.user_stacks:
             from bcc import BPF   # the walk's tail-called step (cpu_sampler.bpf.c: unwind_step)
             step = self._bpf.load_func(b"unwind_step", BPF.PERF_EVENT)
             self._bpf["walk_steps"][ct.c_int(0)] = ct.c_int(step.fd)
-            if self.python:
+            if self._python:
                 step = self._bpf.load_func(b"py_step", BPF.PERF_EVENT)
                 self._bpf["walk_steps"][ct.c_int(1)] = ct.c_int(step.fd)
-        for pid, proc in self._python_pending.items():
-            self.walk_python(pid, proc)
-        self._python_pending = {}
         # A launched command's tables come after its exec, when it is first sampled.
         self.unwinder.start([] if self.follow_forks else self.pids)
         self.targets.install(self._bpf)
         self._buffers = DoubleBuffer(self._bpf)
         self._bpf["new_tasks"].open_ring_buffer(self._on_new_task)
-        if self.python:
-            self._bpf["py_new_stacks"].open_ring_buffer(
-                lambda _ctx, data, _size: self._python_new.append(pykernel.announced(data)))
+        if self._python:
+            self._python.attach(self._bpf)
         if self.off_cpu:
             stats = self._bpf["stats"]
             self._share = SampleShare(self._keep_share, lambda: sum(stats[ct.c_int(STATS["switches"])]),
@@ -151,11 +141,8 @@ class CpuSampler(Collector):
 
     def walk_python(self, pid: int, proc: PythonProcess) -> None:
         """Walk the Python frames of process `pid` from its next sample."""
-        if self._bpf is None:
-            self._python_pending[pid] = proc
-        elif self.python:
-            table = self._bpf["py_procs"]
-            table[table.Key(pid)] = table.Leaf(**pykernel.proc_entry(proc))
+        if self._python:
+            self._python.walk(pid, proc)
 
     def _keep_share(self, share: float) -> None:
         """Tell the off-CPU program which share of switches to walk (control[1], of 65536)."""
@@ -174,7 +161,7 @@ class CpuSampler(Collector):
         return True
 
     def ring_fds(self) -> list[int]:
-        return [self._bpf["new_tasks"].map_fd] + ([self._bpf["py_new_stacks"].map_fd] if self.python else [])
+        return [self._bpf["new_tasks"].map_fd] + (self._python.ring_fds() if self._python else [])
 
     def handle_events(self) -> None:
         announced, self._announced = self._announced, []
@@ -184,9 +171,8 @@ class CpuSampler(Collector):
             else:
                 self.on_new_process(pid, gen)
         self.unwinder.seen(pid for pid, _gen, held in announced if not held)
-        stacks, self._python_new = self._python_new, []
-        for pid, walked in stacks:
-            self.on_python_stack(pid, walked)
+        if self._python:
+            self._python.handle_events()
 
     def _release(self, pid: int, gen: int) -> None:
         """A held process (hold.inc): its maps and tables now, then it runs on."""
@@ -215,7 +201,7 @@ class CpuSampler(Collector):
         kernel = self._kept_stacks("kernel_stacks", which, {k.kernel_stack_hash for k, _v in entries},
                                    self._off_cpu_kernel, kernel_frames) if self.kernel_stacks else {}
         python = self._kept_stacks("py_stacks", which, {k.py_stack_hash for k, _v in entries},
-                                   self._off_cpu_python, pykernel.frames) if self.python else {}
+                                   self._off_cpu_python, pykernel.frames) if self._python else {}
         records = []
         for key, value in entries:
             user = unwound.get(key.user_stack_hash, ()) if dwarf else walk(key.user_stack_id)
@@ -259,10 +245,8 @@ class CpuSampler(Collector):
     def _read_stats(self) -> None:
         total = STATS.read(self._bpf["stats"], self.stats)
         self.unwinder.report(self.stats, total[STATS.extra_start:])
-        if self.python:
-            self.stats.unwound.update({"Python stacks walked": total[STATS["py walked"]],
-                                       "Python threads without a thread state":
-                                           total[STATS["py no thread"]]})
+        if self._python:
+            self._python.report(self.stats, {n: total[STATS[n]] for n in pykernel.STATS})
         if self._share:
             self.stats.share = self._share.lowest_share
 

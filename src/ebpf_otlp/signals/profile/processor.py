@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 
-from ebpf_otlp.pyframes.names import PythonNames
+from ebpf_otlp.pyframes.names import PythonNames, remember
 from ebpf_otlp.records import (MERGED_CUT, CollectorStats, Profile, RawStackSample, ValueType, add_values,
                                counted_shape, cpu_shape, merge_cut, off_cpu_shape)
 from ebpf_otlp.runtime.perf import COUNTED
@@ -47,23 +47,13 @@ class StackProcessor(Processor):
         self.symbolizer.prepare_symbols()
 
     def _new_process(self, pid: int, gen: int) -> bool:
-        """A process first seen (or after an exec): its maps now, and whether it runs Python."""
-        if not self.symbolizer.remember(pid, gen):
-            return False
-        if self.python:
-            proc = self.python.found(pid, self.symbolizer.processes[(pid, gen)].entries)
-            if proc:
-                self.collector.walk_python(pid, proc)
-        return True
+        return remember(self.symbolizer, self.python, self.collector.walk_python, pid, gen)
 
     def add(self, records: list[tuple[RawStackSample, int]]) -> None:
-        python: dict[int, set] = {}
         for raw, count in records:
             self.counts[raw] += count
-            if raw.python:
-                python.setdefault(raw.pid, set()).update(raw.python)
-        for pid, frames in python.items():   # named while the process lives
-            self.python.learn(pid, frames)
+        if self.python:   # named while the process lives
+            self.python.learn_from(raw for raw, _count in records)
 
     def reset(self, start_ns: int | None = None) -> None:
         self.counts = Counter()
