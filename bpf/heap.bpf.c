@@ -25,13 +25,20 @@
 // Processes are named as ebpf-otlp names them (targets.inc: in its pid namespace); the
 // per-thread countdown and pending call are keyed by the kernel's thread id, unique anyway.
 //
+// With PYTHON_FRAMES (UNWIND_TABLES), python.inc walks the Python frames of a sampled
+// allocation in the processes user space put in py_procs, kept in py_stacks_0 (never cleared,
+// as user_stacks is not).
+//
 // With HOLD_NEW_CODE (launch mode, UNWIND_TABLES), hold.inc stops a launched process at its
 // exec and at each executable mapping until its tables are in.
 //
 // Defines: RATE (mean bytes between samples; 0: every call), MAX_LIVE, MAX_STACKS,
 //          MAX_KEYS, targets.inc's (which processes); UNWIND_TABLES (and unwind.inc's); MMAP;
-//          HOLD_NEW_CODE.
+//          HOLD_NEW_CODE; PYTHON_FRAMES (with python.inc's).
 #include <uapi/linux/ptrace.h>
+#if defined(PYTHON_FRAMES) && !defined(UNWIND_TABLES)
+#undef PYTHON_FRAMES              // the Python walk follows the table unwinder's
+#endif
 // #import kernel_types.inc
 
 struct stack_key {
@@ -41,6 +48,7 @@ struct stack_key {
     u64 user_stack_hash;     // UNWIND_TABLES: the stack's key in user_stacks
     u32 via_mmap;            // an anonymous mmap, not an allocator call
     u32 pad;
+    u64 py_stack_hash;       // PYTHON_FRAMES: the Python stack's key in py_stacks_0
 };
 
 struct stack_counts {        // sampled, not yet weighed up
@@ -76,6 +84,11 @@ enum heap_stat {
     STAT_KEYS_FULL,          // no room in `by_stack`
     STAT_STACK_LOST,         // stack-id collision or error
     STAT_NEW_TASK_DROPPED,   // ring buffer full: a process was not announced
+    STAT_PY_WALKED,          // PYTHON_FRAMES: python.inc's counters (pyframes/kernel.py: STATS)
+    STAT_PY_CUT,
+    STAT_PY_NO_THREAD,
+    STAT_PY_STACK_LOST,
+    STAT_PY_ANNOUNCE_DROPPED,
     STAT_UNWIND_TABLES,      // UNWIND_TABLES: stacks walked through a table
     STAT_UNWIND_FRAME_POINTERS,
     STAT_UNWIND_END,         // how walks ended: enum unwind_end, 5 counters
@@ -104,6 +117,9 @@ BPF_PERCPU_ARRAY(stats, u64, STAT_MAX);
 #endif
 #ifdef UNWIND_TABLES
 // #import unwind.inc
+#ifdef PYTHON_FRAMES
+// #import python.inc
+#endif
 // Allocated as stacks appear: a preallocated map of 1 KiB stacks would cost 64 MiB.
 BPF_F_TABLE("hash", u64, struct user_stack, user_stacks, MAX_STACKS, BPF_F_NO_PREALLOC);
 #endif
@@ -161,6 +177,9 @@ static __always_inline void on_alloc(void *ctx, u64 size, u64 memptr, int at_ent
         bump(STAT_STACK_LOST);
         p.where.user_stack_hash = 0;
     }
+#ifdef PYTHON_FRAMES
+    p.where.py_stack_hash = python_stack(tgid, 0);
+#endif
 #else
     if (at_entry)
         bpf_probe_read_user(&p.where.caller, sizeof(p.where.caller),
@@ -278,12 +297,17 @@ int posix_memalign_session(struct pt_regs *ctx) {
 int memptr_return(struct pt_regs *ctx) { on_return(PT_REGS_RC(ctx), 1); return 0; }
 int free_enter(struct pt_regs *ctx) { on_free(PT_REGS_PARM1(ctx)); return 0; }
 
-#ifdef HOLDS
+#if defined(HOLDS) || defined(PYTHON_FRAMES)
 TRACEPOINT_PROBE(sched, sched_process_exec) {
     u32 tgid = task_ids() >> 32;
-    announced.delete(&tgid);
+    announced.delete(&tgid);  // new mappings: announced again
+#ifdef PYTHON_FRAMES
+    py_procs.delete(&tgid);   // another program now: user space looks again when it is announced
+#endif
+#ifdef HOLDS
     if (hold_wanted(tgid))
         hold(tgid, 0);
+#endif
     return 0;
 }
 #endif

@@ -205,6 +205,13 @@ unwind_option = click.option(
          "pointers only, auto is dwarf where this kernel allows it.")
 
 
+def python_option(on: bool):
+    """--python/--no-python, defaulting to the signal's setting."""
+    return click.option("--python/--no-python", **default(on),
+                        help="Python functions, files and lines (CPython 3.10-3.13, walked in the "
+                             "kernel) in place of the interpreter's own frames.")
+
+
 def profile_outputs(fn):
     """-o and -f of the commands that write profiles (export/profile_files.py's formats)."""
     fn = click.option("-f", "--format", "fmt", type=click.Choice(["pprof", "folded", "svg", "json", "otlp"]),
@@ -250,9 +257,7 @@ def cli():
               help="With --off-cpu: walk every switch's stacks while the traced threads switch less "
                    "often than this; above it, a random sample sized to it, weighed up. 0: every one.")
 @unwind_option
-@click.option("--python/--no-python", **default(CpuSettings.python),
-              help="Python functions, files and lines (CPython 3.10-3.13, walked in the kernel) in "
-                   "place of the interpreter's own frames.")
+@python_option(CpuSettings.python)
 @otlp_options
 @command_argument
 def profile(pids, comm, include_self, all_, hz, duration, user_only, kernel_only, event, period, outputs, fmt, output_dir,
@@ -537,10 +542,11 @@ class Size(click.ParamType):
               help="Rows in the leak report (0: none).")
 @profile_outputs
 @unwind_option
+@python_option(HeapSettings.python)
 @otlp_options
 @command_argument
 def memleak(pids, comm, duration, sample_bytes, every_call, no_free, mmap, min_age, lib, symbol_prefix, interval,
-            top, outputs, fmt, unwind, command, **otlp_flags):
+            top, outputs, fmt, unwind, python, command, **otlp_flags):
     """Heap profile and leak report from allocator uprobes (malloc, calloc, realloc,
     posix_memalign, ... and free), sampled by bytes in the kernel: alloc and in-use objects
     and space per stack (Go's heap profile), and what stays allocated longer than --min-age."""
@@ -563,7 +569,7 @@ def memleak(pids, comm, duration, sample_bytes, every_call, no_free, mmap, min_a
     targets = [(path, profile_files.format_for(path, fmt)) for path in outputs]
     heap = HeapSettings(pids=pids, rate=0 if every_call else sample_bytes, library=lib,
                         symbol_prefix=symbol_prefix, no_free=no_free, min_age_s=min_age,
-                        interval_s=interval, unwind=unwind, mmap=mmap)
+                        interval_s=interval, unwind=unwind, mmap=mmap, python=python)
     render = (lambda r, c: report.render(r, c, top)) if top else None
     return run_command(HEAP, Command(heap, duration, list(command), targets, render, otlp=otlp,
                                      spool=spool))

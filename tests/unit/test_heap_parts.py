@@ -105,7 +105,7 @@ class FakeCounts:
 
 
 def count_row(allocs: int, size: int = 4096):
-    key = SimpleNamespace(tgid=7, stack_id=-1, caller=0x401000, user_stack_hash=0, via_mmap=0)
+    key = SimpleNamespace(tgid=7, stack_id=-1, caller=0x401000, user_stack_hash=0, via_mmap=0, py_stack_hash=0)
     return key, SimpleNamespace(allocs=allocs, alloc_bytes=allocs * size, frees=0, free_bytes=0)
 
 

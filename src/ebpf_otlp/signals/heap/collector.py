@@ -9,6 +9,8 @@ import os
 import time
 from typing import Callable
 
+from ebpf_otlp.pyframes import kernel as pykernel
+from ebpf_otlp.pyframes.process import PythonProcess
 from ebpf_otlp.signals.collector import Collector, StatsEnum
 from ebpf_otlp.signals.targets import Targets
 from ebpf_otlp.errors import AgentError
@@ -34,12 +36,13 @@ GLIBC_MALLOC_INTERNALS = {"__libc_malloc", "__libc_calloc", "__libc_realloc", "_
                           "tcache_init", "malloc_hook_ini"}
 # `enum heap_stat` of bpf/heap.bpf.c, in its order; the unwinder's counters, then the
 # sampled bytes in use follow.
-STATS = StatsEnum(("sampled", "freed", "live map full", "stack map full", "stack lost", "ring buffer full"),
-                  processed="sampled",
+STATS = StatsEnum(("sampled", "freed", "live map full", "stack map full", "stack lost", "ring buffer full",
+                   *pykernel.STATS), processed="sampled",
                   losses={"live map full": "free not matched (live-allocation map full)",
                           "stack map full": "allocation site dropped (stack-count map full)",
                           "stack lost": "allocation stack lost (stack-id collision)",
-                          "ring buffer full": "new process not announced (ring buffer full)"},
+                          "ring buffer full": "new process not announced (ring buffer full)",
+                          **pykernel.LOSSES},
                   extra=unwinder.COUNTERS)
 STAT_INUSE_BYTES = STATS.size
 PEAK_STEP = 1 / 32   # a high this much above the last one read the stacks' counts again
@@ -101,7 +104,10 @@ def probe_offset(elf: ElfObject, vaddr: int, path: str) -> int:
 
 class HeapCollector(Collector):
     """Samples allocations by bytes (`rate`, mean bytes between samples; 0: every call) in
-    the processes `pids` (or a launched command and what it forks)."""
+    the processes `pids` (or a launched command and what it forks).
+
+    With `python` (and the table unwinder), a sampled allocation's Python frames are walked
+    too, for the processes named by walk_python() (as CpuSampler's)."""
 
     name = "memleak"
 
@@ -109,8 +115,11 @@ class HeapCollector(Collector):
                  symbol_prefix: str = "", no_free: bool = False, follow_forks: bool = False,
                  interval_s: float = 10.0, max_live: int = 1 << 18,
                  on_new_process: Callable[[int, int], object] = lambda pid, gen: None,
-                 unwind: str = "fp", mmap: bool = True):
+                 unwind: str = "fp", mmap: bool = True, python: bool = False,
+                 on_python_stack: Callable[[int, tuple], object] = lambda pid, frames: None):
         super().__init__()
+        self._python = pykernel.KernelWalk(on_python_stack) if python else None
+        self._py_stacks: dict[int, tuple] = {}           # hash -> frames (py_stacks_0 is kept)
         self.mmap = mmap
         self.unwinder = Unwinder(unwind)
         self._unwound: dict[int, tuple[int, ...]] = {}   # hash -> frames (user_stacks is kept)
@@ -143,7 +152,11 @@ class HeapCollector(Collector):
         self._bpf = self.unwinder.load("heap", {
             "RATE": self.rate, "MAX_LIVE": self.max_live, "MAX_STACKS": 1 << 16, "MAX_KEYS": 1 << 16,
             **self.targets.defines(), "SESSIONS": True, "MMAP": self.mmap,
-            "HOLD_NEW_CODE": self.follow_forks})
+            "HOLD_NEW_CODE": self.follow_forks, **(self._python.defines() if self._python else {})})
+        if self._python and self.unwinder.tables:
+            self._python.attach(self._bpf)
+        else:   # the walk follows the table unwinder's
+            self._python = None
         self.unwinder.start([] if self.follow_forks else self.pids)
         self.targets.install(self._bpf)
         draws = self._bpf["draws"]
@@ -224,6 +237,11 @@ class HeapCollector(Collector):
             os.close(fd)
         self._links = []
 
+    def walk_python(self, pid: int, proc: PythonProcess) -> None:
+        """Walk the Python frames of process `pid`'s sampled allocations from now on."""
+        if self._python:
+            self._python.walk(pid, proc)
+
     def _on_new_task(self, _ctx, data, _size) -> None:
         pid, _gen, held = ct.cast(data, ct.POINTER(ct.c_uint32 * 3)).contents   # struct new_task
         self._announced.append((pid, bool(held)))
@@ -233,7 +251,7 @@ class HeapCollector(Collector):
         return True
 
     def ring_fds(self) -> list[int]:
-        return [self._bpf["new_tasks"].map_fd]
+        return [self._bpf["new_tasks"].map_fd] + (self._python.ring_fds() if self._python else [])
 
     def handle_events(self) -> None:
         announced, self._announced = self._announced, []
@@ -246,6 +264,8 @@ class HeapCollector(Collector):
                 if held:   # hold.inc: its tables, then it runs on
                     self.unwinder.release(pid, self.stats)
         self.unwinder.seen(pid for pid, held in announced if not held)
+        if self._python:
+            self._python.handle_events()
         self._watch_peak()
 
     def _watch_peak(self) -> None:
@@ -262,7 +282,7 @@ class HeapCollector(Collector):
         stacks: dict[tuple, RawStackSample] = {}
 
         def stack(key) -> RawStackSample:
-            k = (key.tgid, key.stack_id, key.caller, key.user_stack_hash, key.via_mmap)
+            k = (key.tgid, key.stack_id, key.caller, key.user_stack_hash, key.via_mmap, key.py_stack_hash)
             if k not in stacks:
                 stacks[k] = self._stack(*k)
             return stacks[k]
@@ -272,13 +292,17 @@ class HeapCollector(Collector):
         return [HeapCounts(stack(k), v.allocs, v.alloc_bytes, v.frees, v.free_bytes, bool(k.via_mmap))
                 for k, v in self._bpf["by_stack"].items()]
 
-    def _stack(self, tgid: int, stack_id: int, caller: int, unwound: int, via_mmap: int) -> RawStackSample:
+    def _stack(self, tgid: int, stack_id: int, caller: int, unwound: int, via_mmap: int,
+               python: int) -> RawStackSample:
         """An allocator call's stack starts at its caller (ips[0] is inside the allocator);
         an mmap's, in the mmap wrapper, where the syscall was made."""
         if self.unwinder.tables:   # walked from the allocator's first instruction
             look_up_stacks(self._bpf["user_stacks"], (unwound,), self._unwound)
             ips = self._unwound.get(unwound, ())
-            return RawStackSample(tgid, tgid, "", ips if via_mmap else ips[1:], (), cut=is_cut(ips))
+            if python and self._python:
+                look_up_stacks(self._bpf["py_stacks_0"], (python,), self._py_stacks, pykernel.frames)
+            return RawStackSample(tgid, tgid, "", ips if via_mmap else ips[1:], (), cut=is_cut(ips),
+                                  python=self._py_stacks.get(python, ()))
         ips = tuple(self._bpf["stacks"].walk(stack_id)) if stack_id >= 0 else ()
         if via_mmap:
             return RawStackSample(tgid, tgid, "", ips, ())
@@ -300,6 +324,8 @@ class HeapCollector(Collector):
             self._peak = None
         total = STATS.read(self._bpf["stats"], self.stats)
         self.unwinder.report(self.stats, total[STATS.extra_start:])
+        if self._python:
+            self._python.report(self.stats, {n: total[STATS[n]] for n in pykernel.STATS})
         self.stats.drains += 1
         self.unwinder.drained(tgid for tgid, *_ in stacks)
         return records

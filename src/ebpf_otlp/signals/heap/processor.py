@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import time
 
+from ebpf_otlp.pyframes.names import PythonNames, remember
 from ebpf_otlp.signals.heap.collector import ALLOCATOR_FUNCTIONS, GLIBC_MALLOC_INTERNALS, HeapCollector, weight
 from ebpf_otlp.records import MERGED_CUT, CollectorStats, Profile, RawStackSample, add_values, merge_cut
 from ebpf_otlp.signals.heap.records import HeapCounts, HeapPeak, HeapReport, LeakRow, heap_shape
@@ -25,12 +26,14 @@ class HeapProcessor(Processor):
 
     def __init__(self, settings: HeapSettings, symbolizer: Symbolizer | None = None):
         self.settings = settings
-        self.symbolizer = symbolizer or Symbolizer(function_table=function_table)
+        self.python = PythonNames() if settings.python else None
+        self.symbolizer = symbolizer or Symbolizer(function_table=function_table, interpreted=self.python)
         self.collector = HeapCollector(settings.pids, settings.rate, settings.library,
                                        settings.symbol_prefix, settings.no_free,
                                        settings.follow_forks, settings.interval_s,
-                                       on_new_process=self.symbolizer.remember, unwind=settings.unwind,
-                                       mmap=settings.mmap)
+                                       on_new_process=self._new_process, unwind=settings.unwind,
+                                       mmap=settings.mmap, python=self.python is not None,
+                                       on_python_stack=self.python.learn if self.python else None)
         self.counts: dict[RawStackSample, HeapCounts] = {}
         self._allocators_mmap: dict[RawStackSample, bool] = {}
         self.live: list = []
@@ -43,9 +46,12 @@ class HeapProcessor(Processor):
 
     def prepare(self) -> None:
         for pid in self.settings.pids:
-            self.symbolizer.remember(pid)
+            self._new_process(pid)
         self.collector.unwinder.warm([] if self.settings.follow_forks else self.settings.pids)
         self.symbolizer.prepare_symbols()
+
+    def _new_process(self, pid: int, _gen: int = 0) -> bool:
+        return remember(self.symbolizer, self.python, self.collector.walk_python, pid)
 
     def _by_allocator(self, r) -> bool:
         """An mmap the allocator made for itself (a large malloc): its bytes were counted
@@ -61,6 +67,8 @@ class HeapProcessor(Processor):
 
     def add(self, records: list) -> None:
         """Each drain is cumulative: it replaces what the last one said."""
+        if self.python:   # named while the process lives
+            self.python.learn_from(r.stack for r in records if not isinstance(r, HeapPeak))
         peaks = [r for r in records if isinstance(r, HeapPeak)]
         records = [r for r in records if not isinstance(r, HeapPeak) and not self._by_allocator(r)]
         self.counts = {r.stack: r for r in records if isinstance(r, HeapCounts)}
@@ -115,6 +123,8 @@ class HeapProcessor(Processor):
                   for stack, c in self.counts.items()}
         samples, merged = merge_cut(self.symbolizer.symbolize(values), add_values, lambda s: s.values[1])
         stats = self.collector.stats.merged(CollectorStats(lost=self.symbolizer.losses))
+        if self.python:
+            stats = stats.merged(self.python.stats())
         profile = Profile(samples=samples, start_ns=self.window_start_ns,
                           duration_ns=end_ns - self.window_start_ns, stats=stats, **heap_shape(rate))
         leaks = []

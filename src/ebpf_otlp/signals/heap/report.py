@@ -15,7 +15,13 @@ from ebpf_otlp.signals.heap.records import HeapReport, LeakRow
 
 
 def _stack(row: LeakRow | StackSample, depth: int = 6) -> str:
-    return " ← ".join(f.function for f in row.frames[:depth])
+    """The allocating frames, leaf first; in a Python process the leaf, then its Python
+    callers (the interpreter's own frames between them are what allocating costs, not who)."""
+    frames = row.frames
+    first = next((i for i, f in enumerate(frames) if f.frame_type), None)
+    if first is not None and first > 1:
+        return " ← ".join([frames[0].label, "…"] + [f.label for f in frames[first:first + depth - 1]])
+    return " ← ".join(f.label for f in frames[:depth])
 
 
 def _kib(n: float) -> str:
@@ -78,5 +84,5 @@ def encode(report: HeapReport) -> str:
     doc["leaks"] = [{"pid": r.pid, "process_name": r.process_name, "bytes": r.bytes,
                      "objects": r.objects, "sampled": r.sampled,
                      "growth_bytes_per_s": r.growth_bytes_per_s,
-                     "frames": [f.function for f in r.frames]} for r in report.leaks]
+                     "frames": [f.label for f in r.frames]} for r in report.leaks]
     return json.dumps(doc, indent=1) + "\n"

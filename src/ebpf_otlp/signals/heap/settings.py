@@ -27,6 +27,8 @@ class HeapSettings:
     unwind: str = field(default="auto", metadata=toml("unwind", v.choice(*UNWIND)))   # as CpuSettings.unwind
     # anonymous mmap/munmap as allocations and frees
     mmap: bool = field(default=True, metadata=toml("mmap", v.boolean))
+    # CPython 3.10-3.13 functions, files and lines in place of the interpreter's frames
+    python: bool = field(default=True, metadata=toml("python", v.boolean))
 
     TOML_EXTRA = {"every_call": v.boolean}   # sample_bytes 0
 
