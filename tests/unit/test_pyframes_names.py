@@ -150,3 +150,53 @@ def test_code_objects_are_named_with_file_and_line_while_the_process_lives(block
     assert names.stats().lost
     names.forget([blocked.pid])
     assert not names.processes
+
+
+def c_enum(source: str, enum: str) -> list[str]:
+    text = (Path(__file__).parents[2] / "bpf" / source).read_text()
+    body = text[text.index(f"enum {enum} {{"):]
+    return re.findall(r"^\s+(STAT_\w+)", body[:body.index("};")], re.M)
+
+
+@pytest.mark.parametrize("source,enum,module", [("cpu_sampler.bpf.c", "sampler_stat", "profile"),
+                                                 ("heap.bpf.c", "heap_stat", "heap")])
+def test_each_program_counts_the_python_walk_where_its_mirror_reads_it(source, enum, module):
+    """A StatsEnum mirrors its program's enum by position: python.inc's STAT_PY_* sit where
+    the mirror has pyframes' counters, and the mirror ends where the unwinder's begin."""
+    import importlib
+    stats = importlib.import_module(f"ebpf_otlp.signals.{module}.collector").STATS
+    members = c_enum(source, enum)
+    assert len(stats.index) == members.index("STAT_UNWIND_TABLES"), members
+    for name in kernel.STATS:
+        assert members[stats[name]] == "STAT_" + name.upper().replace(" ", "_"), (name, members)
+
+
+def test_the_walk_named_before_the_program_loaded_starts_once_it_has():
+    """KernelWalk: processes named while BPF compiles are walked at attach; stacks the ring
+    announces reach on_stack at handle_events, not inside the ring's callback."""
+    from ebpf_otlp.pyframes.detect import Interpreter
+
+    class Table(dict):
+        Key = staticmethod(lambda pid: pid)
+        Leaf = staticmethod(lambda **fields: fields)
+
+    class Ring:
+        map_fd = 7
+
+        def open_ring_buffer(self, callback):
+            self.callback = callback
+
+    got = []
+    walk = kernel.KernelWalk(lambda pid, frames: got.append((pid, list(frames))))
+    proc = process.PythonProcess(5, Interpreter("/x", (3, 12), 0, 0x1000), LAYOUTS[(3, 12)], 0x5000, 0)
+    walk.walk(5, proc)
+    bpf = {"py_procs": Table(), "py_new_stacks": Ring()}
+    walk.attach(bpf)
+    assert bpf["py_procs"] == {5: kernel.proc_entry(proc)} and walk.ring_fds() == [7]
+    a = kernel.Announcement(tgid=5)
+    a.st.len = 1
+    a.st.frames[0] = kernel._Frame(0x7000, 0x7100, 3, 0)
+    bpf["py_new_stacks"].callback(None, ct.addressof(a), ct.sizeof(a))
+    assert got == []
+    walk.handle_events()
+    assert got == [(5, [process.RawFrame(0x7000, 0x7100, 0, 3)])]

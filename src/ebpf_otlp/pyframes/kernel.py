@@ -5,6 +5,7 @@ and KernelWalk, the user-space half of the walk in any program that includes it.
 from __future__ import annotations
 
 import ctypes as ct
+import threading
 from typing import Callable
 
 from ebpf_otlp.pyframes.layouts import NONE
@@ -85,6 +86,7 @@ class KernelWalk:
         self._bpf = None
         self._pending: dict[int, PythonProcess] = {}   # named before the program loaded
         self._new: list[tuple[int, PyStack]] = []      # from the ring buffer
+        self._lock = threading.Lock()   # processors name processes in a thread during the load
 
     @staticmethod
     def defines() -> dict:
@@ -92,17 +94,18 @@ class KernelWalk:
 
     def attach(self, bpf) -> None:
         """The program is loaded: walk what was named before, and listen to its ring."""
-        self._bpf = bpf
-        for pid, proc in self._pending.items():
+        with self._lock:
+            self._bpf, pending, self._pending = bpf, self._pending, {}
+        for pid, proc in pending.items():
             self.walk(pid, proc)
-        self._pending = {}
         bpf["py_new_stacks"].open_ring_buffer(lambda _ctx, data, _size: self._new.append(announced(data)))
 
     def walk(self, pid: int, proc: PythonProcess) -> None:
         """Walk the Python frames of process `pid` from its next sample."""
-        if self._bpf is None:
-            self._pending[pid] = proc
-            return
+        with self._lock:
+            if self._bpf is None:
+                self._pending[pid] = proc
+                return
         table = self._bpf["py_procs"]
         table[table.Key(pid)] = table.Leaf(**proc_entry(proc))
 
