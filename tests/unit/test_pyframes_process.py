@@ -51,3 +51,21 @@ def test_a_program_without_python_has_no_interpreter():
         child.kill()
         child.wait()
     assert process.find(sys.maxsize % 4194304 + 4194304) is None   # no such process
+
+
+def test_an_interpreter_file_is_read_once_for_every_process_that_maps_it(monkeypatch):
+    """A Python service forking children (each a Python process until its exec) costs one
+    ELF parse per interpreter file, not one per child; a file that cannot be opened (its
+    process gone) is not remembered as no interpreter."""
+    from ebpf_otlp.symbolize.procmaps import parse_maps
+
+    reads = []
+    real = process.detect
+    monkeypatch.setattr(process, "_FILES", process._Files())
+    monkeypatch.setattr(process, "detect", lambda *a, **kw: reads.append(a[0]) or real(*a, **kw))
+    with open(f"/proc/{os.getpid()}/maps") as f:
+        entries = parse_maps(f.read())
+    assert process.find(2 ** 22 + 1, entries) is None   # no such pid: nothing to open
+    first, again = process.find(os.getpid(), entries), process.find(os.getpid(), entries)
+    assert isinstance(first, process.PythonProcess) and again == first
+    assert len(reads) == 2, reads   # the failed open, then the one read

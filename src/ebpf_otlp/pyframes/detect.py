@@ -37,14 +37,21 @@ class Interpreter:
         return f"CPython {self.version[0]}.{self.version[1]}{'t' if self.free_threaded else ''}"
 
 
-def detect(path: str, open_path: str | None = None) -> Interpreter | None:
+def detect(path: str, open_path: str | None = None, unreadable_raises: bool = False) -> Interpreter | None:
     """The interpreter in the ELF file at `path` (read from `open_path`, e.g. through
-    /proc/PID/root), or None when it is not one."""
+    /proc/PID/root), or None when it is not one (or cannot be opened: OSError instead
+    with `unreadable_raises`, for a caller that remembers the answer)."""
     try:
-        with open(open_path or path, "rb") as f:
-            return _detect(ELFFile(f), path)
-    except (OSError, ELFError, struct.error, ValueError):
+        f = open(open_path or path, "rb")
+    except OSError:
+        if unreadable_raises:
+            raise
         return None
+    with f:
+        try:
+            return _detect(ELFFile(f), path)
+        except (OSError, ELFError, struct.error, ValueError):
+            return None
 
 
 def _symbol(elf: ELFFile, name: str):

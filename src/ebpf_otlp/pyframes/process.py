@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import struct
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 from ebpf_otlp.pyframes import linetable
 from ebpf_otlp.pyframes.detect import Interpreter, detect
@@ -72,10 +72,39 @@ class PythonProcess:
         return self.interpreter.version
 
 
+class _Files:
+    """What find() reads from a file, kept by the file's identity (device, inode) as the
+    mapping names it: parsing an interpreter's ELF costs 3-6 ms, and a Python service
+    forks children (each one a Python process until its exec) many times a second."""
+
+    MAX = 512
+
+    def __init__(self):
+        self._known: dict[tuple, object] = {}
+
+    def get(self, key: tuple, read: Callable[[], object]):
+        if key not in self._known:
+            if len(self._known) >= self.MAX:
+                self._known.clear()
+            self._known[key] = read()
+        return self._known[key]
+
+
+_FILES = _Files()
+
+
+def _detect(entry: MapEntry, open_path: str) -> Interpreter | None:
+    """detect(), remembered; OSError when the file cannot be opened (not remembered)."""
+    return _FILES.get(("detect", *entry.file_key, entry.path),
+                      lambda: detect(entry.path, open_path, unreadable_raises=True))
+
+
 def _load_bias(entry: MapEntry, open_path: str) -> int | None:
     """Runtime address minus ELF virtual address for the object mapped at `entry`."""
-    with open(open_path, "rb") as f:
-        vaddr = ElfObject(f, entry.path).offset_to_vaddr(entry.offset)
+    def vaddr_of() -> int | None:
+        with open(open_path, "rb") as f:
+            return ElfObject(f, entry.path).offset_to_vaddr(entry.offset)
+    vaddr = _FILES.get(("vaddr", *entry.file_key, entry.path, entry.offset), vaddr_of)
     return None if vaddr is None else entry.start - vaddr
 
 
@@ -95,7 +124,10 @@ def find(pid: int, entries: list[MapEntry] | None = None) -> PythonProcess | Int
             continue
         seen.add(entry.path)
         open_path = f"/proc/{pid}/root{entry.path}"
-        found = detect(entry.path, open_path)
+        try:
+            found = _detect(entry, open_path)
+        except OSError:   # gone, or its root out of reach
+            return None
         if found is None:
             continue
         if found.unsupported:
