@@ -1,15 +1,20 @@
 """Python frames in the other signals with stacks: off-CPU time of a thread sleeping in
 time.sleep, and memleak's heap profile and leak report of bytearrays kept and churned, each
 in known Python functions at known lines (tests/workloads/py_sleepy.py, py_grow.py); on
-Debian's python3.11 (the interpreter linked in) and pyenv's 3.12 (a shared libpython)."""
+Debian's python3.11 (the interpreter linked in) and pyenv's 3.12 (a shared libpython).
+And the walk's edges: a stack deeper than the kernel records, and an interpreter that only
+its own mount namespace has (a container's)."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import time
 
 import pytest
 
-from conftest import WORKLOADS, agent
+from conftest import WORKLOADS, agent, need_tool
 from ebpf_otlp.export import folded
 from support.pythons import interpreter, marked_lines
 
@@ -66,3 +71,59 @@ def test_memleak_names_the_python_function_that_keeps_memory(version, tmp_path):
     assert abs(space("grow", "inuse_space") - 48 * MIB) < 0.15 * 48 * MIB
     assert "grow (py_grow.py:" in r.stderr   # the leak report's table
     assert "<unknown python>" not in r.stderr
+
+
+DEEP = """import sys, time
+def spin(end):
+    while time.monotonic() < end:
+        pass
+def down(n, end):
+    return spin(end) if n == 0 else down(n - 1, end)
+down(int(sys.argv[1]), time.monotonic() + float(sys.argv[2]))
+"""
+
+
+def test_a_stack_deeper_than_the_kernel_records_is_cut_and_counted(tmp_path):
+    """100 calls deep: the kernel keeps the innermost 64 Python frames, spin first, and each
+    such stack is counted as cut in the run's losses."""
+    script = tmp_path / "deep.py"
+    script.write_text(DEEP)
+    out = tmp_path / "cpu.json"
+    r = agent("profile", "-o", str(out), "--", interpreter("3.11-debian"), str(script), "100", "1.5")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(out.read_text())
+    python = [[f["function"] for f in s["frames"] if f.get("frame_type")] for s in doc["samples"]]
+    in_spin = [(names, s["values"][0]) for names, s in zip(python, doc["samples"]) if "spin" in names]
+    assert sum(n for _names, n in in_spin) >= 100, doc["stats"]
+    assert all(len(names) == 64 and names[0] == "spin" and set(names[1:]) == {"down"}
+               for names, _n in in_spin), in_spin[:2]
+    cut = doc["stats"]["lost"].get("Python stack cut short (deeper than 64 frames, or a read failed)", 0)
+    assert cut >= sum(n for _names, n in in_spin), doc["stats"]
+
+
+def test_an_interpreter_only_its_mount_namespace_has(tmp_path):
+    """A container's python: copied into a tmpfs mounted in a new mount namespace, at a path
+    that is empty outside it. The agent, outside, reads the interpreter through
+    /proc/PID/root and names the workload's frames."""
+    unshare = need_tool("unshare")
+    root = tmp_path / "root"
+    root.mkdir()
+    inner = (f"mount -t tmpfs none {root} && cp /usr/bin/python3.11 {root}/python3 && "
+             f"exec {root}/python3 {WORKLOADS / 'py_hot.py'} 6")
+    work = subprocess.Popen([unshare, "--mount", "--propagation", "private", "sh", "-c", inner],
+                            env={**os.environ, "PYTHONHOME": "/usr"})
+    try:
+        deadline = time.monotonic() + 10
+        while not os.readlink(f"/proc/{work.pid}/exe").startswith(str(root)):
+            assert work.poll() is None and time.monotonic() < deadline, "the workload did not start"
+            time.sleep(0.1)
+        assert not (root / "python3").exists()   # out here, nothing at that path
+        out = tmp_path / "cpu.folded"
+        r = agent("profile", "-p", str(work.pid), "-d", "2", "-o", str(out))
+        assert r.returncode == 0, r.stderr
+    finally:
+        work.kill()
+        work.wait()
+    stacks = folded.parse(out.read_text())
+    leaf_a = label("py_hot.py", "leaf_a", "leaf_a")
+    assert sum(n for st, n in stacks.items() if leaf_a in st) > 50, list(stacks)[:3]
