@@ -175,6 +175,8 @@ def main() -> int:
                     help="left out of the flatness and steady CPU figures (default 5)")
     ap.add_argument("--captures", default="profile,syscalls,trace_net",
                     help="comma-separated capture tables to enable (default all three)")
+    ap.add_argument("--no-python", action="store_true",
+                    help="[profile] python = false: the cost of walking the load's Python frames")
     ap.add_argument("--load", nargs=2, metavar=("KIND", "COUNTFILE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.load:
@@ -186,7 +188,7 @@ def main() -> int:
     scratch = Path(tempfile.mkdtemp(prefix="ebpf-otlp-soak-"))
     out_dir = scratch / "agent"
     cfg = scratch / "agent.toml"
-    tables = {"profile": "[profile]\nhz = 99\n", "syscalls": "[syscalls]\n", "trace_net": "[trace_net]\n"}
+    tables = {"profile": "[profile]\nhz = 99\n" + ("python = false\n" if args.no_python else ""), "syscalls": "[syscalls]\n", "trace_net": "[trace_net]\n"}
     captures = [c.strip() for c in args.captures.split(",") if c.strip()]
     if not captures or any(c not in tables for c in captures):
         sys.exit(f"--captures: a comma-separated subset of {', '.join(tables)}")
