@@ -31,8 +31,10 @@ class PythonNames:
 
     def __init__(self):
         self.processes: dict[int, PythonProcess] = {}
-        self._code: dict[tuple[int, int, int], CodeInfo | None] = {}
-        self._frames: dict[tuple[int, int, int, int], Frame] = {}
+        # per pid, so forgetting a process costs its own entries only (one is forgotten at
+        # every exec and first sight: 20 a second on a host that churns processes)
+        self._code: dict[int, dict[tuple[int, int], CodeInfo | None]] = {}      # (code, first line)
+        self._frames: dict[int, dict[tuple[int, int, int], Frame]] = {}         # ... and offset
         self.unsupported: Counter[str] = Counter()   # "CPython 3.9: why" -> processes
         self.unnamed: Counter[str] = Counter()        # why -> distinct frames left <unknown python>
 
@@ -53,14 +55,14 @@ class PythonNames:
         proc = self.processes.get(pid)
         if proc is None:
             return
-        new = [k for k in {(f.code, f.first_line) for f in interpret(proc, list(raw))}
-               if (pid, *k) not in self._code]
+        known = self._code.setdefault(pid, {})
+        new = [k for k in {(f.code, f.first_line) for f in interpret(proc, list(raw))} if k not in known]
         if not new:
             return
         try:
             mem = Memory(pid)
         except OSError:
-            self._code.update({(pid, *k): None for k in new})
+            known.update(dict.fromkeys(new))
             return
         with mem:
             for code, first_line in new:
@@ -70,7 +72,7 @@ class PythonNames:
                     info = None
                 if info is not None and first_line and info.first_line != first_line:
                     info = None   # freed and reused since the sample
-                self._code[(pid, code, first_line)] = info
+                known[(code, first_line)] = info
 
     def learn_from(self, stacks: Iterable[RawStackSample]) -> None:
         """learn() for the Python frames of drained stacks, one read of memory per process
@@ -83,17 +85,18 @@ class PythonNames:
             self.learn(pid, frames)
 
     def frame(self, pid: int, f: PyFrame) -> Frame:
-        key = (pid, f.code, f.first_line, f.offset)
-        frame = self._frames.get(key)
+        frames = self._frames.setdefault(pid, {})
+        key = (f.code, f.first_line, f.offset)
+        frame = frames.get(key)
         if frame is None:
-            info = self._code.get((pid, f.code, f.first_line))
+            info = self._code.get(pid, {}).get((f.code, f.first_line))
             if info is None:
                 self.unnamed["code object not read (process gone, or the object freed)"] += 1
                 frame = Frame(UNKNOWN, UNKNOWN_MODULE, frame_type=FRAME_TYPE)
             else:
                 frame = Frame(info.qualname, info.filename, line=info.line_at(f.offset),
                               start_line=info.first_line, frame_type=FRAME_TYPE)
-            self._frames[key] = frame
+            frames[key] = frame
         return frame
 
     def stack(self, pid: int, raw: tuple[RawFrame, ...], native: list[Frame]) -> list[Frame]:
@@ -111,13 +114,10 @@ class PythonNames:
                               unwound={f"Python not walked: {why}": n for why, n in self.unsupported.items()})
 
     def forget(self, pids: Iterable[int]) -> None:
-        gone = set(pids)
-        if not gone:
-            return
-        for pid in gone:
+        for pid in pids:
             self.processes.pop(pid, None)
-        self._code = {k: v for k, v in self._code.items() if k[0] not in gone}
-        self._frames = {k: v for k, v in self._frames.items() if k[0] not in gone}
+            self._code.pop(pid, None)
+            self._frames.pop(pid, None)
 
 
 def remember(symbolizer: Symbolizer, names: PythonNames | None,
