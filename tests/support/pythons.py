@@ -43,7 +43,21 @@ def blocked(request):
                              stdout=subprocess.PIPE, text=True)
     try:
         assert child.stdout.readline().strip() == "ready"
+        _until_reading_stdin(child.pid)
         yield child
     finally:
         child.stdin.close()
         child.wait(10)
+
+
+def _until_reading_stdin(pid: int, timeout: float = 10) -> None:
+    """"ready" comes one line before the read it blocks in: wait for the read itself
+    (/proc/PID/syscall: read, fd 0), so the frames looked at are those of the blocked line."""
+    import time
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        fields = Path(f"/proc/{pid}/syscall").read_text().split()
+        if fields[:2] == ["0", "0x0"]:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"pid {pid} never blocked reading stdin")
