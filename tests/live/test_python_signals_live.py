@@ -127,3 +127,25 @@ def test_an_interpreter_only_its_mount_namespace_has(tmp_path):
     stacks = folded.parse(out.read_text())
     leaf_a = label("py_hot.py", "leaf_a", "leaf_a")
     assert sum(n for st, n in stacks.items() if leaf_a in st) > 50, list(stacks)[:3]
+
+
+LATE = """def f():
+    return sum(i * i for i in range(2000000))
+f()
+import _decimal, _json, _csv   # extension modules: mapped after the first samples
+f()
+"""
+
+
+def test_a_launched_python_importing_extensions_late_keeps_its_names(tmp_path):
+    """Held again at each mapping of new code, the process is seen again: the names read
+    from the stacks sent before stay (the kernel sends each stack once)."""
+    script = tmp_path / "late.py"
+    script.write_text(LATE)
+    out = tmp_path / "cpu.folded"
+    r = agent("profile", "-o", str(out), "--", interpreter("3.12"), str(script))
+    assert r.returncode == 0, r.stderr
+    stacks = folded.parse(out.read_text())
+    named = sum(n for st, n in stacks.items() if any(x.startswith("f (late.py:") for x in st))
+    unknown = sum(n for st, n in stacks.items() if "<unknown python>" in st)
+    assert named > 20 and unknown <= 0.05 * named, (named, unknown)

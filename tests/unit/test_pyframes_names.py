@@ -200,3 +200,18 @@ def test_the_walk_named_before_the_program_loaded_starts_once_it_has():
     assert got == []
     walk.handle_events()
     assert got == [(5, [process.RawFrame(0x7000, 0x7100, 0, 3)])]
+
+
+def test_a_process_seen_again_keeps_the_names_read_and_an_exec_drops_them(monkeypatch):
+    """A launched process is announced again after each mapping of new code (an extension
+    module imported late): the kernel sends each stack once, so the names read from the first
+    ones must stay. After an exec (a new generation) they are another program's: dropped."""
+    from ebpf_otlp.pyframes import names as names_module
+    from ebpf_otlp.pyframes.detect import Interpreter
+    proc = process.PythonProcess(5, Interpreter("/x", (3, 12), 0, 0x1000), LAYOUTS[(3, 12)], 0x5000, 0)
+    monkeypatch.setattr(names_module, "find", lambda pid, entries: proc)
+    names = PythonNames()
+    assert names.found(5, [], gen=0) == proc
+    names._code[5] = {(0x7000, 3): None}   # as learn() leaves a code object it read
+    assert names.found(5, [], gen=0) == proc and 5 in names._code
+    assert names.found(5, [], gen=1) == proc and 5 not in names._code

@@ -35,14 +35,20 @@ class PythonNames:
         # every exec and first sight: 20 a second on a host that churns processes)
         self._code: dict[int, dict[tuple[int, int], CodeInfo | None]] = {}      # (code, first line)
         self._frames: dict[int, dict[tuple[int, int, int], Frame]] = {}         # ... and offset
+        self._gens: dict[int, int] = {}    # pid -> the exec generation its entries are of
         self.unsupported: Counter[str] = Counter()   # "CPython 3.9: why" -> processes
         self.unnamed: Counter[str] = Counter()        # why -> distinct frames left <unknown python>
 
-    def found(self, pid: int, entries: list[MapEntry]) -> PythonProcess | None:
-        """The interpreter of a process first seen (or after its exec), to walk; None if it
-        runs none, or one not walked here (counted by why)."""
-        self.forget([pid])
+    def found(self, pid: int, entries: list[MapEntry], gen: int = 0) -> PythonProcess | None:
+        """The interpreter of a process first seen, after its exec (`gen`: its execs), or
+        seen again (a launched one, after each mapping of new code); None if it runs none,
+        or one not walked here (counted by why). Seen again running the same interpreter,
+        it keeps the names already read: the kernel sends each stack once."""
         found = find(pid, entries)
+        if found is not None and found == self.processes.get(pid) and self._gens.get(pid) == gen:
+            return found
+        self.forget([pid])
+        self._gens[pid] = gen
         if isinstance(found, Interpreter):
             self.unsupported[f"{found.name}: {found.unsupported}"] += 1
             return None
@@ -118,6 +124,7 @@ class PythonNames:
             self.processes.pop(pid, None)
             self._code.pop(pid, None)
             self._frames.pop(pid, None)
+            self._gens.pop(pid, None)
 
 
 def remember(symbolizer: Symbolizer, names: PythonNames | None,
@@ -128,7 +135,7 @@ def remember(symbolizer: Symbolizer, names: PythonNames | None,
     if not symbolizer.remember(pid, gen):
         return False
     if names:
-        proc = names.found(pid, symbolizer.processes[(pid, gen)].entries)
+        proc = names.found(pid, symbolizer.processes[(pid, gen)].entries, gen)
         if proc:
             walk(pid, proc)
     return True
