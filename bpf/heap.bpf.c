@@ -25,6 +25,14 @@
 // Processes are named as ebpf-otlp names them (targets.inc: in its pid namespace); the
 // per-thread countdown and pending call are keyed by the kernel's thread id, unique anyway.
 //
+// An allocator calls itself: glibc's realloc(NULL, n) jumps to malloc, reallocarray to
+// realloc. Such a call is one allocation, judged once, at the outer entry: a thread keeps
+// the entry stack pointer of its call whose return is awaited (sampled, or one of those),
+// and an entry at or below it is the allocator's own, skipped. The return is told by its
+// stack pointer too (8 above the entry's). Not covered: an unsampled realloc(p, n) that
+// falls back to malloc (glibc: an mmapped block mremap could not move, or an arena out of
+// memory) is judged a second time there, at the same size.
+//
 // With PYTHON_FRAMES (UNWIND_TABLES), python.inc walks the Python frames of a sampled
 // allocation in the processes user space put in py_procs, kept in py_stacks_0 (never cleared,
 // as user_stacks is not).
@@ -73,8 +81,16 @@ struct live_alloc {
 struct pending {             // a sampled call waiting for its address
     u64 size;
     u64 memptr;              // posix_memalign: where the address will be written
+    u64 sp;                  // the stack pointer at its entry (0: an mmap's)
     struct stack_key where;
 };
+
+struct thread_state {
+    s64 left;                // bytes until the next sample
+    u64 open_sp;             // the entry stack pointer of the call whose return is awaited
+};
+
+#define OWN_CALL_BYTES 65536 // an allocator's own call is this close below its caller's entry
 
 
 enum heap_stat {
@@ -100,7 +116,7 @@ enum heap_stat {
 BPF_HASH(by_stack, struct stack_key, struct stack_counts, MAX_KEYS);
 BPF_HASH(live, struct live_key, struct live_alloc, MAX_LIVE);
 BPF_TABLE("lru_hash", u32, struct pending, pending, 65536);
-BPF_TABLE("lru_hash", u32, s64, countdown, 65536);     // tid -> bytes until the next sample
+BPF_TABLE("lru_hash", u32, struct thread_state, threads, 65536);
 BPF_ARRAY(draws, u32, 1024);                           // exponential quantiles, mean RATE
 #ifndef UNWIND_TABLES
 BPF_STACK_TRACE(stacks, MAX_STACKS);
@@ -139,33 +155,49 @@ static __always_inline s64 draw(void) {
 
 // Is this allocation in the sample? A per-thread countdown of bytes, drawn anew each time
 // it runs out: an allocation of s bytes is sampled with probability 1 - exp(-s/RATE).
-static __always_inline int sampled(u64 size) {
+static __always_inline int sampled(struct thread_state *t, u64 size) {
 #if RATE == 0
     return 1;
 #else
-    u32 tid = bpf_get_current_pid_tgid();
-    s64 *left = countdown.lookup(&tid);
-    s64 remaining = (left ? *left : draw()) - (s64)size;
-    if (remaining > 0) {
-        if (left)
-            *left = remaining;
-        else
-            countdown.update(&tid, &remaining);
+    t->left -= (s64)size;
+    if (t->left > 0)
         return 0;
-    }
-    s64 next = draw();
-    countdown.update(&tid, &next);
+    t->left = draw();
     return 1;
 #endif
 }
 
+static __always_inline struct thread_state *thread_state(u32 tid) {
+    struct thread_state *t = threads.lookup(&tid);
+    if (t)
+        return t;
+    struct thread_state fresh = {.left = draw()};
+    threads.update(&tid, &fresh);
+    return threads.lookup(&tid);
+}
+
 
 // `at_entry`: an allocator's entry uprobe (ctx: its registers); else the mmap tracepoint.
-static __always_inline void on_alloc(void *ctx, u64 size, u64 memptr, int at_entry) {
+// `calls_itself`: the allocator may call a probed allocator for this call (realloc(NULL, n)).
+// Returns 1 when the call's return is wanted.
+static __always_inline int on_alloc(void *ctx, u64 size, u64 memptr, int at_entry,
+                                    int calls_itself) {
     u32 tgid = task_ids() >> 32, tid = bpf_get_current_pid_tgid();
-    if (!traced(tgid) || !sampled(size))
-        return;
-    struct pending p = {.size = size, .memptr = memptr};
+    if (!traced(tgid))
+        return 0;
+    struct thread_state *t = thread_state(tid);
+    if (!t)
+        return 0;
+    u64 sp = at_entry ? PT_REGS_SP((struct pt_regs *)ctx) : 0;
+    if (at_entry && t->open_sp && sp <= t->open_sp && t->open_sp - sp < OWN_CALL_BYTES)
+        return 0;            // the allocator's own call: part of the one that made it
+    if (!sampled(t, size)) {
+        if (!calls_itself)
+            return 0;
+        t->open_sp = sp;
+        return 1;
+    }
+    struct pending p = {.size = size, .memptr = memptr, .sp = sp};
     p.where.tgid = tgid;
     p.where.via_mmap = !at_entry;
 #ifdef UNWIND_TABLES
@@ -182,27 +214,34 @@ static __always_inline void on_alloc(void *ctx, u64 size, u64 memptr, int at_ent
 #endif
 #else
     if (at_entry)
-        bpf_probe_read_user(&p.where.caller, sizeof(p.where.caller),
-                            (void *)PT_REGS_SP((struct pt_regs *)ctx));
+        bpf_probe_read_user(&p.where.caller, sizeof(p.where.caller), (void *)sp);
     p.where.stack_id = stacks.get_stackid(ctx, BPF_F_USER_STACK);
     if (p.where.stack_id < 0 && p.where.stack_id != -EFAULT)
         bump(STAT_STACK_LOST);
 #endif
     pending.update(&tid, &p);
+    if (at_entry)
+        t->open_sp = sp;
     announce(tgid, 0);
+    return 1;
 }
 
-static __always_inline void on_return(u64 addr, int via_memptr) {
+// `sp`: the call's stack pointer at its entry (the return's less 8; 0: an mmap's).
+static __always_inline void on_return(u64 sp, u64 addr) {
     u32 tid = bpf_get_current_pid_tgid();
+    if (sp) {
+        struct thread_state *t = threads.lookup(&tid);
+        if (t && t->open_sp == sp)
+            t->open_sp = 0;
+    }
     struct pending *p = pending.lookup(&tid);
-    if (!p)
-        return;              // not sampled: the common case, one lookup
+    if (!p || p->sp != sp)
+        return;              // not sampled (the common case), or the allocator's own call
     struct pending got = *p;
     pending.delete(&tid);
-    if (via_memptr) {        // posix_memalign returns 0 and writes the address
+    if (got.memptr) {        // posix_memalign returns 0 and writes the address
         if (addr != 0)
             return;
-        addr = 0;
         bpf_probe_read_user(&addr, sizeof(addr), (void *)got.memptr);
     }
     if (!addr)
@@ -240,61 +279,63 @@ static __always_inline void on_free(u64 addr) {
     bump(STAT_FREED);
 }
 
-int malloc_enter(struct pt_regs *ctx) { on_alloc(ctx, PT_REGS_PARM1(ctx), 0, 1); return 0; }
+// Without uprobe sessions: an entry and a return probe on every call.
+int malloc_enter(struct pt_regs *ctx) { on_alloc(ctx, PT_REGS_PARM1(ctx), 0, 1, 0); return 0; }
 int calloc_enter(struct pt_regs *ctx) {
-    on_alloc(ctx, PT_REGS_PARM1(ctx) * PT_REGS_PARM2(ctx), 0, 1);
+    on_alloc(ctx, PT_REGS_PARM1(ctx) * PT_REGS_PARM2(ctx), 0, 1, 0);
     return 0;
 }
 int realloc_enter(struct pt_regs *ctx) {        // a free of the old block, an allocation
     on_free(PT_REGS_PARM1(ctx));
-    on_alloc(ctx, PT_REGS_PARM2(ctx), 0, 1);
+    on_alloc(ctx, PT_REGS_PARM2(ctx), 0, 1, !PT_REGS_PARM1(ctx));
     return 0;
 }
 int reallocarray_enter(struct pt_regs *ctx) {
     on_free(PT_REGS_PARM1(ctx));
-    on_alloc(ctx, PT_REGS_PARM2(ctx) * PT_REGS_PARM3(ctx), 0, 1);
+    on_alloc(ctx, PT_REGS_PARM2(ctx) * PT_REGS_PARM3(ctx), 0, 1, 1);
     return 0;
 }
-int memalign_enter(struct pt_regs *ctx) { on_alloc(ctx, PT_REGS_PARM2(ctx), 0, 1); return 0; }
+int memalign_enter(struct pt_regs *ctx) { on_alloc(ctx, PT_REGS_PARM2(ctx), 0, 1, 0); return 0; }
 int posix_memalign_enter(struct pt_regs *ctx) {
-    on_alloc(ctx, PT_REGS_PARM3(ctx), PT_REGS_PARM1(ctx), 1);
+    on_alloc(ctx, PT_REGS_PARM3(ctx), PT_REGS_PARM1(ctx), 1, 0);
     return 0;
 }
-int alloc_return(struct pt_regs *ctx) { on_return(PT_REGS_RC(ctx), 0); return 0; }
+int alloc_return(struct pt_regs *ctx) {
+    on_return(PT_REGS_SP(ctx) - 8, PT_REGS_RC(ctx));
+    return 0;
+}
 
 #ifdef SESSIONS
 // Uprobe sessions (Linux 6.13+): one program at the entry and, only if it returned 0, again
-// at the return. A sampled call leaves a pending record at the entry, so finding one means
-// this is the return half; an unsampled call returns 1 and pays no return probe at all.
-static __always_inline int session(struct pt_regs *ctx, u64 size, u64 memptr, u64 freed) {
-    u32 tid = bpf_get_current_pid_tgid();
-    struct pending *p = pending.lookup(&tid);
-    if (p) {                 // the return half: the arguments' registers are gone by now
-        on_return(PT_REGS_RC(ctx), p->memptr != 0);
+// at the return. The return half is told by its instruction pointer, the caller's, where
+// the entry's is the function's own (bpf_get_func_ip's, both times): a pending record
+// cannot tell, as the allocator's own call at the same stack pointer finds its caller's.
+static __always_inline int session(struct pt_regs *ctx, u64 size, u64 memptr, u64 freed,
+                                   int calls_itself) {
+    if (PT_REGS_IP(ctx) != bpf_get_func_ip(ctx)) {   // the return half: arguments gone
+        on_return(PT_REGS_SP(ctx) - 8, PT_REGS_RC(ctx));
         return 0;
     }
     if (freed)
         on_free(freed);
-    on_alloc(ctx, size, memptr, 1);
-    return pending.lookup(&tid) ? 0 : 1;
+    return on_alloc(ctx, size, memptr, 1, calls_itself) ? 0 : 1;
 }
 
-int malloc_session(struct pt_regs *ctx) { return session(ctx, PT_REGS_PARM1(ctx), 0, 0); }
+int malloc_session(struct pt_regs *ctx) { return session(ctx, PT_REGS_PARM1(ctx), 0, 0, 0); }
 int calloc_session(struct pt_regs *ctx) {
-    return session(ctx, PT_REGS_PARM1(ctx) * PT_REGS_PARM2(ctx), 0, 0);
+    return session(ctx, PT_REGS_PARM1(ctx) * PT_REGS_PARM2(ctx), 0, 0, 0);
 }
 int realloc_session(struct pt_regs *ctx) {
-    return session(ctx, PT_REGS_PARM2(ctx), 0, PT_REGS_PARM1(ctx));
+    return session(ctx, PT_REGS_PARM2(ctx), 0, PT_REGS_PARM1(ctx), !PT_REGS_PARM1(ctx));
 }
 int reallocarray_session(struct pt_regs *ctx) {
-    return session(ctx, PT_REGS_PARM2(ctx) * PT_REGS_PARM3(ctx), 0, PT_REGS_PARM1(ctx));
+    return session(ctx, PT_REGS_PARM2(ctx) * PT_REGS_PARM3(ctx), 0, PT_REGS_PARM1(ctx), 1);
 }
-int memalign_session(struct pt_regs *ctx) { return session(ctx, PT_REGS_PARM2(ctx), 0, 0); }
+int memalign_session(struct pt_regs *ctx) { return session(ctx, PT_REGS_PARM2(ctx), 0, 0, 0); }
 int posix_memalign_session(struct pt_regs *ctx) {
-    return session(ctx, PT_REGS_PARM3(ctx), PT_REGS_PARM1(ctx), 0);
+    return session(ctx, PT_REGS_PARM3(ctx), PT_REGS_PARM1(ctx), 0, 0);
 }
 #endif
-int memptr_return(struct pt_regs *ctx) { on_return(PT_REGS_RC(ctx), 1); return 0; }
 int free_enter(struct pt_regs *ctx) { on_free(PT_REGS_PARM1(ctx)); return 0; }
 
 #if defined(HOLDS) || defined(PYTHON_FRAMES)
@@ -321,7 +362,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_mmap) {
     u32 tid = bpf_get_current_pid_tgid();
     if (!(args->flags & 0x20) || pending.lookup(&tid))   // MAP_ANONYMOUS; not inside a sampled call
         return 0;
-    on_alloc(args, args->len, 0, 0);
+    on_alloc(args, args->len, 0, 0, 0);
 #endif
     return 0;
 }
@@ -337,7 +378,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_mmap) {
     if (!p || !p->where.via_mmap)                      // a sampled allocator call's: its own
         return 0;
     s64 ret = args->ret;
-    on_return(ret < 0 && ret > -4096 ? 0 : ret, 0);    // MAP_FAILED is -errno
+    on_return(0, ret < 0 && ret > -4096 ? 0 : ret);    // MAP_FAILED is -errno
 #endif
     return 0;
 }

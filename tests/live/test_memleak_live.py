@@ -4,6 +4,7 @@ from another; the leak report, the heap profile, pprof and OTLP against what it 
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -164,15 +165,35 @@ def test_memleak_by_pid_inside_a_pid_namespace(leaker, tmp_path):
     assert abs(top["bytes"] - LEAKS * SIZE) < 0.10 * LEAKS * SIZE, top
 
 
-def test_realloc_and_posix_memalign(tmp_path):
+KINDS = {"grow": 100000, "aligned": 10000, "fresh": 30000, "arrays": 40000}   # alloc_kinds.c
+
+
+@pytest.mark.parametrize("sessions", ["1", "0"], ids=["uprobe sessions", "return probe on every call"])
+@pytest.mark.parametrize("sampling", ["every call", "64 KiB"])
+def test_realloc_reallocarray_and_posix_memalign(sampling, sessions, tmp_path):
+    """Each of alloc_kinds' functions keeps n blocks of a known size: the leak report has
+    each one's bytes (exactly, every call seen; within 10 % sampled), and nothing else.
+    realloc(NULL, n) and reallocarray call the allocator again; counted twice (or the inner
+    call taken for the outer's return), fresh had 20 % too many bytes and a row of 93 TB.
+    Both ways the kernel can probe returns: uprobe sessions, and (before Linux 6.13) a
+    return probe on every call."""
     binary = compile_c("alloc_kinds.c", tmp_path / "alloc_kinds")
-    r = agent("memleak", "--every-call", "--min-age", "0.5s", "-o", str(tmp_path / "h.json"),
-              "--", str(binary), "200")
+    n, rate = (200, "--every-call") if sampling == "every call" else (3000, "--sample-bytes=64KiB")
+    r = agent("memleak", rate, "--min-age", "0.5s", "-o", str(tmp_path / "h.json"),
+              "--", str(binary), str(n), env={**os.environ, "EBPF_OTLP_UPROBE_SESSIONS": sessions})
     assert r.returncode == 0, r.stderr
+    assert ("sampled calls only" if sessions == "1" else "every call (no uprobe sessions") in r.stderr
     doc = json.loads((tmp_path / "h.json").read_text())
-    leaks = {row["frames"][0]: row["bytes"] for row in doc["leaks"]}
-    assert leaks["grow"] == 200 * 100000       # realloc: the old block freed, the new one kept
-    assert leaks["aligned"] == 200 * 10000
+    leaks: dict[str, float] = {}
+    for row in doc["leaks"]:
+        leaks[row["frames"][0]] = leaks.get(row["frames"][0], 0) + row["bytes"]
+    for name, size in KINDS.items():
+        if sampling == "every call":
+            assert leaks.get(name) == n * size, (name, leaks)
+        else:
+            assert abs(leaks.get(name, 0) - n * size) < 0.10 * n * size, (name, leaks)
+    others = sum(b for name, b in leaks.items() if name not in KINDS)
+    assert others < 1 << 20, leaks   # the loader's mmaps, main's array
 
 
 def test_bad_input_is_one_line_and_exit_2(tmp_path):

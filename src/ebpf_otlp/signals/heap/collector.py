@@ -20,14 +20,11 @@ from ebpf_otlp.symbolize.elf import ElfObject
 from ebpf_otlp.unwind import unwinder
 from ebpf_otlp.unwind.unwinder import Unwinder, is_cut, look_up_stacks
 
-# (symbol, entry program, return program): the allocators a process may call.
-ALLOCATORS = (("malloc", "malloc_enter", "alloc_return"), ("calloc", "calloc_enter", "alloc_return"),
-              ("realloc", "realloc_enter", "alloc_return"),
-              ("reallocarray", "reallocarray_enter", "alloc_return"),
-              ("posix_memalign", "posix_memalign_enter", "memptr_return"),
-              ("aligned_alloc", "memalign_enter", "alloc_return"),
-              ("memalign", "memalign_enter", "alloc_return"),
-              ("valloc", "malloc_enter", "alloc_return"), ("pvalloc", "malloc_enter", "alloc_return"))
+# (symbol, entry program): the allocators a process may call; one return program, alloc_return.
+ALLOCATORS = (("malloc", "malloc_enter"), ("calloc", "calloc_enter"), ("realloc", "realloc_enter"),
+              ("reallocarray", "reallocarray_enter"), ("posix_memalign", "posix_memalign_enter"),
+              ("aligned_alloc", "memalign_enter"), ("memalign", "memalign_enter"),
+              ("valloc", "malloc_enter"), ("pvalloc", "malloc_enter"))
 ALLOCATOR_FUNCTIONS = {name for name, *_ in ALLOCATORS} | {"free"}
 # glibc's names for the same entry points and the paths that mmap for them.
 GLIBC_MALLOC_INTERNALS = {"__libc_malloc", "__libc_calloc", "__libc_realloc", "__libc_memalign",
@@ -167,12 +164,12 @@ class HeapCollector(Collector):
         # going). In launch mode what the command forks is probed at its exec (held there,
         # bpf/lib/hold.inc), before it runs; a child that forks without exec is not.
         chosen, seen = [], set()
-        for name, entry, ret in ALLOCATORS:
+        for name, entry in ALLOCATORS:
             addr = symbols[name]
             if addr and addr not in seen:   # aligned_alloc and memalign are one function
                 seen.add(addr)
-                chosen.append((name, entry, ret, addr))
-        self._plan = (lib, chosen, elf_offsets(lib, [c[3] for c in chosen]),
+                chosen.append((name, entry, addr))
+        self._plan = (lib, chosen, elf_offsets(lib, [c[2] for c in chosen]),
                       free_at + free_off if free_at and not self.no_free else None)
         self._sessions: dict[str, int] = {}
         try:
@@ -199,12 +196,15 @@ class HeapCollector(Collector):
 
     def _load_sessions(self, chosen: list) -> None:
         """The uprobe_multi session programs (Linux 6.13+), one per entry program (linking
-        one raises OSError where the kernel has none)."""
+        one raises OSError where the kernel has none; so does EBPF_OTLP_UPROBE_SESSIONS=0,
+        which tries the older kernels' way here)."""
         from bcc import BPF
 
         from ebpf_otlp.runtime.uprobe_multi import BPF_TRACE_UPROBE_SESSION
 
-        for _name, entry, _ret, _addr in chosen:
+        if os.environ.get("EBPF_OTLP_UPROBE_SESSIONS") == "0":
+            raise OSError(0, "EBPF_OTLP_UPROBE_SESSIONS=0")
+        for _name, entry, _addr in chosen:
             program = entry.replace("_enter", "_session")
             if program not in self._sessions:
                 self._sessions[program] = self._bpf.load_func(
@@ -221,14 +221,14 @@ class HeapCollector(Collector):
         lib, chosen, offsets, free_addr = self._plan
         if self._sessions:
             by_program: dict[str, list[int]] = {}
-            for (_name, entry, _ret, _addr), offset in zip(chosen, offsets):
+            for (_name, entry, _addr), offset in zip(chosen, offsets):
                 by_program.setdefault(entry.replace("_enter", "_session"), []).append(offset)
             for program, offs in by_program.items():
                 self._links.append(link_session(self._sessions[program], lib, offs, pid))
         else:
-            for _name, entry, ret, addr in chosen:
+            for _name, entry, addr in chosen:
                 self._bpf.attach_uprobe(name=lib.encode(), addr=addr, fn_name=entry.encode(), pid=pid)
-                self._bpf.attach_uretprobe(name=lib.encode(), addr=addr, fn_name=ret.encode(), pid=pid)
+                self._bpf.attach_uretprobe(name=lib.encode(), addr=addr, fn_name=b"alloc_return", pid=pid)
         if free_addr is not None:
             self._bpf.attach_uprobe(name=lib.encode(), addr=free_addr, fn_name=b"free_enter", pid=pid)
 
