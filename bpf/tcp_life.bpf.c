@@ -38,6 +38,8 @@
 #define ST_LISTEN 10
 #define ST_CLOSING 11
 
+#define SOCK_DONE 1          // enum sock_flags (include/net/sock.h): tcp_fin() sets it
+
 // The kernel's byte counts include sequence space that carries no data: a SYN we sent
 // (acked), our FIN (acked) and the peer's FIN (received). The path through the states
 // says which of them happened, so user space can count payload only.
@@ -252,8 +254,12 @@ static __always_inline void state_change(u64 sk, int oldstate, int newstate, u16
                                                               oldstate == ST_CLOSING ||
                                                               oldstate == ST_FIN_WAIT2)))
         c->seen |= SEEN_FIN_ACKED;
+    // From FIN_WAIT2, CLOSE comes with the peer's FIN (then TIME_WAIT) or, for a socket
+    // closed while data was still going out, as soon as our FIN is acked: the kernel
+    // destroys it and a timewait socket takes the peer's FIN. tcp_fin() marks the first.
     if (newstate == ST_CLOSE_WAIT || newstate == ST_CLOSING ||
-        (newstate == ST_CLOSE && oldstate == ST_FIN_WAIT2))
+        (newstate == ST_CLOSE && oldstate == ST_FIN_WAIT2 &&
+         (read_u64((const void *)sk, OFF_SK_FLAGS) & (1 << SOCK_DONE))))
         c->seen |= SEEN_FIN_RECEIVED;
     if (newstate == ST_FIN_WAIT1 || newstate == ST_LAST_ACK)
         own(c);              // close() or shutdown(): the owner's own call

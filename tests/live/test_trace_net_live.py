@@ -200,6 +200,23 @@ def test_resets_sent_and_received(lab, tmp_path):
     assert all(r["bytes_received"] == 700 for r in clients.values())
 
 
+def test_server_that_closes_first(lab, tmp_path):
+    """A server that answers 70,000 bytes and closes at once: the kernel destroys its
+    socket when its FIN is acked, before the client's FIN (held back 50 ms) comes. Neither
+    side's bytes count that FIN (the server's had read 2,999 of the client's 3,000 bytes
+    in 3 connections of 100)."""
+    port, count = 39107, 40
+    with tracing(tmp_path, "--port", str(port)) as got:
+        client, server = traffic(lab, "b", "a", lab.B4, port, count, 3000, 70000,
+                                 srv_args=("--close-first",),
+                                 cli_args=("--parallel", "8", "--hold-ms", "50"))
+    clients, servers = by_role(got["tcp"], port)
+    assert len(clients) == len(servers) == count, got["stderr"]
+    assert {(r["bytes_sent"], r["bytes_received"]) for r in servers.values()} == {(70000, 3000)}
+    assert {(r["bytes_sent"], r["bytes_received"]) for r in clients.values()} == {(3000, 70000)}
+    assert {r["result"] for r in list(clients.values()) + list(servers.values())} == {"normal"}
+
+
 def test_udp_bytes_and_datagrams_per_process(lab, tmp_path):
     sizes, count = [100, 1400, 7], 150
     expect = sum(sizes[i % 3] for i in range(count))

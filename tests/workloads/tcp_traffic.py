@@ -10,7 +10,10 @@ Protocol of one connection (byte counts are exactly what each side reads and wri
   2. server reads exactly S bytes, writes R bytes, then
        normally:   shutdown(SHUT_WR) (FIN) and reads until EOF, then closes;
        --abort:    waits until its R bytes are acknowledged, then closes with
-                   SO_LINGER {on, 0}, which sends a RST (client sees ECONNRESET).
+                   SO_LINGER {on, 0}, which sends a RST (client sees ECONNRESET);
+       --close-first: closes at once: the kernel sends the rest of the R bytes and a FIN
+                   from an orphaned socket, which it destroys when that FIN is acked,
+                   before the client's FIN can come.
   3. client reads exactly R bytes, then reads until EOF (or the reset), holds --hold-ms,
      then closes normally (FIN) or, with --abort, with SO_LINGER {on, 0} (RST: the
      server, waiting for EOF, sees ECONNRESET).
@@ -181,6 +184,12 @@ def serve_one(conn: socket.socket, peer, rec: dict, args) -> None:
             abort_close(conn)
             rec["closed_by"] = "rst"
             return
+        if args.close_first:   # an orphaned socket: the kernel sends the rest, then a FIN
+            rec["closed_by"] = "close"
+            rec["tcp_info"] = tcp_info(conn)
+            conn.close()
+            rec["end_mono"], rec["end_wall"] = now()
+            return
         phase = "shutdown"
         conn.shutdown(socket.SHUT_WR)
         phase = "wait-eof"
@@ -333,6 +342,8 @@ def main() -> int:
     sv.add_argument("--port", type=int, default=0, help="0: any free port (see stderr)")
     sv.add_argument("--count", type=int, default=1, help="connections to accept")
     sv.add_argument("--abort", action="store_true", help="close every connection with RST")
+    sv.add_argument("--close-first", action="store_true",
+                    help="close() right after the reply, before the client's FIN")
     sv.add_argument("--timeout", type=float, default=60, help="give up accepting after")
     sv.add_argument("--io-timeout", type=float, default=30, help="per-connection I/O limit")
     cl = sub.add_parser("client", help="make COUNT connections, then print JSON")

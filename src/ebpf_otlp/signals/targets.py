@@ -44,7 +44,7 @@ def task_offsets() -> dict[str, int]:
         raise AgentError(f"cannot read the kernel's BTF ({e.strerror}: /sys/kernel/btf/vmlinux): "
                          "needed for task_struct (CONFIG_DEBUG_INFO_BTF)") from None
     except KeyError as e:
-        raise AgentError(f"this kernel's BTF lacks {e.args[0]}") from None
+        raise AgentError(f"cannot name processes as their pid namespace does: {e.args[0]}") from None
     return found
 
 

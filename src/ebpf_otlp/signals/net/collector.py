@@ -27,7 +27,7 @@ FIELDS = {
     "OFF_BYTES_ACKED": "tcp_sock.bytes_acked", "OFF_BYTES_RECEIVED": "tcp_sock.bytes_received",
     "OFF_SEGS_IN": "tcp_sock.segs_in", "OFF_SEGS_OUT": "tcp_sock.segs_out",
     "OFF_TOTAL_RETRANS": "tcp_sock.total_retrans", "OFF_SRTT_US": "tcp_sock.srtt_us",
-    "OFF_SK_ERR": "sock.sk_err",
+    "OFF_SK_ERR": "sock.sk_err", "OFF_SK_FLAGS": "sock.__sk_common.skc_flags",
     "OFF_SKC_STATE": "sock.__sk_common.skc_state", "OFF_SKC_FAMILY": "sock.__sk_common.skc_family",
     "OFF_SKC_NUM": "sock.__sk_common.skc_num", "OFF_SKC_DPORT": "sock.__sk_common.skc_dport",
     "OFF_SKC_DADDR": "sock.__sk_common.skc_daddr",
@@ -124,7 +124,7 @@ def field_offsets() -> dict[str, int]:
         raise AgentError(f"cannot read the kernel's BTF ({e.strerror}: /sys/kernel/btf/vmlinux): "
                          "trace-net needs it for struct tcp_sock (CONFIG_DEBUG_INFO_BTF)") from None
     except KeyError as e:
-        raise AgentError(f"this kernel's BTF lacks {e.args[0]}: trace-net cannot read it") from None
+        raise AgentError(f"trace-net cannot read the kernel's sockets: {e.args[0]}") from None
 
 
 def _address(family: int, raw) -> tuple[int, str]:
