@@ -19,7 +19,7 @@
 // Defines: HOOKS_TRACEPOINTS or HOOKS_KPROBES; MAX_CONNS, MAX_UDP; targets.inc's (which
 //          processes); FILTER_PORTS; RTT (histogram from tcp_probe);
 //          UDP; RETRANS_ERR (tcp_retransmit_skb has `err`); OFF_* field offsets (see
-//          signals/net/collector.py).
+//          signals/net/collector.py); REQUESTS (with REQ_HEAD, REQ_TAIL, PAYLOAD_PAGES).
 #include <uapi/linux/ptrace.h>
 // #import kernel_types.inc
 
@@ -61,7 +61,8 @@ struct conn {
     u32 tgid;                // owner; 0 until seen in process context
     u32 retrans;             // tcp_retransmit_skb that went out (err == 0)
     s32 sk_err;              // at TCP_CLOSE: the application may consume it before destruction
-    u32 pad;
+    u8 proto;                // REQUESTS: PROTO_* below, what its first bytes looked like
+    u8 pad[3];
     u8 role;
     u8 rst_sent;
     u8 rst_received;
@@ -107,6 +108,7 @@ enum tcp_stat {
     STAT_NO_START,           // closed without its start being seen (began before the capture)
     STAT_UDP_FULL,           // no room in `udp`
     STAT_FILTERED,           // closed, not wanted by the filters
+    STAT_PAYLOAD_DROPPED,    // REQUESTS: ring buffer full, a send or receive not sent up
     STAT_MAX,
 };
 
@@ -280,6 +282,152 @@ static __always_inline void destroyed(u64 sk) {
     conns.delete(&sk);
 }
 
+#ifdef REQUESTS
+// Requests (HTTP/1.x): the bytes of a connection's sends and receives, from inside the
+// socket call (sock:sock_{send,recv}_length, or the kprobes), where the system call's own
+// registers say where they are in user memory (received bytes are there already). Only
+// connections whose first bytes are an HTTP request or response: of those, each call's
+// length, its first REQ_HEAD bytes (start line and headers) and its last REQ_TAIL (the
+// end of a chunked body); user space parses. A connection whose start was not seen is
+// looked at until a call begins like HTTP. Not seen: sendfile bodies, io_uring, kTLS.
+#define PROTO_UNKNOWN 0
+#define PROTO_HTTP1 1
+#define PROTO_OTHER 2
+
+// x86-64 system calls that move socket data through a user buffer (or an iovec).
+#define NR_READ 0
+#define NR_WRITE 1
+#define NR_READV 19
+#define NR_WRITEV 20
+#define NR_SENDTO 44
+#define NR_RECVFROM 45
+#define NR_SENDMSG 46
+#define NR_RECVMSG 47
+
+struct payload {             // to user space: one send or receive of an HTTP connection
+    u64 sk;
+    u64 conn_start_ns;       // with sk, the connection (a socket's address is reused)
+    u64 ts_ns;
+    u32 tgid;                // the process making the call
+    u32 len;                 // bytes the call moved
+    u16 head_len;            // of them, in head
+    u8 dir;                  // 0 sent, 1 received
+    u8 tail_len;
+    u8 role;                 // the connection's, and its addresses
+    u8 pad;
+    u16 family;
+    u16 lport;
+    u16 rport;
+    u8 laddr[16];
+    u8 raddr[16];
+    char comm[TASK_COMM_LEN]; // the process making the call (it may be gone when read)
+    u8 tail[REQ_TAIL];
+    u8 head[REQ_HEAD];
+};
+
+BPF_RINGBUF_OUTPUT(payloads, PAYLOAD_PAGES);
+
+// Where the call's bytes start and how many of them are contiguous there.
+static __always_inline int user_bytes(u64 *buf, u64 *contiguous) {
+    struct pt_regs regs = {};
+    struct pt_regs *r = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+    if (!r || bpf_probe_read_kernel(&regs, sizeof(regs), r))
+        return 0;
+    u64 iov = 0;
+    switch (regs.orig_ax) {
+    case NR_READ: case NR_WRITE: case NR_SENDTO: case NR_RECVFROM:
+        *buf = regs.si;
+        *contiguous = regs.dx;
+        return 1;
+    case NR_READV: case NR_WRITEV:
+        iov = regs.si;
+        break;
+    case NR_SENDMSG: case NR_RECVMSG:  // struct msghdr: msg_iov after msg_name, msg_namelen
+        if (bpf_probe_read_user(&iov, sizeof(iov), (void *)(regs.si + 16)))
+            return 0;
+        break;
+    default:
+        return 0;
+    }
+    u64 first[2] = {};       // struct iovec: base, length
+    if (!iov || bpf_probe_read_user(first, sizeof(first), (void *)iov))
+        return 0;
+    *buf = first[0];
+    *contiguous = first[1];
+    return 1;
+}
+
+// A request line's method or a status line's "HTTP/1.", in the first 8 bytes.
+static __always_inline int looks_http(const u8 *b) {
+    u32 w = b[0] | b[1] << 8 | b[2] << 16 | (u32)b[3] << 24;
+    switch (w) {
+    case 0x20544547:         // "GET "
+    case 0x54534f50:         // "POST"
+    case 0x20545550:         // "PUT "
+    case 0x44414548:         // "HEAD"
+    case 0x454c4544:         // "DELE"
+    case 0x4954504f:         // "OPTI"
+    case 0x43544150:         // "PATC"
+    case 0x4e4e4f43:         // "CONN"
+    case 0x43415254:         // "TRAC"
+        return 1;
+    case 0x50545448:         // "HTTP"
+        return b[4] == '/' && b[5] == '1' && b[6] == '.';
+    }
+    return 0;
+}
+
+static __always_inline void capture(u64 sk, struct conn *c, u32 len, u32 dir) {
+    if (c->proto == PROTO_OTHER)
+        return;
+    u32 tgid = task_ids() >> 32;
+    if (!traced(tgid))
+        return;
+    u64 buf = 0, contiguous = 0;
+    if (!user_bytes(&buf, &contiguous))
+        return;
+    if (contiguous > len)
+        contiguous = len;
+    if (c->proto == PROTO_UNKNOWN) {
+        u8 sig[8] = {};
+        if (contiguous < 8 || bpf_probe_read_user(sig, sizeof(sig), (void *)buf) || !looks_http(sig)) {
+            if (c->role)     // its first bytes, not HTTP: not looked at again
+                c->proto = PROTO_OTHER;
+            return;
+        }
+        c->proto = PROTO_HTTP1;
+    }
+    struct payload *e = payloads.ringbuf_reserve(sizeof(struct payload));
+    if (!e) {
+        bump(STAT_PAYLOAD_DROPPED);
+        return;
+    }
+    e->sk = sk;
+    e->conn_start_ns = c->start_ns;
+    e->ts_ns = bpf_ktime_get_ns();
+    e->tgid = tgid;
+    e->len = len;
+    e->dir = dir;
+    e->role = c->role;
+    e->pad = 0;
+    e->family = c->family;
+    e->lport = c->lport;
+    e->rport = c->rport;
+    __builtin_memcpy(e->laddr, c->laddr, 16);
+    __builtin_memcpy(e->raddr, c->raddr, 16);
+    process_comm(e->comm);
+    u32 n = contiguous > REQ_HEAD ? REQ_HEAD : contiguous;
+    e->head_len = n;
+    if (bpf_probe_read_user(e->head, n, (void *)buf))
+        e->head_len = 0;
+    e->tail_len = 0;
+    if (contiguous == len && len >= REQ_TAIL &&
+        !bpf_probe_read_user(e->tail, REQ_TAIL, (void *)(buf + len - REQ_TAIL)))
+        e->tail_len = REQ_TAIL;
+    payloads.ringbuf_submit(e, 0);
+}
+#endif
+
 static __always_inline void io(u64 sk, u16 family, u16 protocol, int ret, u32 dir) {
     if (ret <= 0)
         return;
@@ -292,6 +440,9 @@ static __always_inline void io(u64 sk, u16 family, u16 protocol, int ret, u32 di
             c->rx_bytes += ret;
         else
             c->tx_bytes += ret;
+#ifdef REQUESTS
+        capture(sk, c, ret, dir);
+#endif
         return;
     }
 #ifdef UDP

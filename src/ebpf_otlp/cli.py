@@ -15,7 +15,7 @@ from ebpf_otlp import __version__
 from ebpf_otlp.errors import AgentError
 from ebpf_otlp.export.console import text_console
 from ebpf_otlp.signals.heap.settings import HeapSettings
-from ebpf_otlp.signals.net.settings import HOOKS, NetSettings
+from ebpf_otlp.signals.net.settings import HOOKS, PROTOCOLS, NetSettings
 from ebpf_otlp.signals.profile.settings import UNWIND, CpuSettings
 from ebpf_otlp.signals.syscalls.settings import SyscallSettings
 from ebpf_otlp.runtime.processes import COMM_MAX
@@ -404,6 +404,8 @@ def valid_ports(ctx, param, ports):
 @click.option("--udp/--no-udp", **default(NetSettings.udp), help="UDP bytes and datagrams per process and peer.")
 @click.option("--max-connections", type=click.IntRange(min=1024), **default(NetSettings.max_conns),
               help="Concurrent connections the kernel side can follow; more are counted as lost.")
+@click.option("--protocols", type=click.Choice(PROTOCOLS), **default(NetSettings.protocols),
+              help="Request spans for these protocols (HTTP/1.x), or none: connections only.")
 @click.option("--top", type=click.IntRange(min=0), default=20, show_default=True,
               help="Rows in the summary per process and peer (0: none).")
 @click.option("-q", "--quiet", is_flag=True, help="No line per connection.")
@@ -413,11 +415,12 @@ def valid_ports(ctx, param, ports):
               help="Write one JSON object per connection (and UDP flow).")
 @otlp_options
 @command_argument
-def trace_net(pids, comm, include_self, ports, duration, interval, hooks, rtt, udp, max_connections, top, quiet,
-              all_lines, output, command, **otlp_flags):
+def trace_net(pids, comm, include_self, ports, duration, interval, hooks, rtt, udp, max_connections, protocols,
+              top, quiet, all_lines, output, command, **otlp_flags):
     """Trace every TCP connection (IPv4 and IPv6, either role): a line and a span per
     connection with its process, addresses, bytes, retransmits, RTT and how it ended;
-    TCP and UDP metrics every interval."""
+    a span per HTTP/1.x request on them, as server or client; TCP and UDP metrics every
+    interval."""
     from ebpf_otlp.engine.run import Command
     from ebpf_otlp.signals.net import NET, table
 
@@ -428,7 +431,8 @@ def trace_net(pids, comm, include_self, ports, duration, interval, hooks, rtt, u
         interval = duration
     otlp, spool = otlp_from_flags(otlp_flags)
     net = NetSettings(pids=pids, comm=comm, ports=ports, hooks=hooks, rtt=rtt, udp=udp,
-                      max_conns=max_connections, interval_s=interval, include_self=include_self)
+                      max_conns=max_connections, interval_s=interval, include_self=include_self,
+                      protocols=protocols)
     render = (lambda r, c: table.render_summary(r, c, top)) if top else None
     return run_command(NET, Command(net, duration, list(command), [(output, "jsonl")] if output else [],
                                     render, live_terminal=False if quiet else True if all_lines else None,

@@ -16,7 +16,8 @@ from ebpf_otlp.signals.collector import Collector, StatsEnum
 from ebpf_otlp.signals.targets import Targets
 from ebpf_otlp.errors import AgentError
 from ebpf_otlp.records import HOST
-from ebpf_otlp.signals.net.records import Connection, UdpFlow
+from ebpf_otlp.signals.net.http1 import Call, Http1Connection
+from ebpf_otlp.signals.net.records import Connection, HttpRequest, UdpFlow
 from ebpf_otlp.runtime import loader
 from ebpf_otlp.runtime.maps import drain
 from ebpf_otlp.runtime.processes import container_of
@@ -46,11 +47,14 @@ KPROBES = (("kp_tcp_set_state", "tcp_set_state", False), ("kp_tcp_sendmsg", "tcp
            ("kp_tcp_reset", "tcp_reset", False))
 
 # `enum tcp_stat` of bpf/tcp_life.bpf.c, in its order.
-STATS = StatsEnum(("closed", "conns full", "ringbuf full", "no start", "udp full", "filtered"),
+STATS = StatsEnum(("closed", "conns full", "ringbuf full", "no start", "udp full", "filtered",
+                   "payload dropped"),
                   processed="closed",
                   losses={"conns full": "connection not traced (connection map full)",
                           "ringbuf full": "closed connection dropped (ring buffer full)",
-                          "udp full": "udp flow dropped (udp map full)"})
+                          "udp full": "udp flow dropped (udp map full)",
+                          "payload dropped": "HTTP send or receive dropped (ring buffer full)"})
+REQ_TAIL = 8
 ROLES = {1: "client", 2: "server"}
 ST_SYN_SENT = 2
 SEEN_SYN_ACKED, SEEN_FIN_ACKED, SEEN_FIN_RECEIVED = 1, 2, 4   # bpf/tcp_life.bpf.c
@@ -72,7 +76,7 @@ class _Conn(ct.Structure):
     _fields_ = [("start_ns", ct.c_uint64), ("established_ns", ct.c_uint64), ("end_ns", ct.c_uint64),
                 ("tx_bytes", ct.c_uint64), ("rx_bytes", ct.c_uint64),
                 ("tgid", ct.c_uint32), ("retrans", ct.c_uint32),
-                ("sk_err", ct.c_int32), ("pad", ct.c_uint32),
+                ("sk_err", ct.c_int32), ("proto", ct.c_uint8), ("pad", ct.c_uint8 * 3),
                 ("role", ct.c_uint8), ("rst_sent", ct.c_uint8), ("rst_received", ct.c_uint8),
                 ("oldstate", ct.c_uint8), ("family", ct.c_uint16), ("lport", ct.c_uint16),
                 ("rport", ct.c_uint16), ("seen", ct.c_uint16),
@@ -84,6 +88,18 @@ class _Closed(ct.Structure):
                 ("bytes_acked", ct.c_uint64), ("bytes_received", ct.c_uint64),
                 ("segs_in", ct.c_uint32), ("segs_out", ct.c_uint32),
                 ("total_retrans", ct.c_uint32), ("srtt_us", ct.c_uint32)]
+
+
+def payload_type(head_bytes: int) -> type:
+    """struct payload of bpf/tcp_life.bpf.c, its head REQ_HEAD bytes."""
+    class _Payload(ct.Structure):
+        _fields_ = [("sk", ct.c_uint64), ("conn_start_ns", ct.c_uint64), ("ts_ns", ct.c_uint64),
+                    ("tgid", ct.c_uint32), ("len", ct.c_uint32), ("head_len", ct.c_uint16),
+                    ("dir", ct.c_uint8), ("tail_len", ct.c_uint8), ("role", ct.c_uint8),
+                    ("pad", ct.c_uint8), ("family", ct.c_uint16), ("lport", ct.c_uint16),
+                    ("rport", ct.c_uint16), ("laddr", ct.c_uint8 * 16), ("raddr", ct.c_uint8 * 16),
+                    ("comm", ct.c_char * 16), ("tail", ct.c_uint8 * REQ_TAIL), ("head", ct.c_uint8 * head_bytes)]
+    return _Payload
 
 
 def tracefs_has(event: str) -> bool:
@@ -171,7 +187,8 @@ class TcpCollector(Collector):
     def __init__(self, pids: list[int] | None = None, comm: str | None = None,
                  ports: list[int] | None = None, hooks: str = "auto", rtt: bool = False,
                  udp: bool = True, max_conns: int = 65536, interval_s: float = 1.0,
-                 follow_forks: bool = False, include_self: bool = False):
+                 follow_forks: bool = False, include_self: bool = False, requests: bool = False,
+                 head_bytes: int = 512):
         super().__init__()
         self.targets = Targets(list(pids or []), comm, follow_forks, include_self)
         self.pids, self.comm, self.ports = list(pids or []), comm, list(ports or [])
@@ -183,6 +200,10 @@ class TcpCollector(Collector):
         self._closed: list[_Closed] = []
         self._containers: dict = {}
         self._clock_offset = time.time_ns() - time.monotonic_ns()   # bpf_ktime → wall clock
+        self.requests, self.head_bytes = requests, head_bytes
+        self._payload = payload_type(head_bytes)
+        self._payloads: list[bytes] = []
+        self._http: dict[tuple[int, int], tuple[Http1Connection, object]] = {}   # (sk, start) →
 
     # -- start -------------------------------------------------------------------------
     def start(self) -> None:
@@ -196,12 +217,16 @@ class TcpCollector(Collector):
                 else:
                     self._bpf.attach_kprobe(event=target, fn_name=fn)
         self._bpf["closed_events"].open_ring_buffer(self._on_closed)
+        if self.requests:
+            self._bpf["payloads"].open_ring_buffer(self._on_payload)
 
     def defines(self) -> dict[str, object]:
         return {**field_offsets(), f"HOOKS_{self.hooks.upper()}": True, "MAX_CONNS": self.max_conns,
                 "MAX_UDP": 16384, "UDP": self.udp, "RTT": self.rtt,
                 "RETRANS_ERR": self.hooks == "tracepoints" and _has_field("tcp/tcp_retransmit_skb", "err"),
-                **self.targets.defines(), "FILTER_PORTS": bool(self.ports)}
+                **self.targets.defines(), "FILTER_PORTS": bool(self.ports),
+                "REQUESTS": self.requests, "REQ_HEAD": self.head_bytes, "REQ_TAIL": REQ_TAIL,
+                "PAYLOAD_PAGES": 2048}   # 8 MiB
 
     def _fill_filters(self) -> None:
         one = ct.c_uint8(1)
@@ -214,6 +239,9 @@ class TcpCollector(Collector):
         """Only copied here: building records waits until the poll returns."""
         self._closed.append(_Closed.from_buffer_copy(ct.string_at(data, ct.sizeof(_Closed))))
 
+    def _on_payload(self, _ctx, data, size) -> None:
+        self._payloads.append(ct.string_at(data, size))
+
     def poll(self, timeout_ms: int) -> bool:
         """Records come without wakeups (bpf/tcp_life.bpf.c): wait, then read what is there."""
         self._bpf.ring_buffer_poll(timeout_ms)
@@ -223,7 +251,8 @@ class TcpCollector(Collector):
 
     def ring_fds(self) -> list[int]:
         """Woken once per WAKE_RECORDS records only; read at every drain besides."""
-        return [self._bpf["closed_events"].map_fd]
+        return [self._bpf["closed_events"].map_fd] + \
+            ([self._bpf["payloads"].map_fd] if self.requests else [])
 
     def _connection(self, c: _Conn, **closed) -> Connection:
         """`closed`: what the kernel's tcp_sock said at close, over what was seen on the way."""
@@ -247,10 +276,59 @@ class TcpCollector(Collector):
             self._containers[pid] = container_of(pid) if pid else HOST
         return self._containers[pid]
 
-    def _records(self) -> list[Connection]:
-        closed, self._closed = self._closed, []
+    def _requests(self) -> list[HttpRequest]:
+        """The sends and receives read since the last drain, through each connection's parser."""
+        raw, self._payloads = self._payloads, []
+        out: list[HttpRequest] = []
+        P = self._payload
+        for data in raw:
+            p = P.from_buffer_copy(data)
+            key = (p.sk, p.conn_start_ns)
+            if key not in self._http:
+                self._http[key] = (Http1Connection(), p)
+            stream = self._http[key][0]
+            stream.feed(Call(p.ts_ns, p.dir, p.len, bytes(p.head[:p.head_len]),
+                             bytes(p.tail[:p.tail_len])))
+            out += self._exchanges(key)
+        return out
+
+    def _exchanges(self, key: tuple[int, int], close: str = "") -> list[HttpRequest]:
+        stream, p = self._http[key]
+        if close:
+            stream.close(close)
+            del self._http[key]
+        done = stream.take()
+        if not done:
+            return []
+        local, peer = _address(p.family, p.laddr), _address(p.family, p.raddr)
+        kind = "server" if stream.requests_dir == 1 else "client"
+        wall = self._clock_offset
         out = []
+        name = p.comm.decode(errors="replace")
+        if (self.ports and p.lport not in self.ports and p.rport not in self.ports) or \
+                not self.targets.comm_matches(name):
+            return []
+        for x in done:
+            h = x.request.headers
+            end = x.response.end_ns if x.response else x.request.end_ns
+            out.append(HttpRequest(
+                pid=p.tgid, process_name=name, kind=kind, method=x.method,
+                target=x.target, version=x.version, status=x.status,
+                start_ns=x.request.start_ns + wall, end_ns=end + wall,
+                local_address=local[1], local_port=p.lport, peer_address=peer[1], peer_port=p.rport,
+                family=max(local[0], peer[0]), host=h.get("host", ""),
+                user_agent=h.get("user-agent", ""), traceparent=h.get("traceparent", ""),
+                request_body_bytes=x.request.body_bytes,
+                response_body_bytes=x.response.body_bytes if x.response else 0,
+                ended_by=x.ended_by, container=self._container(p.tgid)))
+        return out
+
+    def _records(self) -> list:
+        closed, self._closed = self._closed, []
+        out: list = self._requests() if self.requests else []
         for e in closed:
+            if (e.sk, e.c.start_ns) in self._http:
+                out += self._exchanges((e.sk, e.c.start_ns), close="close")
             result = result_of(e.c.oldstate, e.c.sk_err, bool(e.c.rst_sent), bool(e.c.rst_received))
             sent, received = payload_bytes(e.bytes_acked, e.bytes_received, e.c.seen,
                                            result == "normal")
@@ -307,7 +385,8 @@ class TcpCollector(Collector):
         self._bpf.cleanup()
         self._bpf = None
         opened = (self._connection(c, result=self._unfinished(c)) for c in still_open)
-        return records + [c for c in opened if self._wanted(c, pids, own)]
+        unanswered = [r for key in list(self._http) for r in self._exchanges(key, close="capture end")]
+        return records + [c for c in opened if self._wanted(c, pids, own)] + unanswered
 
     @staticmethod
     def _unfinished(c: _Conn) -> str:

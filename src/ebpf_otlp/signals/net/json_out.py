@@ -1,16 +1,18 @@
-"""trace-net's -o: one JSON object per connection (JSON Lines), then one per UDP flow."""
+"""trace-net's -o: one JSON object per connection (JSON Lines), then one per UDP flow, then
+one per HTTP request."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import fields
 
-from ebpf_otlp.signals.net.records import Connection, NetReport, UdpFlow
+from ebpf_otlp.signals.net.records import Connection, HttpRequest, NetReport, UdpFlow
 
 # Fields read by name: dataclasses.asdict deep-copies every value, 75 µs a connection,
 # most of trace-net's own cost at the end of a connection storm.
 _TCP = [f.name for f in fields(Connection) if f.name != "container"]
 _UDP = [f.name for f in fields(UdpFlow) if f.name != "container"]
+_HTTP = [f.name for f in fields(HttpRequest) if f.name != "container"]
 
 
 def encode(report: NetReport) -> str:
@@ -28,5 +30,9 @@ def encode(report: NetReport) -> str:
         lines.append(json.dumps(doc))
     for f in report.udp:
         doc = {"type": "udp", **{k: getattr(f, k) for k in _UDP}, **attributes(f.container)}
+        lines.append(json.dumps(doc))
+    for r in report.requests:
+        doc = {"type": "http", **{k: getattr(r, k) for k in _HTTP}, "duration_ns": r.duration_ns,
+               **attributes(r.container)}
         lines.append(json.dumps(doc))
     return "".join(line + "\n" for line in lines)

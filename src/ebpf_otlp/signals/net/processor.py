@@ -6,14 +6,15 @@ import time
 
 from ebpf_otlp.records import CollectorStats
 from ebpf_otlp.signals.net.collector import TcpCollector
-from ebpf_otlp.signals.net.records import Connection, NetReport, UdpFlow
+from ebpf_otlp.signals.net.records import Connection, HttpRequest, NetReport, UdpFlow
 from ebpf_otlp.signals.processor import Processor
 from ebpf_otlp.signals.net.settings import NetSettings
 
 
 class NetProcessor(Processor):
     """Connections as they close (each reaches the output stage once, at the next drain:
-    spans and live table rows), UDP flows summed per process and peer; metrics cumulative."""
+    spans and live table rows), HTTP requests as their responses end, UDP flows summed per
+    process and peer; metrics cumulative."""
 
     periodic = True
     streams = True
@@ -23,8 +24,11 @@ class NetProcessor(Processor):
         self.collector = TcpCollector(settings.pids, settings.comm, settings.ports, settings.hooks,
                                       settings.rtt, settings.udp, settings.max_conns,
                                       follow_forks=settings.follow_forks,
-                                      include_self=settings.include_self)
+                                      include_self=settings.include_self,
+                                      requests=settings.protocols != "none",
+                                      head_bytes=settings.head_bytes)
         self.connections: list[Connection] = []
+        self.requests: list[HttpRequest] = []
         self.udp: dict[tuple, UdpFlow] = {}
         self.window_start_ns = time.time_ns()
 
@@ -32,6 +36,8 @@ class NetProcessor(Processor):
         for r in records:
             if isinstance(r, Connection):
                 self.connections.append(r)
+            elif isinstance(r, HttpRequest):
+                self.requests.append(r)
             else:
                 have = self.udp.get(r.key)
                 if have is None:
@@ -41,7 +47,7 @@ class NetProcessor(Processor):
                     have.datagrams += r.datagrams
 
     def reset(self, start_ns: int | None = None) -> None:
-        self.connections, self.udp = [], {}
+        self.connections, self.udp, self.requests = [], {}, []
         self.window_start_ns = start_ns or time.time_ns()
 
     def result(self, end_ns: int | None = None) -> NetReport:
@@ -50,4 +56,4 @@ class NetProcessor(Processor):
         return NetReport(list(self.connections), list(self.udp.values()), self.window_start_ns,
                          end_ns - self.window_start_ns, c.hooks,
                          CollectorStats(c.stats.processed, dict(c.stats.lost), c.stats.drains),
-                         dict(c.rtt_log2_us))
+                         dict(c.rtt_log2_us), list(self.requests))

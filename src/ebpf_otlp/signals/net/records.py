@@ -74,9 +74,46 @@ class UdpFlow:
 
 
 @dataclass
+class HttpRequest:
+    """One HTTP/1.x request and its response, seen from one side: `kind` "server" (we
+    received it) or "client" (we sent it). Times are wall-clock ns: from the request's
+    first bytes to the response's last (`ended_by` says how that end was known)."""
+    pid: int
+    process_name: str
+    kind: str
+    method: str
+    target: str                 # as on the request line: path and query
+    version: str                # "1.1"
+    status: int | None          # None: no response came
+    start_ns: int
+    end_ns: int
+    local_address: str
+    local_port: int
+    peer_address: str
+    peer_port: int
+    family: int
+    host: str = ""              # the Host header
+    user_agent: str = ""
+    traceparent: str = ""       # a W3C traceparent header, as sent
+    request_body_bytes: int = 0
+    response_body_bytes: int = 0
+    ended_by: str = "framing"   # framing, close, next request, capture end
+    container: ContainerInfo = HOST
+
+    @property
+    def failed(self) -> bool:
+        """As the conventions say: no response, a 5xx, or a 4xx seen by the client."""
+        return self.status is None or self.status >= 500 or (self.status >= 400 and self.kind == "client")
+
+    @property
+    def duration_ns(self) -> int:
+        return self.end_ns - self.start_ns
+
+
+@dataclass
 class NetReport:
     """What `trace-net` gathered: connections (closed, and open at the end), UDP flows,
-    and the RTT histogram from every ACK (log2 µs buckets) with --rtt."""
+    the RTT histogram from every ACK (log2 µs buckets) with --rtt, and HTTP requests."""
     connections: list[Connection]
     udp: list[UdpFlow]
     start_ns: int
@@ -84,3 +121,4 @@ class NetReport:
     hooks: str                  # "tracepoints" or "kprobes": which path was used
     collection: CollectorStats = field(default_factory=CollectorStats)
     rtt_log2_us: dict[int, int] = field(default_factory=dict)
+    requests: list[HttpRequest] = field(default_factory=list)

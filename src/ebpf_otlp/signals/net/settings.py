@@ -8,6 +8,15 @@ from ebpf_otlp import values as v
 from ebpf_otlp.signals.signal import from_table, toml
 
 HOOKS = ("auto", "tracepoints", "kprobes")
+PROTOCOLS = ("http", "none")
+HEAD_BYTES = (128, 256, 512, 1024, 2048)   # the kernel copies a power of two
+
+
+def _head_bytes(x) -> int:
+    n = v.positive_int(x)
+    if n not in HEAD_BYTES:
+        raise ValueError(f"one of {', '.join(map(str, HEAD_BYTES))}")
+    return n
 
 
 @dataclass
@@ -23,6 +32,10 @@ class NetSettings:
     interval_s: float = 10.0           # how often metrics are exported
     follow_forks: bool = False
     include_self: bool = field(default=False, metadata=toml("include_self", v.boolean))
+    # request spans: "http" (HTTP/1.x), or "none" for connections only
+    protocols: str = field(default="http", metadata=toml("protocols", v.choice(*PROTOCOLS)))
+    # bytes copied from the start of each send and receive of an HTTP connection
+    head_bytes: int = field(default=512, metadata=toml("head_bytes", lambda x: _head_bytes(x)))
 
     @classmethod
     def from_table(cls, t: dict, path: str = "<config>") -> "NetSettings":

@@ -1,11 +1,13 @@
 """trace-net connections as OpenTelemetry spans: one per connection, kind CLIENT or SERVER,
-from its start to its close, status ERROR with `error.type` when it failed."""
+from its start to its close, status ERROR with `error.type` when it failed; and one per
+HTTP request, by the HTTP semantic conventions."""
 
 from __future__ import annotations
 
-from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
+from opentelemetry import trace
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags, Tracer
 
-from ebpf_otlp.signals.net.records import Connection, endpoint
+from ebpf_otlp.signals.net.records import Connection, HttpRequest, endpoint
 
 ERROR_TYPES = {"refused": "connection_refused", "timed_out": "timed_out", "failed": "connect_failed",
                "reset_sent": "reset", "reset_received": "reset"}
@@ -55,3 +57,69 @@ def emit(tracer: Tracer, connections: list[Connection], capture_start_ns: int, e
             span.set_attribute("error.type", error)
             span.set_status(Status(StatusCode.ERROR, c.error or error))
         span.end(end_time=c.end_ns or end_ns)
+
+
+def request_attributes(r: HttpRequest) -> dict:
+    """HTTP span attributes (semantic conventions, stable): the server's address from the
+    Host header where it has one, else the socket's."""
+    server = (r.local_address, r.local_port) if r.kind == "server" else (r.peer_address, r.peer_port)
+    host, _, port = r.host.rpartition(":") if r.host.rpartition(":")[2].isdigit() else (r.host, "", "")
+    server_address, server_port = (host or server[0]), (int(port) if port else server[1])
+    path, _, query = r.target.partition("?")
+    attrs = {
+        "http.request.method": r.method, "url.scheme": "http",
+        "server.address": server_address, "server.port": server_port,
+        "network.protocol.name": "http", "network.protocol.version": r.version,
+        "network.transport": "tcp", "network.type": f"ipv{r.family}",
+        "network.peer.address": r.peer_address, "network.peer.port": r.peer_port,
+        "process.pid": r.pid, "process.executable.name": r.process_name,
+        "ebpf_otlp.http.ended_by": r.ended_by,
+        **r.container.attributes(),
+    }
+    if r.kind == "server":
+        attrs.update({"url.path": path, "client.address": r.peer_address, "client.port": r.peer_port})
+        if query:
+            attrs["url.query"] = query
+    else:
+        attrs["url.full"] = f"http://{endpoint(server_address, server_port)}{r.target}"
+    if r.status is not None:
+        attrs["http.response.status_code"] = r.status
+    if r.user_agent:
+        attrs["user_agent.original"] = r.user_agent
+    if r.request_body_bytes:
+        attrs["http.request.body.size"] = r.request_body_bytes
+    if r.response_body_bytes:
+        attrs["http.response.body.size"] = r.response_body_bytes
+    return attrs
+
+
+def parent_of(traceparent: str):
+    """The context a W3C traceparent header names (version 00), or None."""
+    parts = traceparent.strip().split("-")
+    if len(parts) < 4 or len(parts[1]) != 32 or len(parts[2]) != 16:
+        return None
+    try:
+        trace_id, span_id, flags = int(parts[1], 16), int(parts[2], 16), int(parts[3][:2], 16)
+    except ValueError:
+        return None
+    if not trace_id or not span_id:
+        return None
+    remote = SpanContext(trace_id, span_id, is_remote=True, trace_flags=TraceFlags(flags & 1))
+    return trace.set_span_in_context(NonRecordingSpan(remote))
+
+
+def emit_requests(tracer: Tracer, requests: list[HttpRequest]) -> None:
+    """Named by the method alone (no route is known: the conventions forbid the raw path);
+    ERROR for 5xx, and for 4xx on the client side; a request with a traceparent header
+    joins that trace under the span it names."""
+    for r in requests:
+        kind = SpanKind.SERVER if r.kind == "server" else SpanKind.CLIENT
+        span = tracer.start_span(r.method, context=parent_of(r.traceparent) if r.traceparent else None,
+                                 kind=kind, start_time=r.start_ns, attributes=request_attributes(r))
+        if r.status is None:
+            span.set_attribute("error.type", "no_response")
+            span.set_status(Status(StatusCode.ERROR, f"no response ({r.ended_by})"))
+        elif r.failed:
+            span.set_attribute("error.type", str(r.status))
+            span.set_status(Status(StatusCode.ERROR))
+        span.end(end_time=r.end_ns)

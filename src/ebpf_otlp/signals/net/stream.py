@@ -1,5 +1,6 @@
 """Connections go out as they close, not at the end: a line each on the terminal (lines.py)
-and a span each to the collector (spans.py). Each update sends what is new in the report."""
+and a span each to the collector (spans.py), as do HTTP requests as their responses end.
+Each update sends what is new in the report."""
 
 from __future__ import annotations
 
@@ -15,20 +16,21 @@ class ConnectionStream(Stream):
         self.lines = ConnectionLines(console) if console is not None else None
         self.otlp = otlp
         self.done = 0            # connections of the report already shown and sent
+        self.done_requests = 0
 
     def update(self, report: NetReport, end_ns: int) -> None:
-        fresh = report.connections[self.done:]
-        if not fresh:
-            return
-        if self.lines:
+        fresh, requests = report.connections[self.done:], report.requests[self.done_requests:]
+        if fresh and self.lines:
             self.lines.add(fresh)
-        if self.otlp:
+        if self.otlp and (fresh or requests):
             tracer = self.otlp.tracer_provider().get_tracer("ebpf-otlp.trace-net", __version__)
             spans.emit(tracer, fresh, report.start_ns, end_ns)
+            spans.emit_requests(tracer, requests)
         self.done += len(fresh)
+        self.done_requests += len(requests)
 
     def reset(self) -> None:
-        self.done = 0
+        self.done = self.done_requests = 0
 
     def close(self) -> None:
         """The lines end before the tables begin: they share the terminal."""

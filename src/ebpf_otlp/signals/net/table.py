@@ -1,5 +1,6 @@
 """trace-net on the terminal: a line per connection as it closes (in the spirit of
-tcplife), and at the end a summary per process and peer."""
+tcplife), and at the end a summary per process and peer, and of HTTP requests per process
+and route."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from ebpf_otlp.signals.net.records import Connection, NetReport, endpoint
+from ebpf_otlp.signals.net.records import Connection, HttpRequest, NetReport, endpoint
+from ebpf_otlp.signals.net.routes import route_of
 
 HEADER = (f"{'PID':>7} {'COMM':<15} {'LADDR:LPORT':<28} {'RADDR:RPORT':<28} {'TX_KB':>8} "
           f"{'RX_KB':>8} {'MS':>9} {'RETR':>5} RESULT")
@@ -63,3 +65,21 @@ def render_summary(report: NetReport, console: Console, top: int = 20) -> None:
                       endpoint(f.peer_address, f.peer_port) if f.peer_address else "(unconnected)",
                       str(f.datagrams), f"{f.bytes / 1024:.1f}")
         console.print(u)
+    if report.requests:
+        render_requests(report.requests, console, top)
+
+
+def render_requests(requests: list[HttpRequest], console: Console, top: int) -> None:
+    groups: dict[tuple, list[HttpRequest]] = defaultdict(list)
+    for r in requests:
+        groups[(r.pid, r.process_name, r.kind, r.method, route_of(r.target))].append(r)
+    t = Table(title=f"HTTP requests by process and route ({len(requests)})", title_justify="left")
+    for col in ("pid", "process", "side", "method", "route", "requests", "errors", "p50 ms",
+                "p90 ms", "p99 ms"):
+        t.add_column(col, justify="left" if col in ("process", "side", "method", "route") else "right")
+    ranked = sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0]))[:top]
+    for (pid, name, kind, method, route), rs in ranked:
+        ms = [r.duration_ns / 1e6 for r in rs]
+        t.add_row(str(pid), Text(name), kind, method, Text(route), str(len(rs)), str(sum(r.failed for r in rs)),
+                  *(f"{_percentile(ms, q):.2f}" for q in (0.5, 0.9, 0.99)))
+    console.print(t)
