@@ -147,7 +147,10 @@ def test_a_capture_tables_keys_are_its_settings_fields():
     """The schema of [trace_net] is NetSettings' TOML keys; a table sets the fields it names
     and leaves the others at the settings' defaults."""
     assert set(cfg.schema()["trace_net"]) == {"pids", "comm", "ports", "hooks", "rtt", "udp",
-                                              "max_connections", "include_self"}
+                                              "max_connections", "include_self", "protocols",
+                                              "head_bytes"}
+    with pytest.raises(AgentError, match=r"\[trace_net\] head_bytes = 300: one of 128, 256"):
+        cfg.check({"trace_net": {"head_bytes": 300}})
     s = NetSettings.from_table(cfg.check({"trace_net": {"max_connections": 2048}}).tables["trace_net"])
     assert s.max_conns == 2048 and s.udp is NetSettings.udp and s.interval_s == NetSettings.interval_s
     with pytest.raises(AgentError, match=r"\[syscalls\] syscalls: unknown syscall 'opnat'"):
