@@ -120,7 +120,8 @@ BPF_HASH(conns, u64, struct conn, MAX_CONNS);
 // WAKE_RECORDS records (not at every record past the mark: until the reader runs and
 // resets the count, that was an interrupt per connection again).
 BPF_RINGBUF_OUTPUT(closed_events, 4096);
-BPF_ARRAY(unread, u64, 1);   // records since user space last read (it resets this)
+BPF_ARRAY(unread, u64, 2);   // records since user space last read (it resets these):
+                             // 0 closed connections, 1 payloads
 #define WAKE_RECORDS 4096
 BPF_PERCPU_ARRAY(stats, u64, STAT_MAX);
 #ifdef UDP
@@ -187,6 +188,13 @@ static __always_inline void set_addrs(struct conn *c, u16 family, u16 lport, u16
     }
 }
 
+// BPF_RB_FORCE_WAKEUP once per WAKE_RECORDS records of ring `which`, else no wakeup.
+static __always_inline u64 wakeup(int which) {
+    u64 *n = unread.lookup(&which);
+    u64 queued = n ? __sync_fetch_and_add(n, 1) + 1 : WAKE_RECORDS;
+    return queued % WAKE_RECORDS == 0 ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+}
+
 static __always_inline void emit(u64 sk, struct conn *c) {
     if (!wanted(c)) {
         bump(STAT_FILTERED);
@@ -206,10 +214,7 @@ static __always_inline void emit(u64 sk, struct conn *c) {
     e->segs_out = read_u32(p, OFF_SEGS_OUT);
     e->total_retrans = read_u32(p, OFF_TOTAL_RETRANS);
     e->srtt_us = read_u32(p, OFF_SRTT_US);
-    int zero = 0;
-    u64 *n = unread.lookup(&zero);
-    u64 queued = n ? __sync_fetch_and_add(n, 1) + 1 : WAKE_RECORDS;
-    closed_events.ringbuf_submit(e, queued % WAKE_RECORDS == 0 ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
+    closed_events.ringbuf_submit(e, wakeup(0));
     bump(STAT_CLOSED);
 }
 
@@ -289,7 +294,8 @@ static __always_inline void destroyed(u64 sk) {
 // connections whose first bytes are an HTTP request or response: of those, each call's
 // length, its first REQ_HEAD bytes (start line and headers) and its last REQ_TAIL (the
 // end of a chunked body); user space parses. A connection whose start was not seen is
-// looked at until a call begins like HTTP. Not seen: sendfile bodies, io_uring, kTLS.
+// looked at until a call begins like HTTP. A sendfile or splice sends its length only.
+// Not seen: io_uring, kTLS.
 #define PROTO_UNKNOWN 0
 #define PROTO_HTTP1 1
 #define PROTO_OTHER 2
@@ -303,6 +309,7 @@ static __always_inline void destroyed(u64 sk) {
 #define NR_RECVFROM 45
 #define NR_SENDMSG 46
 #define NR_RECVMSG 47
+#define MAX_IOV 4            // buffers of an iovec copied from
 
 struct payload {             // to user space: one send or receive of an HTTP connection
     u64 sk;
@@ -322,39 +329,38 @@ struct payload {             // to user space: one send or receive of an HTTP co
     u8 raddr[16];
     char comm[TASK_COMM_LEN]; // the process making the call (it may be gone when read)
     u8 tail[REQ_TAIL];
-    u8 head[REQ_HEAD];
+    u8 head[2 * REQ_HEAD];   // REQ_HEAD used: the rest keeps the verifier's bounds simple
 };
 
 BPF_RINGBUF_OUTPUT(payloads, PAYLOAD_PAGES);
+// Built here, sent up as long as its head is (most calls carry a few hundred bytes of
+// headers, or none: a body's continuation).
+BPF_PERCPU_ARRAY(payload_scratch, struct payload, 1);
 
-// Where the call's bytes start and how many of them are contiguous there.
-static __always_inline int user_bytes(u64 *buf, u64 *contiguous) {
+// Where the call's bytes are: one buffer (*buf, *iov 0) or an iovec array (*iov, its
+// *count entries). 0: not a call through user memory (sendfile, splice).
+static __always_inline int user_bytes(u64 *buf, u64 *iov, u64 *count) {
     struct pt_regs regs = {};
     struct pt_regs *r = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
     if (!r || bpf_probe_read_kernel(&regs, sizeof(regs), r))
         return 0;
-    u64 iov = 0;
+    u64 msg[4] = {};         // struct msghdr: name, namelen, iov, iovlen
     switch (regs.orig_ax) {
     case NR_READ: case NR_WRITE: case NR_SENDTO: case NR_RECVFROM:
         *buf = regs.si;
-        *contiguous = regs.dx;
         return 1;
     case NR_READV: case NR_WRITEV:
-        iov = regs.si;
-        break;
-    case NR_SENDMSG: case NR_RECVMSG:  // struct msghdr: msg_iov after msg_name, msg_namelen
-        if (bpf_probe_read_user(&iov, sizeof(iov), (void *)(regs.si + 16)))
+        *iov = regs.si;
+        *count = regs.dx;
+        return 1;
+    case NR_SENDMSG: case NR_RECVMSG:
+        if (bpf_probe_read_user(msg, sizeof(msg), (void *)regs.si))
             return 0;
-        break;
-    default:
-        return 0;
+        *iov = msg[2];
+        *count = msg[3];
+        return 1;
     }
-    u64 first[2] = {};       // struct iovec: base, length
-    if (!iov || bpf_probe_read_user(first, sizeof(first), (void *)iov))
-        return 0;
-    *buf = first[0];
-    *contiguous = first[1];
-    return 1;
+    return 0;
 }
 
 // A request line's method or a status line's "HTTP/1.", in the first 8 bytes.
@@ -377,31 +383,72 @@ static __always_inline int looks_http(const u8 *b) {
     return 0;
 }
 
+// The call's first bytes into e->head (up to REQ_HEAD, from up to MAX_IOV buffers) and,
+// where the end of the call's bytes is known, its last REQ_TAIL into e->tail.
+static __always_inline u32 copy_bytes(struct payload *e, u64 buf, u64 iov, u64 count, u32 len) {
+    e->head_len = 0;
+    e->tail_len = 0;
+    if (buf) {
+        u32 n = len > REQ_HEAD ? REQ_HEAD : len;
+        if (!bpf_probe_read_user(e->head, n, (void *)buf))
+            e->head_len = n;
+        if (len >= REQ_TAIL && !bpf_probe_read_user(e->tail, REQ_TAIL, (void *)(buf + len - REQ_TAIL)))
+            e->tail_len = REQ_TAIL;
+        return e->head_len;
+    }
+    u32 off = 0;
+    u64 total = 0, last_end = 0;
+    u64 v[2] = {};           // struct iovec: base, length
+#pragma unroll
+    for (int i = 0; i < MAX_IOV; i++) {
+        if (i >= count || bpf_probe_read_user(v, sizeof(v), (void *)(iov + 16 * i)))
+            break;
+        total += v[1];
+        last_end = v[1] >= REQ_TAIL ? v[0] + v[1] : 0;
+        if (off < REQ_HEAD && v[1]) {
+            u32 n = v[1] > REQ_HEAD ? REQ_HEAD : v[1];
+            asm volatile("" : "+r"(off));   // (clang would drop the mask below as known)
+            off &= REQ_HEAD - 1;             // for the verifier: head + off + n is in bounds
+            if (bpf_probe_read_user(e->head + off, n, (void *)v[0]))
+                break;
+            off += n;
+        }
+    }
+    u32 head = off > len ? len : (off > REQ_HEAD ? REQ_HEAD : off);
+    e->head_len = head;
+    // All the buffers' bytes moved: the last buffer's end is the call's.
+    if (count <= MAX_IOV && total == len && last_end &&
+        !bpf_probe_read_user(e->tail, REQ_TAIL, (void *)(last_end - REQ_TAIL)))
+        e->tail_len = REQ_TAIL;
+    return head;
+}
+
 static __always_inline void capture(u64 sk, struct conn *c, u32 len, u32 dir) {
     if (c->proto == PROTO_OTHER)
         return;
     u32 tgid = task_ids() >> 32;
     if (!traced(tgid))
         return;
-    u64 buf = 0, contiguous = 0;
-    if (!user_bytes(&buf, &contiguous))
-        return;
-    if (contiguous > len)
-        contiguous = len;
+    u64 buf = 0, iov = 0, count = 0;
+    if (!user_bytes(&buf, &iov, &count))
+        buf = iov = 0;       // sendfile, splice: its length only
     if (c->proto == PROTO_UNKNOWN) {
         u8 sig[8] = {};
-        if (contiguous < 8 || bpf_probe_read_user(sig, sizeof(sig), (void *)buf) || !looks_http(sig)) {
+        u64 first[2] = {buf, len};
+        if (!buf && iov && bpf_probe_read_user(first, sizeof(first), (void *)iov))
+            first[0] = 0;
+        if (!first[0] || first[1] < 8 || len < 8 ||
+            bpf_probe_read_user(sig, sizeof(sig), (void *)first[0]) || !looks_http(sig)) {
             if (c->role)     // its first bytes, not HTTP: not looked at again
                 c->proto = PROTO_OTHER;
             return;
         }
         c->proto = PROTO_HTTP1;
     }
-    struct payload *e = payloads.ringbuf_reserve(sizeof(struct payload));
-    if (!e) {
-        bump(STAT_PAYLOAD_DROPPED);
+    int zero = 0;
+    struct payload *e = payload_scratch.lookup(&zero);
+    if (!e)
         return;
-    }
     e->sk = sk;
     e->conn_start_ns = c->start_ns;
     e->ts_ns = bpf_ktime_get_ns();
@@ -416,15 +463,15 @@ static __always_inline void capture(u64 sk, struct conn *c, u32 len, u32 dir) {
     __builtin_memcpy(e->laddr, c->laddr, 16);
     __builtin_memcpy(e->raddr, c->raddr, 16);
     process_comm(e->comm);
-    u32 n = contiguous > REQ_HEAD ? REQ_HEAD : contiguous;
-    e->head_len = n;
-    if (bpf_probe_read_user(e->head, n, (void *)buf))
-        e->head_len = 0;
-    e->tail_len = 0;
-    if (contiguous == len && len >= REQ_TAIL &&
-        !bpf_probe_read_user(e->tail, REQ_TAIL, (void *)(buf + len - REQ_TAIL)))
-        e->tail_len = REQ_TAIL;
-    payloads.ringbuf_submit(e, 0);
+    u32 head = 0;
+    if (buf || iov)
+        head = copy_bytes(e, buf, iov, count, len);
+    else
+        e->head_len = e->tail_len = 0;
+    asm volatile("" : "+r"(head));
+    head &= 2 * REQ_HEAD - 1;    // (it is at most REQ_HEAD: this is for the verifier)
+    if (payloads.ringbuf_output(e, __builtin_offsetof(struct payload, head) + head, wakeup(1)))
+        bump(STAT_PAYLOAD_DROPPED);
 }
 #endif
 

@@ -168,8 +168,9 @@ def test_memleak_by_pid_inside_a_pid_namespace(leaker, tmp_path):
 KINDS = {"grow": 100000, "aligned": 10000, "fresh": 30000, "arrays": 40000}   # alloc_kinds.c
 
 
-@pytest.mark.parametrize("sessions", ["1", "0"], ids=["uprobe sessions", "return probe on every call"])
-@pytest.mark.parametrize("sampling", ["every call", "64 KiB"])
+@pytest.mark.parametrize("sampling,sessions", [("every call", "1"), ("64 KiB", "1"), ("64 KiB", "0")],
+                         ids=["every call, uprobe sessions", "sampled, uprobe sessions",
+                              "sampled, a return probe on every call"])
 def test_realloc_reallocarray_and_posix_memalign(sampling, sessions, tmp_path):
     """Each of alloc_kinds' functions keeps n blocks of a known size: the leak report has
     each one's bytes (exactly, every call seen; within 10 % sampled), and nothing else.

@@ -4,12 +4,14 @@ UDP bytes per process and peer (bpf/tcp_life.bpf.c)."""
 from __future__ import annotations
 
 import ctypes as ct
+import dataclasses
 import errno
 import gc
 import functools
 import ipaddress
 import os
 import socket
+import struct
 import time
 
 from ebpf_otlp.signals.collector import Collector, StatsEnum
@@ -90,16 +92,10 @@ class _Closed(ct.Structure):
                 ("total_retrans", ct.c_uint32), ("srtt_us", ct.c_uint32)]
 
 
-def payload_type(head_bytes: int) -> type:
-    """struct payload of bpf/tcp_life.bpf.c, its head REQ_HEAD bytes."""
-    class _Payload(ct.Structure):
-        _fields_ = [("sk", ct.c_uint64), ("conn_start_ns", ct.c_uint64), ("ts_ns", ct.c_uint64),
-                    ("tgid", ct.c_uint32), ("len", ct.c_uint32), ("head_len", ct.c_uint16),
-                    ("dir", ct.c_uint8), ("tail_len", ct.c_uint8), ("role", ct.c_uint8),
-                    ("pad", ct.c_uint8), ("family", ct.c_uint16), ("lport", ct.c_uint16),
-                    ("rport", ct.c_uint16), ("laddr", ct.c_uint8 * 16), ("raddr", ct.c_uint8 * 16),
-                    ("comm", ct.c_char * 16), ("tail", ct.c_uint8 * REQ_TAIL), ("head", ct.c_uint8 * head_bytes)]
-    return _Payload
+# struct payload of bpf/tcp_life.bpf.c up to its head (sent up only as long as the head is):
+# sk, conn_start_ns, ts_ns, tgid, len, head_len, dir, tail_len, role, pad, family, lport,
+# rport, laddr, raddr, comm, tail.
+PAYLOAD = struct.Struct(f"<QQQIIHBBBBHHH16s16s16s{REQ_TAIL}s")
 
 
 def tracefs_has(event: str) -> bool:
@@ -177,6 +173,19 @@ def result_of(oldstate: int, sk_err: int, rst_sent: bool, rst_received: bool) ->
     return "reset_received" if err == errno.ECONNRESET else "normal"
 
 
+@dataclasses.dataclass
+class _Peer:
+    """What a connection's requests share: who made the first call seen, the addresses, and
+    whether the filters want it (decided once: an unwanted connection is not parsed)."""
+    wanted: bool
+    pid: int = 0
+    name: str = ""
+    family: int = 4
+    local: tuple[str, int] = ("", 0)
+    peer: tuple[str, int] = ("", 0)
+    container: object = HOST
+
+
 class TcpCollector(Collector):
     """Every TCP connection of the wanted processes (and ports), as it closes; connections
     still open at the end are reported too. UDP bytes and datagrams per process and peer
@@ -201,7 +210,6 @@ class TcpCollector(Collector):
         self._containers: dict = {}
         self._clock_offset = time.time_ns() - time.monotonic_ns()   # bpf_ktime → wall clock
         self.requests, self.head_bytes = requests, head_bytes
-        self._payload = payload_type(head_bytes)
         self._payloads: list[bytes] = []
         self._http: dict[tuple[int, int], tuple[Http1Connection, object]] = {}   # (sk, start) →
 
@@ -245,7 +253,10 @@ class TcpCollector(Collector):
     def poll(self, timeout_ms: int) -> bool:
         """Records come without wakeups (bpf/tcp_life.bpf.c): wait, then read what is there."""
         self._bpf.ring_buffer_poll(timeout_ms)
-        self._bpf["unread"][ct.c_int(0)] = ct.c_uint64(0)
+        unread = self._bpf["unread"]
+        unread[ct.c_int(0)] = ct.c_uint64(0)
+        if self.requests:
+            unread[ct.c_int(1)] = ct.c_uint64(0)
         self._bpf.ring_buffer_consume()
         return True
 
@@ -280,17 +291,30 @@ class TcpCollector(Collector):
         """The sends and receives read since the last drain, through each connection's parser."""
         raw, self._payloads = self._payloads, []
         out: list[HttpRequest] = []
-        P = self._payload
+        unpack, size, http = PAYLOAD.unpack_from, PAYLOAD.size, self._http
         for data in raw:
-            p = P.from_buffer_copy(data)
-            key = (p.sk, p.conn_start_ns)
-            if key not in self._http:
-                self._http[key] = (Http1Connection(), p)
-            stream = self._http[key][0]
-            stream.feed(Call(p.ts_ns, p.dir, p.len, bytes(p.head[:p.head_len]),
-                             bytes(p.tail[:p.tail_len])))
-            out += self._exchanges(key)
+            (sk, conn_start, ts, tgid, length, head_len, dir_, tail_len, role, _, family, lport, rport,
+             laddr, raddr, comm, tail) = unpack(data)
+            key = (sk, conn_start)
+            entry = http.get(key)
+            if entry is None:
+                entry = http[key] = (Http1Connection(), self._peer(tgid, comm, family, lport, rport,
+                                                                   laddr, raddr))
+            if entry[1].wanted:
+                entry[0].feed(Call(ts, dir_, length, data[size:size + head_len], tail[:tail_len]))
+                if entry[0].done:
+                    out += self._exchanges(key)
         return out
+
+    def _peer(self, tgid: int, comm: bytes, family: int, lport: int, rport: int, laddr: bytes,
+              raddr: bytes) -> _Peer:
+        name = comm.rstrip(b"\0").decode(errors="replace")
+        if (self.ports and lport not in self.ports and rport not in self.ports) or \
+                not self.targets.comm_matches(name):
+            return _Peer(False)
+        local, peer = _address(family, laddr), _address(family, raddr)
+        return _Peer(True, tgid, name, max(local[0], peer[0]), (local[1], lport), (peer[1], rport),
+                     self._container(tgid))
 
     def _exchanges(self, key: tuple[int, int], close: str = "") -> list[HttpRequest]:
         stream, p = self._http[key]
@@ -300,27 +324,21 @@ class TcpCollector(Collector):
         done = stream.take()
         if not done:
             return []
-        local, peer = _address(p.family, p.laddr), _address(p.family, p.raddr)
         kind = "server" if stream.requests_dir == 1 else "client"
         wall = self._clock_offset
         out = []
-        name = p.comm.decode(errors="replace")
-        if (self.ports and p.lport not in self.ports and p.rport not in self.ports) or \
-                not self.targets.comm_matches(name):
-            return []
         for x in done:
             h = x.request.headers
             end = x.response.end_ns if x.response else x.request.end_ns
             out.append(HttpRequest(
-                pid=p.tgid, process_name=name, kind=kind, method=x.method,
-                target=x.target, version=x.version, status=x.status,
-                start_ns=x.request.start_ns + wall, end_ns=end + wall,
-                local_address=local[1], local_port=p.lport, peer_address=peer[1], peer_port=p.rport,
-                family=max(local[0], peer[0]), host=h.get("host", ""),
-                user_agent=h.get("user-agent", ""), traceparent=h.get("traceparent", ""),
-                request_body_bytes=x.request.body_bytes,
+                pid=p.pid, process_name=p.name, kind=kind, method=x.method, target=x.target,
+                version=x.version, status=x.status, start_ns=x.request.start_ns + wall,
+                end_ns=end + wall, local_address=p.local[0], local_port=p.local[1],
+                peer_address=p.peer[0], peer_port=p.peer[1], family=p.family,
+                host=h.get("host", ""), user_agent=h.get("user-agent", ""),
+                traceparent=h.get("traceparent", ""), request_body_bytes=x.request.body_bytes,
                 response_body_bytes=x.response.body_bytes if x.response else 0,
-                ended_by=x.ended_by, container=self._container(p.tgid)))
+                ended_by=x.ended_by, container=p.container))
         return out
 
     def _records(self) -> list:

@@ -72,17 +72,16 @@ def parse_head(data: bytes) -> tuple[str, dict[str, str], int] | None:
     """The start line and headers at the start of `data`, and the bytes they take (-1 when
     the header block goes past `data`); None when it does not start like HTTP/1.x."""
     end = data.find(b"\r\n\r\n")
-    block = data if end < 0 else data[:end]
-    lines = block.decode("latin-1").split("\r\n")
-    start = lines[0]
+    lines = (data if end < 0 else data[:end]).split(b"\r\n")
+    start = lines[0].decode("latin-1")
     word = start.split(" ", 1)[0]
-    if word not in METHODS and not (word.startswith("HTTP/1.") and len(start.split(" ")) >= 2):
+    if word not in METHODS and not (word.startswith("HTTP/1.") and " " in start):
         return None
     headers: dict[str, str] = {}
     for line in lines[1:] if end >= 0 else lines[1:-1]:   # the last line may be cut
-        name, sep, value = line.partition(":")
+        name, sep, value = line.partition(b":")
         if sep:
-            headers[name.strip().lower()] = value.strip()
+            headers[name.strip().lower().decode("latin-1")] = value.strip().decode("latin-1")
     return start, headers, (end + 4 if end >= 0 else -1)
 
 

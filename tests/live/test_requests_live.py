@@ -1,0 +1,196 @@
+"""trace-net's HTTP/1.x request spans live, against real servers and clients: Python's
+ThreadingHTTPServer (tests/workloads/http_server.py, its own log of every request answered)
+and Debian's nginx (its access log), driven by curl (one keep-alive connection for several
+URLs), Python's http.client and two requests pipelined in one send. Ground truth: the
+servers' logs; every request is seen once by the server and once by its client."""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import json
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+
+from conftest import WORKLOADS, agent_popen, need_tool, wait_for_line
+from support.collector import GrpcCollector
+
+pytestmark = pytest.mark.live
+
+SYSTEM_PYTHON = "/usr/bin/python3"
+TRACE_ID, PARENT_ID = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
+HTTP_CLIENT = """import http.client, sys
+c = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]))
+for method, path, body in (("GET", "/ok", None), ("POST", "/echo", b"p" * 3000), ("HEAD", "/ok", None),
+                           ("GET", "/chunked", None), ("GET", "/missing", None)):
+    c.request(method, path, body=body)
+    r = c.getresponse()
+    r.read()
+c.close()
+"""
+
+
+@contextlib.contextmanager
+def tracing(tmp_path, port: int, *args):
+    """trace-net on one port; afterwards `got` holds its request records, stdout, stderr."""
+    out = tmp_path / "net.jsonl"
+    run = agent_popen("trace-net", "-q", "-o", str(out), "--port", str(port), *args)
+    got: dict = {}
+    try:
+        wait_for_line(run.stderr, "tracing TCP connections")
+        yield got
+        time.sleep(0.3)   # the last responses' calls reach the next drain
+    finally:
+        run.send_signal(signal.SIGINT)
+        stdout, stderr = run.communicate(timeout=60)
+    assert run.returncode == 0, stderr
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    got.update(http=[r for r in records if r["type"] == "http"], stdout=stdout, stderr=stderr)
+
+
+def counted(records, kind: str) -> collections.Counter:
+    return collections.Counter((r["method"], r["target"], r["status"]) for r in records if r["kind"] == kind)
+
+
+def pipelined(port: int, paths: list[str]) -> None:
+    """Requests in one send on one connection; each response read by its Content-Length."""
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(b"".join(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % p.encode() for p in paths))
+        data = b""
+        for _ in paths:
+            while b"\r\n\r\n" not in data:
+                data += s.recv(65536)
+            head, _, data = data.partition(b"\r\n\r\n")
+            length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                              if line.lower().startswith(b"content-length")))
+            while len(data) < length:
+                data += s.recv(65536)
+            data = data[length:]
+
+
+def curl(port: int, paths: list[str], *extra: str) -> None:
+    args = [need_tool("curl", "/usr/bin/curl"), "-s", "--http1.1", *extra]
+    for p in paths:
+        args += [f"http://127.0.0.1:{port}{p}", "-o", "/dev/null"]
+    subprocess.run(args, check=True, timeout=60)
+
+
+@contextlib.contextmanager
+def python_server():
+    server = subprocess.Popen([SYSTEM_PYTHON, str(WORKLOADS / "http_server.py")], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        port = int(wait_for_line(server.stderr, "listening")[-1].split()[1])
+        log: list[dict] = []
+        yield port, log
+    finally:
+        out, _ = server.communicate("", timeout=30)
+        log += [json.loads(line) for line in out.splitlines()]
+
+
+def test_requests_to_a_python_server_from_curl_http_client_and_pipelining(tmp_path):
+    """Every request the server logged is one SERVER span and one CLIENT span with its
+    method, path and status; framing ended each (none inferred); /slow's span is within
+    10 % of the handler's own time; /big's body is 1 MiB; nothing lost."""
+    with python_server() as (port, log):
+        with tracing(tmp_path, port) as got:
+            curl(port, ["/ok", "/missing", "/boom", "/slow", "/chunked", "/big"])
+            subprocess.run([SYSTEM_PYTHON, "-c", HTTP_CLIENT, str(port)], check=True, timeout=60)
+            pipelined(port, ["/ok", "/missing"])
+    logged = collections.Counter((r["method"], r["path"], r["status"]) for r in log)
+    assert sum(logged.values()) == 13
+    assert counted(got["http"], "server") == logged, got["http"]
+    assert counted(got["http"], "client") == logged
+    assert {r["ended_by"] for r in got["http"]} == {"framing"}
+    slow = next(r for r in got["http"] if r["kind"] == "server" and r["target"] == "/slow")
+    handler = next(r["handler_ns"] for r in log if r["path"] == "/slow")
+    assert abs(slow["duration_ns"] - handler) < 0.10 * handler, (slow["duration_ns"], handler)
+    big = [r for r in got["http"] if r["target"] == "/big"]
+    assert {r["response_body_bytes"] for r in big} == {1 << 20}
+    echo = [r for r in got["http"] if r["target"] == "/echo"]
+    assert {(r["request_body_bytes"], r["response_body_bytes"]) for r in echo} == {(3000, 3000)}
+    servers = {r["pid"] for r in got["http"] if r["kind"] == "server"}
+    assert len(servers) == 1 and {r["process_name"] for r in got["http"] if r["kind"] == "server"} == {"python3"}
+    assert "HTTP requests by process and route" in got["stdout"]
+    assert "losses: none" in got["stdout"] + got["stderr"]
+
+
+def test_a_traceparent_header_puts_the_server_span_in_that_trace(tmp_path):
+    with python_server() as (port, log), GrpcCollector() as col:
+        with tracing(tmp_path, port, "--otlp-endpoint", col.endpoint, "--interval", "1s") as got:
+            curl(port, ["/ok"], "-H", f"traceparent: 00-{TRACE_ID}-{PARENT_ID}-01")
+            curl(port, ["/boom"])
+        spans = [s for t in col.received["traces"] for rs in t.resource_spans for ss in rs.scope_spans
+                 for s in ss.spans if s.name == "GET"]
+    attrs = lambda s: {kv.key: kv.value.string_value or kv.value.int_value for kv in s.attributes}  # noqa: E731
+    server = {attrs(s)["url.path"]: s for s in spans if s.kind == 2}
+    assert set(server) == {"/ok", "/boom"}, [attrs(s) for s in spans]
+    ok = server["/ok"]
+    assert (ok.trace_id.hex(), ok.parent_span_id.hex()) == (TRACE_ID, PARENT_ID)
+    assert server["/boom"].trace_id.hex() != TRACE_ID and not server["/boom"].parent_span_id
+    a = attrs(server["/boom"])
+    assert (a["http.request.method"], a["http.response.status_code"], a["url.scheme"]) == ("GET", 500, "http")
+    assert a["server.port"] == port and a["network.protocol.version"] == "1.1"
+    assert server["/boom"].status.code == 2 and a["error.type"] == "500"   # STATUS_CODE_ERROR
+    client = [s for s in spans if s.kind == 3]
+    assert sorted(attrs(s)["url.full"] for s in client) == [f"http://127.0.0.1:{port}/boom",
+                                                             f"http://127.0.0.1:{port}/ok"]
+    assert [r["traceparent"] for r in got["http"] if r["target"] == "/ok"] == [f"00-{TRACE_ID}-{PARENT_ID}-01"] * 2
+
+
+NGINX_CONF = """daemon off;
+user root;
+worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/error.log;
+events {{ worker_connections 64; }}
+http {{
+  log_format truth '$request_method $request_uri $status';
+  access_log {d}/access.log truth;
+  client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fastcgi;
+  uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
+  server {{
+    listen 127.0.0.1:{port};
+    root {d}/www;
+    location = /ok {{ return 200 "ok\\n"; }}
+    location = /boom {{ return 500; }}
+  }}
+}}
+"""
+
+
+def test_requests_to_nginx_match_its_access_log(tmp_path):
+    """nginx sends /big.bin (1 MiB) with sendfile: its body is counted by length alone.
+    (Its worker runs as root here: pytest's directories are root's alone.)"""
+    nginx = need_tool("nginx", "/usr/sbin/nginx")
+    (tmp_path / "www").mkdir()
+    (tmp_path / "www" / "big.bin").write_bytes(b"n" * (1 << 20))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    (tmp_path / "nginx.conf").write_text(NGINX_CONF.format(d=tmp_path, port=port))
+    server = subprocess.Popen([nginx, "-c", str(tmp_path / "nginx.conf"), "-p", str(tmp_path)])
+    try:
+        deadline = time.monotonic() + 10
+        while socket.socket().connect_ex(("127.0.0.1", port)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with tracing(tmp_path, port) as got:
+            curl(port, ["/ok", "/missing", "/boom", "/big.bin", "/ok"])
+            pipelined(port, ["/ok", "/big.bin"])
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    logged = collections.Counter()
+    for line in (tmp_path / "access.log").read_text().splitlines():
+        method, uri, status = line.split()
+        logged[(method, uri, int(status))] += 1
+    assert sum(logged.values()) == 7 and logged[("GET", "/big.bin", 200)] == 2, logged
+    assert counted(got["http"], "server") == logged, got["http"]
+    assert counted(got["http"], "client") == logged
+    assert {r["ended_by"] for r in got["http"]} == {"framing"}
+    assert {r["response_body_bytes"] for r in got["http"] if r["target"] == "/big.bin"} == {1 << 20}
+    assert {r["process_name"] for r in got["http"] if r["kind"] == "server"} == {"nginx"}
