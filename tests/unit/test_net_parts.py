@@ -21,7 +21,7 @@ from ebpf_otlp.signals.net import spans as net_spans
 from ebpf_otlp.signals.net import table as net_table
 from ebpf_otlp.signals.net.lines import ConnectionLines
 from ebpf_otlp.export.resource import build_resource
-from ebpf_otlp.signals.net.records import Connection, NetReport, UdpFlow
+from ebpf_otlp.signals.net.records import Connection, HttpRequest, NetReport, UdpFlow
 
 T0 = 1_700_000_000_000_000_000
 
@@ -197,3 +197,50 @@ def test_connection_lines_never_wait_for_a_stuck_terminal():
     drained.join(10)
     os.close(read_end)
     assert lines.not_shown >= 20_000 - ConnectionLines.BATCH
+
+
+def req(**kw) -> HttpRequest:
+    base = dict(pid=20, process_name="python3", kind="server", method="GET", target="/users/8812?x=1",
+                version="1.1", status=200, start_ns=T0, end_ns=T0 + 30_000_000, local_address="10.0.0.2",
+                local_port=8080, peer_address="10.0.0.1", peer_port=40000, family=4, host="api:8080")
+    base.update(kw)
+    return HttpRequest(**base)
+
+
+def test_request_spans_follow_the_http_conventions():
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace_id, parent = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
+    net_spans.emit_requests(provider.get_tracer("t"), [
+        req(traceparent=f"00-{trace_id}-{parent}-01"), req(status=404), req(kind="client", status=404,
+        local_address="10.0.0.1", local_port=40000, peer_address="10.0.0.2", peer_port=8080),
+        req(status=None, ended_by="close"), req(traceparent="00-bad")])
+    ok, not_found, client, unanswered, bad = exporter.get_finished_spans()
+    assert ok.name == "GET" and ok.kind == SpanKind.SERVER and ok.end_time == T0 + 30_000_000
+    assert (format(ok.context.trace_id, "032x"), format(ok.parent.span_id, "016x")) == (trace_id, parent)
+    a = ok.attributes
+    assert (a["url.path"], a["url.query"], a["server.address"], a["server.port"]) == ("/users/8812", "x=1", "api", 8080)
+    assert a["http.response.status_code"] == 200 and a["client.address"] == "10.0.0.1"
+    assert not_found.status.status_code == StatusCode.UNSET    # a 4xx is the client's error
+    assert client.status.status_code == StatusCode.ERROR and client.attributes["error.type"] == "404"
+    assert client.attributes["url.full"] == "http://api:8080/users/8812?x=1" and client.kind == SpanKind.CLIENT
+    assert unanswered.status.status_code == StatusCode.ERROR and unanswered.attributes["error.type"] == "no_response"
+    assert bad.parent is None
+
+
+def test_request_durations_by_route_never_by_raw_path():
+    r = report(requests=[req(), req(target="/users/17", end_ns=T0 + 200_000_000), req(status=500),
+                         req(kind="client", local_port=40000, peer_port=8080)])
+    data = net_metrics.build(r, build_resource())
+    metrics = {m.name: m for m in data.resource_metrics[0].scope_metrics[0].metrics}
+    served = {(p.attributes["http.route"], p.attributes["http.response.status_code"]): p
+              for p in metrics["http.server.request.duration"].data.data_points}
+    assert set(served) == {("/users/*", 200), ("/users/*", 500)}
+    ok = served[("/users/*", 200)]
+    assert ok.count == 2 and abs(ok.sum - 0.23) < 1e-9 and "error.type" not in ok.attributes
+    assert served[("/users/*", 500)].attributes["error.type"] == "500"
+    [made] = metrics["http.client.request.duration"].data.data_points
+    assert made.attributes["server.port"] == 8080 and made.count == 1
+    assert "http.server.request.duration" not in {m.name for m in net_metrics.build(report(), build_resource())
+                                                  .resource_metrics[0].scope_metrics[0].metrics}

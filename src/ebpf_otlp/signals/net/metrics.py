@@ -8,10 +8,13 @@
   ebpf_otlp.tcp.resets               Sum {reset}, ebpf_otlp.tcp.reset.direction sent/received
   ebpf_otlp.tcp.rtt                  Histogram s: smoothed RTT at close, or every ACK (--rtt)
   ebpf_otlp.udp.bytes / .datagrams   Sum, per process, peer and direction
+  http.server.request.duration       Histogram s, HTTP requests served (semantic conventions)
+  http.client.request.duration       Histogram s, HTTP requests made
 
 Attributes stay bounded: the server side's address and port (never a client's ephemeral
 port), the process and its container, the role (`network.tcp.handshake.role` in the open
-semantic-conventions proposal for TCP metrics).
+semantic-conventions proposal for TCP metrics). HTTP metrics carry a route, never a raw
+path: `http.route` folds the path segments that look like ids (routes.py).
 """
 
 from __future__ import annotations
@@ -35,12 +38,15 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from ebpf_otlp import __version__
-from ebpf_otlp.signals.net.records import Connection, NetReport
+from ebpf_otlp.signals.net.records import Connection, HttpRequest, NetReport
+from ebpf_otlp.signals.net.routes import route_of
 
 # Seconds: 100 µs to 100 s, the range of connections from loopback RPCs to long transfers.
 DURATION_BOUNDS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
                    0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 100.0)
 RTT_BOUNDS = tuple((1 << i) / 1e6 for i in range(1, 24))   # 2 µs … 8.4 s, powers of two
+# The HTTP conventions' advice for http.*.request.duration.
+HTTP_BOUNDS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
 
 
 def _base(c: Connection) -> dict:
@@ -50,6 +56,20 @@ def _base(c: Connection) -> dict:
              "server.address": server_address, "server.port": server_port,
              "process.executable.name": c.process_name}
     return {**attrs, **c.container.attributes()}
+
+
+def _http(r: HttpRequest) -> dict:
+    """The conventions' attributes for request durations, all of bounded cardinality."""
+    server = (r.local_address, r.local_port) if r.kind == "server" else (r.peer_address, r.peer_port)
+    attrs = {"http.request.method": r.method, "url.scheme": "http", "http.route": route_of(r.target),
+             "network.protocol.name": "http", "network.protocol.version": r.version,
+             "server.address": server[0], "server.port": server[1],
+             "process.executable.name": r.process_name, **r.container.attributes()}
+    if r.status is not None:
+        attrs["http.response.status_code"] = r.status
+    if r.failed:
+        attrs["error.type"] = str(r.status) if r.status is not None else "no_response"
+    return attrs
 
 
 class _Histograms:
@@ -110,6 +130,10 @@ def build(report: NetReport, resource: Resource,
         udp_bytes[attrs] += f.bytes
         udp_datagrams[attrs] += f.datagrams
 
+    served, made = _Histograms(HTTP_BOUNDS), _Histograms(HTTP_BOUNDS)
+    for r in report.requests:
+        (served if r.kind == "server" else made).add(_http(r), r.duration_ns / 1e9)
+
     def total(name, description, unit, values):
         return Metric(name, description, unit, Sum(_sum_points(values, start, now), temporality, True))
 
@@ -128,5 +152,8 @@ def build(report: NetReport, resource: Resource,
         total("ebpf_otlp.udp.bytes", "UDP payload bytes", "By", udp_bytes),
         total("ebpf_otlp.udp.datagrams", "UDP datagrams", "{datagram}", udp_datagrams),
     ]
+    if report.requests:
+        metrics += [hist("http.server.request.duration", "Duration of HTTP server requests", served),
+                    hist("http.client.request.duration", "Duration of HTTP client requests", made)]
     scope = ScopeMetrics(InstrumentationScope("ebpf-otlp", __version__), metrics, "")
     return MetricsData([ResourceMetrics(resource, [scope], "")])
