@@ -62,7 +62,8 @@ struct conn {
     u32 retrans;             // tcp_retransmit_skb that went out (err == 0)
     s32 sk_err;              // at TCP_CLOSE: the application may consume it before destruction
     u8 proto;                // REQUESTS: PROTO_* below, what its first bytes looked like
-    u8 pad[3];
+    u8 tls_proto;            // TLS: the same of the plaintext its SSL calls carried
+    u8 pad[2];
     u8 role;
     u8 rst_sent;
     u8 rst_received;
@@ -109,6 +110,7 @@ enum tcp_stat {
     STAT_UDP_FULL,           // no room in `udp`
     STAT_FILTERED,           // closed, not wanted by the filters
     STAT_PAYLOAD_DROPPED,    // REQUESTS: ring buffer full, a send or receive not sent up
+    STAT_TLS_NO_SOCKET,      // TLS: an SSL call whose socket was never seen
     STAT_MAX,
 };
 
@@ -321,7 +323,7 @@ struct payload {             // to user space: one send or receive of an HTTP co
     u8 dir;                  // 0 sent, 1 received
     u8 tail_len;
     u8 role;                 // the connection's, and its addresses
-    u8 pad;
+    u8 tls;                  // 1: plaintext of an SSL call (TLS); 0: the socket's own bytes
     u16 family;
     u16 lport;
     u16 rport;
@@ -423,27 +425,22 @@ static __always_inline u32 copy_bytes(struct payload *e, u64 buf, u64 iov, u64 c
     return head;
 }
 
-static __always_inline void capture(u64 sk, struct conn *c, u32 len, u32 dir) {
-    if (c->proto == PROTO_OTHER)
-        return;
-    u32 tgid = task_ids() >> 32;
-    if (!traced(tgid))
-        return;
-    u64 buf = 0, iov = 0, count = 0;
-    if (!user_bytes(&buf, &iov, &count))
-        buf = iov = 0;       // sendfile, splice: its length only
-    if (c->proto == PROTO_UNKNOWN) {
+// One call's bytes up to user space, if the connection speaks HTTP (`proto`: what its first
+// bytes said, learnt here).
+static __always_inline void send_up(u64 sk, struct conn *c, u32 len, u32 dir, u64 buf, u64 iov,
+                                    u64 count, u8 *proto, u8 tls) {
+    if (*proto == PROTO_UNKNOWN) {
         u8 sig[8] = {};
         u64 first[2] = {buf, len};
         if (!buf && iov && bpf_probe_read_user(first, sizeof(first), (void *)iov))
             first[0] = 0;
         if (!first[0] || first[1] < 8 || len < 8 ||
             bpf_probe_read_user(sig, sizeof(sig), (void *)first[0]) || !looks_http(sig)) {
-            if (c->role)     // its first bytes, not HTTP: not looked at again
-                c->proto = PROTO_OTHER;
+            if (c->role || tls)   // its first bytes, not HTTP: not looked at again
+                *proto = PROTO_OTHER;
             return;
         }
-        c->proto = PROTO_HTTP1;
+        *proto = PROTO_HTTP1;
     }
     int zero = 0;
     struct payload *e = payload_scratch.lookup(&zero);
@@ -452,11 +449,11 @@ static __always_inline void capture(u64 sk, struct conn *c, u32 len, u32 dir) {
     e->sk = sk;
     e->conn_start_ns = c->start_ns;
     e->ts_ns = bpf_ktime_get_ns();
-    e->tgid = tgid;
+    e->tgid = task_ids() >> 32;
     e->len = len;
     e->dir = dir;
     e->role = c->role;
-    e->pad = 0;
+    e->tls = tls;
     e->family = c->family;
     e->lport = c->lport;
     e->rport = c->rport;
@@ -472,6 +469,94 @@ static __always_inline void capture(u64 sk, struct conn *c, u32 len, u32 dir) {
     head &= 2 * REQ_HEAD - 1;    // (it is at most REQ_HEAD: this is for the verifier)
     if (payloads.ringbuf_output(e, __builtin_offsetof(struct payload, head) + head, wakeup(1)))
         bump(STAT_PAYLOAD_DROPPED);
+}
+
+#ifdef TLS
+// TLS: uprobes on OpenSSL's SSL_read/SSL_write (and the _ex forms, all CPython uses). At
+// the entry the call's buffer is kept per thread; the socket call it makes inside (if it
+// makes one: a read may be served from what OpenSSL buffered) names its socket, kept per
+// SSL object for the calls that make none; at the return the plaintext goes up as the
+// connection's. The socket's own bytes under an SSL call are ciphertext: never sent up.
+struct ssl_call {
+    u64 ssl;
+    u64 buf;
+    u64 count_at;            // _ex: where the byte count is written (else: the return value)
+    u64 sk;                  // the socket its nested send or receive used (0: none)
+    u32 dir;
+    u32 pad;
+};
+BPF_HASH(ssl_calls, u32, struct ssl_call, 16384);      // thread → its SSL call in progress
+BPF_TABLE("lru_hash", u64, u64, ssl_sockets, 65536);   // SSL * → its socket
+
+static __always_inline int ssl_enter(struct pt_regs *ctx, u32 dir, int ex) {
+    u32 tgid = task_ids() >> 32, tid = bpf_get_current_pid_tgid();
+    if (!traced(tgid))
+        return 0;
+    struct ssl_call call = {.ssl = PT_REGS_PARM1(ctx), .buf = PT_REGS_PARM2(ctx), .dir = dir};
+    if (ex)
+        call.count_at = PT_REGS_PARM4(ctx);
+    ssl_calls.update(&tid, &call);
+    return 0;
+}
+
+int ssl_write_enter(struct pt_regs *ctx) { return ssl_enter(ctx, 0, 0); }
+int ssl_read_enter(struct pt_regs *ctx) { return ssl_enter(ctx, 1, 0); }
+int ssl_write_ex_enter(struct pt_regs *ctx) { return ssl_enter(ctx, 0, 1); }
+int ssl_read_ex_enter(struct pt_regs *ctx) { return ssl_enter(ctx, 1, 1); }
+
+int ssl_return(struct pt_regs *ctx) {
+    u32 tid = bpf_get_current_pid_tgid();
+    struct ssl_call *p = ssl_calls.lookup(&tid);
+    if (!p)
+        return 0;
+    struct ssl_call call = *p;
+    ssl_calls.delete(&tid);
+    int ret = (int)PT_REGS_RC(ctx);  // SSL_read's -1 is an int
+    u64 n = ret;
+    if (call.count_at) {
+        n = 0;
+        if (ret != 1 || bpf_probe_read_user(&n, sizeof(n), (void *)call.count_at))
+            return 0;
+    }
+    if (ret <= 0 || !n)
+        return 0;
+    u64 sk = call.sk;
+    if (sk) {
+        ssl_sockets.update(&call.ssl, &sk);
+    } else {
+        u64 *known = ssl_sockets.lookup(&call.ssl);
+        if (!known) {
+            bump(STAT_TLS_NO_SOCKET);
+            return 0;
+        }
+        sk = *known;
+    }
+    struct conn *c = conns.lookup(&sk);
+    if (!c)
+        return 0;
+    send_up(sk, c, n, call.dir, call.buf, 0, 0, &c->tls_proto, 1);
+    return 0;
+}
+#endif
+
+static __always_inline void capture(u64 sk, struct conn *c, u32 len, u32 dir) {
+#ifdef TLS
+    u32 tid = bpf_get_current_pid_tgid();
+    struct ssl_call *call = ssl_calls.lookup(&tid);
+    if (call) {              // ciphertext: its plaintext goes up at the SSL call's return
+        call->sk = sk;
+        c->proto = PROTO_OTHER;
+        return;
+    }
+#endif
+    if (c->proto == PROTO_OTHER)
+        return;
+    if (!traced(task_ids() >> 32))
+        return;
+    u64 buf = 0, iov = 0, count = 0;
+    if (!user_bytes(&buf, &iov, &count))
+        buf = iov = 0;       // sendfile, splice: its length only
+    send_up(sk, c, len, dir, buf, iov, count, &c->proto, 0);
 }
 #endif
 

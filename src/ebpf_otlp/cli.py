@@ -406,6 +406,8 @@ def valid_ports(ctx, param, ports):
               help="Concurrent connections the kernel side can follow; more are counted as lost.")
 @click.option("--protocols", type=click.Choice(PROTOCOLS), **default(NetSettings.protocols),
               help="Request spans for these protocols (HTTP/1.x), or none: connections only.")
+@click.option("--tls/--no-tls", **default(NetSettings.tls),
+              help="Requests over TLS too: uprobes on OpenSSL's SSL_read/SSL_write.")
 @click.option("--top", type=click.IntRange(min=0), default=20, show_default=True,
               help="Rows in the summary per process and peer (0: none).")
 @click.option("-q", "--quiet", is_flag=True, help="No line per connection.")
@@ -416,7 +418,7 @@ def valid_ports(ctx, param, ports):
 @otlp_options
 @command_argument
 def trace_net(pids, comm, include_self, ports, duration, interval, hooks, rtt, udp, max_connections, protocols,
-              top, quiet, all_lines, output, command, **otlp_flags):
+              tls, top, quiet, all_lines, output, command, **otlp_flags):
     """Trace every TCP connection (IPv4 and IPv6, either role): a line and a span per
     connection with its process, addresses, bytes, retransmits, RTT and how it ended;
     a span per HTTP/1.x request on them, as server or client; TCP and UDP metrics every
@@ -432,7 +434,7 @@ def trace_net(pids, comm, include_self, ports, duration, interval, hooks, rtt, u
     otlp, spool = otlp_from_flags(otlp_flags)
     net = NetSettings(pids=pids, comm=comm, ports=ports, hooks=hooks, rtt=rtt, udp=udp,
                       max_conns=max_connections, interval_s=interval, include_self=include_self,
-                      protocols=protocols)
+                      protocols=protocols, tls=tls)
     render = (lambda r, c: table.render_summary(r, c, top)) if top else None
     return run_command(NET, Command(net, duration, list(command), [(output, "jsonl")] if output else [],
                                     render, live_terminal=False if quiet else True if all_lines else None,

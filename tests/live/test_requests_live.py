@@ -1,8 +1,9 @@
 """trace-net's HTTP/1.x request spans live, against real servers and clients: Python's
 ThreadingHTTPServer (tests/workloads/http_server.py, its own log of every request answered)
 and Debian's nginx (its access log), driven by curl (one keep-alive connection for several
-URLs), Python's http.client and two requests pipelined in one send. Ground truth: the
-servers' logs; every request is seen once by the server and once by its client."""
+URLs), Python's http.client and two requests pipelined in one send, plain and over TLS
+(OpenSSL). Ground truth: the servers' logs; every request is seen once by the server and
+once by its client."""
 
 from __future__ import annotations
 
@@ -17,14 +18,17 @@ import time
 import pytest
 
 from conftest import WORKLOADS, agent_popen, need_tool, wait_for_line
-from support.collector import GrpcCollector
+from support.collector import GrpcCollector, self_signed_cert
 
 pytestmark = pytest.mark.live
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 TRACE_ID, PARENT_ID = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
-HTTP_CLIENT = """import http.client, sys
-c = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]))
+HTTP_CLIENT = """import http.client, ssl, sys
+if sys.argv[2:] == ["tls"]:
+    c = http.client.HTTPSConnection("127.0.0.1", int(sys.argv[1]), context=ssl._create_unverified_context())
+else:
+    c = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]))
 for method, path, body in (("GET", "/ok", None), ("POST", "/echo", b"p" * 3000), ("HEAD", "/ok", None),
                            ("GET", "/chunked", None), ("GET", "/missing", None)):
     c.request(method, path, body=body)
@@ -41,7 +45,7 @@ def tracing(tmp_path, port: int, *args):
     run = agent_popen("trace-net", "-q", "-o", str(out), "--port", str(port), *args)
     got: dict = {}
     try:
-        wait_for_line(run.stderr, "tracing TCP connections")
+        got["notice"] = wait_for_line(run.stderr, "tracing TCP connections")[-1]
         yield got
         time.sleep(0.3)   # the last responses' calls reach the next drain
     finally:
@@ -72,16 +76,16 @@ def pipelined(port: int, paths: list[str]) -> None:
             data = data[length:]
 
 
-def curl(port: int, paths: list[str], *extra: str) -> None:
+def curl(port: int, paths: list[str], *extra: str, scheme: str = "http") -> None:
     args = [need_tool("curl", "/usr/bin/curl"), "-s", "--http1.1", *extra]
     for p in paths:
-        args += [f"http://127.0.0.1:{port}{p}", "-o", "/dev/null"]
+        args += [f"{scheme}://127.0.0.1:{port}{p}", "-o", "/dev/null"]
     subprocess.run(args, check=True, timeout=60)
 
 
 @contextlib.contextmanager
-def python_server():
-    server = subprocess.Popen([SYSTEM_PYTHON, str(WORKLOADS / "http_server.py")], stdin=subprocess.PIPE,
+def python_server(*args: str):
+    server = subprocess.Popen([SYSTEM_PYTHON, str(WORKLOADS / "http_server.py"), *args], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         port = int(wait_for_line(server.stderr, "listening")[-1].split()[1])
@@ -117,6 +121,24 @@ def test_requests_to_a_python_server_from_curl_http_client_and_pipelining(tmp_pa
     assert len(servers) == 1 and {r["process_name"] for r in got["http"] if r["kind"] == "server"} == {"python3"}
     assert "HTTP requests by process and route" in got["stdout"]
     assert "losses: none" in got["stdout"] + got["stderr"]
+
+
+def test_requests_over_tls_from_curl_and_http_client(tmp_path):
+    """HTTPS through OpenSSL: curl (SSL_read/SSL_write) and Python's ssl (the _ex forms) on
+    both sides. Every request the server logged is one SERVER and one CLIENT span, scheme
+    https; the ciphertext under them is never parsed; nothing lost."""
+    cert, key = self_signed_cert(tmp_path)
+    with python_server("--tls", cert, key) as (port, log):
+        with tracing(tmp_path, port) as got:
+            curl(port, ["/ok", "/missing", "/chunked", "/big"], "-k", scheme="https")
+            subprocess.run([SYSTEM_PYTHON, "-c", HTTP_CLIENT, str(port), "tls"], check=True, timeout=60)
+    logged = collections.Counter((r["method"], r["path"], r["status"]) for r in log)
+    assert sum(logged.values()) == 9
+    assert counted(got["http"], "server") == logged, got["http"]
+    assert counted(got["http"], "client") == logged
+    assert {r["scheme"] for r in got["http"]} == {"https"} and {r["ended_by"] for r in got["http"]} == {"framing"}
+    assert {r["response_body_bytes"] for r in got["http"] if r["target"] == "/big"} == {1 << 20}
+    assert "over TLS in" in got["notice"] and "losses: none" in got["stdout"] + got["stderr"]
 
 
 def test_a_traceparent_header_puts_the_server_span_in_that_trace(tmp_path):

@@ -235,17 +235,18 @@ def test_udp_bytes_and_datagrams_per_process(lab, tmp_path):
 
 def test_kprobe_programs_compile_and_pass_the_verifier():
     """This kernel cannot attach kprobes, so the kprobe path is loaded, not attached: every
-    program must get through clang and the verifier with the running kernel's offsets."""
+    program must get through clang and the verifier with the running kernel's offsets,
+    request capture and its TLS probes included."""
     from bcc import BPF
 
-    from ebpf_otlp.signals.net.collector import KPROBES, TcpCollector
+    from ebpf_otlp.signals.net.collector import KPROBES, SSL_FUNCTIONS, TcpCollector
     from ebpf_otlp.runtime import loader
 
-    collector = TcpCollector(pids=[1], ports=[80], rtt=True)
+    collector = TcpCollector(pids=[1], ports=[80], rtt=True, requests=True, tls=True)
     collector.hooks = "kprobes"
     bpf = loader.load("tcp_life", collector.defines())
     try:
-        for fn, _target, _ret in KPROBES:
+        for fn in [k[0] for k in KPROBES] + [f[1] for f in SSL_FUNCTIONS] + ["ssl_return"]:
             assert bpf.load_func(fn.encode(), BPF.KPROBE).fd >= 0
     finally:
         bpf.cleanup()

@@ -10,7 +10,8 @@ ThreadingHTTPServer (keep-alive), standard library only.
 
 Each request answered is one JSON line on stdout: method, path, status, and the handler's
 own time in ns (from the request line read to the response written). `listening PORT`
-goes to stderr once it accepts; it serves until stdin closes."""
+goes to stderr once it accepts; it serves until stdin closes. `--tls CERT KEY`: HTTPS,
+through Python's ssl module (OpenSSL's SSL_read_ex/SSL_write_ex)."""
 
 from __future__ import annotations
 
@@ -74,6 +75,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 def main() -> int:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    if sys.argv[1:2] == ["--tls"]:
+        import ssl
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(sys.argv[2], sys.argv[3])
+        server.socket = context.wrap_socket(server.socket, server_side=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     print(f"listening {server.server_address[1]}", file=sys.stderr, flush=True)
     sys.stdin.read()

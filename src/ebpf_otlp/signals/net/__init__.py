@@ -13,7 +13,13 @@ HERE = "ebpf_otlp.signals.net"
 def _describe(net, processor, target: str) -> str:
     """Said after the start: the hooks are chosen as the collector starts."""
     ports = f", ports {', '.join(map(str, net.ports))}" if net.ports else ""
-    return f"tracing TCP connections of {target}{ports} ({processor.collector.hooks})"
+    c = processor.collector
+    requests = ""
+    if c.requests:
+        tls = (f", over TLS in {', '.join(c.tls_libraries)}" if c.tls_libraries else
+               ", no libssl to probe for TLS" if c.tls else "")
+        requests = f"; HTTP requests{tls}"
+    return f"tracing TCP connections of {target}{ports} ({c.hooks}){requests}"
 
 
 NET = Signal(

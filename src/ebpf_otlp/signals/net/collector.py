@@ -50,12 +50,13 @@ KPROBES = (("kp_tcp_set_state", "tcp_set_state", False), ("kp_tcp_sendmsg", "tcp
 
 # `enum tcp_stat` of bpf/tcp_life.bpf.c, in its order.
 STATS = StatsEnum(("closed", "conns full", "ringbuf full", "no start", "udp full", "filtered",
-                   "payload dropped"),
+                   "payload dropped", "tls no socket"),
                   processed="closed",
                   losses={"conns full": "connection not traced (connection map full)",
                           "ringbuf full": "closed connection dropped (ring buffer full)",
                           "udp full": "udp flow dropped (udp map full)",
-                          "payload dropped": "HTTP send or receive dropped (ring buffer full)"})
+                          "payload dropped": "HTTP send or receive dropped (ring buffer full)",
+                          "tls no socket": "TLS read or write dropped (its socket never seen)"})
 REQ_TAIL = 8
 ROLES = {1: "client", 2: "server"}
 ST_SYN_SENT = 2
@@ -78,7 +79,8 @@ class _Conn(ct.Structure):
     _fields_ = [("start_ns", ct.c_uint64), ("established_ns", ct.c_uint64), ("end_ns", ct.c_uint64),
                 ("tx_bytes", ct.c_uint64), ("rx_bytes", ct.c_uint64),
                 ("tgid", ct.c_uint32), ("retrans", ct.c_uint32),
-                ("sk_err", ct.c_int32), ("proto", ct.c_uint8), ("pad", ct.c_uint8 * 3),
+                ("sk_err", ct.c_int32), ("proto", ct.c_uint8), ("tls_proto", ct.c_uint8),
+                ("pad", ct.c_uint8 * 2),
                 ("role", ct.c_uint8), ("rst_sent", ct.c_uint8), ("rst_received", ct.c_uint8),
                 ("oldstate", ct.c_uint8), ("family", ct.c_uint16), ("lport", ct.c_uint16),
                 ("rport", ct.c_uint16), ("seen", ct.c_uint16),
@@ -96,6 +98,32 @@ class _Closed(ct.Structure):
 # sk, conn_start_ns, ts_ns, tgid, len, head_len, dir, tail_len, role, pad, family, lport,
 # rport, laddr, raddr, comm, tail.
 PAYLOAD = struct.Struct(f"<QQQIIHBBBBHHH16s16s16s{REQ_TAIL}s")
+
+
+SSL_FUNCTIONS = (("SSL_write", "ssl_write_enter"), ("SSL_read", "ssl_read_enter"),
+                 ("SSL_write_ex", "ssl_write_ex_enter"), ("SSL_read_ex", "ssl_read_ex_enter"))
+SYSTEM_LIBSSL = ("/usr/lib/x86_64-linux-gnu/libssl.so.3", "/usr/lib64/libssl.so.3", "/usr/lib/libssl.so.3")
+
+
+def libssl_files() -> list[str]:
+    """OpenSSL's libssl as the running processes map it (by their root: a container's own
+    copy too), and the system's."""
+    found: dict[tuple[int, int], str] = {}
+    paths = [p for p in SYSTEM_LIBSSL if os.path.exists(p)]
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/maps") as f:
+                paths += [f"/proc/{pid}/root{line.split(None, 5)[5].strip()}" for line in f
+                          if "/libssl.so" in line and line.count(" ") >= 5]
+        except OSError:
+            continue
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        found.setdefault((st.st_dev, st.st_ino), path)
+    return sorted(found.values())
 
 
 def tracefs_has(event: str) -> bool:
@@ -184,6 +212,7 @@ class _Peer:
     local: tuple[str, int] = ("", 0)
     peer: tuple[str, int] = ("", 0)
     container: object = HOST
+    scheme: str = "http"
 
 
 class TcpCollector(Collector):
@@ -197,7 +226,7 @@ class TcpCollector(Collector):
                  ports: list[int] | None = None, hooks: str = "auto", rtt: bool = False,
                  udp: bool = True, max_conns: int = 65536, interval_s: float = 1.0,
                  follow_forks: bool = False, include_self: bool = False, requests: bool = False,
-                 head_bytes: int = 512):
+                 head_bytes: int = 512, tls: bool = True):
         super().__init__()
         self.targets = Targets(list(pids or []), comm, follow_forks, include_self)
         self.pids, self.comm, self.ports = list(pids or []), comm, list(ports or [])
@@ -209,7 +238,8 @@ class TcpCollector(Collector):
         self._closed: list[_Closed] = []
         self._containers: dict = {}
         self._clock_offset = time.time_ns() - time.monotonic_ns()   # bpf_ktime → wall clock
-        self.requests, self.head_bytes = requests, head_bytes
+        self.requests, self.head_bytes, self.tls = requests, head_bytes, requests and tls
+        self.tls_libraries: list[str] = []
         self._payloads: list[bytes] = []
         self._http: dict[tuple[int, int], tuple[Http1Connection, object]] = {}   # (sk, start) →
 
@@ -227,13 +257,15 @@ class TcpCollector(Collector):
         self._bpf["closed_events"].open_ring_buffer(self._on_closed)
         if self.requests:
             self._bpf["payloads"].open_ring_buffer(self._on_payload)
+        if self.tls:
+            self._attach_tls()
 
     def defines(self) -> dict[str, object]:
         return {**field_offsets(), f"HOOKS_{self.hooks.upper()}": True, "MAX_CONNS": self.max_conns,
                 "MAX_UDP": 16384, "UDP": self.udp, "RTT": self.rtt,
                 "RETRANS_ERR": self.hooks == "tracepoints" and _has_field("tcp/tcp_retransmit_skb", "err"),
                 **self.targets.defines(), "FILTER_PORTS": bool(self.ports),
-                "REQUESTS": self.requests, "REQ_HEAD": self.head_bytes, "REQ_TAIL": REQ_TAIL,
+                "REQUESTS": self.requests, "TLS": self.tls, "REQ_HEAD": self.head_bytes, "REQ_TAIL": REQ_TAIL,
                 "PAYLOAD_PAGES": 2048}   # 8 MiB
 
     def _fill_filters(self) -> None:
@@ -246,6 +278,18 @@ class TcpCollector(Collector):
     def _on_closed(self, _ctx, data, _size) -> None:
         """Only copied here: building records waits until the poll returns."""
         self._closed.append(_Closed.from_buffer_copy(ct.string_at(data, ct.sizeof(_Closed))))
+
+    def _attach_tls(self) -> None:
+        """SSL_read/SSL_write and their _ex forms in every libssl the processes map now (and
+        the system's, which later ones map): a uprobe is on the file, for every process."""
+        for path in libssl_files():
+            try:
+                for sym, entry in SSL_FUNCTIONS:
+                    self._bpf.attach_uprobe(name=path.encode(), sym=sym.encode(), fn_name=entry.encode())
+                    self._bpf.attach_uretprobe(name=path.encode(), sym=sym.encode(), fn_name=b"ssl_return")
+            except Exception:   # BCC raises Exception: a library without these symbols
+                continue
+            self.tls_libraries.append(path)
 
     def _on_payload(self, _ctx, data, size) -> None:
         self._payloads.append(ct.string_at(data, size))
@@ -293,13 +337,13 @@ class TcpCollector(Collector):
         out: list[HttpRequest] = []
         unpack, size, http = PAYLOAD.unpack_from, PAYLOAD.size, self._http
         for data in raw:
-            (sk, conn_start, ts, tgid, length, head_len, dir_, tail_len, role, _, family, lport, rport,
+            (sk, conn_start, ts, tgid, length, head_len, dir_, tail_len, role, tls, family, lport, rport,
              laddr, raddr, comm, tail) = unpack(data)
-            key = (sk, conn_start)
+            key = (sk, conn_start, tls)
             entry = http.get(key)
             if entry is None:
                 entry = http[key] = (Http1Connection(), self._peer(tgid, comm, family, lport, rport,
-                                                                   laddr, raddr))
+                                                                   laddr, raddr, tls))
             if entry[1].wanted:
                 entry[0].feed(Call(ts, dir_, length, data[size:size + head_len], tail[:tail_len]))
                 if entry[0].done:
@@ -307,16 +351,16 @@ class TcpCollector(Collector):
         return out
 
     def _peer(self, tgid: int, comm: bytes, family: int, lport: int, rport: int, laddr: bytes,
-              raddr: bytes) -> _Peer:
+              raddr: bytes, tls: int) -> _Peer:
         name = comm.rstrip(b"\0").decode(errors="replace")
         if (self.ports and lport not in self.ports and rport not in self.ports) or \
                 not self.targets.comm_matches(name):
             return _Peer(False)
         local, peer = _address(family, laddr), _address(family, raddr)
         return _Peer(True, tgid, name, max(local[0], peer[0]), (local[1], lport), (peer[1], rport),
-                     self._container(tgid))
+                     self._container(tgid), "https" if tls else "http")
 
-    def _exchanges(self, key: tuple[int, int], close: str = "") -> list[HttpRequest]:
+    def _exchanges(self, key: tuple[int, int, int], close: str = "") -> list[HttpRequest]:
         stream, p = self._http[key]
         if close:
             stream.close(close)
@@ -338,15 +382,16 @@ class TcpCollector(Collector):
                 host=h.get("host", ""), user_agent=h.get("user-agent", ""),
                 traceparent=h.get("traceparent", ""), request_body_bytes=x.request.body_bytes,
                 response_body_bytes=x.response.body_bytes if x.response else 0,
-                ended_by=x.ended_by, container=p.container))
+                ended_by=x.ended_by, container=p.container, scheme=p.scheme))
         return out
 
     def _records(self) -> list:
         closed, self._closed = self._closed, []
         out: list = self._requests() if self.requests else []
         for e in closed:
-            if (e.sk, e.c.start_ns) in self._http:
-                out += self._exchanges((e.sk, e.c.start_ns), close="close")
+            for tls in (0, 1):
+                if (e.sk, e.c.start_ns, tls) in self._http:
+                    out += self._exchanges((e.sk, e.c.start_ns, tls), close="close")
             result = result_of(e.c.oldstate, e.c.sk_err, bool(e.c.rst_sent), bool(e.c.rst_received))
             sent, received = payload_bytes(e.bytes_acked, e.bytes_received, e.c.seen,
                                            result == "normal")

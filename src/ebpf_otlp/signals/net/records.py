@@ -99,6 +99,7 @@ class HttpRequest:
     response_body_bytes: int = 0
     ended_by: str = "framing"   # framing, close, next request, capture end
     container: ContainerInfo = HOST
+    scheme: str = "http"        # "https": the plaintext of OpenSSL calls
 
     @property
     def failed(self) -> bool:

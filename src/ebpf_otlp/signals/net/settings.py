@@ -34,6 +34,8 @@ class NetSettings:
     include_self: bool = field(default=False, metadata=toml("include_self", v.boolean))
     # request spans: "http" (HTTP/1.x), or "none" for connections only
     protocols: str = field(default="http", metadata=toml("protocols", v.choice(*PROTOCOLS)))
+    # HTTP over TLS: uprobes on OpenSSL's SSL_read/SSL_write, plaintext linked to its socket
+    tls: bool = field(default=True, metadata=toml("tls", v.boolean))
     # bytes copied from the start of each send and receive of an HTTP connection
     head_bytes: int = field(default=512, metadata=toml("head_bytes", lambda x: _head_bytes(x)))
 

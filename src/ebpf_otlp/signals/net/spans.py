@@ -67,7 +67,7 @@ def request_attributes(r: HttpRequest) -> dict:
     server_address, server_port = (host or server[0]), (int(port) if port else server[1])
     path, _, query = r.target.partition("?")
     attrs = {
-        "http.request.method": r.method, "url.scheme": "http",
+        "http.request.method": r.method, "url.scheme": r.scheme,
         "server.address": server_address, "server.port": server_port,
         "network.protocol.name": "http", "network.protocol.version": r.version,
         "network.transport": "tcp", "network.type": f"ipv{r.family}",
@@ -81,7 +81,7 @@ def request_attributes(r: HttpRequest) -> dict:
         if query:
             attrs["url.query"] = query
     else:
-        attrs["url.full"] = f"http://{endpoint(server_address, server_port)}{r.target}"
+        attrs["url.full"] = f"{r.scheme}://{endpoint(server_address, server_port)}{r.target}"
     if r.status is not None:
         attrs["http.response.status_code"] = r.status
     if r.user_agent:
