@@ -164,6 +164,12 @@ def test_a_traceparent_header_puts_the_server_span_in_that_trace(tmp_path):
     assert [r["traceparent"] for r in got["http"] if r["target"] == "/ok"] == [f"00-{TRACE_ID}-{PARENT_ID}-01"] * 2
 
 
+HTTPS_PAIR = """import http.client, ssl, sys
+c = http.client.HTTPSConnection("127.0.0.1", int(sys.argv[1]), context=ssl._create_unverified_context())
+for path in ("/ok", "/big.bin"):
+    c.request("GET", path)
+    c.getresponse().read()
+"""
 NGINX_CONF = """daemon off;
 user root;
 worker_processes 1;
@@ -176,7 +182,8 @@ http {{
   client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fastcgi;
   uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
   server {{
-    listen 127.0.0.1:{port};
+    listen 127.0.0.1:{port}{tls};
+    {certs}
     root {d}/www;
     location = /ok {{ return 200 "ok\\n"; }}
     location = /boom {{ return 500; }}
@@ -185,24 +192,33 @@ http {{
 """
 
 
-def test_requests_to_nginx_match_its_access_log(tmp_path):
-    """nginx sends /big.bin (1 MiB) with sendfile: its body is counted by length alone.
-    (Its worker runs as root here: pytest's directories are root's alone.)"""
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_requests_to_nginx_match_its_access_log(tmp_path, scheme):
+    """Plain, nginx sends /big.bin (1 MiB) with sendfile: its body is counted by length
+    alone; over TLS, through SSL_write. (Its worker runs as root here: pytest's
+    directories are root's alone.)"""
     nginx = need_tool("nginx", "/usr/sbin/nginx")
+    tls, certs = "", ""
+    if scheme == "https":
+        cert, key = self_signed_cert(tmp_path)
+        tls, certs = " ssl", f"ssl_certificate {cert}; ssl_certificate_key {key};"
     (tmp_path / "www").mkdir()
     (tmp_path / "www" / "big.bin").write_bytes(b"n" * (1 << 20))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    (tmp_path / "nginx.conf").write_text(NGINX_CONF.format(d=tmp_path, port=port))
+    (tmp_path / "nginx.conf").write_text(NGINX_CONF.format(d=tmp_path, port=port, tls=tls, certs=certs))
     server = subprocess.Popen([nginx, "-c", str(tmp_path / "nginx.conf"), "-p", str(tmp_path)])
     try:
         deadline = time.monotonic() + 10
         while socket.socket().connect_ex(("127.0.0.1", port)) and time.monotonic() < deadline:
             time.sleep(0.05)
         with tracing(tmp_path, port) as got:
-            curl(port, ["/ok", "/missing", "/boom", "/big.bin", "/ok"])
-            pipelined(port, ["/ok", "/big.bin"])
+            curl(port, ["/ok", "/missing", "/boom", "/big.bin", "/ok"], "-k", scheme=scheme)
+            if scheme == "http":
+                pipelined(port, ["/ok", "/big.bin"])
+            else:   # the same through Python's ssl
+                subprocess.run([SYSTEM_PYTHON, "-c", HTTPS_PAIR, str(port)], check=True, timeout=60)
     finally:
         server.terminate()
         server.wait(timeout=10)
@@ -216,3 +232,4 @@ def test_requests_to_nginx_match_its_access_log(tmp_path):
     assert {r["ended_by"] for r in got["http"]} == {"framing"}
     assert {r["response_body_bytes"] for r in got["http"] if r["target"] == "/big.bin"} == {1 << 20}
     assert {r["process_name"] for r in got["http"] if r["kind"] == "server"} == {"nginx"}
+    assert {r["scheme"] for r in got["http"]} == {scheme}
