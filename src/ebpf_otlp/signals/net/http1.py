@@ -11,10 +11,12 @@ from collections import deque
 from dataclasses import dataclass
 
 METHODS = {"GET", "POST", "PUT", "HEAD", "DELETE", "OPTIONS", "PATCH", "CONNECT", "TRACE"}
+# The headers read: framing, and what the records and spans carry.
+HEADERS = {b"content-length", b"transfer-encoding", b"host", b"user-agent", b"traceparent"}
 LAST_CHUNK = b"0\r\n\r\n"
 
 
-@dataclass
+@dataclass(slots=True)
 class Call:
     """One send (dir 0) or receive (dir 1): its time, length, first bytes and last bytes."""
     ts_ns: int
@@ -24,22 +26,19 @@ class Call:
     tail: bytes = b""
 
 
-@dataclass
+@dataclass(slots=True)
 class Message:
     """A request or a response, from its first call to the call that ends it."""
     start_line: str
-    headers: dict[str, str]
+    headers: dict[str, str]      # the ones read (HEADERS), by lower-case name
     start_ns: int
     end_ns: int = 0
     body_bytes: int = 0
     truncated: bool = False      # its headers went past the bytes copied
-
-    @property
-    def is_request(self) -> bool:
-        return not self.start_line.startswith("HTTP/")
+    is_request: bool = True
 
 
-@dataclass
+@dataclass(slots=True)
 class Exchange:
     """A request and its response (None: none came)."""
     request: Message
@@ -80,8 +79,9 @@ def parse_head(data: bytes) -> tuple[str, dict[str, str], int] | None:
     headers: dict[str, str] = {}
     for line in lines[1:] if end >= 0 else lines[1:-1]:   # the last line may be cut
         name, sep, value = line.partition(b":")
-        if sep:
-            headers[name.strip().lower().decode("latin-1")] = value.strip().decode("latin-1")
+        name = name.strip().lower()
+        if sep and name in HEADERS:
+            headers[name.decode()] = value.strip().decode("latin-1")
     return start, headers, (end + 4 if end >= 0 else -1)
 
 
@@ -138,7 +138,7 @@ class Http1Connection:
             self.unparsed += 1
             return call.length   # out of step: the rest of this call is skipped
         start, headers, size = parsed
-        msg = Message(start, headers, call.ts_ns, end_ns=call.ts_ns, truncated=size < 0)
+        msg = Message(start, headers, call.ts_ns, call.ts_ns, 0, size < 0, not start.startswith("HTTP/"))
         d = self.dirs[call.dir]
         d.message = msg
         if self.requests_dir is None:
