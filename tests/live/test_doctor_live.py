@@ -88,6 +88,8 @@ def test_doctor_mounts_tracefs_and_reports_what_works():
         assert "CONFIG_KPROBES" in checks["kprobe attach"]["detail"]
     assert doc["commands"]["profile"].startswith("yes")
     assert doc["commands"]["syscalls"].startswith("yes")
+    assert checks["TLS libraries"]["ok"] and "libssl.so.3" in checks["TLS libraries"]["detail"], checks
+    assert "HTTPS through OpenSSL uprobes" in doc["commands"]["trace-net"]
 
 
 def test_doctor_lists_only_commands_that_exist_and_exits_0_when_one_can_run():

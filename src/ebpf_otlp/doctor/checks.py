@@ -114,6 +114,7 @@ class Doctor:
             "tcp/tcp_retransmit_skb", "tcp/tcp_receive_reset", "tcp/tcp_destroy_sock",
             "tcp/tcp_probe"))
         self.check("tcp_sock offsets from BTF", _tcp_offsets)
+        self.check("TLS libraries", _tls_coverage)
         self.check("syscall tracepoints", lambda: _tracepoints_exist(
             "raw_syscalls/sys_enter", "raw_syscalls/sys_exit"))
         bpf.cleanup()
@@ -139,9 +140,10 @@ class Doctor:
         hooks = "tcp tracepoints" if self.ok("tcp tracepoints") or not self.ok("kprobe attach") \
             else "kprobe attach"
         why = self._needs(*_LOAD, "btf", "tcp_sock offsets from BTF", hooks)
+        tls = ", HTTPS through OpenSSL uprobes" if self.ok("TLS libraries") and self.ok("uprobe attach") else ""
         out.append(Command("trace-net", why is None, why or (
-            "yes (tracepoints sock:inet_sock_set_state, tcp:*)" if hooks == "tcp tracepoints"
-            else "yes (kprobes tcp_set_state, ...)")))
+            f"yes (tracepoints sock:inet_sock_set_state, tcp:*{tls})" if hooks == "tcp tracepoints"
+            else f"yes (kprobes tcp_set_state, ...{tls})")))
         why = self._needs(*_LOAD, "uprobe attach")
         out.append(Command("memleak", why is None, why or "yes (uprobes on the allocator)"))
         return out
@@ -253,6 +255,34 @@ def _tcp_offsets() -> str:
 
     offsets = field_offsets()
     return f"{len(offsets)} fields of tcp_sock and sock"
+
+
+def _tls_coverage() -> str:
+    """Which processes' HTTPS trace-net sees: OpenSSL's libssl is probed; GnuTLS, Go's
+    crypto/tls and a statically linked OpenSSL are not."""
+    from ebpf_otlp.signals.net.collector import libssl_files
+
+    openssl, gnutls = set(), set()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/maps") as f:
+                text = f.read()
+            with open(f"/proc/{pid}/comm") as f:
+                name = f.read().strip()
+        except OSError:
+            continue
+        if "/libssl.so" in text:
+            openssl.add(name)
+        if "/libgnutls.so" in text:
+            gnutls.add(name)
+    libraries = libssl_files()
+    if not libraries:
+        raise RuntimeError("no OpenSSL libssl here: trace-net sees plaintext HTTP only")
+    out = (f"trace-net probes OpenSSL in {', '.join(libraries)}; mapped now by "
+           f"{', '.join(sorted(openssl)) or 'no process'}")
+    if gnutls:
+        out += f"; not seen: GnuTLS in {', '.join(sorted(gnutls))}"
+    return out + " (Go's crypto/tls and a statically linked OpenSSL are not seen either)"
 
 
 def _tracepoints_exist(*names: str) -> str:
