@@ -383,6 +383,14 @@ def syscalls(pids, comm, include_self, syscalls, duration, interval, latency, la
                                          otlp=otlp, spool=spool))
 
 
+def valid_routes(ctx, param, routes):
+    from ebpf_otlp.signals.net.routes import check_pattern
+    try:
+        return [check_pattern(r) for r in routes]
+    except ValueError as e:
+        raise click.BadParameter(str(e), ctx, param) from None
+
+
 def valid_ports(ctx, param, ports):
     for port in ports:
         if not 1 <= port <= 65535:
@@ -408,6 +416,9 @@ def valid_ports(ctx, param, ports):
               help="Request spans for these protocols (HTTP/1.x), or none: connections only.")
 @click.option("--tls/--no-tls", **default(NetSettings.tls),
               help="Requests over TLS too: uprobes on OpenSSL's SSL_read/SSL_write.")
+@click.option("--route", "routes", multiple=True, callback=valid_routes, metavar="PATTERN",
+              help="A route, e.g. /users/{id} ({name} or * a segment, ** the rest): a request "
+                   "whose path matches is named by it (repeatable; the first match wins).")
 @click.option("--top", type=click.IntRange(min=0), default=20, show_default=True,
               help="Rows in the summary per process and peer (0: none).")
 @click.option("-q", "--quiet", is_flag=True, help="No line per connection.")
@@ -418,7 +429,7 @@ def valid_ports(ctx, param, ports):
 @otlp_options
 @command_argument
 def trace_net(pids, comm, include_self, ports, duration, interval, hooks, rtt, udp, max_connections, protocols,
-              tls, top, quiet, all_lines, output, command, **otlp_flags):
+              tls, routes, top, quiet, all_lines, output, command, **otlp_flags):
     """Trace every TCP connection (IPv4 and IPv6, either role): a line and a span per
     connection with its process, addresses, bytes, retransmits, RTT and how it ended;
     a span per HTTP/1.x request on them, as server or client; TCP and UDP metrics every
@@ -434,7 +445,7 @@ def trace_net(pids, comm, include_self, ports, duration, interval, hooks, rtt, u
     otlp, spool = otlp_from_flags(otlp_flags)
     net = NetSettings(pids=pids, comm=comm, ports=ports, hooks=hooks, rtt=rtt, udp=udp,
                       max_conns=max_connections, interval_s=interval, include_self=include_self,
-                      protocols=protocols, tls=tls)
+                      protocols=protocols, tls=tls, routes=routes)
     render = (lambda r, c: table.render_summary(r, c, top)) if top else None
     return run_command(NET, Command(net, duration, list(command), [(output, "jsonl")] if output else [],
                                     render, live_terminal=False if quiet else True if all_lines else None,

@@ -142,17 +142,21 @@ def test_requests_over_tls_from_curl_and_http_client(tmp_path):
 
 
 def test_a_traceparent_header_puts_the_server_span_in_that_trace(tmp_path):
+    """And --route names server spans by the first pattern their path matched."""
     with python_server() as (port, log), GrpcCollector() as col:
-        with tracing(tmp_path, port, "--otlp-endpoint", col.endpoint, "--interval", "1s") as got:
+        with tracing(tmp_path, port, "--otlp-endpoint", col.endpoint, "--interval", "1s",
+                     "--route", "/b{x}", "--route", "/{name}") as got:
             curl(port, ["/ok"], "-H", f"traceparent: 00-{TRACE_ID}-{PARENT_ID}-01")
             curl(port, ["/boom"])
         spans = [s for t in col.received["traces"] for rs in t.resource_spans for ss in rs.scope_spans
-                 for s in ss.spans if s.name == "GET"]
+                 for s in ss.spans if s.name.startswith("GET")]
     attrs = lambda s: {kv.key: kv.value.string_value or kv.value.int_value for kv in s.attributes}  # noqa: E731
     server = {attrs(s)["url.path"]: s for s in spans if s.kind == 2}
     assert set(server) == {"/ok", "/boom"}, [attrs(s) for s in spans]
     ok = server["/ok"]
     assert (ok.trace_id.hex(), ok.parent_span_id.hex()) == (TRACE_ID, PARENT_ID)
+    assert (ok.name, attrs(ok)["http.route"]) == ("GET /{name}", "/{name}")   # the first match
+    assert {s.name for s in spans if s.kind == 3} == {"GET"}   # a client span: the method
     assert server["/boom"].trace_id.hex() != TRACE_ID and not server["/boom"].parent_span_id
     a = attrs(server["/boom"])
     assert (a["http.request.method"], a["http.response.status_code"], a["url.scheme"]) == ("GET", 500, "http")

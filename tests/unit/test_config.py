@@ -148,7 +148,7 @@ def test_a_capture_tables_keys_are_its_settings_fields():
     and leaves the others at the settings' defaults."""
     assert set(cfg.schema()["trace_net"]) == {"pids", "comm", "ports", "hooks", "rtt", "udp",
                                               "max_connections", "include_self", "protocols",
-                                              "head_bytes", "tls"}
+                                              "head_bytes", "tls", "routes"}
     with pytest.raises(AgentError, match=r"\[trace_net\] head_bytes = 300: one of 128, 256"):
         cfg.check({"trace_net": {"head_bytes": 300}})
     s = NetSettings.from_table(cfg.check({"trace_net": {"max_connections": 2048}}).tables["trace_net"])

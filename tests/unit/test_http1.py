@@ -90,3 +90,15 @@ def test_routes_fold_ids():
     assert route_of("/o/3f2a9c1b77/items/550e8400-e29b-41d4-a716-446655440000") == "/o/*/items/*"
     assert route_of("/") == "/" and route_of("/v2/api/health") == "/v2/api/health"
     assert route_of("/img/photo123.jpg") == "/img/*"
+
+
+def test_user_route_patterns_match_before_folding():
+    import pytest
+    from ebpf_otlp.signals.net.routes import Routes
+    r = Routes(["/users/{id}", "/users/{id}/orders/*", "/static/**"])
+    assert r.match("/users/8812?x=1") == "/users/{id}" and r.match("/users/8812/orders/9") == "/users/{id}/orders/*"
+    assert r.match("/static/css/a.css") == "/static/**" and r.match("/users") == "" and r.match("/users/1/x") == ""
+    with pytest.raises(ValueError, match="starts with /"):
+        Routes(["users"])
+    with pytest.raises(ValueError, match="last segment"):
+        Routes(["/a/**/b"])

@@ -20,6 +20,7 @@ from ebpf_otlp.errors import AgentError
 from ebpf_otlp.records import HOST
 from ebpf_otlp.signals.net.http1 import Call, Http1Connection
 from ebpf_otlp.signals.net.records import Connection, HttpRequest, UdpFlow
+from ebpf_otlp.signals.net.routes import Routes
 from ebpf_otlp.runtime import loader
 from ebpf_otlp.runtime.maps import drain
 from ebpf_otlp.runtime.processes import container_of
@@ -226,7 +227,7 @@ class TcpCollector(Collector):
                  ports: list[int] | None = None, hooks: str = "auto", rtt: bool = False,
                  udp: bool = True, max_conns: int = 65536, interval_s: float = 1.0,
                  follow_forks: bool = False, include_self: bool = False, requests: bool = False,
-                 head_bytes: int = 512, tls: bool = True):
+                 head_bytes: int = 512, tls: bool = True, routes: list[str] | None = None):
         super().__init__()
         self.targets = Targets(list(pids or []), comm, follow_forks, include_self)
         self.pids, self.comm, self.ports = list(pids or []), comm, list(ports or [])
@@ -240,6 +241,7 @@ class TcpCollector(Collector):
         self._clock_offset = time.time_ns() - time.monotonic_ns()   # bpf_ktime → wall clock
         self.requests, self.head_bytes, self.tls = requests, head_bytes, requests and tls
         self.tls_libraries: list[str] = []
+        self._routes = Routes(list(routes or []))
         self._payloads: list[bytes] = []
         self._http: dict[tuple[int, int], tuple[Http1Connection, object]] = {}   # (sk, start) →
 
@@ -382,7 +384,8 @@ class TcpCollector(Collector):
                 host=h.get("host", ""), user_agent=h.get("user-agent", ""),
                 traceparent=h.get("traceparent", ""), request_body_bytes=x.request.body_bytes,
                 response_body_bytes=x.response.body_bytes if x.response else 0,
-                ended_by=x.ended_by, container=p.container, scheme=p.scheme))
+                ended_by=x.ended_by, container=p.container, scheme=p.scheme,
+                route=self._routes.match(x.target) if self._routes.patterns else ""))
         return out
 
     def _records(self) -> list:

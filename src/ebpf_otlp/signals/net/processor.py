@@ -26,7 +26,8 @@ class NetProcessor(Processor):
                                       follow_forks=settings.follow_forks,
                                       include_self=settings.include_self,
                                       requests=settings.protocols != "none",
-                                      head_bytes=settings.head_bytes, tls=settings.tls)
+                                      head_bytes=settings.head_bytes, tls=settings.tls,
+                                      routes=settings.routes)
         self.connections: list[Connection] = []
         self.requests: list[HttpRequest] = []
         self.udp: dict[tuple, UdpFlow] = {}

@@ -100,6 +100,7 @@ class HttpRequest:
     ended_by: str = "framing"   # framing, close, next request, capture end
     container: ContainerInfo = HOST
     scheme: str = "http"        # "https": the plaintext of OpenSSL calls
+    route: str = ""             # the user's route pattern the path matched (--route), if one
 
     @property
     def failed(self) -> bool:

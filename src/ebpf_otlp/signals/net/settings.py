@@ -5,11 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ebpf_otlp import values as v
+from ebpf_otlp.signals.net.routes import check_pattern
 from ebpf_otlp.signals.signal import from_table, toml
 
 HOOKS = ("auto", "tracepoints", "kprobes")
 PROTOCOLS = ("http", "none")
 HEAD_BYTES = (128, 256, 512, 1024, 2048)   # the kernel copies a power of two
+
+
+def _routes(x) -> list[str]:
+    return [check_pattern(p) for p in v.strings(x)]
 
 
 def _head_bytes(x) -> int:
@@ -36,6 +41,8 @@ class NetSettings:
     protocols: str = field(default="http", metadata=toml("protocols", v.choice(*PROTOCOLS)))
     # HTTP over TLS: uprobes on OpenSSL's SSL_read/SSL_write, plaintext linked to its socket
     tls: bool = field(default=True, metadata=toml("tls", v.boolean))
+    # route patterns ("/users/{id}"): the route a request's path matched, in spans and metrics
+    routes: list[str] = field(default_factory=list, metadata=toml("routes", lambda x: _routes(x)))
     # bytes copied from the start of each send and receive of an HTTP connection
     head_bytes: int = field(default=512, metadata=toml("head_bytes", lambda x: _head_bytes(x)))
 

@@ -84,6 +84,8 @@ def request_attributes(r: HttpRequest) -> dict:
         attrs["url.full"] = f"{r.scheme}://{endpoint(server_address, server_port)}{r.target}"
     if r.status is not None:
         attrs["http.response.status_code"] = r.status
+    if r.route and r.kind == "server":
+        attrs["http.route"] = r.route
     if r.user_agent:
         attrs["user_agent.original"] = r.user_agent
     if r.request_body_bytes:
@@ -109,12 +111,13 @@ def parent_of(traceparent: str):
 
 
 def emit_requests(tracer: Tracer, requests: list[HttpRequest]) -> None:
-    """Named by the method alone (no route is known: the conventions forbid the raw path);
-    ERROR for 5xx, and for 4xx on the client side; a request with a traceparent header
-    joins that trace under the span it names."""
+    """Named by the method, and a server span by the route its path matched (--route):
+    never the raw path, as the conventions say; ERROR for 5xx, and for 4xx on the client
+    side; a request with a traceparent header joins that trace under the span it names."""
     for r in requests:
         kind = SpanKind.SERVER if r.kind == "server" else SpanKind.CLIENT
-        span = tracer.start_span(r.method, context=parent_of(r.traceparent) if r.traceparent else None,
+        name = f"{r.method} {r.route}" if r.route and r.kind == "server" else r.method
+        span = tracer.start_span(name, context=parent_of(r.traceparent) if r.traceparent else None,
                                  kind=kind, start_time=r.start_ns, attributes=request_attributes(r))
         if r.status is None:
             span.set_attribute("error.type", "no_response")

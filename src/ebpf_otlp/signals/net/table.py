@@ -72,7 +72,7 @@ def render_summary(report: NetReport, console: Console, top: int = 20) -> None:
 def render_requests(requests: list[HttpRequest], console: Console, top: int) -> None:
     groups: dict[tuple, list[HttpRequest]] = defaultdict(list)
     for r in requests:
-        groups[(r.pid, r.process_name, r.kind, r.method, route_of(r.target))].append(r)
+        groups[(r.pid, r.process_name, r.kind, r.method, r.route or route_of(r.target))].append(r)
     t = Table(title=f"HTTP requests by process and route ({len(requests)})", title_justify="left")
     for col in ("pid", "process", "side", "method", "route", "requests", "errors", "p50 ms",
                 "p90 ms", "p99 ms"):
