@@ -260,22 +260,25 @@ def _tcp_offsets() -> str:
 def _tls_coverage() -> str:
     """Which processes' HTTPS trace-net sees: OpenSSL's libssl is probed; GnuTLS, Go's
     crypto/tls and a statically linked OpenSSL are not."""
-    from ebpf_otlp.signals.net.collector import libssl_files
+    from ebpf_otlp.signals.net.collector import libssl_files, mapped_files
 
-    openssl, gnutls = set(), set()
+    openssl, gnutls, mapped = set(), set(), []
     for pid in filter(str.isdigit, os.listdir("/proc")):
+        files = mapped_files(pid, "/libssl.so", "/libgnutls.so")
+        if not files:
+            continue
         try:
-            with open(f"/proc/{pid}/maps") as f:
-                text = f.read()
             with open(f"/proc/{pid}/comm") as f:
                 name = f.read().strip()
         except OSError:
             continue
-        if "/libssl.so" in text:
+        ssl = [p for p in files if "/libssl.so" in p]
+        mapped += ssl
+        if ssl:
             openssl.add(name)
-        if "/libgnutls.so" in text:
+        if len(ssl) < len(files):
             gnutls.add(name)
-    libraries = libssl_files()
+    libraries = libssl_files(mapped)
     if not libraries:
         raise RuntimeError("no OpenSSL libssl here: trace-net sees plaintext HTTP only")
     out = (f"trace-net probes OpenSSL in {', '.join(libraries)}; mapped now by "

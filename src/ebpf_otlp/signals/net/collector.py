@@ -106,19 +106,24 @@ SSL_FUNCTIONS = (("SSL_write", "ssl_write_enter"), ("SSL_read", "ssl_read_enter"
 SYSTEM_LIBSSL = ("/usr/lib/x86_64-linux-gnu/libssl.so.3", "/usr/lib64/libssl.so.3", "/usr/lib/libssl.so.3")
 
 
-def libssl_files() -> list[str]:
-    """OpenSSL's libssl as the running processes map it (by their root: a container's own
-    copy too), and the system's."""
+def mapped_files(pid: str, *markers: str) -> list[str]:
+    """The files a process maps whose path holds one of `markers`, by its root (a
+    container's own copies too); [] once it is gone."""
+    try:
+        with open(f"/proc/{pid}/maps") as f:
+            return [f"/proc/{pid}/root{line.split(None, 5)[5].strip()}" for line in f
+                    if any(m in line for m in markers) and line.count(" ") >= 5]
+    except OSError:
+        return []
+
+
+def libssl_files(mapped: list[str] | None = None) -> list[str]:
+    """OpenSSL's libssl as the running processes map it (`mapped`: the paths a caller
+    already read) and the system's, one path per file."""
+    if mapped is None:
+        mapped = [p for pid in filter(str.isdigit, os.listdir("/proc")) for p in mapped_files(pid, "/libssl.so")]
     found: dict[tuple[int, int], str] = {}
-    paths = [p for p in SYSTEM_LIBSSL if os.path.exists(p)]
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/maps") as f:
-                paths += [f"/proc/{pid}/root{line.split(None, 5)[5].strip()}" for line in f
-                          if "/libssl.so" in line and line.count(" ") >= 5]
-        except OSError:
-            continue
-    for path in paths:
+    for path in [p for p in SYSTEM_LIBSSL if os.path.exists(p)] + mapped:
         try:
             st = os.stat(path)
         except OSError:
@@ -385,7 +390,7 @@ class TcpCollector(Collector):
                 traceparent=h.get("traceparent", ""), request_body_bytes=x.request.body_bytes,
                 response_body_bytes=x.response.body_bytes if x.response else 0,
                 ended_by=x.ended_by, container=p.container, scheme=p.scheme,
-                route=self._routes.match(x.target) if self._routes.patterns else ""))
+                route=self._routes.match(x.target)))
         return out
 
     def _records(self) -> list:

@@ -60,7 +60,7 @@ def _base(c: Connection) -> dict:
 
 def _http(r: HttpRequest) -> dict:
     """The conventions' attributes for request durations, all of bounded cardinality."""
-    server = (r.local_address, r.local_port) if r.kind == "server" else (r.peer_address, r.peer_port)
+    server = r.server
     attrs = {"http.request.method": r.method, "url.scheme": r.scheme, "http.route": r.route or route_of(r.target),
              "network.protocol.name": "http", "network.protocol.version": r.version,
              "server.address": server[0], "server.port": server[1],

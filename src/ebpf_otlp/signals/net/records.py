@@ -103,6 +103,12 @@ class HttpRequest:
     route: str = ""             # the user's route pattern the path matched (--route), if one
 
     @property
+    def server(self) -> tuple[str, int]:
+        """The server side's socket address and port: ours when we served it."""
+        return (self.local_address, self.local_port) if self.kind == "server" else \
+            (self.peer_address, self.peer_port)
+
+    @property
     def failed(self) -> bool:
         """As the conventions say: no response, a 5xx, or a 4xx seen by the client."""
         return self.status is None or self.status >= 500 or (self.status >= 400 and self.kind == "client")

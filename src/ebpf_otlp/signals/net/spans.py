@@ -62,9 +62,10 @@ def emit(tracer: Tracer, connections: list[Connection], capture_start_ns: int, e
 def request_attributes(r: HttpRequest) -> dict:
     """HTTP span attributes (semantic conventions, stable): the server's address from the
     Host header where it has one, else the socket's."""
-    server = (r.local_address, r.local_port) if r.kind == "server" else (r.peer_address, r.peer_port)
-    host, _, port = r.host.rpartition(":") if r.host.rpartition(":")[2].isdigit() else (r.host, "", "")
-    server_address, server_port = (host or server[0]), (int(port) if port else server[1])
+    host, sep, port = r.host.rpartition(":")
+    if not (sep and port.isdigit()):
+        host, port = r.host, ""
+    server_address, server_port = host or r.server[0], int(port) if port else r.server[1]
     path, _, query = r.target.partition("?")
     attrs = {
         "http.request.method": r.method, "url.scheme": r.scheme,
