@@ -9,6 +9,9 @@ loop: every collector is then stopped and drained, so what was gathered is kept.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import select
 import signal
 import threading
 import time
@@ -37,25 +40,37 @@ class StopOnSignal:
         self.signal_name = ""
         self.signum = 0
         self._saved = {}
-        self._event = threading.Event()
+        # Handlers wake the loop through a pipe: they run in the main thread between any two
+        # bytecodes, even inside a threading.Event's own lock (a SIGCHLD during the set() of
+        # another: that deadlocked with the launched command held stopped).
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
 
     def wait(self, timeout: float) -> bool:
         """Sleep up to `timeout` seconds; wake at once when a signal arrives."""
-        woke = self._event.wait(timeout)
-        if not self.stopped:
-            self._event.clear()
-        return woke
+        if self.stopped:
+            return True
+        woke = bool(select.select([self._wake_r], [], [], timeout)[0])
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self._wake_r, 512):
+                pass
+        return woke or self.stopped
+
+    def _wake(self) -> None:
+        with contextlib.suppress(OSError):   # full: a wakeup is pending anyway
+            os.write(self._wake_w, b"\0")
 
     def _handle(self, signum, _frame):
         self.stopped = True
-        self._event.set()
+        self._wake()
         self.signum = signum
         self.signal_name = signal.Signals(signum).name
         if signum == signal.SIGINT:
             signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def _child(self, _signum, _frame):
-        self._event.set()
+        self._wake()
 
     def __enter__(self):
         for sig in (signal.SIGINT, signal.SIGTERM, *self.extra):
