@@ -6,6 +6,7 @@ skip and say why; in CI (CI=true) such a skip is a failure instead.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -93,16 +94,31 @@ def agent(*args: str, timeout: float = 180, input: str | None = None, **kw) -> s
             where = None
         except subprocess.TimeoutExpired:
             where = _where_hung(run.pid)
+            children = _children(run.pid)
             run.send_signal(signal.SIGABRT)   # faulthandler prints every thread's stack
             try:
                 out, err = run.communicate(timeout=10)
             except subprocess.TimeoutExpired:
+                # What it launched (held stopped, it may be) keeps the pipes open: it goes too.
+                for child in children:
+                    with contextlib.suppress(OSError):
+                        os.kill(child, signal.SIGKILL)
                 run.kill()
-                out, err = run.communicate()
+                try:
+                    out, err = run.communicate(timeout=10)
+                except subprocess.TimeoutExpired:
+                    out, err = "", "(unread: its pipes stayed open)"
     if where is not None:
         pytest.fail(f"`ebpf-otlp {' '.join(args)}` hung for {timeout} s\n{where}\n"
                     f"its stderr:\n{err}", pytrace=False)
     return subprocess.CompletedProcess(argv, run.returncode, out, err)
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
 
 
 def _where_hung(pid: int) -> str:
