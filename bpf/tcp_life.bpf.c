@@ -19,7 +19,8 @@
 // Defines: HOOKS_TRACEPOINTS or HOOKS_KPROBES; MAX_CONNS, MAX_UDP; targets.inc's (which
 //          processes); FILTER_PORTS; RTT (histogram from tcp_probe);
 //          UDP; RETRANS_ERR (tcp_retransmit_skb has `err`); OFF_* field offsets (see
-//          signals/net/collector.py); REQUESTS (with REQ_HEAD, REQ_TAIL, PAYLOAD_PAGES).
+//          signals/net/collector.py); REQUESTS (with REQ_HEAD, REQ_TAIL, PAYLOAD_PAGES,
+//          PAYLOAD_BUF; HTTP1; H2 with H2_BYTES, H2_STEPS, H2_HOPS, H2_MAX_IOV, MAX_H2; TLS).
 #include <uapi/linux/ptrace.h>
 // #import kernel_types.inc
 
@@ -111,6 +112,9 @@ enum tcp_stat {
     STAT_FILTERED,           // closed, not wanted by the filters
     STAT_PAYLOAD_DROPPED,    // REQUESTS: ring buffer full, a send or receive not sent up
     STAT_TLS_NO_SOCKET,      // TLS: an SSL call whose socket was never seen
+    STAT_H2_LOST,            // HTTP/2: a connection direction whose frame walk lost its place
+    STAT_H2_LATE,            // HTTP/2: a connection seen mid-stream (HPACK state unknown)
+    STAT_H2_FULL,            // HTTP/2: no room in `h2_conns`, connection not parsed
     STAT_MAX,
 };
 
@@ -131,6 +135,20 @@ BPF_HASH(udp, struct udp_key, struct udp_val, MAX_UDP);
 #endif
 #ifdef RTT
 BPF_ARRAY(rtt_hist, u64, 64);            // log2 buckets of srtt in µs, every ACK
+#endif
+#ifdef H2
+// HTTP/2's frame walk, per connection and direction, carried from call to call (h2_walk).
+struct h2_dir {
+    u32 skip;                // bytes of the current frame's payload still to pass over
+    u32 copy;                // bytes still to send up: the current frame's payload, or the preface
+    u32 have;                // bytes of the next frame header read so far (into hdr)
+    u32 lost;                // the walk lost its place (see h2_walk): lengths only from here
+    u8 hdr[32];              // 9 used: the rest keeps the verifier's bounds simple
+};
+struct h2_conn {
+    struct h2_dir d[2];      // 0 sent, 1 received
+};
+BPF_HASH(h2_conns, u64, struct h2_conn, MAX_H2);
 #endif
 #define KEEP_EXITED_PIDS   // sockets close after their owner's exit tracepoint
 // #import targets.inc
@@ -287,20 +305,29 @@ static __always_inline void destroyed(u64 sk) {
         c->end_ns = bpf_ktime_get_ns();
     emit(sk, c);
     conns.delete(&sk);
+#ifdef H2
+    h2_conns.delete(&sk);
+#endif
 }
 
 #ifdef REQUESTS
-// Requests (HTTP/1.x): the bytes of a connection's sends and receives, from inside the
-// socket call (sock:sock_{send,recv}_length, or the kprobes), where the system call's own
-// registers say where they are in user memory (received bytes are there already). Only
-// connections whose first bytes are an HTTP request or response: of those, each call's
-// length, its first REQ_HEAD bytes (start line and headers) and its last REQ_TAIL (the
-// end of a chunked body); user space parses. A connection whose start was not seen is
-// looked at until a call begins like HTTP. A sendfile or splice sends its length only.
-// Not seen: io_uring, kTLS.
+// Requests (HTTP/1.x, HTTP/2): the bytes of a connection's sends and receives, from inside
+// the socket call (sock:sock_{send,recv}_length, or the kprobes), where the system call's
+// own registers say where they are in user memory (received bytes are there already). Only
+// connections whose first bytes are an HTTP/1.x request or response, or HTTP/2's preface
+// or first SETTINGS frame. HTTP/1.x: each call's length, its first REQ_HEAD bytes (start
+// line and headers) and its last REQ_TAIL (the end of a chunked body). HTTP/2: each
+// call's frame headers and the payloads of the frames that carry header blocks (HEADERS,
+// PUSH_PROMISE, CONTINUATION) and RST_STREAM, in order: the walk over the frames goes on
+// across calls (struct h2_dir), so the other payloads (DATA above all) are passed over
+// unread. User space parses. A connection whose start was not seen is looked at until a
+// call begins like HTTP/1.x; one that looks like HTTP/2 mid-stream is only counted (its
+// HPACK state is unknown). A sendfile or splice sends its length only. Not seen:
+// io_uring, kTLS.
 #define PROTO_UNKNOWN 0
 #define PROTO_HTTP1 1
 #define PROTO_OTHER 2
+#define PROTO_HTTP2 3
 
 // x86-64 system calls that move socket data through a user buffer (or an iovec).
 #define NR_READ 0
@@ -327,11 +354,13 @@ struct payload {             // to user space: one send or receive of an HTTP co
     u16 family;
     u16 lport;
     u16 rport;
+    u8 proto;                // PROTO_HTTP1: head and tail; PROTO_HTTP2: head is the walk's
+    u8 h2_lost;              // HTTP/2: the walk lost its place here (see h2_walk)
     u8 laddr[16];
     u8 raddr[16];
     char comm[TASK_COMM_LEN]; // the process making the call (it may be gone when read)
     u8 tail[REQ_TAIL];
-    u8 head[2 * REQ_HEAD];   // REQ_HEAD used: the rest keeps the verifier's bounds simple
+    u8 head[PAYLOAD_BUF];    // REQ_HEAD or H2_BYTES used: the rest keeps the verifier's bounds simple
 };
 
 BPF_RINGBUF_OUTPUT(payloads, PAYLOAD_PAGES);
@@ -425,23 +454,174 @@ static __always_inline u32 copy_bytes(struct payload *e, u64 buf, u64 iov, u64 c
     return head;
 }
 
-// One call's bytes up to user space, if the connection speaks HTTP (`proto`: what its first
-// bytes said, learnt here).
-static __always_inline void send_up(u64 sk, struct conn *c, u32 len, u32 dir, u64 buf, u64 iov,
-                                    u64 count, u8 *proto, u8 tls) {
-    if (*proto == PROTO_UNKNOWN) {
-        u8 sig[8] = {};
-        u64 first[2] = {buf, len};
-        if (!buf && iov && bpf_probe_read_user(first, sizeof(first), (void *)iov))
-            first[0] = 0;
-        if (!first[0] || first[1] < 8 || len < 8 ||
-            bpf_probe_read_user(sig, sizeof(sig), (void *)first[0]) || !looks_http(sig)) {
-            if (c->role || tls)   // its first bytes, not HTTP: not looked at again
-                *proto = PROTO_OTHER;
-            return;
-        }
-        *proto = PROTO_HTTP1;
+#ifdef H2
+#define H2_KEPT ((1 << 1) | (1 << 3) | (1 << 5) | (1 << 9))   // HEADERS, RST_STREAM, PUSH_PROMISE, CONTINUATION
+#define H2_PREFACE 24        // "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n": the client's first bytes
+
+// `sig`, `n` of a call's first bytes: HTTP/2's preface, or (from a server, which may speak
+// first) a SETTINGS frame on stream 0. 0: neither; else 1, and the walk begins here.
+static __always_inline int h2_start(u64 sk, struct conn *c, u32 dir, const u8 *sig, u32 n) {
+    u64 w = 0;
+    __builtin_memcpy(&w, sig, 8);
+    int preface = n >= 16 && w == 0x5448202a20495250ULL &&           // "PRI * HT"
+                  sig[8] == 'T' && sig[9] == 'P' && sig[10] == '/' && sig[11] == '2';
+    u32 flen = sig[0] << 16 | sig[1] << 8 | sig[2];
+    int settings = n >= 9 && c->role && sig[3] == 4 && sig[4] == 0 && flen % 6 == 0 &&
+                   flen <= 96 && !(sig[5] | sig[6] | sig[7] | sig[8]);
+    if (!preface && !settings)
+        return 0;
+    struct h2_conn fresh = {};
+    // The client's direction begins with the preface: this one, or the other one when a
+    // server's SETTINGS came first.
+    u32 client_dir = preface ? dir : (c->role == ROLE_SERVER ? 1 : 0);
+    if (preface || client_dir != dir) {   // kept: user space tells it from a frame by it
+        if (client_dir)
+            fresh.d[1].copy = H2_PREFACE;
+        else
+            fresh.d[0].copy = H2_PREFACE;
     }
+    if (h2_conns.update(&sk, &fresh)) {
+        bump(STAT_H2_FULL);
+        return 0;
+    }
+    return 1;
+}
+
+// A frame header's first 9 bytes, seen mid-stream: a known type, a length within the
+// default frame size, the reserved bit clear.
+static __always_inline int looks_h2_frame(const u8 *sig, u32 n) {
+    u32 flen = sig[0] << 16 | sig[1] << 8 | sig[2];
+    return n >= 9 && flen <= 16384 && sig[3] <= 9 && !(sig[5] & 0x80);
+}
+
+// The walk over one call: the call (its socket, direction, bytes), where the walk is in
+// them (the buffer, the iovec), and what it has kept. It runs in a program of its own,
+// tail-called with the payload record half built (h2_walker_*): checked once by the
+// verifier from one entry, not once for each path through the hook that calls it (the
+// loop is checked step by step, H2_STEPS times). So everything it needs is in this map.
+struct h2_walk_state {
+    u64 sk, buf, iov, count;
+    u32 len, dir;
+    u64 base, left, done;    // the current buffer: where it is, and its bytes not yet walked
+    u32 next, out;           // the next buffer of the iovec; bytes kept so far
+    u32 hops, pad;           // the walker's calls of itself
+};
+BPF_PERCPU_ARRAY(h2_walks, struct h2_walk_state, 1);
+// The walker, one for each program type that calls it (a tail call stays within its type).
+BPF_PROG_ARRAY(h2_walker_tp, 1);   // for the tracepoint programs
+BPF_PROG_ARRAY(h2_walker_kp, 1);   // for the kprobes and the SSL uprobes
+
+// One step: reads a frame header or a part of one, passes over or copies (a part of) a
+// payload within one buffer, or moves to the next buffer. 0: the walk cannot go on.
+static __always_inline int h2_step(struct h2_walk_state *w, struct h2_dir *d, struct payload *e,
+                                   u64 iov, u64 count, u32 len) {
+    // Read afresh from the maps: values clang kept in registers from the last step would
+    // carry their ranges, different down each path, and the verifier could not merge them.
+    asm volatile("" ::: "memory");
+    if (!w->left) {          // the next buffer of the iovec
+        u64 v[2] = {};
+        u32 next = w->next;
+        if (!iov || next >= count || next >= H2_MAX_IOV ||
+            bpf_probe_read_user(v, sizeof(v), (void *)(iov + 16 * (u64)next)))
+            return 0;
+        w->next = next + 1;
+        w->base = v[0];
+        w->left = v[1] < len - w->done ? v[1] : len - w->done;   // a receive fills only `len`
+        return 1;
+    }
+    u64 left = w->left;
+    u32 n, out = w->out;
+    if (d->skip) {
+        n = d->skip < left ? d->skip : left;
+        d->skip -= n;
+    } else if (d->copy) {
+        n = d->copy < left ? d->copy : left;
+        if (out + n >= H2_BYTES)
+            return 0;
+        asm volatile("" : "+r"(out), "+r"(n));   // (clang would drop the masks as known)
+        out &= H2_BYTES - 1;
+        n &= H2_BYTES - 1;
+        if (bpf_probe_read_user(e->head + out, n, (void *)w->base))
+            return 0;
+        w->out = out + n;
+        d->copy -= n;
+    } else {                 // (a part of) a frame header
+        u32 have = d->have;
+        n = have < 9 ? 9 - have : 0;
+        n = n < left ? n : left;
+        if (!n || out + n >= H2_BYTES)
+            return 0;
+        asm volatile("" : "+r"(out), "+r"(n), "+r"(have));
+        out &= H2_BYTES - 1;
+        n &= 15;
+        have &= 15;
+        if (bpf_probe_read_user(e->head + out, n, (void *)w->base) ||
+            bpf_probe_read_user(d->hdr + have, n, (void *)w->base))
+            return 0;
+        w->out = out + n;
+        have += n;
+        d->have = have;
+        if (have == 9) {
+            u32 flen = d->hdr[0] << 16 | d->hdr[1] << 8 | d->hdr[2];
+            u8 type = d->hdr[3];
+            d->have = 0;
+            if (type <= 9 && (H2_KEPT >> type) & 1)
+                d->copy = flen;
+            else
+                d->skip = flen;
+        }
+    }
+    w->base += n;
+    w->left = left - n;
+    w->done += n;
+    return 1;
+}
+
+#endif
+
+// What a connection speaks, from a call's first bytes: 1 when it is a protocol sent up
+// (*proto set), else 0 (and *proto set for good once its first bytes were seen).
+static __always_inline int recognise(u64 sk, struct conn *c, u32 len, u32 dir, u64 buf, u64 iov,
+                                     u8 *proto, u8 tls) {
+    u8 sig[16] = {};
+    u64 first[2] = {buf, len};
+    if (!buf && iov && bpf_probe_read_user(first, sizeof(first), (void *)iov))
+        first[0] = 0;
+    u32 n = first[1] < len ? first[1] : len;
+    n = n >= 16 ? 16 : (n >= 9 ? 9 : (n >= 8 ? 8 : 0));
+    int err = n == 16 ? bpf_probe_read_user(sig, 16, (void *)first[0]) :
+              n == 9 ? bpf_probe_read_user(sig, 9, (void *)first[0]) :
+                       bpf_probe_read_user(sig, 8, (void *)first[0]);
+    if (first[0] && n && !err) {
+#ifdef HTTP1
+        if (looks_http(sig)) {
+            *proto = PROTO_HTTP1;
+            return 1;
+        }
+#endif
+#ifdef H2
+        if (h2_start(sk, c, dir, sig, n)) {
+            *proto = PROTO_HTTP2;
+            return 1;
+        }
+        if (!c->role && looks_h2_frame(sig, n)) {
+            bump(STAT_H2_LATE);
+            *proto = PROTO_OTHER;
+            return 0;
+        }
+#endif
+    }
+    if (c->role || tls)      // its first bytes, not a protocol parsed: not looked at again
+        *proto = PROTO_OTHER;
+    return 0;
+}
+
+// One call's bytes up to user space, if the connection speaks a protocol parsed (`proto`:
+// what its first bytes said, learnt here).
+static __always_inline void send_up(void *ctx, int kprobe, u64 sk, struct conn *c, u32 len, u32 dir,
+                                    u64 buf, u64 iov, u64 count, u8 *proto, u8 tls) {
+    if (*proto == PROTO_UNKNOWN && !recognise(sk, c, len, dir, buf, iov, proto, tls))
+        return;
     int zero = 0;
     struct payload *e = payload_scratch.lookup(&zero);
     if (!e)
@@ -460,16 +640,94 @@ static __always_inline void send_up(u64 sk, struct conn *c, u32 len, u32 dir, u6
     __builtin_memcpy(e->laddr, c->laddr, 16);
     __builtin_memcpy(e->raddr, c->raddr, 16);
     process_comm(e->comm);
+    e->proto = *proto;
+    e->h2_lost = 0;
+    e->head_len = e->tail_len = 0;
     u32 head = 0;
+#ifdef H2
+    struct h2_walk_state *w = h2_walks.lookup(&zero);
+    if (*proto == PROTO_HTTP2 && w) {
+        w->sk = sk;
+        w->buf = buf;
+        w->iov = buf ? 0 : iov;
+        w->count = count;
+        w->len = len;
+        w->dir = dir;
+        w->base = buf;
+        w->left = buf ? len : 0;
+        w->done = 0;
+        w->next = 0;
+        w->out = 0;
+        w->hops = 0;
+        if (kprobe)
+            h2_walker_kp.call(ctx, 0);
+        else
+            h2_walker_tp.call(ctx, 0);
+        bump(STAT_H2_LOST);  // (the tail call does not return unless it failed)
+        return;
+    }
+#endif
     if (buf || iov)
         head = copy_bytes(e, buf, iov, count, len);
-    else
-        e->head_len = e->tail_len = 0;
+    e->head_len = head;
     asm volatile("" : "+r"(head));
-    head &= 2 * REQ_HEAD - 1;    // (it is at most REQ_HEAD: this is for the verifier)
+    head &= PAYLOAD_BUF - 1;     // (it is at most PAYLOAD_BUF / 2: this is for the verifier)
     if (payloads.ringbuf_output(e, __builtin_offsetof(struct payload, head) + head, wakeup(1)))
         bump(STAT_PAYLOAD_DROPPED);
 }
+
+#ifdef H2
+// The call's frame headers and kept payloads (H2_KEPT) into the payload record's head, in
+// stream order, and the record up: up to H2_STEPS * (1 + H2_HOPS) steps, H2_MAX_IOV
+// buffers and H2_BYTES kept bytes. A call that needs more loses the walk's place for good: that direction is
+// then sent as lengths only.
+static __always_inline int h2_walk(void *ctx, int kprobe) {
+    int zero = 0;
+    struct payload *e = payload_scratch.lookup(&zero);
+    struct h2_walk_state *w = h2_walks.lookup(&zero);
+    if (!e || !w)
+        return 0;
+    u64 sk = w->sk;
+    u32 len = w->len;
+    struct h2_conn *h = h2_conns.lookup(&sk);
+    if (!h)
+        return 0;
+    struct h2_dir *d = w->dir ? &h->d[1] : &h->d[0];
+    u64 iov = w->iov, count = w->count;
+    int going = !d->lost;
+    // Unrolled (a loop's counter is a value the verifier follows: each turn was checked
+    // anew down every path, quadratic), H2_STEPS at a time, then the program calls itself
+    // for the next H2_STEPS, up to H2_HOPS times: each step is checked about once, its
+    // values all read from maps, and the compiler has little to unroll.
+#pragma unroll
+    for (int i = 0; i < H2_STEPS; i++) {
+        if (going && w->done < len)
+            going = h2_step(w, d, e, iov, count, len);
+    }
+    if (going && w->done < len && w->hops < H2_HOPS) {
+        w->hops++;
+        if (kprobe)
+            h2_walker_kp.call(ctx, 0);
+        else
+            h2_walker_tp.call(ctx, 0);
+    }
+    if (!d->lost && w->done < len) {
+        d->lost = 1;
+        e->h2_lost = 1;
+        bump(STAT_H2_LOST);
+    }
+    u32 head = w->out;
+    e->head_len = head;
+    asm volatile("" : "+r"(head));
+    head &= PAYLOAD_BUF - 1;     // (it is below H2_BYTES: this is for the verifier)
+    if (payloads.ringbuf_output(e, __builtin_offsetof(struct payload, head) + head, wakeup(1)))
+        bump(STAT_PAYLOAD_DROPPED);
+    return 0;
+}
+
+int h2_walk_tp(void *ctx) { return h2_walk(ctx, 0); }
+int h2_walk_kp(struct pt_regs *ctx) { return h2_walk(ctx, 1); }
+#endif
 
 #ifdef TLS
 // TLS: uprobes on OpenSSL's SSL_read/SSL_write (and the _ex forms, all CPython uses). At
@@ -534,12 +792,12 @@ int ssl_return(struct pt_regs *ctx) {
     struct conn *c = conns.lookup(&sk);
     if (!c)
         return 0;
-    send_up(sk, c, n, call.dir, call.buf, 0, 0, &c->tls_proto, 1);
+    send_up(ctx, 1, sk, c, n, call.dir, call.buf, 0, 0, &c->tls_proto, 1);
     return 0;
 }
 #endif
 
-static __always_inline void capture(u64 sk, struct conn *c, u32 len, u32 dir) {
+static __always_inline void capture(void *ctx, u64 sk, struct conn *c, u32 len, u32 dir) {
 #ifdef TLS
     u32 tid = bpf_get_current_pid_tgid();
     struct ssl_call *call = ssl_calls.lookup(&tid);
@@ -556,11 +814,15 @@ static __always_inline void capture(u64 sk, struct conn *c, u32 len, u32 dir) {
     u64 buf = 0, iov = 0, count = 0;
     if (!user_bytes(&buf, &iov, &count))
         buf = iov = 0;       // sendfile, splice: its length only
-    send_up(sk, c, len, dir, buf, iov, count, &c->proto, 0);
+#ifdef HOOKS_TRACEPOINTS
+    send_up(ctx, 0, sk, c, len, dir, buf, iov, count, &c->proto, 0);
+#else
+    send_up(ctx, 1, sk, c, len, dir, buf, iov, count, &c->proto, 0);
+#endif
 }
 #endif
 
-static __always_inline void io(u64 sk, u16 family, u16 protocol, int ret, u32 dir) {
+static __always_inline void io(void *ctx, u64 sk, u16 family, u16 protocol, int ret, u32 dir) {
     if (ret <= 0)
         return;
     if (protocol == PROTO_TCP) {
@@ -573,7 +835,7 @@ static __always_inline void io(u64 sk, u16 family, u16 protocol, int ret, u32 di
         else
             c->tx_bytes += ret;
 #ifdef REQUESTS
-        capture(sk, c, ret, dir);
+        capture(ctx, sk, c, ret, dir);
 #endif
         return;
     }
@@ -655,12 +917,12 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state) {
 }
 
 TRACEPOINT_PROBE(sock, sock_send_length) {
-    io((u64)args->sk, args->family, args->protocol, args->ret, 0);
+    io(args, (u64)args->sk, args->family, args->protocol, args->ret, 0);
     return 0;
 }
 
 TRACEPOINT_PROBE(sock, sock_recv_length) {
-    io((u64)args->sk, args->family, args->protocol, args->ret, 1);
+    io(args, (u64)args->sk, args->family, args->protocol, args->ret, 1);
     return 0;
 }
 
@@ -724,12 +986,12 @@ int kp_tcp_set_state(struct pt_regs *ctx) {
 }
 
 int kp_tcp_sendmsg(struct pt_regs *ctx) {
-    io((u64)PT_REGS_PARM1(ctx), 0, PROTO_TCP, (int)PT_REGS_PARM3(ctx), 0);
+    io(ctx, (u64)PT_REGS_PARM1(ctx), 0, PROTO_TCP, (int)PT_REGS_PARM3(ctx), 0);
     return 0;
 }
 
 int kp_tcp_cleanup_rbuf(struct pt_regs *ctx) {
-    io((u64)PT_REGS_PARM1(ctx), 0, PROTO_TCP, (int)PT_REGS_PARM2(ctx), 1);
+    io(ctx, (u64)PT_REGS_PARM1(ctx), 0, PROTO_TCP, (int)PT_REGS_PARM2(ctx), 1);
     return 0;
 }
 

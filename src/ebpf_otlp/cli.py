@@ -15,7 +15,7 @@ from ebpf_otlp import __version__
 from ebpf_otlp.errors import AgentError
 from ebpf_otlp.export.console import text_console
 from ebpf_otlp.signals.heap.settings import HeapSettings
-from ebpf_otlp.signals.net.settings import HOOKS, PROTOCOLS, NetSettings
+from ebpf_otlp.signals.net.settings import HOOKS, NetSettings
 from ebpf_otlp.signals.profile.settings import UNWIND, CpuSettings
 from ebpf_otlp.signals.syscalls.settings import SyscallSettings
 from ebpf_otlp.runtime.processes import COMM_MAX
@@ -391,6 +391,14 @@ def valid_routes(ctx, param, routes):
         raise click.BadParameter(str(e), ctx, param) from None
 
 
+def valid_protocols(ctx, param, value):
+    from ebpf_otlp.signals.net.settings import protocols
+    try:
+        return protocols(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e), ctx, param) from None
+
+
 def valid_ports(ctx, param, ports):
     for port in ports:
         if not 1 <= port <= 65535:
@@ -412,8 +420,10 @@ def valid_ports(ctx, param, ports):
 @click.option("--udp/--no-udp", **default(NetSettings.udp), help="UDP bytes and datagrams per process and peer.")
 @click.option("--max-connections", type=click.IntRange(min=1024), **default(NetSettings.max_conns),
               help="Concurrent connections the kernel side can follow; more are counted as lost.")
-@click.option("--protocols", type=click.Choice(PROTOCOLS), **default(NetSettings.protocols),
-              help="Request spans for these protocols (HTTP/1.x), or none: connections only.")
+@click.option("--protocols", callback=valid_protocols, metavar="LIST",
+              default=",".join(NetSettings().protocols), show_default=True,
+              help="Request spans for these protocols: http (HTTP/1.x and HTTP/2), grpc; or "
+                   "none: connections only.")
 @click.option("--tls/--no-tls", **default(NetSettings.tls),
               help="Requests over TLS too: uprobes on OpenSSL's SSL_read/SSL_write.")
 @click.option("--route", "routes", multiple=True, callback=valid_routes, metavar="PATTERN",

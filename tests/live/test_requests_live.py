@@ -119,7 +119,7 @@ def test_requests_to_a_python_server_from_curl_http_client_and_pipelining(tmp_pa
     assert {(r["request_body_bytes"], r["response_body_bytes"]) for r in echo} == {(3000, 3000)}
     servers = {r["pid"] for r in got["http"] if r["kind"] == "server"}
     assert len(servers) == 1 and {r["process_name"] for r in got["http"] if r["kind"] == "server"} == {"python3"}
-    assert "HTTP requests by process and route" in got["stdout"]
+    assert "Requests by process and route" in got["stdout"]
     assert "losses: none" in got["stdout"] + got["stderr"]
 
 

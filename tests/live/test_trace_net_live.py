@@ -242,7 +242,7 @@ def test_kprobe_programs_compile_and_pass_the_verifier():
     from ebpf_otlp.signals.net.collector import KPROBES, SSL_FUNCTIONS, TcpCollector
     from ebpf_otlp.runtime import loader
 
-    collector = TcpCollector(pids=[1], ports=[80], rtt=True, requests=True, tls=True)
+    collector = TcpCollector(pids=[1], ports=[80], rtt=True, protocols=["http", "grpc"], tls=True)
     collector.hooks = "kprobes"
     bpf = loader.load("tcp_life", collector.defines())
     try:

@@ -244,3 +244,35 @@ def test_request_durations_by_route_never_by_raw_path():
     assert made.attributes["server.port"] == 8080 and made.count == 1
     assert "http.server.request.duration" not in {m.name for m in net_metrics.build(report(), build_resource())
                                                   .resource_metrics[0].scope_metrics[0].metrics}
+
+
+def grpc(**kw) -> HttpRequest:
+    return req(**{"method": "POST", "target": "/demo.Greeter/SayHello", "version": "2",
+                  "rpc_system": "grpc", "grpc_status": 0, **kw})
+
+
+def test_grpc_spans_and_durations_follow_the_rpc_conventions():
+    """Named service/method; the status from grpc-status: a client's error is any code but
+    OK, a server's only its own (NOT_FOUND is the caller's)."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    calls = [grpc(), grpc(grpc_status=5), grpc(grpc_status=13), grpc(kind="client", grpc_status=5)]
+    net_spans.emit_requests(provider.get_tracer("t"), calls)
+    ok, not_found, internal, client = exporter.get_finished_spans()
+    assert ok.name == "demo.Greeter/SayHello" and ok.kind == SpanKind.SERVER
+    a = ok.attributes
+    assert (a["rpc.system"], a["rpc.service"], a["rpc.method"], a["rpc.grpc.status_code"]) == \
+        ("grpc", "demo.Greeter", "SayHello", 0)
+    assert "http.request.method" not in a and a["network.protocol.version"] == "2"
+    assert not_found.status.status_code == StatusCode.UNSET
+    assert internal.status.status_code == StatusCode.ERROR and internal.attributes["error.type"] == "13"
+    assert client.status.status_code == StatusCode.ERROR and client.kind == SpanKind.CLIENT
+    data = net_metrics.build(report(requests=calls), build_resource())
+    metrics = {m.name: m for m in data.resource_metrics[0].scope_metrics[0].metrics}
+    assert "http.server.request.duration" not in metrics
+    served = {p.attributes["rpc.grpc.status_code"]: p for p in metrics["rpc.server.duration"].data.data_points}
+    assert set(served) == {0, 5, 13} and abs(served[0].sum - 30.0) < 1e-9   # ms
+    assert metrics["rpc.server.duration"].unit == "ms"
+    [made] = metrics["rpc.client.duration"].data.data_points
+    assert made.attributes["rpc.method"] == "SayHello"

@@ -19,6 +19,7 @@ from ebpf_otlp.signals.targets import Targets
 from ebpf_otlp.errors import AgentError
 from ebpf_otlp.records import HOST
 from ebpf_otlp.signals.net.http1 import Call, Http1Connection
+from ebpf_otlp.signals.net.http2 import Http2Connection, Stream
 from ebpf_otlp.signals.net.records import Connection, HttpRequest, UdpFlow
 from ebpf_otlp.signals.net.routes import Routes
 from ebpf_otlp.runtime import loader
@@ -51,13 +52,18 @@ KPROBES = (("kp_tcp_set_state", "tcp_set_state", False), ("kp_tcp_sendmsg", "tcp
 
 # `enum tcp_stat` of bpf/tcp_life.bpf.c, in its order.
 STATS = StatsEnum(("closed", "conns full", "ringbuf full", "no start", "udp full", "filtered",
-                   "payload dropped", "tls no socket"),
+                   "payload dropped", "tls no socket", "h2 lost", "h2 late", "h2 full"),
                   processed="closed",
                   losses={"conns full": "connection not traced (connection map full)",
                           "ringbuf full": "closed connection dropped (ring buffer full)",
                           "udp full": "udp flow dropped (udp map full)",
                           "payload dropped": "HTTP send or receive dropped (ring buffer full)",
-                          "tls no socket": "TLS read or write dropped (its socket never seen)"})
+                          "tls no socket": "TLS read or write dropped (its socket never seen)",
+                          "h2 lost": "HTTP/2 connection direction no longer parsed (a call too long "
+                                     "for the kernel's frame walk)",
+                          "h2 late": "HTTP/2 connection open before the capture, not parsed "
+                                     "(HPACK state unknown)",
+                          "h2 full": "HTTP/2 connection not parsed (h2_conns map full)"})
 REQ_TAIL = 8
 ROLES = {1: "client", 2: "server"}
 ST_SYN_SENT = 2
@@ -96,9 +102,14 @@ class _Closed(ct.Structure):
 
 
 # struct payload of bpf/tcp_life.bpf.c up to its head (sent up only as long as the head is):
-# sk, conn_start_ns, ts_ns, tgid, len, head_len, dir, tail_len, role, pad, family, lport,
-# rport, laddr, raddr, comm, tail.
-PAYLOAD = struct.Struct(f"<QQQIIHBBBBHHH16s16s16s{REQ_TAIL}s")
+# sk, conn_start_ns, ts_ns, tgid, len, head_len, dir, tail_len, role, tls, family, lport,
+# rport, proto, h2_lost, laddr, raddr, comm, tail.
+PAYLOAD = struct.Struct(f"<QQQIIHBBBBHHHBB16s16s16s{REQ_TAIL}s")
+PROTO_HTTP1, PROTO_HTTP2 = 1, 3
+# HTTP/2's frame walk in the kernel (h2_walk): bytes kept a call (frame headers, header
+# blocks); steps a call, 8 a program and 31 tail calls (the kernel allows 33 in all): 256,
+# where a 1 MiB write of 16 KiB frames takes about 130; buffers of an iovec; connections.
+H2_LIMITS = {"H2_BYTES": 4096, "H2_STEPS": 8, "H2_HOPS": 31, "H2_MAX_IOV": 64, "MAX_H2": 16384}
 
 
 SSL_FUNCTIONS = (("SSL_write", "ssl_write_enter"), ("SSL_read", "ssl_read_enter"),
@@ -231,8 +242,9 @@ class TcpCollector(Collector):
     def __init__(self, pids: list[int] | None = None, comm: str | None = None,
                  ports: list[int] | None = None, hooks: str = "auto", rtt: bool = False,
                  udp: bool = True, max_conns: int = 65536, interval_s: float = 1.0,
-                 follow_forks: bool = False, include_self: bool = False, requests: bool = False,
-                 head_bytes: int = 512, tls: bool = True, routes: list[str] | None = None):
+                 follow_forks: bool = False, include_self: bool = False,
+                 protocols: list[str] | None = None, head_bytes: int = 512, tls: bool = True,
+                 routes: list[str] | None = None):
         super().__init__()
         self.targets = Targets(list(pids or []), comm, follow_forks, include_self)
         self.pids, self.comm, self.ports = list(pids or []), comm, list(ports or [])
@@ -244,11 +256,15 @@ class TcpCollector(Collector):
         self._closed: list[_Closed] = []
         self._containers: dict = {}
         self._clock_offset = time.time_ns() - time.monotonic_ns()   # bpf_ktime → wall clock
-        self.requests, self.head_bytes, self.tls = requests, head_bytes, requests and tls
+        self.protocols = list(protocols or [])   # "http", "grpc": request spans ([]: none)
+        self.requests = bool(self.protocols)
+        self.head_bytes, self.tls = head_bytes, self.requests and tls
         self.tls_libraries: list[str] = []
         self._routes = Routes(list(routes or []))
         self._payloads: list[bytes] = []
-        self._http: dict[tuple[int, int], tuple[Http1Connection, object]] = {}   # (sk, start) →
+        # (sk, start, tls) → the connection's parser and what its requests share
+        self._http: dict[tuple[int, int, int], tuple[Http1Connection | Http2Connection, _Peer]] = {}
+        self.h2_streams_lost = 0   # HTTP/2 streams a direction out of step left unreported
 
     # -- start -------------------------------------------------------------------------
     def start(self) -> None:
@@ -264,6 +280,7 @@ class TcpCollector(Collector):
         self._bpf["closed_events"].open_ring_buffer(self._on_closed)
         if self.requests:
             self._bpf["payloads"].open_ring_buffer(self._on_payload)
+            self._load_walkers()
         if self.tls:
             self._attach_tls()
 
@@ -273,7 +290,17 @@ class TcpCollector(Collector):
                 "RETRANS_ERR": self.hooks == "tracepoints" and _has_field("tcp/tcp_retransmit_skb", "err"),
                 **self.targets.defines(), "FILTER_PORTS": bool(self.ports),
                 "REQUESTS": self.requests, "TLS": self.tls, "REQ_HEAD": self.head_bytes, "REQ_TAIL": REQ_TAIL,
+                "HTTP1": "http" in self.protocols, "H2": self.requests, **H2_LIMITS,
+                "PAYLOAD_BUF": 2 * max(self.head_bytes, H2_LIMITS["H2_BYTES"]),
                 "PAYLOAD_PAGES": 2048}   # 8 MiB
+
+    def _load_walkers(self) -> None:
+        """HTTP/2's frame walk is a program of its own, tail-called from the socket
+        tracepoints and from the kprobes and SSL uprobes: one of each type."""
+        bcc = loader.import_bcc()
+        for kind, prog_type in (("tp", bcc.BPF.TRACEPOINT), ("kp", bcc.BPF.KPROBE)):
+            fn = self._bpf.load_func(f"h2_walk_{kind}".encode(), prog_type)
+            self._bpf[f"h2_walker_{kind}"][ct.c_int(0)] = ct.c_int(fn.fd)
 
     def _fill_filters(self) -> None:
         one = ct.c_uint8(1)
@@ -345,14 +372,18 @@ class TcpCollector(Collector):
         unpack, size, http = PAYLOAD.unpack_from, PAYLOAD.size, self._http
         for data in raw:
             (sk, conn_start, ts, tgid, length, head_len, dir_, tail_len, role, tls, family, lport, rport,
-             laddr, raddr, comm, tail) = unpack(data)
+             proto, h2_lost, laddr, raddr, comm, tail) = unpack(data)
             key = (sk, conn_start, tls)
             entry = http.get(key)
             if entry is None:
-                entry = http[key] = (Http1Connection(), self._peer(tgid, comm, family, lport, rport,
-                                                                   laddr, raddr, tls))
+                parser = Http2Connection() if proto == PROTO_HTTP2 else Http1Connection()
+                entry = http[key] = (parser, self._peer(tgid, comm, family, lport, rport, laddr, raddr, tls))
             if entry[1].wanted:
-                entry[0].feed(Call(ts, dir_, length, data[size:size + head_len], tail[:tail_len]))
+                call = Call(ts, dir_, length, data[size:size + head_len], tail[:tail_len])
+                if proto == PROTO_HTTP2:
+                    entry[0].feed(call, bool(h2_lost))
+                else:
+                    entry[0].feed(call)
                 if entry[0].done:
                     out += self._exchanges(key)
         return out
@@ -372,6 +403,8 @@ class TcpCollector(Collector):
         if close:
             stream.close(close)
             del self._http[key]
+            if isinstance(stream, Http2Connection):
+                self.h2_streams_lost += stream.lost
         done = stream.take()
         if not done:
             return []
@@ -379,6 +412,9 @@ class TcpCollector(Collector):
         wall = self._clock_offset
         out = []
         for x in done:
+            grpc = isinstance(x, Stream) and x.is_grpc
+            if ("grpc" if grpc else "http") not in self.protocols:
+                continue
             h = x.request.headers
             end = x.response.end_ns if x.response else x.request.end_ns
             out.append(HttpRequest(
@@ -386,11 +422,12 @@ class TcpCollector(Collector):
                 version=x.version, status=x.status, start_ns=x.request.start_ns + wall,
                 end_ns=end + wall, local_address=p.local[0], local_port=p.local[1],
                 peer_address=p.peer[0], peer_port=p.peer[1], family=p.family,
-                host=h.get("host", ""), user_agent=h.get("user-agent", ""),
+                host=h.get("host") or h.get(":authority", ""), user_agent=h.get("user-agent", ""),
                 traceparent=h.get("traceparent", ""), request_body_bytes=x.request.body_bytes,
                 response_body_bytes=x.response.body_bytes if x.response else 0,
                 ended_by=x.ended_by, container=p.container, scheme=p.scheme,
-                route=self._routes.match(x.target)))
+                route=self._routes.match(x.target), rpc_system="grpc" if grpc else "",
+                grpc_status=x.grpc_status if grpc else None))
         return out
 
     def _records(self) -> list:
@@ -441,6 +478,9 @@ class TcpCollector(Collector):
 
     def _read_stats(self) -> None:
         STATS.read(self._bpf["stats"], self.stats)
+        if self.h2_streams_lost:
+            self.stats.set_lost("HTTP/2 stream not reported (its connection's parse went out of step)",
+                                self.h2_streams_lost)
         self._read_rtt()
 
     def progress(self) -> str:

@@ -10,6 +10,8 @@
   ebpf_otlp.udp.bytes / .datagrams   Sum, per process, peer and direction
   http.server.request.duration       Histogram s, HTTP requests served (semantic conventions)
   http.client.request.duration       Histogram s, HTTP requests made
+  rpc.server.duration                Histogram ms, gRPC calls served (RPC conventions, v1.37)
+  rpc.client.duration                Histogram ms, gRPC calls made
 
 Attributes stay bounded: the server side's address and port (never a client's ephemeral
 port), the process and its container, the role (`network.tcp.handshake.role` in the open
@@ -47,6 +49,7 @@ DURATION_BOUNDS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0
 RTT_BOUNDS = tuple((1 << i) / 1e6 for i in range(1, 24))   # 2 µs … 8.4 s, powers of two
 # The HTTP conventions' advice for http.*.request.duration.
 HTTP_BOUNDS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+RPC_BOUNDS = tuple(b * 1000 for b in HTTP_BOUNDS)   # the same, in ms as rpc.*.duration has it
 
 
 def _base(c: Connection) -> dict:
@@ -69,6 +72,16 @@ def _http(r: HttpRequest) -> dict:
         attrs["http.response.status_code"] = r.status
     if r.failed:
         attrs["error.type"] = str(r.status) if r.status is not None else "no_response"
+    return attrs
+
+
+def _rpc(r: HttpRequest) -> dict:
+    server = r.server
+    attrs = {"rpc.system": r.rpc_system, "rpc.service": r.rpc_service, "rpc.method": r.rpc_method,
+             "server.address": server[0], "server.port": server[1],
+             "process.executable.name": r.process_name, **r.container.attributes()}
+    if r.grpc_status is not None:
+        attrs["rpc.grpc.status_code"] = r.grpc_status
     return attrs
 
 
@@ -131,14 +144,18 @@ def build(report: NetReport, resource: Resource,
         udp_datagrams[attrs] += f.datagrams
 
     served, made = _Histograms(HTTP_BOUNDS), _Histograms(HTTP_BOUNDS)
+    rpc_served, rpc_made = _Histograms(RPC_BOUNDS), _Histograms(RPC_BOUNDS)
     for r in report.requests:
-        (served if r.kind == "server" else made).add(_http(r), r.duration_ns / 1e9)
+        if r.rpc_system:
+            (rpc_served if r.kind == "server" else rpc_made).add(_rpc(r), r.duration_ns / 1e6)
+        else:
+            (served if r.kind == "server" else made).add(_http(r), r.duration_ns / 1e9)
 
     def total(name, description, unit, values):
         return Metric(name, description, unit, Sum(_sum_points(values, start, now), temporality, True))
 
-    def hist(name, description, h):
-        return Metric(name, description, "s", Histogram(h.data_points(start, now), temporality))
+    def hist(name, description, h, unit="s"):
+        return Metric(name, description, unit, Histogram(h.data_points(start, now), temporality))
 
     metrics = [
         total("ebpf_otlp.tcp.connections", "TCP connections closed (or open at the end)",
@@ -152,8 +169,11 @@ def build(report: NetReport, resource: Resource,
         total("ebpf_otlp.udp.bytes", "UDP payload bytes", "By", udp_bytes),
         total("ebpf_otlp.udp.datagrams", "UDP datagrams", "{datagram}", udp_datagrams),
     ]
-    if report.requests:
+    if served.points or made.points:
         metrics += [hist("http.server.request.duration", "Duration of HTTP server requests", served),
                     hist("http.client.request.duration", "Duration of HTTP client requests", made)]
+    if rpc_served.points or rpc_made.points:
+        metrics += [hist("rpc.server.duration", "Duration of inbound RPCs", rpc_served, "ms"),
+                    hist("rpc.client.duration", "Duration of outbound RPCs", rpc_made, "ms")]
     scope = ScopeMetrics(InstrumentationScope("ebpf-otlp", __version__), metrics, "")
     return MetricsData([ResourceMetrics(resource, [scope], "")])

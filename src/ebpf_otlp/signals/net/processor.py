@@ -25,7 +25,7 @@ class NetProcessor(Processor):
                                       settings.rtt, settings.udp, settings.max_conns,
                                       follow_forks=settings.follow_forks,
                                       include_self=settings.include_self,
-                                      requests=settings.protocols != "none",
+                                      protocols=settings.protocols,
                                       head_bytes=settings.head_bytes, tls=settings.tls,
                                       routes=settings.routes)
         self.connections: list[Connection] = []

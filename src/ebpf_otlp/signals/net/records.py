@@ -73,11 +73,17 @@ class UdpFlow:
         return (self.pid, self.direction, self.peer_address, self.peer_port)
 
 
+# gRPC status codes a server reports as its own error (the RPC conventions); a client
+# reports every code but OK.
+GRPC_SERVER_ERRORS = {2, 4, 12, 13, 14, 15}   # UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS
+
+
 @dataclass
 class HttpRequest:
-    """One HTTP/1.x request and its response, seen from one side: `kind` "server" (we
-    received it) or "client" (we sent it). Times are wall-clock ns: from the request's
-    first bytes to the response's last (`ended_by` says how that end was known)."""
+    """One HTTP/1.x or HTTP/2 request and its response (a gRPC call: `rpc_system` "grpc"),
+    seen from one side: `kind` "server" (we received it) or "client" (we sent it). Times
+    are wall-clock ns: from the request's first bytes to the response's last (`ended_by`
+    says how that end was known)."""
     pid: int
     process_name: str
     kind: str
@@ -101,6 +107,17 @@ class HttpRequest:
     container: ContainerInfo = HOST
     scheme: str = "http"        # "https": the plaintext of OpenSSL calls
     route: str = ""             # the user's route pattern the path matched (--route), if one
+    rpc_system: str = ""        # "grpc": a gRPC call (content-type application/grpc)
+    grpc_status: int | None = None   # from the trailers; None: none came
+
+    @property
+    def rpc_service(self) -> str:
+        """"/pkg.Service/Method" → "pkg.Service"."""
+        return self.target.lstrip("/").partition("/")[0]
+
+    @property
+    def rpc_method(self) -> str:
+        return self.target.lstrip("/").partition("/")[2].partition("?")[0]
 
     @property
     def server(self) -> tuple[str, int]:
@@ -110,7 +127,10 @@ class HttpRequest:
 
     @property
     def failed(self) -> bool:
-        """As the conventions say: no response, a 5xx, or a 4xx seen by the client."""
+        """As the conventions say: no response, a 5xx, or a 4xx seen by the client; for a
+        gRPC call, its status (any but OK for a client, the server's own errors for it)."""
+        if self.rpc_system and self.grpc_status is not None:
+            return self.grpc_status != 0 if self.kind == "client" else self.grpc_status in GRPC_SERVER_ERRORS
         return self.status is None or self.status >= 500 or (self.status >= 400 and self.kind == "client")
 
     @property

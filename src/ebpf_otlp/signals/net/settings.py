@@ -9,12 +9,23 @@ from ebpf_otlp.signals.net.routes import check_pattern
 from ebpf_otlp.signals.signal import from_table, toml
 
 HOOKS = ("auto", "tracepoints", "kprobes")
-PROTOCOLS = ("http", "none")
+PROTOCOLS = ("http", "grpc")   # http: HTTP/1.x and HTTP/2; grpc: gRPC calls (over HTTP/2)
 HEAD_BYTES = (128, 256, 512, 1024, 2048)   # the kernel copies a power of two
 
 
 def _routes(x) -> list[str]:
     return [check_pattern(p) for p in v.strings(x)]
+
+
+def protocols(x) -> list[str]:
+    """"http,grpc" or a list of names; "none" (or []) for connections only."""
+    items = [i.strip() for i in x.split(",")] if isinstance(x, str) else v.strings(x) if x else []
+    if items == ["none"]:
+        return []
+    bad = [i for i in items if i not in PROTOCOLS]
+    if bad or len(set(items)) != len(items) or "" in items:
+        raise ValueError(f"a list of {', '.join(PROTOCOLS)} (each once), or none")
+    return items
 
 
 def _head_bytes(x) -> int:
@@ -37,8 +48,9 @@ class NetSettings:
     interval_s: float = 10.0           # how often metrics are exported
     follow_forks: bool = False
     include_self: bool = field(default=False, metadata=toml("include_self", v.boolean))
-    # request spans: "http" (HTTP/1.x), or "none" for connections only
-    protocols: str = field(default="http", metadata=toml("protocols", v.choice(*PROTOCOLS)))
+    # request spans for these protocols: "http" (HTTP/1.x, HTTP/2), "grpc"; [] for connections only
+    protocols: list[str] = field(default_factory=lambda: list(PROTOCOLS),
+                                 metadata=toml("protocols", lambda x: protocols(x)))
     # HTTP over TLS: uprobes on OpenSSL's SSL_read/SSL_write, plaintext linked to its socket
     tls: bool = field(default=True, metadata=toml("tls", v.boolean))
     # route patterns ("/users/{id}"): the route a request's path matched, in spans and metrics

@@ -1,6 +1,6 @@
 """trace-net connections as OpenTelemetry spans: one per connection, kind CLIENT or SERVER,
-from its start to its close, status ERROR with `error.type` when it failed; and one per
-HTTP request, by the HTTP semantic conventions."""
+from its start to its close, status ERROR with `error.type` when it failed; one per HTTP
+request, by the HTTP semantic conventions, and per gRPC call, by the RPC ones."""
 
 from __future__ import annotations
 
@@ -96,6 +96,29 @@ def request_attributes(r: HttpRequest) -> dict:
     return attrs
 
 
+def rpc_attributes(r: HttpRequest) -> dict:
+    """gRPC span attributes (the RPC semantic conventions, v1.37): service and method from
+    the :path, the status from the trailers."""
+    server_address, server_port = r.server
+    attrs = {
+        "rpc.system": r.rpc_system, "rpc.service": r.rpc_service, "rpc.method": r.rpc_method,
+        "server.address": server_address, "server.port": server_port,
+        "network.protocol.name": "http", "network.protocol.version": r.version,
+        "network.transport": "tcp", "network.type": f"ipv{r.family}",
+        "network.peer.address": r.peer_address, "network.peer.port": r.peer_port,
+        "process.pid": r.pid, "process.executable.name": r.process_name,
+        "ebpf_otlp.http.ended_by": r.ended_by,
+        **r.container.attributes(),
+    }
+    if r.kind == "server":
+        attrs.update({"client.address": r.peer_address, "client.port": r.peer_port})
+    if r.grpc_status is not None:
+        attrs["rpc.grpc.status_code"] = r.grpc_status
+    if r.user_agent:
+        attrs["user_agent.original"] = r.user_agent
+    return attrs
+
+
 def parent_of(traceparent: str):
     """The context a W3C traceparent header names (version 00), or None."""
     parts = traceparent.strip().split("-")
@@ -114,13 +137,23 @@ def parent_of(traceparent: str):
 def emit_requests(tracer: Tracer, requests: list[HttpRequest]) -> None:
     """Named by the method, and a server span by the route its path matched (--route):
     never the raw path, as the conventions say; ERROR for 5xx, and for 4xx on the client
-    side; a request with a traceparent header joins that trace under the span it names."""
+    side. A gRPC call is named service/method, ERROR by its status (any but OK for a
+    client, the server's own errors for a server). A request with a traceparent header
+    joins that trace under the span it names."""
     for r in requests:
         kind = SpanKind.SERVER if r.kind == "server" else SpanKind.CLIENT
-        name = f"{r.method} {r.route}" if r.route and r.kind == "server" else r.method
+        if r.rpc_system:
+            name, attrs = f"{r.rpc_service}/{r.rpc_method}", rpc_attributes(r)
+        else:
+            name = f"{r.method} {r.route}" if r.route and r.kind == "server" else r.method
+            attrs = request_attributes(r)
         span = tracer.start_span(name, context=parent_of(r.traceparent) if r.traceparent else None,
-                                 kind=kind, start_time=r.start_ns, attributes=request_attributes(r))
-        if r.status is None:
+                                 kind=kind, start_time=r.start_ns, attributes=attrs)
+        if r.rpc_system and r.grpc_status is not None:
+            if r.failed:
+                span.set_attribute("error.type", str(r.grpc_status))
+                span.set_status(Status(StatusCode.ERROR))
+        elif r.status is None:
             span.set_attribute("error.type", "no_response")
             span.set_status(Status(StatusCode.ERROR, f"no response ({r.ended_by})"))
         elif r.failed:

@@ -1,6 +1,6 @@
 """trace-net on the terminal: a line per connection as it closes (in the spirit of
-tcplife), and at the end a summary per process and peer, and of HTTP requests per process
-and route."""
+tcplife), and at the end a summary per process and peer, and of requests (HTTP, gRPC) per
+process and route."""
 
 from __future__ import annotations
 
@@ -72,8 +72,11 @@ def render_summary(report: NetReport, console: Console, top: int = 20) -> None:
 def render_requests(requests: list[HttpRequest], console: Console, top: int) -> None:
     groups: dict[tuple, list[HttpRequest]] = defaultdict(list)
     for r in requests:
-        groups[(r.pid, r.process_name, r.kind, r.method, r.route or route_of(r.target))].append(r)
-    t = Table(title=f"HTTP requests by process and route ({len(requests)})", title_justify="left")
+        if r.rpc_system:        # a gRPC method names itself: no ids to fold
+            groups[(r.pid, r.process_name, r.kind, r.rpc_system, r.target)].append(r)
+        else:
+            groups[(r.pid, r.process_name, r.kind, r.method, r.route or route_of(r.target))].append(r)
+    t = Table(title=f"Requests by process and route ({len(requests)})", title_justify="left")
     for col in ("pid", "process", "side", "method", "route", "requests", "errors", "p50 ms",
                 "p90 ms", "p99 ms"):
         t.add_column(col, justify="left" if col in ("process", "side", "method", "route") else "right")
