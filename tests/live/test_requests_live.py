@@ -13,6 +13,7 @@ import json
 import signal
 import socket
 import subprocess
+import sys
 import time
 
 import pytest
@@ -76,8 +77,8 @@ def pipelined(port: int, paths: list[str]) -> None:
             data = data[length:]
 
 
-def curl(port: int, paths: list[str], *extra: str, scheme: str = "http") -> None:
-    args = [need_tool("curl", "/usr/bin/curl"), "-s", "--http1.1", *extra]
+def curl(port: int, paths: list[str], *extra: str, scheme: str = "http", version: str = "--http1.1") -> None:
+    args = [need_tool("curl", "/usr/bin/curl"), "-s", version, *extra]
     for p in paths:
         args += [f"{scheme}://127.0.0.1:{port}{p}", "-o", "/dev/null"]
     subprocess.run(args, check=True, timeout=60)
@@ -196,16 +197,20 @@ http {{
 """
 
 
-@pytest.mark.parametrize("scheme", ["http", "https"])
+CURL_VERSION = {"http": "--http1.1", "https": "--http1.1", "h2": "--http2", "h2c": "--http2-prior-knowledge"}
+
+
+@pytest.mark.parametrize("scheme", ["http", "https", "h2", "h2c"])
 def test_requests_to_nginx_match_its_access_log(tmp_path, scheme):
     """Plain, nginx sends /big.bin (1 MiB) with sendfile: its body is counted by length
-    alone; over TLS, through SSL_write. (Its worker runs as root here: pytest's
-    directories are root's alone.)"""
+    alone; over TLS, through SSL_write. HTTP/2 over TLS (ALPN) and plain (h2c, curl's
+    prior knowledge): nginx writes a response's frames with writev, many buffers a call.
+    (Its worker runs as root here: pytest's directories are root's alone.)"""
     nginx = need_tool("nginx", "/usr/sbin/nginx")
-    tls, certs = "", ""
-    if scheme == "https":
+    tls, certs = {"h2": " ssl http2", "h2c": " http2"}.get(scheme, ""), ""
+    if scheme in ("https", "h2"):
         cert, key = self_signed_cert(tmp_path)
-        tls, certs = " ssl", f"ssl_certificate {cert}; ssl_certificate_key {key};"
+        tls, certs = tls or " ssl", f"ssl_certificate {cert}; ssl_certificate_key {key};"
     (tmp_path / "www").mkdir()
     (tmp_path / "www" / "big.bin").write_bytes(b"n" * (1 << 20))
     with socket.socket() as s:
@@ -218,11 +223,21 @@ def test_requests_to_nginx_match_its_access_log(tmp_path, scheme):
         while socket.socket().connect_ex(("127.0.0.1", port)) and time.monotonic() < deadline:
             time.sleep(0.05)
         with tracing(tmp_path, port) as got:
-            curl(port, ["/ok", "/missing", "/boom", "/big.bin", "/ok"], "-k", scheme=scheme)
+            web, version = "https" if scheme in ("https", "h2") else "http", CURL_VERSION[scheme]
+            if scheme == "h2c":   # curl 7.88 fails a second request on an h2c connection
+                for path in ("/ok", "/missing", "/boom", "/big.bin", "/ok"):
+                    curl(port, [path], scheme=web, version=version)
+            else:
+                curl(port, ["/ok", "/missing", "/boom", "/big.bin", "/ok"], "-k", scheme=web, version=version)
             if scheme == "http":
                 pipelined(port, ["/ok", "/big.bin"])
-            else:   # the same through Python's ssl
+            elif scheme == "https":   # the same through Python's ssl
                 subprocess.run([SYSTEM_PYTHON, "-c", HTTPS_PAIR, str(port)], check=True, timeout=60)
+            elif scheme == "h2":
+                curl(port, ["/ok", "/big.bin"], "-k", scheme=web, version=version)
+            else:
+                curl(port, ["/ok"], scheme=web, version=version)
+                curl(port, ["/big.bin"], scheme=web, version=version)
     finally:
         server.terminate()
         server.wait(timeout=10)
@@ -236,4 +251,59 @@ def test_requests_to_nginx_match_its_access_log(tmp_path, scheme):
     assert {r["ended_by"] for r in got["http"]} == {"framing"}
     assert {r["response_body_bytes"] for r in got["http"] if r["target"] == "/big.bin"} == {1 << 20}
     assert {r["process_name"] for r in got["http"] if r["kind"] == "server"} == {"nginx"}
-    assert {r["scheme"] for r in got["http"]} == {scheme}
+    assert {r["scheme"] for r in got["http"]} == {"https" if scheme in ("https", "h2") else "http"}
+    assert {r["version"] for r in got["http"]} == {"2" if scheme.startswith("h2") else "1.1"}
+    assert "losses: none" in got["stdout"] + got["stderr"]
+
+
+GRPC_CALLS = {"SayHello": 5, "Fail": 2, "Crash": 1, "Slow": 1, "Big": 1}
+GRPC_CODES = {"SayHello": 0, "Fail": 5, "Crash": 2, "Slow": 0, "Big": 0}   # OK, NOT_FOUND, UNKNOWN
+
+
+def test_grpc_calls_both_sides_with_their_status(tmp_path):
+    """grpcio (h2c) server and client in two processes: every call the client made is one
+    SERVER span and one CLIENT span named demo.Greeter/METHOD with its rpc.grpc.status_code,
+    at a real OTLP collector and in the JSON lines; Slow's server span within 10 % of its
+    200 ms; Big's 1 MiB answer (64 DATA frames in the kernel's walk) whole; nothing lost."""
+    app = [sys.executable, str(WORKLOADS / "grpc_app.py")]
+    server = subprocess.Popen([*app, "server"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        port = int(wait_for_line(server.stderr, "listening")[-1].split()[1])
+        with GrpcCollector() as col:
+            with tracing(tmp_path, port, "--otlp-endpoint", col.endpoint, "--interval", "1s") as got:
+                calls = ",".join(f"{name}={n}" for name, n in GRPC_CALLS.items())
+                client = subprocess.run([*app, "client", str(port), calls], capture_output=True, text=True,
+                                        timeout=60, check=True)
+            spans = [s for t in col.received["traces"] for rs in t.resource_spans for ss in rs.scope_spans
+                     for s in ss.spans if s.name.startswith("demo.Greeter/")]
+    finally:
+        server.communicate("", timeout=30)
+    made = collections.Counter((c["method"], c["code"]) for c in map(json.loads, client.stdout.splitlines()))
+    assert made == {(name, GRPC_CODES[name]): n for name, n in GRPC_CALLS.items()}
+    expected = collections.Counter({(f"demo.Greeter/{m}", code): n for (m, code), n in made.items()})
+    for kind in ("server", "client"):
+        records = [r for r in got["http"] if r["kind"] == kind]
+        assert collections.Counter((f"{r['target'][1:]}", r["grpc_status"]) for r in records) == expected, records
+        assert {(r["rpc_system"], r["version"], r["method"], r["ended_by"]) for r in records} == \
+            {("grpc", "2", "POST", "framing")}
+    attrs = lambda s: {kv.key: kv.value.string_value or kv.value.int_value for kv in s.attributes}  # noqa: E731
+    for kind, code in (("server", 2), ("client", 3)):   # SPAN_KIND_SERVER, SPAN_KIND_CLIENT
+        seen = collections.Counter((s.name, attrs(s)["rpc.grpc.status_code"]) for s in spans if s.kind == code)
+        assert seen == expected, (kind, seen)
+    server_spans = [s for s in spans if s.kind == 2]
+    crash = next(s for s in server_spans if s.name.endswith("/Crash"))
+    assert crash.status.code == 2 and attrs(crash)["error.type"] == "2"     # UNKNOWN: the server's own
+    fail = next(s for s in server_spans if s.name.endswith("/Fail"))
+    assert fail.status.code == 0                                            # NOT_FOUND: the caller's
+    a = attrs(fail)
+    assert (a["rpc.system"], a["rpc.service"], a["rpc.method"], a["server.port"]) == \
+        ("grpc", "demo.Greeter", "Fail", port)
+    slow = next(r for r in got["http"] if r["kind"] == "server" and r["target"].endswith("/Slow"))
+    assert 200e6 <= slow["duration_ns"] < 220e6, slow["duration_ns"]
+    big = [r for r in got["http"] if r["target"].endswith("/Big")]
+    assert {r["response_body_bytes"] for r in big} == {(1 << 20) + 5}   # and gRPC's 5-byte prefix
+    metrics = {m.name for batch in col.received["metrics"] for rm in batch.resource_metrics
+               for sm in rm.scope_metrics for m in sm.metrics}
+    assert {"rpc.server.duration", "rpc.client.duration"} <= metrics
+    assert "losses: none" in got["stdout"] + got["stderr"]

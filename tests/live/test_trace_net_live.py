@@ -236,7 +236,7 @@ def test_udp_bytes_and_datagrams_per_process(lab, tmp_path):
 def test_kprobe_programs_compile_and_pass_the_verifier():
     """This kernel cannot attach kprobes, so the kprobe path is loaded, not attached: every
     program must get through clang and the verifier with the running kernel's offsets,
-    request capture and its TLS probes included."""
+    request capture, its HTTP/2 walkers and its TLS probes included."""
     from bcc import BPF
 
     from ebpf_otlp.signals.net.collector import KPROBES, SSL_FUNCTIONS, TcpCollector
@@ -246,7 +246,7 @@ def test_kprobe_programs_compile_and_pass_the_verifier():
     collector.hooks = "kprobes"
     bpf = loader.load("tcp_life", collector.defines())
     try:
-        for fn in [k[0] for k in KPROBES] + [f[1] for f in SSL_FUNCTIONS] + ["ssl_return"]:
+        for fn in [k[0] for k in KPROBES] + [f[1] for f in SSL_FUNCTIONS] + ["ssl_return", "h2_walk_kp"]:
             assert bpf.load_func(fn.encode(), BPF.KPROBE).fd >= 0
     finally:
         bpf.cleanup()

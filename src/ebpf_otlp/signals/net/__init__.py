@@ -1,5 +1,6 @@
-"""The net signal (trace-net): every TCP connection, from its start to its close, and UDP
-per process and peer, as lines, a summary, JSON lines, OTLP spans and metrics."""
+"""The net signal (trace-net): every TCP connection, from its start to its close, the
+requests on them (HTTP/1.x, HTTP/2, gRPC), and UDP per process and peer, as lines, a
+summary, JSON lines, OTLP spans and metrics."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ def _describe(net, processor, target: str) -> str:
     if c.requests:
         tls = (f", over TLS in {', '.join(c.tls_libraries)}" if c.tls_libraries else
                ", no libssl to probe for TLS" if c.tls else "")
-        requests = f"; HTTP requests{tls}"
+        names = {"http": "HTTP/1.x and HTTP/2", "grpc": "gRPC"}
+        requests = f"; {' and '.join(names[p] for p in c.protocols)} requests{tls}"
     return f"tracing TCP connections of {target}{ports} ({c.hooks}){requests}"
 
 
