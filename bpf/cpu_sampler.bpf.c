@@ -28,7 +28,8 @@
 //
 // Defines: MAX_KEYS, MAX_STACKS, targets.inc's (which processes), USER_STACKS, KERNEL_STACKS, INCLUDE_IDLE;
 //          OFF_CPU, MIN_BLOCK_NS, MAX_THREADS; UNWIND_TABLES (with unwind.inc's defines);
-//          HOLD_NEW_CODE; PYTHON_FRAMES (with python.inc's defines).
+//          HOLD_NEW_CODE; PYTHON_FRAMES (with python.inc's defines); SAMPLE_TIMES (each
+//          sample's time in its key: user space links it to the request its thread served).
 #include <uapi/linux/ptrace.h>
 #if defined(PYTHON_FRAMES) && !(defined(UNWIND_TABLES) && defined(USER_STACKS))
 #undef PYTHON_FRAMES              // the Python walk follows the table unwinder's
@@ -43,6 +44,7 @@ struct sample_key {
     u64 user_stack_hash;     // UNWIND_TABLES: the user stack's key in user_stacks_N
     u64 kernel_stack_hash;   // the kernel stack's key in kernel_stacks_N (kernel_stacks.inc)
     u64 py_stack_hash;       // PYTHON_FRAMES: the Python stack's key in py_stacks_N (python.inc)
+    u64 slot;                // SAMPLE_TIMES: when, in 2^20 ns (1.05 ms) of bpf_ktime (0 without)
     char comm[TASK_COMM_LEN];
 };
 
@@ -215,6 +217,9 @@ int on_sample(struct bpf_perf_event_data *ctx) {
     key.user_stack_id = -1;
     bpf_get_current_comm(&key.comm, sizeof(key.comm));
     key.gen = exec_generation(tgid);
+#ifdef SAMPLE_TIMES
+    key.slot = bpf_ktime_get_ns() >> 20;   // samples apart: a key each (MAX_KEYS has room)
+#endif
 #if defined(USER_STACKS) && defined(UNWIND_TABLES)
     int zero = 0;
     struct walk *w = walks.lookup(&zero);

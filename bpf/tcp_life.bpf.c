@@ -345,6 +345,7 @@ struct payload {             // to user space: one send or receive of an HTTP co
     u64 conn_start_ns;       // with sk, the connection (a socket's address is reused)
     u64 ts_ns;
     u32 tgid;                // the process making the call
+    u32 tid;                 // and its thread (CPU samples are linked to requests by it)
     u32 len;                 // bytes the call moved
     u16 head_len;            // of them, in head
     u8 dir;                  // 0 sent, 1 received
@@ -629,7 +630,9 @@ static __always_inline void send_up(void *ctx, int kprobe, u64 sk, struct conn *
     e->sk = sk;
     e->conn_start_ns = c->start_ns;
     e->ts_ns = bpf_ktime_get_ns();
-    e->tgid = task_ids() >> 32;
+    u64 ids = task_ids();
+    e->tgid = ids >> 32;
+    e->tid = (u32)ids;
     e->len = len;
     e->dir = dir;
     e->role = c->role;

@@ -83,6 +83,8 @@ class RawStackSample:
     gen: int = 0             # the process's exec generation: which mappings apply
     cut: bool = False        # the user stack stopped short of its outermost frame
     python: tuple = ()       # Python frames as the kernel walked them (pyframes.process.RawFrame)
+    time_ns: int = 0         # when (wall clock, to 1.05 ms), where the sampler keeps it (SAMPLE_TIMES)
+    span: tuple[str, str] = ()   # (trace id, span id) of the request its thread was serving
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,7 @@ class StackSample:
     values: tuple[int, ...]
     container: ContainerInfo = HOST
     cut: bool = False        # its user stack stopped short of the outermost frame
+    span: tuple[str, str] = ()   # (trace id, span id), hex: the request its thread was serving
 
 
 @dataclass
@@ -270,7 +273,8 @@ def merge_cut(items: list, add: Callable[[Any, Any], Any], weight: Callable[[Any
         best = None
         for n in by_pid.get(item.pid, ()):
             if len(whole_names[n]) > len(key) and whole_names[n][:len(key)] == key:
-                rank = (getattr(whole[n], "tid", None) == getattr(item, "tid", None), weight(whole[n]))
+                rank = (getattr(whole[n], "span", None) == getattr(item, "span", None),
+                        getattr(whole[n], "tid", None) == getattr(item, "tid", None), weight(whole[n]))
                 if best is None or rank > best[0]:
                     best = (rank, n)
         if best is None:

@@ -3,6 +3,7 @@ at a time per output root, retention."""
 
 from __future__ import annotations
 
+import collections
 import gzip
 import hashlib
 import json
@@ -182,3 +183,43 @@ def test_a_bad_capture_table_writes_nothing(tmp_path):
     r = agent("snapshot", "--config", str(config), "--duration", "1s")
     assert r.returncode == 2 and "unknown syscall 'opnat'" in r.stderr, r.stderr
     assert not root.exists()
+
+
+def test_cpu_samples_carry_the_span_of_the_request_their_thread_served(tmp_path):
+    """The profile and request spans in one snapshot: the serving thread's samples during
+    /burn (400 ms of its CPU) carry /burn's span id, about 40 at 99 Hz; the quick requests
+    around it label next to none; samples outside any request carry none."""
+    server = subprocess.Popen(["/usr/bin/python3", str(WORKLOADS / "http_server.py")], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    root = tmp_path / "snaps"
+    try:
+        port = int(wait_for_line(server.stderr, "listening")[-1].split()[1])
+        config = write_config(tmp_path / "snap.toml", root, profile=f"hz = 99\npids = [{server.pid}]",
+                              trace_net=f"ports = [{port}]")
+        run = agent_popen("snapshot", "--config", str(config), "--duration", "4s", "-v")
+        wait_for_line(run.stderr, "capturing profile, trace-net")
+        url = f"http://127.0.0.1:{port}"
+        subprocess.run(["curl", "-s", "--http1.1", *(a for p in ("/ok", "/burn", "/ok") for a in (url + p, "-o", "/dev/null"))],
+                       check=True, timeout=60)
+        out, err = run.communicate(timeout=120)
+    finally:
+        server.communicate("", timeout=30)
+    assert run.returncode == 0, err
+    [bundle] = bundles(root)
+    records = [json.loads(line) for line in gzip.decompress((bundle / "connections.jsonl.gz").read_bytes()).splitlines()]
+    served = {r["target"]: r for r in records if r["type"] == "http" and r["kind"] == "server"}
+    burn = served["/burn"]
+    assert burn["tid"] and len(burn["span_id"]) == 16 and len(burn["trace_id"]) == 32
+    prof = load_pprof(bundle / "profile.pb.gz")
+    s = prof.string_table
+    by_span: collections.Counter = collections.Counter()
+    tids: dict[str, set] = collections.defaultdict(set)
+    for sample in prof.sample:
+        labels = {s[l.key]: (s[l.str] if l.str else l.num) for l in sample.label}
+        by_span[labels.get("span_id", "")] += sample.value[0]
+        if "span_id" in labels:
+            tids[labels["span_id"]].add(labels["tid"])
+            assert labels["trace_id"] == next(r["trace_id"] for r in served.values() if r["span_id"] == labels["span_id"])
+    assert 24 <= by_span[burn["span_id"]] <= 48, by_span
+    assert tids[burn["span_id"]] == {burn["tid"]}
+    assert sum(n for span, n in by_span.items() if span and span != burn["span_id"]) <= 2, by_span

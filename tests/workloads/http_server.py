@@ -5,6 +5,7 @@ ThreadingHTTPServer (keep-alive), standard library only.
   GET  /ok        200, 2 bytes          GET  /missing  404
   GET  /boom      500                   GET  /slow     200 after 300 ms
   GET  /chunked   200, chunked: 5 chunks, 40,000 bytes in all
+  GET  /burn      200 after 400 ms of the serving thread's CPU
   GET  /big       200, 1 MiB            POST /echo     200, the request's body back
   HEAD /ok        200, no body
 
@@ -62,6 +63,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return
         if self.path == "/slow":
             time.sleep(0.3)
+        if self.path == "/burn":   # 400 ms of this thread's CPU
+            end = time.thread_time() + 0.4
+            while time.thread_time() < end:
+                pass
         status = {"/missing": 404, "/boom": 500}.get(self.path, 200)
         self._answer(status, b"x" * (1 << 20) if self.path == "/big" else b"ok")
         self._log(status, started)

@@ -26,6 +26,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
+from ebpf_otlp.export.span_ids import IDS
 from ebpf_otlp.export import otlp_profiles
 from ebpf_otlp.export.otlp_settings import OtlpSettings
 from ebpf_otlp.export.otlp_transport import SendError, Transport, grpc_credentials
@@ -146,7 +147,7 @@ class OtlpOutput(Sink):
     # -- SDK signals ------------------------------------------------------------
     def tracer_provider(self) -> TracerProvider:
         if self._tracer_provider is None:
-            self._tracer_provider = TracerProvider(resource=self.resource)
+            self._tracer_provider = TracerProvider(resource=self.resource, id_generator=IDS)
             # Batches: a capture can close thousands of spans (one per connection).
             self._tracer_provider.add_span_processor(
                 BatchSpanProcessor(_SpoolingSpanExporter(sdk_span_exporter(self.settings), self)))

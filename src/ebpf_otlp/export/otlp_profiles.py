@@ -47,8 +47,10 @@ class _Dictionary:
         self.string = Interned(0, lambda s, _i: d.string_table.append(s))
         self.string("")
         for table in (d.mapping_table, d.location_table, d.function_table, d.stack_table,
-                      d.attribute_table):
+                      d.attribute_table, d.link_table):
             table.add()
+        self.link = Interned(1, lambda span, _i: d.link_table.add(
+            trace_id=bytes.fromhex(span[0]), span_id=bytes.fromhex(span[1])))
         self._attribute = Interned(1, lambda kv, _i: d.attribute_table.add(
             key_strindex=self.string(kv[0]), value=any_value(kv[1])))
         self._mapping = Interned(1, lambda m, _i: d.mapping_table.add(
@@ -105,7 +107,8 @@ def build(profile: Profile, resource: Resource) -> ExportProfilesServiceRequest:
             p.period_type.type_strindex = dic.string(profile.period_type.type)
             p.period_type.unit_strindex = dic.string(profile.period_type.unit)
             for s, (stack, thread) in zip(samples, stacks):
-                p.samples.add(stack_index=stack, values=[s.values[i]], attribute_indices=thread)
+                p.samples.add(stack_index=stack, values=[s.values[i]], attribute_indices=thread,
+                              link_index=dic.link(s.span) if s.span else 0)
     request = ExportProfilesServiceRequest(dictionary=dic.d)
     rp = request.resource_profiles.add(resource=resource_proto(resource))
     rp.scope_profiles.append(scope)

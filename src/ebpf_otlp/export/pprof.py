@@ -72,6 +72,9 @@ def build(profile: Profile):
             sample.label.add(key=t.string("process name"), str=t.string(s.process_name))
         for key, value in s.container.attributes().items():   # container.id, k8s.pod.uid
             sample.label.add(key=t.string(key), str=t.string(value))
+        if s.span:   # the request its thread was serving (signals/links.py)
+            sample.label.add(key=t.string("trace_id"), str=t.string(s.span[0]))
+            sample.label.add(key=t.string("span_id"), str=t.string(s.span[1]))
     return out
 
 

@@ -22,7 +22,7 @@ from ebpf_otlp.export.console import text_console
 from ebpf_otlp.engine.output_stage import OutputStage
 from ebpf_otlp.export.sinks import FileTarget
 from ebpf_otlp.engine.run import capture
-from ebpf_otlp.signals import registry
+from ebpf_otlp.signals import links, registry
 from ebpf_otlp.signals.processor import Processor
 from ebpf_otlp.runtime.privileges import missing_privileges
 from ebpf_otlp.sessions.bundles import BundleStore, capture_entry, describe, write_manifest
@@ -52,6 +52,7 @@ def plan(config: cfg.Config, bundle: str) -> list[Part]:
     if not parts:
         raise AgentError(f"{config.path or 'the configuration'} names no capture: add a "
                          f"{', '.join('[' + t + ']' for t in registry.TABLES)} table")
+    links.link([p.processor for p in parts])
     return parts
 
 

@@ -352,7 +352,7 @@ class Symbolizer:
             with gc_paused():
                 return [StackSample(raw.pid, raw.tid, raw.thread_name,
                                     self.process_name(raw.pid, raw.gen), self.frames(raw), values,
-                                    self.container(raw.pid, raw.gen), raw.cut)
+                                    self.container(raw.pid, raw.gen), raw.cut, raw.span)
                         for raw, values in counts.items()]
         finally:   # a pass's caches: maps and perf maps may change before the next one
             self._frame_cache, self._mapping_cache, self._kernel_cache = {}, {}, {}

@@ -10,6 +10,7 @@ import gc
 import functools
 import ipaddress
 import os
+import random
 import socket
 import struct
 import time
@@ -20,7 +21,7 @@ from ebpf_otlp.errors import AgentError
 from ebpf_otlp.records import HOST
 from ebpf_otlp.signals.net.http1 import Call, Http1Connection
 from ebpf_otlp.signals.net.http2 import Http2Connection, Stream
-from ebpf_otlp.signals.net.records import Connection, HttpRequest, UdpFlow
+from ebpf_otlp.signals.net.records import Connection, HttpRequest, UdpFlow, traceparent_ids
 from ebpf_otlp.signals.net.routes import Routes
 from ebpf_otlp.runtime import loader
 from ebpf_otlp.runtime.maps import drain
@@ -102,9 +103,9 @@ class _Closed(ct.Structure):
 
 
 # struct payload of bpf/tcp_life.bpf.c up to its head (sent up only as long as the head is):
-# sk, conn_start_ns, ts_ns, tgid, len, head_len, dir, tail_len, role, tls, family, lport,
+# sk, conn_start_ns, ts_ns, tgid, tid, len, head_len, dir, tail_len, role, tls, family, lport,
 # rport, proto, h2_lost, laddr, raddr, comm, tail.
-PAYLOAD = struct.Struct(f"<QQQIIHBBBBHHHBB16s16s16s{REQ_TAIL}s")
+PAYLOAD = struct.Struct(f"<QQQIIIHBBBBHHHBB16s16s16s{REQ_TAIL}s")
 PROTO_HTTP1, PROTO_HTTP2 = 1, 3
 # HTTP/2's frame walk in the kernel (h2_walk): bytes kept a call (frame headers, header
 # blocks); steps a call, 8 a program and 31 tail calls (the kernel allows 33 in all): 256,
@@ -371,15 +372,15 @@ class TcpCollector(Collector):
         out: list[HttpRequest] = []
         unpack, size, http = PAYLOAD.unpack_from, PAYLOAD.size, self._http
         for data in raw:
-            (sk, conn_start, ts, tgid, length, head_len, dir_, tail_len, role, tls, family, lport, rport,
-             proto, h2_lost, laddr, raddr, comm, tail) = unpack(data)
+            (sk, conn_start, ts, tgid, tid, length, head_len, dir_, tail_len, role, tls, family, lport,
+             rport, proto, h2_lost, laddr, raddr, comm, tail) = unpack(data)
             key = (sk, conn_start, tls)
             entry = http.get(key)
             if entry is None:
                 parser = Http2Connection() if proto == PROTO_HTTP2 else Http1Connection()
                 entry = http[key] = (parser, self._peer(tgid, comm, family, lport, rport, laddr, raddr, tls))
             if entry[1].wanted:
-                call = Call(ts, dir_, length, data[size:size + head_len], tail[:tail_len])
+                call = Call(ts, dir_, length, data[size:size + head_len], tail[:tail_len], tid)
                 if proto == PROTO_HTTP2:
                     entry[0].feed(call, bool(h2_lost))
                 else:
@@ -416,6 +417,7 @@ class TcpCollector(Collector):
             if ("grpc" if grpc else "http") not in self.protocols:
                 continue
             h = x.request.headers
+            parent = traceparent_ids(h.get("traceparent", ""))
             end = x.response.end_ns if x.response else x.request.end_ns
             out.append(HttpRequest(
                 pid=p.pid, process_name=p.name, kind=kind, method=x.method, target=x.target,
@@ -427,7 +429,9 @@ class TcpCollector(Collector):
                 response_body_bytes=x.response.body_bytes if x.response else 0,
                 ended_by=x.ended_by, container=p.container, scheme=p.scheme,
                 route=self._routes.match(x.target), rpc_system="grpc" if grpc else "",
-                grpc_status=x.grpc_status if grpc else None))
+                grpc_status=x.grpc_status if grpc else None, tid=x.request.tid,
+                trace_id=f"{parent[0] if parent else random.getrandbits(128):032x}",
+                span_id=f"{random.getrandbits(64) or 1:016x}"))
         return out
 
     def _records(self) -> list:

@@ -18,12 +18,14 @@ LAST_CHUNK = b"0\r\n\r\n"
 
 @dataclass(slots=True)
 class Call:
-    """One send (dir 0) or receive (dir 1): its time, length, first bytes and last bytes."""
+    """One send (dir 0) or receive (dir 1): its time, length, first bytes and last bytes,
+    and the thread that made it."""
     ts_ns: int
     dir: int
     length: int
     head: bytes
     tail: bytes = b""
+    tid: int = 0
 
 
 @dataclass(slots=True)
@@ -36,6 +38,7 @@ class Message:
     body_bytes: int = 0
     truncated: bool = False      # its headers went past the bytes copied
     is_request: bool = True
+    tid: int = 0                 # the thread that sent or received its first bytes
 
 
 @dataclass(slots=True)
@@ -138,7 +141,8 @@ class Http1Connection:
             self.unparsed += 1
             return call.length   # out of step: the rest of this call is skipped
         start, headers, size = parsed
-        msg = Message(start, headers, call.ts_ns, call.ts_ns, 0, size < 0, not start.startswith("HTTP/"))
+        msg = Message(start, headers, call.ts_ns, call.ts_ns, 0, size < 0, not start.startswith("HTTP/"),
+                      call.tid)
         d = self.dirs[call.dir]
         d.message = msg
         if self.requests_dir is None:

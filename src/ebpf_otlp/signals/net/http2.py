@@ -35,6 +35,7 @@ class Half:
     start_ns: int
     end_ns: int = 0
     body_bytes: int = 0
+    tid: int = 0                 # the thread that sent or received its headers
 
 
 @dataclass(slots=True)
@@ -206,14 +207,14 @@ class Http2Connection:
         if ":method" in headers:
             if self.requests_dir is None:
                 self.requests_dir = call.dir
-            s = self.streams[stream] = Stream(stream, Half(headers, call.ts_ns, call.ts_ns))
+            s = self.streams[stream] = Stream(stream, Half(headers, call.ts_ns, call.ts_ns, 0, call.tid))
             if flags & END_STREAM:
                 s.request.end_ns = call.ts_ns
         elif s is not None:
             if s.response is None:
                 if headers.get(":status", "").startswith("1"):
                     return       # informational: the final response follows
-                s.response = Half(headers, call.ts_ns, call.ts_ns)
+                s.response = Half(headers, call.ts_ns, call.ts_ns, 0, call.tid)
             else:
                 s.response.headers.update(headers)   # trailers
             if flags & END_STREAM:

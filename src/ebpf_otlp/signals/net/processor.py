@@ -32,6 +32,7 @@ class NetProcessor(Processor):
         self.requests: list[HttpRequest] = []
         self.udp: dict[tuple, UdpFlow] = {}
         self.window_start_ns = time.time_ns()
+        self.request_index = None   # signals/links.py: for the CPU samples of each request
 
     def add(self, records: list) -> None:
         for r in records:
@@ -39,6 +40,8 @@ class NetProcessor(Processor):
                 self.connections.append(r)
             elif isinstance(r, HttpRequest):
                 self.requests.append(r)
+                if self.request_index is not None:
+                    self.request_index.add((r,))
             else:
                 have = self.udp.get(r.key)
                 if have is None:

@@ -109,6 +109,9 @@ class HttpRequest:
     route: str = ""             # the user's route pattern the path matched (--route), if one
     rpc_system: str = ""        # "grpc": a gRPC call (content-type application/grpc)
     grpc_status: int | None = None   # from the trailers; None: none came
+    tid: int = 0                # the thread that sent or received the request's first bytes
+    trace_id: str = ""          # its span's, hex: the traceparent's trace, or a new one
+    span_id: str = ""
 
     @property
     def rpc_service(self) -> str:
@@ -136,6 +139,18 @@ class HttpRequest:
     @property
     def duration_ns(self) -> int:
         return self.end_ns - self.start_ns
+
+
+def traceparent_ids(header: str) -> tuple[int, int, int] | None:
+    """(trace id, parent span id, flags) of a W3C traceparent header (version 00), or None."""
+    parts = header.strip().split("-")
+    if len(parts) < 4 or len(parts[1]) != 32 or len(parts[2]) != 16:
+        return None
+    try:
+        trace_id, span_id, flags = int(parts[1], 16), int(parts[2], 16), int(parts[3][:2], 16)
+    except ValueError:
+        return None
+    return (trace_id, span_id, flags) if trace_id and span_id else None
 
 
 @dataclass

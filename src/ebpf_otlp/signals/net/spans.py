@@ -7,7 +7,8 @@ from __future__ import annotations
 from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags, Tracer
 
-from ebpf_otlp.signals.net.records import Connection, HttpRequest, endpoint
+from ebpf_otlp.export.span_ids import IDS
+from ebpf_otlp.signals.net.records import Connection, HttpRequest, endpoint, traceparent_ids
 
 ERROR_TYPES = {"refused": "connection_refused", "timed_out": "timed_out", "failed": "connect_failed",
                "reset_sent": "reset", "reset_received": "reset"}
@@ -121,15 +122,10 @@ def rpc_attributes(r: HttpRequest) -> dict:
 
 def parent_of(traceparent: str):
     """The context a W3C traceparent header names (version 00), or None."""
-    parts = traceparent.strip().split("-")
-    if len(parts) < 4 or len(parts[1]) != 32 or len(parts[2]) != 16:
+    ids = traceparent_ids(traceparent)
+    if ids is None:
         return None
-    try:
-        trace_id, span_id, flags = int(parts[1], 16), int(parts[2], 16), int(parts[3][:2], 16)
-    except ValueError:
-        return None
-    if not trace_id or not span_id:
-        return None
+    trace_id, span_id, flags = ids
     remote = SpanContext(trace_id, span_id, is_remote=True, trace_flags=TraceFlags(flags & 1))
     return trace.set_span_in_context(NonRecordingSpan(remote))
 
@@ -147,8 +143,9 @@ def emit_requests(tracer: Tracer, requests: list[HttpRequest]) -> None:
         else:
             name = f"{r.method} {r.route}" if r.route and r.kind == "server" else r.method
             attrs = request_attributes(r)
-        span = tracer.start_span(name, context=parent_of(r.traceparent) if r.traceparent else None,
-                                 kind=kind, start_time=r.start_ns, attributes=attrs)
+        with IDS.preset(int(r.trace_id or "0", 16), int(r.span_id or "0", 16)):
+            span = tracer.start_span(name, context=parent_of(r.traceparent) if r.traceparent else None,
+                                     kind=kind, start_time=r.start_ns, attributes=attrs)
         if r.rpc_system and r.grpc_status is not None:
             if r.failed:
                 span.set_attribute("error.type", str(r.grpc_status))

@@ -75,6 +75,8 @@ class CpuSampler(Collector):
                  comm: str | None = None, include_self: bool = False, python: bool = False,
                  on_python_stack: Callable[[int, tuple], object] = lambda pid, frames: None):
         super().__init__()
+        self.sample_times = False   # each sample's time kept (set before start: links to requests)
+        self._clock_offset = time.time_ns() - time.monotonic_ns()   # bpf_ktime → wall clock
         self.targets = Targets(list(pids or []), comm, follow_forks, include_self)
         self.unwinder = Unwinder(unwind if user_stacks else "fp")
         self.name = "off-cpu" if off_cpu else "cpu"
@@ -110,6 +112,7 @@ class CpuSampler(Collector):
             "MAX_KEYS": keys, "MAX_STACKS": stacks, **self.targets.defines(),
             "USER_STACKS": self.user_stacks, "KERNEL_STACKS": self.kernel_stacks,
             "OFF_CPU": self.off_cpu, "MIN_BLOCK_NS": self.min_block_ns, "MAX_THREADS": 65536,
+            "SAMPLE_TIMES": self.sample_times and not self.off_cpu,
         }   # with OFF_CPU, sched_switch attaches as the program loads (TRACEPOINT_PROBE)
         if self._python:
             defines.update(self._python.defines())
@@ -202,12 +205,13 @@ class CpuSampler(Collector):
                                    self._off_cpu_kernel, kernel_frames) if self.kernel_stacks else {}
         python = self._kept_stacks("py_stacks", which, {k.py_stack_hash for k, _v in entries},
                                    self._off_cpu_python, pykernel.frames) if self._python else {}
-        records = []
+        records, wall = [], self._clock_offset
         for key, value in entries:
             user = unwound.get(key.user_stack_hash, ()) if dwarf else walk(key.user_stack_id)
             raw = RawStackSample(key.tgid, key.tid, key.comm.decode(errors="replace"),
                                  user, kernel.get(key.kernel_stack_hash, ()), key.gen, is_cut(user),
-                                 python.get(key.py_stack_hash, ()))
+                                 python.get(key.py_stack_hash, ()),
+                                 (key.slot << 20) + wall if key.slot else 0)
             records.append((raw, value))
         if not dwarf and self.user_stacks and not self.off_cpu:
             self._bpf[f"stacks_{which}"].clear()

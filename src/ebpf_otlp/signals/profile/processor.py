@@ -36,6 +36,7 @@ class StackProcessor(Processor):
             on_python_stack=self.python.learn if self.python else lambda pid, frames: None)
         self.counts: Counter[RawStackSample] = Counter()
         self.window_start_ns = time.time_ns()
+        self.request_index = None   # signals/links.py: samples labelled with the request served
 
     def prepare(self) -> None:
         """Snapshot the named processes and read their symbol tables (from the on-disk
@@ -58,6 +59,8 @@ class StackProcessor(Processor):
     def reset(self, start_ns: int | None = None) -> None:
         self.counts = Counter()
         self.window_start_ns = start_ns or time.time_ns()
+        if self.request_index is not None:   # a request still under way may label the next window
+            self.request_index.forget_before(self.window_start_ns)
         self.symbolizer.forget_exited()   # a long-running agent keeps only live processes
 
     def result(self, end_ns: int | None = None) -> Profile:
@@ -71,7 +74,8 @@ class StackProcessor(Processor):
             shape = cpu_shape(s.hz, s.event)
         period = shape["period"]
         values = (lambda c: (c,)) if s.off_cpu else (lambda c: (c, c * period))
-        samples = self.symbolizer.symbolize({raw: values(c) for raw, c in self.counts.items()})
+        counts = self.counts if self.request_index is None else self.request_index.label(self.counts)
+        samples = self.symbolizer.symbolize({raw: values(c) for raw, c in counts.items()})
         samples, merged = merge_cut(samples, add_values, lambda s: s.values[0])
         stats = self.collector.stats.merged(CollectorStats(lost=self.symbolizer.losses))
         if self.python:
