@@ -155,3 +155,14 @@ def test_a_capture_tables_keys_are_its_settings_fields():
     assert s.max_conns == 2048 and s.udp is NetSettings.udp and s.interval_s == NetSettings.interval_s
     with pytest.raises(AgentError, match=r"\[syscalls\] syscalls: unknown syscall 'opnat'"):
         SyscallSettings.from_table({"syscalls": ["opnat"]}, "x.toml")
+
+
+def test_trace_net_protocols_are_a_list_or_none():
+    parse = lambda t: NetSettings.from_table(cfg.check({"trace_net": t}).tables["trace_net"])  # noqa: E731
+    assert NetSettings().protocols == ["http", "grpc"]
+    assert parse({"protocols": "grpc"}).protocols == ["grpc"]
+    assert parse({"protocols": ["http"]}).protocols == ["http"]
+    assert parse({"protocols": "none"}).protocols == [] and parse({"protocols": []}).protocols == []
+    for bad in ("ftp", "http,http", ["http", "smtp"]):
+        with pytest.raises(AgentError, match=r"\[trace_net\] protocols = .*a list of http, grpc"):
+            cfg.check({"trace_net": {"protocols": bad}})

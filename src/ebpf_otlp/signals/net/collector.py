@@ -430,7 +430,7 @@ class TcpCollector(Collector):
                 ended_by=x.ended_by, container=p.container, scheme=p.scheme,
                 route=self._routes.match(x.target), rpc_system="grpc" if grpc else "",
                 grpc_status=x.grpc_status if grpc else None, tid=x.request.tid,
-                trace_id=f"{parent[0] if parent else random.getrandbits(128):032x}",
+                trace_id=f"{parent[0] if parent else random.getrandbits(128) or 1:032x}",
                 span_id=f"{random.getrandbits(64) or 1:016x}"))
         return out
 
