@@ -207,8 +207,9 @@ def test_cpu_samples_carry_the_span_of_the_request_their_thread_served(tmp_path)
     assert run.returncode == 0, err
     [bundle] = bundles(root)
     records = [json.loads(line) for line in gzip.decompress((bundle / "connections.jsonl.gz").read_bytes()).splitlines()]
-    served = {r["target"]: r for r in records if r["type"] == "http" and r["kind"] == "server"}
-    burn = served["/burn"]
+    served = {r["span_id"]: r for r in records if r["type"] == "http" and r["kind"] == "server"}
+    assert sorted(r["target"] for r in served.values()) == ["/burn", "/ok", "/ok"]
+    burn = next(r for r in served.values() if r["target"] == "/burn")
     assert burn["tid"] and len(burn["span_id"]) == 16 and len(burn["trace_id"]) == 32
     prof = load_pprof(bundle / "profile.pb.gz")
     s = prof.string_table
@@ -219,7 +220,7 @@ def test_cpu_samples_carry_the_span_of_the_request_their_thread_served(tmp_path)
         by_span[labels.get("span_id", "")] += sample.value[0]
         if "span_id" in labels:
             tids[labels["span_id"]].add(labels["tid"])
-            assert labels["trace_id"] == next(r["trace_id"] for r in served.values() if r["span_id"] == labels["span_id"])
+            assert labels["trace_id"] == served[labels["span_id"]]["trace_id"]
     assert 24 <= by_span[burn["span_id"]] <= 48, by_span
     assert tids[burn["span_id"]] == {burn["tid"]}
     assert sum(n for span, n in by_span.items() if span and span != burn["span_id"]) <= 2, by_span
