@@ -181,3 +181,19 @@ def test_a_request_without_response_is_reported_at_close():
     w.conn.close("close")
     (s,) = w.conn.take()
     assert (s.status, s.ended_by) == (None, "close")
+
+
+def test_a_block_seen_again_decodes_by_the_table_it_meets():
+    """Blocks that left the table alone are remembered; after the table changes, the same
+    bytes are decoded afresh (62 is the newest entry: first /a, then /b)."""
+    conn = Http2Connection()
+    side = conn.sides[0]
+    enc = hpack.Encoder()
+    add_a, indexed = enc.encode([(":path", "/a")]), bytes([0xBE])
+    assert enc.encode([(":path", "/a")]) == indexed
+    add_b = enc.encode([(":path", "/b")])
+    assert conn._decode(side, add_a) == ((":path", "/a"),)
+    assert conn._decode(side, indexed) == ((":path", "/a"),)
+    assert conn._decode(side, indexed) == ((":path", "/a"),) and len(side.decoded) == 1   # remembered
+    assert conn._decode(side, add_b) == ((":path", "/b"),)
+    assert conn._decode(side, indexed) == ((":path", "/b"),)                              # decoded afresh
