@@ -9,6 +9,9 @@ completed, the tool's CPU per request, its request records (server side) over wh
 completed, and the drops it reports. Then a non-socket I/O workload (`dd bs=1` from
 /dev/zero to /dev/null: 2 M reads and writes) with and without request tracing.
 
+Then gRPC (HTTP/2): a grpcio client's unary calls in a row to a grpcio server, the same
+three configurations: calls a second, the tool's CPU per call, records over calls, losses.
+
 Writes a Markdown report.  Run as root:  .venv/bin/python bench/requests_overhead.py
 """
 
@@ -40,6 +43,8 @@ http {{
 }}
 """
 CONFIGS = {"no tracer": None, "connections only": ["--protocols", "none"], "HTTP requests": []}
+GRPC_APP = ROOT / "tests" / "workloads" / "grpc_app.py"
+DRAIN_S = 1.5   # trace-net drains every second
 
 
 def free_port() -> int:
@@ -83,21 +88,44 @@ def wrk(port: int, seconds: float, connections: int, delay_ms: float, script: Pa
     return int(re.search(r"(\d+) requests in", out).group(1))
 
 
-def one_run(args, port: int, tmp: Path, config: str, connections: int, delay_ms: float) -> dict:
-    out = tmp / "net.jsonl"
+def traced(config: str, port: int, out: Path, load) -> dict:
+    """`load()` (→ requests done, seconds) under `config`'s tracer: the rate and, with a
+    tracer, its CPU per request, its server records over the requests, what it reported."""
     run = tracer(CONFIGS[config], port, out)
     cpu0 = proc_cpu_seconds(run.pid) if run else 0.0
-    requests = wrk(port, args.seconds, connections, delay_ms, tmp / "delay.lua")
-    result = {"requests": requests, "rate": requests / args.seconds}
+    done, seconds = load()
+    result = {"requests": done, "rate": done / seconds}
     if run:
+        time.sleep(DRAIN_S)   # the last calls are parsed at the next drain: counted too
         cpu = proc_cpu_seconds(run.pid) - cpu0
         run.send_signal(signal.SIGINT)
         stdout, stderr = run.communicate(timeout=300)
         lines = [json.loads(line) for line in out.read_text().splitlines()]
         served = sum(1 for r in lines if r["type"] == "http" and r["kind"] == "server")
-        dropped = re.search(r"(\d[\d,]*) HTTP send or receive dropped", stdout + stderr)
-        result.update(cpu_us=cpu * 1e6 / requests, seen=served / requests,
-                      dropped=int(dropped.group(1).replace(",", "")) if dropped else 0)
+        result.update(cpu_us=cpu * 1e6 / done, seen=served / done, report=stdout + stderr)
+    return result
+
+
+def one_run(args, port: int, tmp: Path, config: str, connections: int, delay_ms: float) -> dict:
+    result = traced(config, port, tmp / "net.jsonl",
+                    lambda: (wrk(port, args.seconds, connections, delay_ms, tmp / "delay.lua"), args.seconds))
+    dropped = re.search(r"(\d[\d,]*) HTTP send or receive dropped", result.get("report", ""))
+    result["dropped"] = int(dropped.group(1).replace(",", "")) if dropped else 0
+    return result
+
+
+def one_grpc(port: int, tmp: Path, config: str, calls: int) -> dict:
+    """A grpcio client's `calls` unary calls in a row on one channel (h2c), to the grpcio
+    server of tests/workloads/grpc_app.py: the client's own time for them."""
+    def client() -> tuple[int, float]:
+        t = time.monotonic()
+        subprocess.run([sys.executable, str(GRPC_APP), "client", str(port), f"SayHello={calls}"],
+                       capture_output=True, check=True, timeout=600)
+        return calls, time.monotonic() - t
+
+    result = traced(config, port, tmp / "grpc.jsonl", client)
+    lost = re.search(r"losses: (.*)", result.get("report", ""))
+    result["lost"] = lost.group(1).strip() if lost else "?"
     return result
 
 
@@ -113,6 +141,7 @@ def main() -> int:
         ap.add_argument("--seconds", type=float, default=8.0, help="wrk run length")
         ap.add_argument("--connections", type=int, default=10)
         ap.add_argument("--delays", default="4,2,1,0", help="ms between a connection's requests; 0: unpaced")
+        ap.add_argument("--grpc-calls", type=int, default=5000, help="unary gRPC calls a run")
 
     args, tmp = bench_setup(__doc__, "performance-requests.md", 3, more)
     if not shutil.which("wrk") or not Path("/usr/sbin/nginx").exists():
@@ -127,6 +156,14 @@ def main() -> int:
                 for config in order:
                     rows.setdefault((delay, config), []).append(
                         one_run(args, port, tmp, config, args.connections, delay))
+        grpc_server = subprocess.Popen([sys.executable, str(GRPC_APP), "server"], stdin=subprocess.PIPE,
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        grpc_port = int(grpc_server.stderr.readline().split()[1])
+        grpc: dict[str, list[dict]] = {}
+        for r in range(args.rounds):
+            for config in list(CONFIGS)[r % 3:] + list(CONFIGS)[:r % 3]:
+                grpc.setdefault(config, []).append(one_grpc(grpc_port, tmp, config, args.grpc_calls))
+        grpc_server.communicate("", timeout=60)
         dd = {"no tracer": [], "HTTP requests": []}
         for r in range(args.rounds):
             dd["no tracer"].append(dd_seconds())
@@ -156,6 +193,18 @@ def main() -> int:
         dropped = f"{median([x['dropped'] for x in runs]):.0f}" if config != "no tracer" else "—"
         lines.append(f"| {delay:g} ({cap}) | {config} | {rate:.0f} | {rate / base:.3f} | {cpu} | {seen} | {dropped} |")
         raw[f"{config}, delay {delay:g} ms: requests/s"] = [x["rate"] for x in runs]
+    lines += ["", f"gRPC (HTTP/2, h2c): a grpcio client's {args.grpc_calls} unary calls in a row on one channel "
+              "to a grpcio server (tests/workloads/grpc_app.py), both traced; the client's own time:", "",
+              "| configuration | calls/s | throughput ÷ no tracer | tool CPU µs / call | server records ÷ calls "
+              "| losses |", "|---|---|---|---|---|---|"]
+    base = median([x["rate"] for x in grpc["no tracer"]])
+    for config, runs in grpc.items():
+        rate = median([x["rate"] for x in runs])
+        cpu = f"{median([x['cpu_us'] for x in runs]):.1f}" if config != "no tracer" else "—"
+        seen = f"{median([x['seen'] for x in runs]):.3f}" if config == "HTTP requests" else "—"
+        lost = "; ".join(sorted({x["lost"] for x in runs})) if config != "no tracer" else "—"
+        lines.append(f"| {config} | {rate:.0f} | {rate / base:.3f} | {cpu} | {seen} | {lost} |")
+        raw[f"grpc, {config}: calls/s"] = [x["rate"] for x in runs]
     lines += ["", "Non-socket I/O, `dd if=/dev/zero of=/dev/null bs=1 count=2000000` (2 M reads and writes):", "",
               "| configuration | seconds |", "|---|---|"]
     for config, xs in dd.items():

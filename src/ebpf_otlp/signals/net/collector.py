@@ -107,7 +107,7 @@ class _Closed(ct.Structure):
 # sk, conn_start_ns, ts_ns, tgid, tid, len, head_len, dir, tail_len, role, tls, family, lport,
 # rport, proto, h2_lost, laddr, raddr, comm, tail.
 PAYLOAD = struct.Struct(f"<QQQIIIHBBBBHHHBB16s16s16s{REQ_TAIL}s")
-PROTO_HTTP1, PROTO_HTTP2 = 1, 3
+PROTO_HTTP2 = 3   # bpf/tcp_life.bpf.c: PROTO_* (HTTP/1.x is 1)
 # HTTP/2's frame walk in the kernel (h2_walk): bytes kept a call (frame headers, header
 # blocks); steps a call, 8 a program and 31 tail calls (the kernel allows 33 in all): 256,
 # where a 1 MiB write of 16 KiB frames takes about 130; buffers of an iovec; connections.
@@ -381,11 +381,8 @@ class TcpCollector(Collector):
                 parser = Http2Connection() if proto == PROTO_HTTP2 else Http1Connection()
                 entry = http[key] = (parser, self._peer(tgid, comm, family, lport, rport, laddr, raddr, tls))
             if entry[1].wanted:
-                call = Call(ts, dir_, length, data[size:size + head_len], tail[:tail_len], tid)
-                if proto == PROTO_HTTP2:
-                    entry[0].feed(call, bool(h2_lost))
-                else:
-                    entry[0].feed(call)
+                entry[0].feed(Call(ts, dir_, length, data[size:size + head_len], tail[:tail_len], tid),
+                              bool(h2_lost))
                 if entry[0].done:
                     out += self._exchanges(key)
         return out

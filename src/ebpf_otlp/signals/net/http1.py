@@ -109,7 +109,8 @@ class Http1Connection:
         self.done: list[Exchange] = []
         self.unparsed = 0        # calls at a message start whose bytes were not HTTP
 
-    def feed(self, call: Call) -> None:
+    def feed(self, call: Call, lost: bool = False) -> None:
+        """`lost`: for HTTP/2's walk only (Http2Connection.feed); HTTP/1.x calls are whole."""
         d = self.dirs[call.dir]
         pos = 0
         while pos < call.length:
