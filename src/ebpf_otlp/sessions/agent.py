@@ -97,10 +97,11 @@ class _Windows:
     def cut(self, processors: list[Processor], final: bool = False, whole: bool = False) -> None:
         """Drain, export the window, start the next one where this one ended."""
         end = time.time_ns()
+        if not final:   # at the end, stop() has drained everything already
+            for p in processors:   # all before any result: the profile's request labels
+                p.drain()          # (signals/links.py) see the window's last requests
         results = []
         for p in processors:
-            if not final:   # at the end, stop() has drained everything already
-                p.drain()
             results.append(p.result(end))
             if not final:
                 p.reset(end)
