@@ -23,19 +23,19 @@ class PresetIds(RandomIdGenerator):
         finally:
             self._next.ids = None
 
-    def generate_trace_id(self) -> int:
+    def _take(self, which: int) -> int:
+        """The preset id (0 trace, 1 span), once; 0 when there is none."""
         ids = getattr(self._next, "ids", None)
-        if ids and ids[0]:
-            trace_id, ids[0] = ids[0], 0
-            return trace_id
-        return super().generate_trace_id()
+        if not ids:
+            return 0
+        value, ids[which] = ids[which], 0
+        return value
+
+    def generate_trace_id(self) -> int:
+        return self._take(0) or super().generate_trace_id()
 
     def generate_span_id(self) -> int:
-        ids = getattr(self._next, "ids", None)
-        if ids and ids[1]:
-            span_id, ids[1] = ids[1], 0
-            return span_id
-        return super().generate_span_id()
+        return self._take(1) or super().generate_span_id()
 
 
 IDS = PresetIds()   # the one the output's TracerProvider uses

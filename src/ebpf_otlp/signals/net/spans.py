@@ -60,49 +60,10 @@ def emit(tracer: Tracer, connections: list[Connection], capture_start_ns: int, e
         span.end(end_time=c.end_ns or end_ns)
 
 
-def request_attributes(r: HttpRequest) -> dict:
-    """HTTP span attributes (semantic conventions, stable): the server's address from the
-    Host header where it has one, else the socket's."""
-    host, sep, port = r.host.rpartition(":")
-    if not (sep and port.isdigit()):
-        host, port = r.host, ""
-    server_address, server_port = host or r.server[0], int(port) if port else r.server[1]
-    path, _, query = r.target.partition("?")
+def _exchange_attributes(r: HttpRequest, server_address: str, server_port: int) -> dict:
+    """What an HTTP request's span and a gRPC call's share: the server, the connection, the
+    process, the client (a server's peer) and the user agent."""
     attrs = {
-        "http.request.method": r.method, "url.scheme": r.scheme,
-        "server.address": server_address, "server.port": server_port,
-        "network.protocol.name": "http", "network.protocol.version": r.version,
-        "network.transport": "tcp", "network.type": f"ipv{r.family}",
-        "network.peer.address": r.peer_address, "network.peer.port": r.peer_port,
-        "process.pid": r.pid, "process.executable.name": r.process_name,
-        "ebpf_otlp.http.ended_by": r.ended_by,
-        **r.container.attributes(),
-    }
-    if r.kind == "server":
-        attrs.update({"url.path": path, "client.address": r.peer_address, "client.port": r.peer_port})
-        if query:
-            attrs["url.query"] = query
-    else:
-        attrs["url.full"] = f"{r.scheme}://{endpoint(server_address, server_port)}{r.target}"
-    if r.status is not None:
-        attrs["http.response.status_code"] = r.status
-    if r.route and r.kind == "server":
-        attrs["http.route"] = r.route
-    if r.user_agent:
-        attrs["user_agent.original"] = r.user_agent
-    if r.request_body_bytes:
-        attrs["http.request.body.size"] = r.request_body_bytes
-    if r.response_body_bytes:
-        attrs["http.response.body.size"] = r.response_body_bytes
-    return attrs
-
-
-def rpc_attributes(r: HttpRequest) -> dict:
-    """gRPC span attributes (the RPC semantic conventions, v1.37): service and method from
-    the :path, the status from the trailers."""
-    server_address, server_port = r.server
-    attrs = {
-        "rpc.system": r.rpc_system, "rpc.service": r.rpc_service, "rpc.method": r.rpc_method,
         "server.address": server_address, "server.port": server_port,
         "network.protocol.name": "http", "network.protocol.version": r.version,
         "network.transport": "tcp", "network.type": f"ipv{r.family}",
@@ -113,10 +74,45 @@ def rpc_attributes(r: HttpRequest) -> dict:
     }
     if r.kind == "server":
         attrs.update({"client.address": r.peer_address, "client.port": r.peer_port})
-    if r.grpc_status is not None:
-        attrs["rpc.grpc.status_code"] = r.grpc_status
     if r.user_agent:
         attrs["user_agent.original"] = r.user_agent
+    return attrs
+
+
+def request_attributes(r: HttpRequest) -> dict:
+    """HTTP span attributes (semantic conventions, stable): the server's address from the
+    Host header where it has one, else the socket's."""
+    host, sep, port = r.host.rpartition(":")
+    if not (sep and port.isdigit()):
+        host, port = r.host, ""
+    server_address, server_port = host or r.server[0], int(port) if port else r.server[1]
+    path, _, query = r.target.partition("?")
+    attrs = {"http.request.method": r.method, "url.scheme": r.scheme,
+             **_exchange_attributes(r, server_address, server_port)}
+    if r.kind == "server":
+        attrs["url.path"] = path
+        if query:
+            attrs["url.query"] = query
+    else:
+        attrs["url.full"] = f"{r.scheme}://{endpoint(server_address, server_port)}{r.target}"
+    if r.status is not None:
+        attrs["http.response.status_code"] = r.status
+    if r.route and r.kind == "server":
+        attrs["http.route"] = r.route
+    if r.request_body_bytes:
+        attrs["http.request.body.size"] = r.request_body_bytes
+    if r.response_body_bytes:
+        attrs["http.response.body.size"] = r.response_body_bytes
+    return attrs
+
+
+def rpc_attributes(r: HttpRequest) -> dict:
+    """gRPC span attributes (the RPC semantic conventions, v1.37): service and method from
+    the :path, the status from the trailers."""
+    attrs = {"rpc.system": r.rpc_system, "rpc.service": r.rpc_service, "rpc.method": r.rpc_method,
+             **_exchange_attributes(r, *r.server)}
+    if r.grpc_status is not None:
+        attrs["rpc.grpc.status_code"] = r.grpc_status
     return attrs
 
 
