@@ -69,7 +69,7 @@ def test_without_a_collector_windows_rotate_into_files(tmp_path):
     dirs, _ = windows_written(tmp_path, "[profile]\nhz = 99\n", "4s", agent_table="keep = 2\n")
     assert len(dirs) == 2                                  # the newest two kept
     for d in dirs:
-        assert {p.name for p in d.iterdir()} >= {"profile.pb.gz", "profile.svg", "manifest.json"}
+        assert {p.name for p in d.iterdir()} >= {"profile.pb.gz", "profile.svgz", "manifest.json"}
 
 
 def test_without_a_profile_windows_still_rotate_into_files(tmp_path):

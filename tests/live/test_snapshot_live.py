@@ -76,7 +76,7 @@ def test_one_bundle_from_profile_syscalls_and_trace_net(tmp_path, mix_binary):
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert {c["name"]: c["status"] for c in manifest["captures"]} == {
         "profile": "ok", "syscalls": "ok", "trace-net": "ok"}
-    names = {"profile.pb.gz", "profile.svg", "profile.folded.gz", "syscalls.json.gz",
+    names = {"profile.pb.gz", "profile.svgz", "profile.folded.gz", "syscalls.json.gz",
              "connections.jsonl.gz", "doctor.json"}
     assert set(manifest["files"]) == names
     for name, facts in manifest["files"].items():

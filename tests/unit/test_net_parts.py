@@ -150,6 +150,23 @@ def test_json_lines_and_terminal():
     assert "[fd00::2]:443" in net_table.line(v6)
 
 
+def test_json_lines_hold_every_field_as_json_would_encode_it():
+    """The rows are spliced by hand (for speed): each must decode to the record's fields."""
+    from dataclasses import fields
+    from ebpf_otlp.records import ContainerInfo
+    box = ContainerInfo("c0ffee", "pod-1")
+    odd = conn(process_name='a"b\\c\né☃', handshake_ns=None, srtt_us=None, container=box)
+    r = NetReport([odd], [], T0, 1, "tracepoints", requests=[req(status=None, container=box)])
+    tcp, http = [json.loads(line) for line in net_json.encode(r).splitlines()]
+    want = {f.name: getattr(odd, f.name) for f in fields(Connection) if f.name != "container"}
+    assert tcp == {"type": "tcp", **want, "duration_ns": 2_000_000,
+                   "container.id": "c0ffee", "k8s.pod.uid": "pod-1"}
+    x = r.requests[0]
+    assert http == {"type": "http", **{f.name: getattr(x, f.name) for f in fields(HttpRequest)
+                                       if f.name != "container"},
+                    "duration_ns": 30_000_000, "container.id": "c0ffee", "k8s.pod.uid": "pod-1"}
+
+
 def test_a_command_name_cannot_drive_the_terminal():
     assert "\\x1b[2J" in net_table.line(conn(process_name="a\x1b[2J"))
 

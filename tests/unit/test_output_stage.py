@@ -189,14 +189,18 @@ def test_a_short_tail_goes_with_the_last_window(tmp_path):
 
 
 def test_a_name_ending_in_gz_is_written_compressed_once(tmp_path):
-    """x.folded.gz holds the folded text gzip-compressed; pprof, already gzip, is not
-    compressed twice; format_for sees through the .gz."""
+    """x.folded.gz holds the folded text gzip-compressed, and x.svgz the flame graph; pprof,
+    already gzip, is not compressed twice; format_for sees through the .gz."""
     from ebpf_otlp.export import folded, pprof
     from ebpf_otlp.export.profile_files import format_for
     from ebpf_otlp.export.sinks import FileSink, Batch
+    from ebpf_otlp.export import flamegraph
     assert format_for("x.folded.gz") == "folded" and format_for("x.pb.gz") == "pprof"
+    assert format_for("x.svgz") == "svg"
     targets = [FileTarget(str(tmp_path / "p.folded.gz"), "folded", "profile"),
-               FileTarget(str(tmp_path / "p.pb.gz"), "pprof", "profile")]
+               FileTarget(str(tmp_path / "p.pb.gz"), "pprof", "profile"),
+               FileTarget(str(tmp_path / "p.svgz"), "svg", "profile")]
     FileSink(targets).export(Batch([(registry.of(profile()), profile())]))
     assert gzip.decompress((tmp_path / "p.folded.gz").read_bytes()).decode() == folded.encode(profile())
     assert (tmp_path / "p.pb.gz").read_bytes() == pprof.encode(profile())
+    assert gzip.decompress((tmp_path / "p.svgz").read_bytes()).decode() == flamegraph.render(profile())

@@ -31,8 +31,9 @@ GZIP_MAGIC = b"\x1f\x8b"
 
 def for_path(path: str, data: bytes) -> bytes:
     """The bytes as a file of that name holds them: gzip-compressed when it ends in .gz
-    (connections.jsonl.gz, syscalls.json.gz), unless they already are (pprof's .pb.gz)."""
-    if path.endswith(".gz") and not data.startswith(GZIP_MAGIC):
+    (connections.jsonl.gz, syscalls.json.gz), unless they already are (pprof's .pb.gz), or
+    in .svgz (SVG's own name for it, which browsers open)."""
+    if path.endswith((".gz", ".svgz")) and not data.startswith(GZIP_MAGIC):
         return gzip.compress(data, compresslevel=6, mtime=0)
     return data
 

@@ -44,7 +44,7 @@ ENCODERS: dict[str, Callable[[Profile], bytes]] = {
 }
 # Longest suffixes first: ".otlp.pb" before ".pb".
 EXTENSIONS = {".otlp.pb": "otlp", ".pb.gz": "pprof", ".pprof": "pprof", ".pb": "pprof",
-              ".folded": "folded", ".txt": "folded", ".svg": "svg", ".json": "json"}
+              ".folded": "folded", ".txt": "folded", ".svgz": "svg", ".svg": "svg", ".json": "json"}
 DEFAULT_SUFFIX = {"pprof": ".pb.gz", "folded": ".folded", "svg": ".svg", "json": ".json",
                   "otlp": ".otlp.pb"}
 

@@ -14,6 +14,7 @@ import random
 import socket
 import struct
 import time
+from typing import NamedTuple
 
 from ebpf_otlp.signals.collector import Collector, StatsEnum
 from ebpf_otlp.signals.targets import Targets
@@ -84,23 +85,42 @@ def payload_bytes(acked: int, received: int, seen: int, clean_end: bool) -> tupl
     return max(acked, 0), max(received, 0)
 
 
-class _Conn(ct.Structure):
-    _fields_ = [("start_ns", ct.c_uint64), ("established_ns", ct.c_uint64), ("end_ns", ct.c_uint64),
-                ("tx_bytes", ct.c_uint64), ("rx_bytes", ct.c_uint64),
-                ("tgid", ct.c_uint32), ("retrans", ct.c_uint32),
-                ("sk_err", ct.c_int32), ("proto", ct.c_uint8), ("tls_proto", ct.c_uint8),
-                ("pad", ct.c_uint8 * 2),
-                ("role", ct.c_uint8), ("rst_sent", ct.c_uint8), ("rst_received", ct.c_uint8),
-                ("oldstate", ct.c_uint8), ("family", ct.c_uint16), ("lport", ct.c_uint16),
-                ("rport", ct.c_uint16), ("seen", ct.c_uint16),
-                ("laddr", ct.c_uint8 * 16), ("raddr", ct.c_uint8 * 16), ("comm", ct.c_char * 16)]
+# struct conn and struct closed of bpf/tcp_life.bpf.c, decoded by one struct call each: ctypes
+# structures cost ~10 µs a connection in attribute reads, trace-net's biggest cost per record.
+CONN = struct.Struct("<5Q2Ii2B2x4B4H16s16s16s")
+CLOSED = struct.Struct(CONN.format + "4x3Q4I")
 
 
-class _Closed(ct.Structure):
-    _fields_ = [("c", _Conn), ("sk", ct.c_uint64),
-                ("bytes_acked", ct.c_uint64), ("bytes_received", ct.c_uint64),
-                ("segs_in", ct.c_uint32), ("segs_out", ct.c_uint32),
-                ("total_retrans", ct.c_uint32), ("srtt_us", ct.c_uint32)]
+class _Raw(NamedTuple):
+    """One connection as the kernel keeps it; the last seven are read at close (0 while open)."""
+    start_ns: int
+    established_ns: int
+    end_ns: int
+    tx_bytes: int
+    rx_bytes: int
+    tgid: int
+    retrans: int
+    sk_err: int
+    proto: int
+    tls_proto: int
+    role: int
+    rst_sent: int
+    rst_received: int
+    oldstate: int
+    family: int
+    lport: int
+    rport: int
+    seen: int
+    laddr: bytes
+    raddr: bytes
+    comm: bytes
+    sk: int = 0
+    bytes_acked: int = 0
+    bytes_received: int = 0
+    segs_in: int = 0
+    segs_out: int = 0
+    total_retrans: int = 0
+    srtt_us: int = 0
 
 
 # struct payload of bpf/tcp_life.bpf.c up to its head (sent up only as long as the head is):
@@ -255,7 +275,7 @@ class TcpCollector(Collector):
         self.hooks = ""
         self.rtt_log2_us: dict[int, int] = {}   # log2(srtt µs) bucket → ACKs, cumulative (--rtt)
         self._bpf = None
-        self._closed: list[_Closed] = []
+        self._closed: list[bytes] = []
         self._containers: dict = {}
         self._clock_offset = time.time_ns() - time.monotonic_ns()   # bpf_ktime → wall clock
         self.protocols = list(protocols or [])   # "http", "grpc": request spans ([]: none)
@@ -313,7 +333,7 @@ class TcpCollector(Collector):
     # -- events ------------------------------------------------------------------------
     def _on_closed(self, _ctx, data, _size) -> None:
         """Only copied here: building records waits until the poll returns."""
-        self._closed.append(_Closed.from_buffer_copy(ct.string_at(data, ct.sizeof(_Closed))))
+        self._closed.append(ct.string_at(data, CLOSED.size))
 
     def _attach_tls(self) -> None:
         """SSL_read/SSL_write and their _ex forms in every libssl the processes map now (and
@@ -345,21 +365,26 @@ class TcpCollector(Collector):
         return [self._bpf["closed_events"].map_fd] + \
             ([self._bpf["payloads"].map_fd] if self.requests else [])
 
-    def _connection(self, c: _Conn, **closed) -> Connection:
-        """`closed`: what the kernel's tcp_sock said at close, over what was seen on the way."""
+    def _connection(self, c: _Raw, result: str, closed: bool) -> Connection:
+        """`closed`: what the kernel's tcp_sock said at close counts, over what was seen on
+        the way (the owner's sends and receives)."""
         wall = self._clock_offset
         local, peer = _address(c.family, c.laddr), _address(c.family, c.raddr)
-        fields = dict(
-            pid=c.tgid, process_name=c.comm.decode(errors="replace"), role=ROLES.get(c.role, ""),
-            family=max(local[0], peer[0]),   # both mapped, or neither
+        if closed:
+            sent, received = payload_bytes(c.bytes_acked, c.bytes_received, c.seen, result == "normal")
+        else:
+            sent, received = c.tx_bytes, c.rx_bytes
+        return Connection(
+            pid=c.tgid, process_name=c.comm.split(b"\0", 1)[0].decode(errors="replace"),
+            role=ROLES.get(c.role, ""), family=max(local[0], peer[0]),   # both mapped, or neither
             local_address=local[1], local_port=c.lport, peer_address=peer[1], peer_port=c.rport,
             start_ns=c.start_ns + wall if c.start_ns else 0, end_ns=c.end_ns + wall if c.end_ns else 0,
             handshake_ns=(c.established_ns - c.start_ns
                           if c.role == 1 and c.established_ns and c.start_ns else None),
-            bytes_sent=c.tx_bytes, bytes_received=c.rx_bytes, retransmits=c.retrans,
-            container=self._container(c.tgid))
-        fields.update(closed)
-        return Connection(**fields)
+            bytes_sent=sent, bytes_received=received, segs_in=c.segs_in, segs_out=c.segs_out,
+            retransmits=c.total_retrans if closed else c.retrans,
+            srtt_us=c.srtt_us >> 3 if closed else None, result=result,
+            error=_errno_name(c.sk_err) if closed else "", container=self._container(c.tgid))
 
     def _container(self, pid: int):
         """Looked up once per process, while it most likely still lives."""
@@ -439,17 +464,14 @@ class TcpCollector(Collector):
     def _build_records(self) -> list:
         closed, self._closed = self._closed, []
         out: list = self._requests() if self.requests else []
-        for e in closed:
-            for tls in (0, 1):
-                if (e.sk, e.c.start_ns, tls) in self._http:
-                    out += self._exchanges((e.sk, e.c.start_ns, tls), close="close")
-            result = result_of(e.c.oldstate, e.c.sk_err, bool(e.c.rst_sent), bool(e.c.rst_received))
-            sent, received = payload_bytes(e.bytes_acked, e.bytes_received, e.c.seen,
-                                           result == "normal")
-            out.append(self._connection(
-                e.c, bytes_sent=sent, bytes_received=received,
-                segs_in=e.segs_in, segs_out=e.segs_out, retransmits=e.total_retrans,
-                srtt_us=e.srtt_us >> 3, result=result, error=_errno_name(e.c.sk_err)))
+        http = self._http
+        for e in map(_Raw._make, map(CLOSED.unpack, closed)):
+            if http:
+                for tls in (0, 1):
+                    if (e.sk, e.start_ns, tls) in http:
+                        out += self._exchanges((e.sk, e.start_ns, tls), close="close")
+            out.append(self._connection(e, result_of(e.oldstate, e.sk_err, e.rst_sent, e.rst_received),
+                                        closed=True))
         return out
 
     def _udp(self) -> list[UdpFlow]:
@@ -497,21 +519,22 @@ class TcpCollector(Collector):
         if self._bpf is None:
             return []
         records = self.drain()
-        still_open = [c for c in self._bpf["conns"].values() if c.tgid or c.start_ns]
+        still_open = [_Raw._make(CONN.unpack_from(bytes(c))) for c in self._bpf["conns"].values()
+                      if c.tgid or c.start_ns]
         pids, own = self.targets.kernel_sets(self._bpf)
         self._bpf.cleanup()
         self._bpf = None
-        opened = (self._connection(c, result=self._unfinished(c)) for c in still_open)
+        opened = (self._connection(c, self._unfinished(c), closed=False) for c in still_open)
         unanswered = [r for key in list(self._http) for r in self._exchanges(key, close="capture end")]
         return records + [c for c in opened if self._wanted(c, pids, own)] + unanswered
 
     @staticmethod
-    def _unfinished(c: _Conn) -> str:
+    def _unfinished(c: _Raw) -> str:
         """Open; or closed, its socket not yet destroyed (its byte counts are then what the
         owner sent and received)."""
         if not c.end_ns:
             return "open"
-        return result_of(c.oldstate, c.sk_err, bool(c.rst_sent), bool(c.rst_received))
+        return result_of(c.oldstate, c.sk_err, c.rst_sent, c.rst_received)
 
     def _wanted(self, conn: Connection, pids: set[int], own: set[int]) -> bool:
         """The kernel filters closed connections; open ones are filtered here, the same way

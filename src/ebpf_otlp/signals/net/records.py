@@ -12,7 +12,7 @@ def endpoint(address: str, port: int) -> str:
     return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
-@dataclass
+@dataclass(slots=True)   # thousands a window: no __dict__ each
 class Connection:
     """One TCP connection, from its start (or the capture's) to its close (or the capture's
     end, `result == "open"`). Times are wall-clock ns; bytes are the kernel's own totals
@@ -55,7 +55,7 @@ class Connection:
             (self.peer_address, self.peer_port)
 
 
-@dataclass
+@dataclass(slots=True)
 class UdpFlow:
     """UDP traffic of one process to or from one peer (unconnected sockets: peer '')."""
     pid: int
@@ -78,7 +78,7 @@ class UdpFlow:
 GRPC_SERVER_ERRORS = {2, 4, 12, 13, 14, 15}   # UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS
 
 
-@dataclass
+@dataclass(slots=True)
 class HttpRequest:
     """One HTTP/1.x or HTTP/2 request and its response (a gRPC call: `rpc_system` "grpc"),
     seen from one side: `kind` "server" (we received it) or "client" (we sent it). Times

@@ -35,7 +35,7 @@ def _profile(name: str, title: str, off_cpu: bool, files: str) -> Signal:
         settings=lambda table, path: CpuSettings.from_table(table, off_cpu, path),
         processor=later(f"{HERE}:StackProcessor"),
         windowed=True, command="profile", describe=_describe,
-        bundle=((f"{files}.pb.gz", "pprof"), (f"{files}.svg", "svg"), (f"{files}.folded.gz", "folded")),
+        bundle=((f"{files}.pb.gz", "pprof"), (f"{files}.svgz", "svg"), (f"{files}.folded.gz", "folded")),
         takes=lambda p: (p.event == OFF_CPU_EVENT) == off_cpu,
         wanted=lambda table: bool(table.get("off_cpu")) if off_cpu else True)
 
