@@ -75,9 +75,19 @@ def pairs_by_client_port(records, client, port):
     return out
 
 
+SCHEDULING_NS = 10_000_000
+
+
+def close_in_time(ours: int, theirs: int) -> bool:
+    """Within 10 % of the workload's own timing, plus 10 ms: a connection ends at its
+    socket's last state change, which waits for the peer's FIN, and on 2 busy cores the
+    peer's process can wait that long to run (CI saw 47.8 ms against 41.7)."""
+    return abs(ours - theirs) < 0.10 * theirs + SCHEDULING_NS
+
+
 def check_exact(got, client, server, port, count, send, recv):
     """Every connection twice (client and server side), the right process on each side,
-    payload bytes exact, durations within 10 % of what the workloads timed."""
+    payload bytes exact, durations as the workloads timed them (close_in_time)."""
     # Only the workload's own: on a busy host another process's ephemeral port can be ours.
     mine = [r for r in got["tcp"] if r["pid"] in (client["pid"], server["pid"])]
     assert len(mine) == 2 * count
@@ -87,13 +97,13 @@ def check_exact(got, client, server, port, count, send, recv):
         assert (ours_c["bytes_sent"], ours_c["bytes_received"]) == (send, recv)
         assert (ours_s["bytes_sent"], ours_s["bytes_received"]) == (recv, send)
         assert ours_c["result"] == ours_s["result"] == "normal"
-        assert abs(ours_c["duration_ns"] - c["duration_ns"]) < 0.10 * c["duration_ns"], (ours_c, c)
+        assert close_in_time(ours_c["duration_ns"], c["duration_ns"]), (ours_c, c)
         assert 0 < ours_c["handshake_ns"] < ours_c["duration_ns"]
         assert ours_c["srtt_us"] > 0 and ours_c["segs_out"] > 0
         # The server side lives as long, from the handshake to the close; the server's own
         # timing starts at accept(), which may come later when connections queue.
         theirs = c["duration_ns"]
-        assert abs(ours_s["duration_ns"] - theirs) < 0.10 * theirs, (ours_s, c)
+        assert close_in_time(ours_s["duration_ns"], theirs), (ours_s, c)
 
 
 def spans_of(received):
