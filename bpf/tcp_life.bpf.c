@@ -20,7 +20,8 @@
 //          processes); FILTER_PORTS; RTT (histogram from tcp_probe);
 //          UDP; RETRANS_ERR (tcp_retransmit_skb has `err`); OFF_* field offsets (see
 //          signals/net/collector.py); REQUESTS (with REQ_HEAD, REQ_TAIL, PAYLOAD_PAGES,
-//          PAYLOAD_BUF; HTTP1; H2 with H2_BYTES, H2_STEPS, H2_HOPS, H2_MAX_IOV, MAX_H2; TLS).
+//          PAYLOAD_BUF; HTTP1; H2; PG with PG_KEEP; WALK (for H2 and PG) with WALK_BYTES,
+//          WALK_STEPS, WALK_HOPS, WALK_MAX_IOV, MAX_WALKS; TLS).
 #include <uapi/linux/ptrace.h>
 // #import kernel_types.inc
 
@@ -112,9 +113,9 @@ enum tcp_stat {
     STAT_FILTERED,           // closed, not wanted by the filters
     STAT_PAYLOAD_DROPPED,    // REQUESTS: ring buffer full, a send or receive not sent up
     STAT_TLS_NO_SOCKET,      // TLS: an SSL call whose socket was never seen
-    STAT_H2_LOST,            // HTTP/2: a connection direction whose frame walk lost its place
+    STAT_WALK_LOST,          // HTTP/2, PostgreSQL: a connection direction whose walk lost its place
     STAT_H2_LATE,            // HTTP/2: a connection seen mid-stream (HPACK state unknown)
-    STAT_H2_FULL,            // HTTP/2: no room in `h2_conns`, connection not parsed
+    STAT_WALK_FULL,          // HTTP/2, PostgreSQL: no room in `walk_conns`, connection not parsed
     STAT_MAX,
 };
 
@@ -136,19 +137,21 @@ BPF_HASH(udp, struct udp_key, struct udp_val, MAX_UDP);
 #ifdef RTT
 BPF_ARRAY(rtt_hist, u64, 64);            // log2 buckets of srtt in µs, every ACK
 #endif
-#ifdef H2
-// HTTP/2's frame walk, per connection and direction, carried from call to call (h2_walk).
-struct h2_dir {
-    u32 skip;                // bytes of the current frame's payload still to pass over
-    u32 copy;                // bytes still to send up: the current frame's payload, or the preface
-    u32 have;                // bytes of the next frame header read so far (into hdr)
-    u32 lost;                // the walk lost its place (see h2_walk): lengths only from here
-    u8 hdr[32];              // 9 used: the rest keeps the verifier's bounds simple
+#ifdef WALK
+// The walk over a connection's messages (HTTP/2's frames, PostgreSQL's messages), per
+// direction, carried from call to call (walk).
+struct walk_dir {
+    u32 copy;                // bytes still to send up: of the current message, or the preface
+    u32 skip;                // then bytes of it still to pass over
+    u32 have;                // bytes of the next message header read so far (into hdr)
+    u32 lost;                // the walk lost its place (see walk): lengths only from here
+    u32 client;              // PostgreSQL: this direction carries the client's messages
+    u8 hdr[32];              // 9 or 5 used: the rest keeps the verifier's bounds simple
 };
-struct h2_conn {
-    struct h2_dir d[2];      // 0 sent, 1 received
+struct walk_conn {
+    struct walk_dir d[2];      // 0 sent, 1 received
 };
-BPF_HASH(h2_conns, u64, struct h2_conn, MAX_H2);
+BPF_HASH(walk_conns, u64, struct walk_conn, MAX_WALKS);
 #endif
 #define KEEP_EXITED_PIDS   // sockets close after their owner's exit tracepoint
 // #import targets.inc
@@ -206,6 +209,26 @@ static __always_inline void set_addrs(struct conn *c, u16 family, u16 lport, u16
         __builtin_memcpy(c->laddr, l4, 4);
         __builtin_memcpy(c->raddr, r4, 4);
     }
+}
+
+// A socket's state, family, ports and addresses, read at BTF offsets (never through the
+// mismatched headers).
+struct sock_fields {
+    u8 state;
+    u16 family, lport, rport;    // lport host order, rport too (swapped from the wire's)
+    u8 l4[4], r4[4], l6[16], r6[16];
+};
+
+static __always_inline void read_sock(const char *sk, struct sock_fields *f) {
+    bpf_probe_read_kernel(&f->state, 1, sk + OFF_SKC_STATE);
+    bpf_probe_read_kernel(&f->family, 2, sk + OFF_SKC_FAMILY);
+    bpf_probe_read_kernel(&f->lport, 2, sk + OFF_SKC_NUM);
+    bpf_probe_read_kernel(&f->rport, 2, sk + OFF_SKC_DPORT);
+    f->rport = (f->rport >> 8) | (f->rport << 8);
+    bpf_probe_read_kernel(&f->l4, 4, sk + OFF_SKC_RCV_SADDR);
+    bpf_probe_read_kernel(&f->r4, 4, sk + OFF_SKC_DADDR);
+    bpf_probe_read_kernel(&f->l6, 16, sk + OFF_SKC_V6_RCV_SADDR);
+    bpf_probe_read_kernel(&f->r6, 16, sk + OFF_SKC_V6_DADDR);
 }
 
 // BPF_RB_FORCE_WAKEUP once per WAKE_RECORDS records of ring `which`, else no wakeup.
@@ -305,13 +328,13 @@ static __always_inline void destroyed(u64 sk) {
         c->end_ns = bpf_ktime_get_ns();
     emit(sk, c);
     conns.delete(&sk);
-#ifdef H2
-    h2_conns.delete(&sk);
+#ifdef WALK
+    walk_conns.delete(&sk);
 #endif
 }
 
 #ifdef REQUESTS
-// Requests (HTTP/1.x, HTTP/2): the bytes of a connection's sends and receives, from inside
+// Requests (HTTP/1.x, HTTP/2, PostgreSQL): the bytes of a connection's sends and receives, from inside
 // the socket call (sock:sock_{send,recv}_length, or the kprobes), where the system call's
 // own registers say where they are in user memory (received bytes are there already). Only
 // connections whose first bytes are an HTTP/1.x request or response, or HTTP/2's preface
@@ -319,8 +342,11 @@ static __always_inline void destroyed(u64 sk) {
 // line and headers) and its last REQ_TAIL (the end of a chunked body). HTTP/2: each
 // call's frame headers and the payloads of the frames that carry header blocks (HEADERS,
 // PUSH_PROMISE, CONTINUATION) and RST_STREAM, in order: the walk over the frames goes on
-// across calls (struct h2_dir), so the other payloads (DATA above all) are passed over
-// unread. User space parses. A connection whose start was not seen is looked at until a
+// across calls (struct walk_dir), so the other payloads (DATA above all) are passed over
+// unread. PostgreSQL: the same walk over its messages (5-byte headers), from the client's
+// startup packet (after an SSLRequest the server refused; one it accepted is TLS, read
+// through the libssl hooks): every header, and the first PG_KEEP bytes of the messages
+// that say what ran and how it ended (PG_CLIENT_SKIPPED, PG_SERVER_KEPT). User space parses. A connection whose start was not seen is looked at until a
 // call begins like HTTP/1.x; one that looks like HTTP/2 mid-stream is only counted (its
 // HPACK state is unknown). A sendfile or splice sends its length only. Not seen:
 // io_uring, kTLS.
@@ -328,6 +354,8 @@ static __always_inline void destroyed(u64 sk) {
 #define PROTO_HTTP1 1
 #define PROTO_OTHER 2
 #define PROTO_HTTP2 3
+#define PROTO_PG 4
+#define PROTO_PG_ASKED 5     // an SSLRequest (or GSSENCRequest) sent: its one-byte answer next
 
 // x86-64 system calls that move socket data through a user buffer (or an iovec).
 #define NR_READ 0
@@ -355,13 +383,13 @@ struct payload {             // to user space: one send or receive of an HTTP co
     u16 family;
     u16 lport;
     u16 rport;
-    u8 proto;                // PROTO_HTTP1: head and tail; PROTO_HTTP2: head is the walk's
-    u8 h2_lost;              // HTTP/2: the walk lost its place here (see h2_walk)
+    u8 proto;                // PROTO_HTTP1: head and tail; PROTO_HTTP2, PROTO_PG: head is the walk's
+    u8 walk;                 // WALK_LOST: the walk lost its place here; WALK_RESUMED: see walk
     u8 laddr[16];
     u8 raddr[16];
     char comm[TASK_COMM_LEN]; // the process making the call (it may be gone when read)
     u8 tail[REQ_TAIL];
-    u8 head[PAYLOAD_BUF];    // REQ_HEAD or H2_BYTES used: the rest keeps the verifier's bounds simple
+    u8 head[PAYLOAD_BUF];    // REQ_HEAD or WALK_BYTES used: the rest keeps the verifier's bounds simple
 };
 
 BPF_RINGBUF_OUTPUT(payloads, PAYLOAD_PAGES);
@@ -471,7 +499,7 @@ static __always_inline int h2_start(u64 sk, struct conn *c, u32 dir, const u8 *s
                    flen <= 96 && !(sig[5] | sig[6] | sig[7] | sig[8]);
     if (!preface && !settings)
         return 0;
-    struct h2_conn fresh = {};
+    struct walk_conn fresh = {};
     // The client's direction begins with the preface: this one, or the other one when a
     // server's SETTINGS came first.
     u32 client_dir = preface ? dir : (c->role == ROLE_SERVER ? 1 : 0);
@@ -481,8 +509,8 @@ static __always_inline int h2_start(u64 sk, struct conn *c, u32 dir, const u8 *s
         else
             fresh.d[0].copy = H2_PREFACE;
     }
-    if (h2_conns.update(&sk, &fresh)) {
-        bump(STAT_H2_FULL);
+    if (walk_conns.update(&sk, &fresh)) {
+        bump(STAT_WALK_FULL);
         return 0;
     }
     return 1;
@@ -495,26 +523,79 @@ static __always_inline int looks_h2_frame(const u8 *sig, u32 n) {
     return n >= 9 && flen <= 16384 && sig[3] <= 9 && !(sig[5] & 0x80);
 }
 
+#endif
+
+#ifdef PG
+#define PG_PROTOCOL_3 196608  // the startup packet's version: 3.0
+#define PG_SSL_REQUEST 80877103
+#define PG_GSSENC_REQUEST 80877104
+// The messages not kept: the client's CopyData ('d') and passwords ('p'); the server's
+// all but CommandComplete, ErrorResponse, ReadyForQuery, EmptyQueryResponse (its rows above all).
+#define PG_CLIENT_SKIPPED(t) ((t) == 'd' || (t) == 'p')
+#define PG_SERVER_KEPT(t) ((t) == 'C' || (t) == 'E' || (t) == 'Z' || (t) == 'I')
+
+static __always_inline u32 be32(const u8 *b) {
+    return (u32)b[0] << 24 | (u32)b[1] << 16 | (u32)b[2] << 8 | b[3];
+}
+
+// `sig`, `n` of a call's first bytes: a startup packet (protocol 3.0: the walk begins
+// here, the client's direction this one) or an SSLRequest / GSSENCRequest (*proto
+// PROTO_PG_ASKED: the answer decides). On a connection open before the capture (`late`),
+// a call that is one whole simple Query, or begins with a Parse: the client's next
+// request, when the server has answered all before it. 0: neither (or no room to walk it).
+static __always_inline int pg_start(u64 sk, u32 dir, const u8 *sig, u32 n, u32 len, int late,
+                                    u8 *proto) {
+    if (n < 8)
+        return 0;
+    u32 size = be32(sig), code = be32(sig + 4);
+    int startup = code == PG_PROTOCOL_3 && size >= 8 && size <= 10000;
+    if (size == 8 && (code == PG_SSL_REQUEST || code == PG_GSSENC_REQUEST)) {
+        *proto = PROTO_PG_ASKED;
+        return 0;
+    }
+    u32 body = be32(sig + 1);        // a typed message's length
+    int request = late && ((sig[0] == 'Q' && body >= 5 && body + 1 == len) ||
+                           (sig[0] == 'P' && body >= 8 && body + 1 < len && body < (1 << 20)));
+    if (!startup && !request)
+        return 0;
+    struct walk_conn fresh = {};
+    struct walk_dir *d = dir ? &fresh.d[1] : &fresh.d[0];
+    d->client = 1;
+    if (startup) {
+        d->copy = size < PG_KEEP ? size : PG_KEEP;   // the startup packet has no type byte
+        d->skip = size - d->copy;
+    }
+    if (walk_conns.update(&sk, &fresh)) {
+        bump(STAT_WALK_FULL);
+        return 0;
+    }
+    *proto = PROTO_PG;
+    return 1;
+}
+#endif
+
+#ifdef WALK
 // The walk over one call: the call (its socket, direction, bytes), where the walk is in
 // them (the buffer, the iovec), and what it has kept. It runs in a program of its own,
-// tail-called with the payload record half built (h2_walker_*): checked once by the
+// tail-called with the payload record half built (walker_*): checked once by the
 // verifier from one entry, not once for each path through the hook that calls it (the
-// loop is checked step by step, H2_STEPS times). So everything it needs is in this map.
-struct h2_walk_state {
+// loop is checked step by step, WALK_STEPS times). So everything it needs is in this map.
+struct walk_state {
     u64 sk, buf, iov, count;
     u32 len, dir;
+    u32 proto, pad2;         // PROTO_HTTP2 or PROTO_PG: 9-byte frame headers or 5-byte ones
     u64 base, left, done;    // the current buffer: where it is, and its bytes not yet walked
     u32 next, out;           // the next buffer of the iovec; bytes kept so far
     u32 hops, pad;           // the walker's calls of itself
 };
-BPF_PERCPU_ARRAY(h2_walks, struct h2_walk_state, 1);
+BPF_PERCPU_ARRAY(walk_states, struct walk_state, 1);
 // The walker, one for each program type that calls it (a tail call stays within its type).
-BPF_PROG_ARRAY(h2_walker_tp, 1);   // for the tracepoint programs
-BPF_PROG_ARRAY(h2_walker_kp, 1);   // for the kprobes and the SSL uprobes
+BPF_PROG_ARRAY(walker_tp, 1);   // for the tracepoint programs
+BPF_PROG_ARRAY(walker_kp, 1);   // for the kprobes and the SSL uprobes
 
 // One step: reads a frame header or a part of one, passes over or copies (a part of) a
 // payload within one buffer, or moves to the next buffer. 0: the walk cannot go on.
-static __always_inline int h2_step(struct h2_walk_state *w, struct h2_dir *d, struct payload *e,
+static __always_inline int walk_step(struct walk_state *w, struct walk_dir *d, struct payload *e,
                                    u64 iov, u64 count, u32 len) {
     // Read afresh from the maps: values clang kept in registers from the last step would
     // carry their ranges, different down each path, and the verifier could not merge them.
@@ -522,7 +603,7 @@ static __always_inline int h2_step(struct h2_walk_state *w, struct h2_dir *d, st
     if (!w->left) {          // the next buffer of the iovec
         u64 v[2] = {};
         u32 next = w->next;
-        if (!iov || next >= count || next >= H2_MAX_IOV ||
+        if (!iov || next >= count || next >= WALK_MAX_IOV ||
             bpf_probe_read_user(v, sizeof(v), (void *)(iov + 16 * (u64)next)))
             return 0;
         w->next = next + 1;
@@ -532,28 +613,29 @@ static __always_inline int h2_step(struct h2_walk_state *w, struct h2_dir *d, st
     }
     u64 left = w->left;
     u32 n, out = w->out;
-    if (d->skip) {
-        n = d->skip < left ? d->skip : left;
-        d->skip -= n;
-    } else if (d->copy) {
+    u32 size = w->proto == PROTO_PG ? 5 : 9;   // a message header's bytes
+    if (d->copy) {
         n = d->copy < left ? d->copy : left;
-        if (out + n >= H2_BYTES)
+        if (out + n >= WALK_BYTES)
             return 0;
         asm volatile("" : "+r"(out), "+r"(n));   // (clang would drop the masks as known)
-        out &= H2_BYTES - 1;
-        n &= H2_BYTES - 1;
+        out &= WALK_BYTES - 1;
+        n &= WALK_BYTES - 1;
         if (bpf_probe_read_user(e->head + out, n, (void *)w->base))
             return 0;
         w->out = out + n;
         d->copy -= n;
-    } else {                 // (a part of) a frame header
+    } else if (d->skip) {
+        n = d->skip < left ? d->skip : left;
+        d->skip -= n;
+    } else {                 // (a part of) a message header
         u32 have = d->have;
-        n = have < 9 ? 9 - have : 0;
+        n = have < size ? size - have : 0;
         n = n < left ? n : left;
-        if (!n || out + n >= H2_BYTES)
+        if (!n || out + n >= WALK_BYTES)
             return 0;
         asm volatile("" : "+r"(out), "+r"(n), "+r"(have));
-        out &= H2_BYTES - 1;
+        out &= WALK_BYTES - 1;
         n &= 15;
         have &= 15;
         if (bpf_probe_read_user(e->head + out, n, (void *)w->base) ||
@@ -562,14 +644,30 @@ static __always_inline int h2_step(struct h2_walk_state *w, struct h2_dir *d, st
         w->out = out + n;
         have += n;
         d->have = have;
-        if (have == 9) {
-            u32 flen = d->hdr[0] << 16 | d->hdr[1] << 8 | d->hdr[2];
-            u8 type = d->hdr[3];
+        if (have == size) {
             d->have = 0;
-            if (type <= 9 && (H2_KEPT >> type) & 1)
-                d->copy = flen;
-            else
-                d->skip = flen;
+#ifdef PG
+            if (w->proto == PROTO_PG) {   // type, then a length that counts itself
+                u8 type = d->hdr[0];
+                u32 body = be32(d->hdr + 1);
+                if (body < 4)
+                    return 0;
+                body -= 4;
+                int kept = d->client ? !PG_CLIENT_SKIPPED(type) : PG_SERVER_KEPT(type);
+                d->copy = kept ? (body < PG_KEEP ? body : PG_KEEP) : 0;
+                d->skip = body - d->copy;
+            }
+#endif
+#ifdef H2
+            if (w->proto == PROTO_HTTP2) {
+                u32 flen = d->hdr[0] << 16 | d->hdr[1] << 8 | d->hdr[2];
+                u8 type = d->hdr[3];
+                if (type <= 9 && (H2_KEPT >> type) & 1)
+                    d->copy = flen;
+                else
+                    d->skip = flen;
+            }
+#endif
         }
     }
     w->base += n;
@@ -611,6 +709,12 @@ static __always_inline int recognise(u64 sk, struct conn *c, u32 len, u32 dir, u
             return 0;
         }
 #endif
+#ifdef PG
+        if (pg_start(sk, dir, sig, n, len, !c->role, proto))
+            return 1;
+        if (*proto == PROTO_PG_ASKED)
+            return 0;
+#endif
     }
     if (c->role || tls)      // its first bytes, not a protocol parsed: not looked at again
         *proto = PROTO_OTHER;
@@ -621,6 +725,18 @@ static __always_inline int recognise(u64 sk, struct conn *c, u32 len, u32 dir, u
 // what its first bytes said, learnt here).
 static __always_inline void send_up(void *ctx, int kprobe, u64 sk, struct conn *c, u32 len, u32 dir,
                                     u64 buf, u64 iov, u64 count, u8 *proto, u8 tls) {
+#ifdef PG
+    if (*proto == PROTO_PG_ASKED) {   // the server's one-byte answer: 'N' (go on in plain
+        u8 answer = 0;                // text: the startup packet comes next) or TLS
+        u64 first[2] = {buf, len};
+        if (!buf && iov && bpf_probe_read_user(first, sizeof(first), (void *)iov))
+            first[0] = 0;
+        if (first[0] && bpf_probe_read_user(&answer, 1, (void *)first[0]))
+            answer = 0;
+        *proto = answer == 'N' && len == 1 ? PROTO_UNKNOWN : PROTO_OTHER;
+        return;
+    }
+#endif
     if (*proto == PROTO_UNKNOWN && !recognise(sk, c, len, dir, buf, iov, proto, tls))
         return;
     int zero = 0;
@@ -644,12 +760,13 @@ static __always_inline void send_up(void *ctx, int kprobe, u64 sk, struct conn *
     __builtin_memcpy(e->raddr, c->raddr, 16);
     process_comm(e->comm);
     e->proto = *proto;
-    e->h2_lost = 0;
+    e->walk = 0;
     e->head_len = e->tail_len = 0;
     u32 head = 0;
-#ifdef H2
-    struct h2_walk_state *w = h2_walks.lookup(&zero);
-    if (*proto == PROTO_HTTP2 && w) {
+#ifdef WALK
+    struct walk_state *w = walk_states.lookup(&zero);
+    if ((*proto == PROTO_HTTP2 || *proto == PROTO_PG) && w) {
+        w->proto = *proto;
         w->sk = sk;
         w->buf = buf;
         w->iov = buf ? 0 : iov;
@@ -663,10 +780,10 @@ static __always_inline void send_up(void *ctx, int kprobe, u64 sk, struct conn *
         w->out = 0;
         w->hops = 0;
         if (kprobe)
-            h2_walker_kp.call(ctx, 0);
+            walker_kp.call(ctx, 0);
         else
-            h2_walker_tp.call(ctx, 0);
-        bump(STAT_H2_LOST);  // (the tail call does not return unless it failed)
+            walker_tp.call(ctx, 0);
+        bump(STAT_WALK_LOST);  // (the tail call does not return unless it failed)
         return;
     }
 #endif
@@ -679,57 +796,69 @@ static __always_inline void send_up(void *ctx, int kprobe, u64 sk, struct conn *
         bump(STAT_PAYLOAD_DROPPED);
 }
 
-#ifdef H2
-// The call's frame headers and kept payloads (H2_KEPT) into the payload record's head, in
-// stream order, and the record up: up to H2_STEPS * (1 + H2_HOPS) steps, H2_MAX_IOV
-// buffers and H2_BYTES kept bytes. A call that needs more loses the walk's place for good: that direction is
-// then sent as lengths only.
-static __always_inline int h2_walk(void *ctx, int kprobe) {
+#ifdef WALK
+#define WALK_LOST 1
+#define WALK_RESUMED 2
+// The call's message headers and kept bytes (H2_KEPT; PG_CLIENT_SKIPPED, PG_SERVER_KEPT)
+// into the payload record's head, in stream order, and the record up: up to WALK_STEPS *
+// (1 + WALK_HOPS) steps, WALK_MAX_IOV buffers and WALK_BYTES kept bytes. A call that needs
+// more loses the walk's place: that direction is then sent as lengths only, for good
+// (HTTP/2: its HPACK state is gone), or, PostgreSQL's server, until the client begins a
+// call at a message boundary: the server had answered all it was sent (WALK_RESUMED).
+static __always_inline int walk(void *ctx, int kprobe) {
     int zero = 0;
     struct payload *e = payload_scratch.lookup(&zero);
-    struct h2_walk_state *w = h2_walks.lookup(&zero);
+    struct walk_state *w = walk_states.lookup(&zero);
     if (!e || !w)
         return 0;
     u64 sk = w->sk;
     u32 len = w->len;
-    struct h2_conn *h = h2_conns.lookup(&sk);
+    struct walk_conn *h = walk_conns.lookup(&sk);
     if (!h)
         return 0;
-    struct h2_dir *d = w->dir ? &h->d[1] : &h->d[0];
+    struct walk_dir *d = w->dir ? &h->d[1] : &h->d[0];
     u64 iov = w->iov, count = w->count;
+#ifdef PG
+    struct walk_dir *other = w->dir ? &h->d[0] : &h->d[1];
+    if (w->proto == PROTO_PG && !w->hops && d->client && !d->lost && !d->have && !d->copy &&
+        !d->skip && other->lost) {
+        other->lost = other->have = other->copy = other->skip = 0;
+        e->walk |= WALK_RESUMED;
+    }
+#endif
     int going = !d->lost;
     // Unrolled (a loop's counter is a value the verifier follows: each turn was checked
-    // anew down every path, quadratic), H2_STEPS at a time, then the program calls itself
-    // for the next H2_STEPS, up to H2_HOPS times: each step is checked about once, its
+    // anew down every path, quadratic), WALK_STEPS at a time, then the program calls itself
+    // for the next WALK_STEPS, up to WALK_HOPS times: each step is checked about once, its
     // values all read from maps, and the compiler has little to unroll.
 #pragma unroll
-    for (int i = 0; i < H2_STEPS; i++) {
+    for (int i = 0; i < WALK_STEPS; i++) {
         if (going && w->done < len)
-            going = h2_step(w, d, e, iov, count, len);
+            going = walk_step(w, d, e, iov, count, len);
     }
-    if (going && w->done < len && w->hops < H2_HOPS) {
+    if (going && w->done < len && w->hops < WALK_HOPS) {
         w->hops++;
         if (kprobe)
-            h2_walker_kp.call(ctx, 0);
+            walker_kp.call(ctx, 0);
         else
-            h2_walker_tp.call(ctx, 0);
+            walker_tp.call(ctx, 0);
     }
     if (!d->lost && w->done < len) {
         d->lost = 1;
-        e->h2_lost = 1;
-        bump(STAT_H2_LOST);
+        e->walk |= WALK_LOST;
+        bump(STAT_WALK_LOST);
     }
     u32 head = w->out;
     e->head_len = head;
     asm volatile("" : "+r"(head));
-    head &= PAYLOAD_BUF - 1;     // (it is below H2_BYTES: this is for the verifier)
+    head &= PAYLOAD_BUF - 1;     // (it is below WALK_BYTES: this is for the verifier)
     if (payloads.ringbuf_output(e, __builtin_offsetof(struct payload, head) + head, wakeup(1)))
         bump(STAT_PAYLOAD_DROPPED);
     return 0;
 }
 
-int h2_walk_tp(void *ctx) { return h2_walk(ctx, 0); }
-int h2_walk_kp(struct pt_regs *ctx) { return h2_walk(ctx, 1); }
+int walk_tp(void *ctx) { return walk(ctx, 0); }
+int walk_kp(struct pt_regs *ctx) { return walk(ctx, 1); }
 #endif
 
 #ifdef TLS
@@ -825,11 +954,33 @@ static __always_inline void capture(void *ctx, u64 sk, struct conn *c, u32 len, 
 }
 #endif
 
+// A connection under way before the capture, first seen moving bytes: traced from here, its
+// start unknown (role 0), as one first seen changing state is; its requests are picked up
+// where a message begins.
+static __always_inline struct conn *adopt(u64 sk) {
+    struct sock_fields f = {};
+    read_sock((const char *)sk, &f);
+    if (f.state != ST_ESTABLISHED)
+        return 0;
+    struct conn late = {};
+    set_addrs(&late, f.family, f.lport, f.rport, f.l4, f.r4, f.l6, f.r6);
+    if (conns.insert(&sk, &late)) {  // (or another CPU just did)
+        struct conn *c = conns.lookup(&sk);
+        if (!c)
+            bump(STAT_CONNS_FULL);
+        return c;
+    }
+    bump(STAT_NO_START);
+    return conns.lookup(&sk);
+}
+
 static __always_inline void io(void *ctx, u64 sk, u16 family, u16 protocol, int ret, u32 dir) {
     if (ret <= 0)
         return;
     if (protocol == PROTO_TCP) {
         struct conn *c = conns.lookup(&sk);
+        if (!c)
+            c = adopt(sk);
         if (!c)
             return;
         own(c);
@@ -968,19 +1119,9 @@ TRACEPOINT_PROBE(tcp, tcp_probe) {
 #ifdef HOOKS_KPROBES
 // Kernel-internal sockets read at BTF offsets: never through the (mismatched) headers.
 static __always_inline void sk_state_change(void *sk, int newstate) {
-    u8 oldstate = 0;
-    bpf_probe_read_kernel(&oldstate, 1, (char *)sk + OFF_SKC_STATE);
-    u16 family = 0, lport = 0, rport = 0;
-    bpf_probe_read_kernel(&family, 2, (char *)sk + OFF_SKC_FAMILY);
-    bpf_probe_read_kernel(&lport, 2, (char *)sk + OFF_SKC_NUM);     // host order
-    bpf_probe_read_kernel(&rport, 2, (char *)sk + OFF_SKC_DPORT);   // network order
-    rport = (rport >> 8) | (rport << 8);
-    u8 l4[4] = {}, r4[4] = {}, l6[16] = {}, r6[16] = {};
-    bpf_probe_read_kernel(&l4, 4, (char *)sk + OFF_SKC_RCV_SADDR);
-    bpf_probe_read_kernel(&r4, 4, (char *)sk + OFF_SKC_DADDR);
-    bpf_probe_read_kernel(&l6, 16, (char *)sk + OFF_SKC_V6_RCV_SADDR);
-    bpf_probe_read_kernel(&r6, 16, (char *)sk + OFF_SKC_V6_DADDR);
-    state_change((u64)sk, oldstate, newstate, family, lport, rport, l4, r4, l6, r6);
+    struct sock_fields f = {};
+    read_sock(sk, &f);
+    state_change((u64)sk, f.state, newstate, f.family, f.lport, f.rport, f.l4, f.r4, f.l6, f.r6);
 }
 
 int kp_tcp_set_state(struct pt_regs *ctx) {

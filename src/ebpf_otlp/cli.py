@@ -422,8 +422,10 @@ def valid_ports(ctx, param, ports):
               help="Concurrent connections the kernel side can follow; more are counted as lost.")
 @click.option("--protocols", callback=valid_protocols, metavar="LIST",
               default=",".join(NetSettings().protocols), show_default=True,
-              help="Request spans for these protocols: http (HTTP/1.x and HTTP/2), grpc; or "
-                   "none: connections only.")
+              help="Request spans for these protocols: http (HTTP/1.x and HTTP/2), grpc, "
+                   "postgres (a span per statement); or none: connections only.")
+@click.option("--raw-queries", is_flag=True,
+              help="Database statements as sent; by default their literals are replaced by ?.")
 @click.option("--tls/--no-tls", **default(NetSettings.tls),
               help="Requests over TLS too: uprobes on OpenSSL's SSL_read/SSL_write.")
 @click.option("--route", "routes", multiple=True, callback=valid_routes, metavar="PATTERN",
@@ -439,11 +441,11 @@ def valid_ports(ctx, param, ports):
 @otlp_options
 @command_argument
 def trace_net(pids, comm, include_self, ports, duration, interval, hooks, rtt, udp, max_connections, protocols,
-              tls, routes, top, quiet, all_lines, output, command, **otlp_flags):
+              raw_queries, tls, routes, top, quiet, all_lines, output, command, **otlp_flags):
     """Trace every TCP connection (IPv4 and IPv6, either role): a line and a span per
     connection with its process, addresses, bytes, retransmits, RTT and how it ended;
-    a span per HTTP/1.x request on them, as server or client; TCP and UDP metrics every
-    interval."""
+    a span per HTTP request or gRPC call on them, and per PostgreSQL statement, as server
+    or client; TCP and UDP metrics every interval."""
     from ebpf_otlp.engine.run import Command
     from ebpf_otlp.signals.net import NET, table
 
@@ -455,7 +457,7 @@ def trace_net(pids, comm, include_self, ports, duration, interval, hooks, rtt, u
     otlp, spool = otlp_from_flags(otlp_flags)
     net = NetSettings(pids=pids, comm=comm, ports=ports, hooks=hooks, rtt=rtt, udp=udp,
                       max_conns=max_connections, interval_s=interval, include_self=include_self,
-                      protocols=protocols, tls=tls, routes=routes)
+                      protocols=protocols, raw_queries=raw_queries, tls=tls, routes=routes)
     render = (lambda r, c: table.render_summary(r, c, top)) if top else None
     return run_command(NET, Command(net, duration, list(command), [(output, "jsonl")] if output else [],
                                     render, live_terminal=False if quiet else True if all_lines else None,

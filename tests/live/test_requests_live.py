@@ -10,7 +10,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import json
-import signal
 import socket
 import subprocess
 import sys
@@ -18,8 +17,9 @@ import time
 
 import pytest
 
-from conftest import WORKLOADS, agent_popen, need_tool, wait_for_line
+from conftest import WORKLOADS, need_tool, wait_for_line
 from support.collector import GrpcCollector, self_signed_cert
+from support.trace_net import tracing
 
 pytestmark = pytest.mark.live
 
@@ -37,24 +37,6 @@ for method, path, body in (("GET", "/ok", None), ("POST", "/echo", b"p" * 3000),
     r.read()
 c.close()
 """
-
-
-@contextlib.contextmanager
-def tracing(tmp_path, port: int, *args):
-    """trace-net on one port; afterwards `got` holds its request records, stdout, stderr."""
-    out = tmp_path / "net.jsonl"
-    run = agent_popen("trace-net", "-q", "-o", str(out), "--port", str(port), *args)
-    got: dict = {}
-    try:
-        got["notice"] = wait_for_line(run.stderr, "tracing TCP connections")[-1]
-        yield got
-        time.sleep(0.3)   # the last responses' calls reach the next drain
-    finally:
-        run.send_signal(signal.SIGINT)
-        stdout, stderr = run.communicate(timeout=60)
-    assert run.returncode == 0, stderr
-    records = [json.loads(line) for line in out.read_text().splitlines()]
-    got.update(http=[r for r in records if r["type"] == "http"], stdout=stdout, stderr=stderr)
 
 
 def counted(records, kind: str) -> collections.Counter:

@@ -256,7 +256,7 @@ def test_kprobe_programs_compile_and_pass_the_verifier():
     collector.hooks = "kprobes"
     bpf = loader.load("tcp_life", collector.defines())
     try:
-        for fn in [k[0] for k in KPROBES] + [f[1] for f in SSL_FUNCTIONS] + ["ssl_return", "h2_walk_kp"]:
+        for fn in [k[0] for k in KPROBES] + [f[1] for f in SSL_FUNCTIONS] + ["ssl_return", "walk_kp"]:
             assert bpf.load_func(fn.encode(), BPF.KPROBE).fd >= 0
     finally:
         bpf.cleanup()

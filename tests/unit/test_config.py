@@ -148,7 +148,7 @@ def test_a_capture_tables_keys_are_its_settings_fields():
     and leaves the others at the settings' defaults."""
     assert set(cfg.schema()["trace_net"]) == {"pids", "comm", "ports", "hooks", "rtt", "udp",
                                               "max_connections", "include_self", "protocols",
-                                              "head_bytes", "tls", "routes"}
+                                              "head_bytes", "tls", "routes", "raw_queries"}
     with pytest.raises(AgentError, match=r"\[trace_net\] head_bytes = 300: one of 128, 256"):
         cfg.check({"trace_net": {"head_bytes": 300}})
     s = NetSettings.from_table(cfg.check({"trace_net": {"max_connections": 2048}}).tables["trace_net"])
@@ -159,8 +159,8 @@ def test_a_capture_tables_keys_are_its_settings_fields():
 
 def test_trace_net_protocols_are_a_list_or_none():
     parse = lambda t: NetSettings.from_table(cfg.check({"trace_net": t}).tables["trace_net"])  # noqa: E731
-    assert NetSettings().protocols == ["http", "grpc"]
-    assert parse({"protocols": "grpc"}).protocols == ["grpc"]
+    assert NetSettings().protocols == ["http", "grpc", "postgres"]
+    assert parse({"protocols": "grpc,postgres"}).protocols == ["grpc", "postgres"]
     assert parse({"protocols": ["http"]}).protocols == ["http"]
     assert parse({"protocols": "none"}).protocols == [] and parse({"protocols": []}).protocols == []
     for bad in ("ftp", "http,http", ["http", "smtp"]):

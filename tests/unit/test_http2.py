@@ -7,7 +7,7 @@ import struct
 import hpack
 import pytest
 
-from ebpf_otlp.signals.net.http1 import Call
+from ebpf_otlp.signals.net.http1 import WALK_LOST, Call
 from ebpf_otlp.signals.net.http2 import PREFACE, Http2Connection
 
 KEPT = {1, 3, 5, 9}
@@ -159,7 +159,7 @@ def test_a_lost_direction_counts_its_streams_and_guesses_nothing():
     w.request(1, GET)
     w.request(3, GET)
     w.ts += 10
-    w.conn.feed(Call(w.ts, 1, 5000, b"", b""), lost=True)   # the kernel lost its place
+    w.conn.feed(Call(w.ts, 1, 5000, b"", b""), WALK_LOST)   # the kernel lost its place
     w.response(1, [(":status", "200")], end=True)
     assert w.conn.take() == [] and w.conn.lost == 2
     w.conn.close("close")

@@ -21,7 +21,7 @@ from ebpf_otlp.signals.net import spans as net_spans
 from ebpf_otlp.signals.net import table as net_table
 from ebpf_otlp.signals.net.lines import ConnectionLines
 from ebpf_otlp.export.resource import build_resource
-from ebpf_otlp.signals.net.records import Connection, HttpRequest, NetReport, UdpFlow
+from ebpf_otlp.signals.net.records import Connection, DbOperation, HttpRequest, NetReport, UdpFlow
 
 T0 = 1_700_000_000_000_000_000
 
@@ -293,3 +293,48 @@ def test_grpc_spans_and_durations_follow_the_rpc_conventions():
     assert metrics["rpc.server.duration"].unit == "ms"
     [made] = metrics["rpc.client.duration"].data.data_points
     assert made.attributes["rpc.method"] == "SayHello"
+
+
+def db(**kw) -> DbOperation:
+    base = dict(pid=30, process_name="psql", kind="client", system="postgresql", namespace="shop",
+                operation="SELECT", collection="users", query="SELECT * FROM users WHERE id = ?",
+                status_code="", start_ns=T0, end_ns=T0 + 2_000_000, local_address="127.0.0.1",
+                local_port=41000, peer_address="127.0.0.1", peer_port=5432, family=4, rows=1)
+    base.update(kw)
+    return DbOperation(**base)
+
+
+def test_database_spans_metrics_and_table_follow_the_database_conventions():
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    ops = [db(), db(status_code="42601", error="syntax error", operation="SELEC", collection="", rows=None),
+           db(operation="BEGIN", collection="", query="BEGIN", rows=None, end_ns=0, ended_by="close"),
+           db(kind="server", process_name="postgres", local_port=5432, peer_port=41000)]
+    net_spans.emit_db(provider.get_tracer("t"), ops)
+    ok, failed, unanswered, served = exporter.get_finished_spans()
+    assert (ok.name, ok.kind, ok.end_time) == ("SELECT users", SpanKind.CLIENT, T0 + 2_000_000)
+    a = ok.attributes
+    assert (a["db.system.name"], a["db.namespace"], a["db.operation.name"], a["db.collection.name"]) == \
+        ("postgresql", "shop", "SELECT", "users")
+    assert (a["db.query.text"], a["server.address"], a["server.port"]) == \
+        ("SELECT * FROM users WHERE id = ?", "127.0.0.1", 5432)
+    assert failed.status.status_code == StatusCode.ERROR and failed.attributes["error.type"] == "42601"
+    assert failed.attributes["db.response.status_code"] == "42601" and failed.name == "SELEC"
+    assert unanswered.attributes["error.type"] == "no_response"
+    assert served.kind == SpanKind.SERVER and served.attributes["server.port"] == 5432
+    r = report(db=ops)
+    metrics = {m.name: m for m in net_metrics.build(r, build_resource()).resource_metrics[0].scope_metrics[0].metrics}
+    client = metrics["db.client.operation.duration"].data.data_points
+    assert sum(p.count for p in client) == 2   # the unanswered one has no duration
+    assert all("db.query.text" not in p.attributes for p in client)
+    assert {p.attributes.get("error.type") for p in client} == {None, "42601"}
+    [server] = metrics["db.server.operation.duration"].data.data_points
+    assert server.count == 1
+    console = Console(record=True, width=200)
+    net_table.render_summary(r, console)
+    text = console.export_text()
+    assert "Database statements by process, operation and table (4)" in text and "users" in text
+    rows = [json.loads(line) for line in net_json.encode(r).splitlines() if '"type": "db"' in line]
+    assert [d["operation"] for d in rows] == ["SELECT", "SELEC", "BEGIN", "SELECT"]
+    assert rows[0]["duration_ns"] == 2_000_000 and rows[2]["duration_ns"] is None

@@ -23,7 +23,9 @@ from ebpf_otlp.gcpause import gc_paused
 from ebpf_otlp.records import HOST
 from ebpf_otlp.signals.net.http1 import Call, Http1Connection
 from ebpf_otlp.signals.net.http2 import Http2Connection, Stream
-from ebpf_otlp.signals.net.records import Connection, HttpRequest, UdpFlow, traceparent_ids
+from ebpf_otlp.signals.net.postgres import KEEP as PG_KEEP, PgConnection
+from ebpf_otlp.signals.net.records import Connection, DbOperation, HttpRequest, UdpFlow, traceparent_ids
+from ebpf_otlp.signals.net.sql import statement
 from ebpf_otlp.signals.net.routes import Routes
 from ebpf_otlp.runtime import loader
 from ebpf_otlp.runtime.maps import drain
@@ -55,18 +57,19 @@ KPROBES = (("kp_tcp_set_state", "tcp_set_state", False), ("kp_tcp_sendmsg", "tcp
 
 # `enum tcp_stat` of bpf/tcp_life.bpf.c, in its order.
 STATS = StatsEnum(("closed", "conns full", "ringbuf full", "no start", "udp full", "filtered",
-                   "payload dropped", "tls no socket", "h2 lost", "h2 late", "h2 full"),
+                   "payload dropped", "tls no socket", "walk lost", "h2 late", "walk full"),
                   processed="closed",
                   losses={"conns full": "connection not traced (connection map full)",
                           "ringbuf full": "closed connection dropped (ring buffer full)",
                           "udp full": "udp flow dropped (udp map full)",
                           "payload dropped": "HTTP send or receive dropped (ring buffer full)",
                           "tls no socket": "TLS read or write dropped (its socket never seen)",
-                          "h2 lost": "HTTP/2 connection direction no longer parsed (a call too long "
-                                     "for the kernel's frame walk)",
+                          "walk lost": "HTTP/2 or PostgreSQL connection direction no longer parsed "
+                                       "(a call too long for the kernel's message walk)",
                           "h2 late": "HTTP/2 connection open before the capture, not parsed "
                                      "(HPACK state unknown)",
-                          "h2 full": "HTTP/2 connection not parsed (h2_conns map full)"})
+                          "walk full": "HTTP/2 or PostgreSQL connection not parsed "
+                                       "(walk_conns map full)"})
 REQ_TAIL = 8
 ROLES = {1: "client", 2: "server"}
 ST_SYN_SENT = 2
@@ -125,13 +128,14 @@ class _Raw(NamedTuple):
 
 # struct payload of bpf/tcp_life.bpf.c up to its head (sent up only as long as the head is):
 # sk, conn_start_ns, ts_ns, tgid, tid, len, head_len, dir, tail_len, role, tls, family, lport,
-# rport, proto, h2_lost, laddr, raddr, comm, tail.
+# rport, proto, walk (WALK_* flags), laddr, raddr, comm, tail.
 PAYLOAD = struct.Struct(f"<QQQIIIHBBBBHHHBB16s16s16s{REQ_TAIL}s")
-PROTO_HTTP2 = 3   # bpf/tcp_life.bpf.c: PROTO_* (HTTP/1.x is 1)
-# HTTP/2's frame walk in the kernel (h2_walk): bytes kept a call (frame headers, header
-# blocks); steps a call, 8 a program and 31 tail calls (the kernel allows 33 in all): 256,
-# where a 1 MiB write of 16 KiB frames takes about 130; buffers of an iovec; connections.
-H2_LIMITS = {"H2_BYTES": 4096, "H2_STEPS": 8, "H2_HOPS": 31, "H2_MAX_IOV": 64, "MAX_H2": 16384}
+PROTO_HTTP2, PROTO_PG = 3, 4   # bpf/tcp_life.bpf.c: PROTO_* (HTTP/1.x is 1)
+# The message walk in the kernel (walk: HTTP/2's frames, PostgreSQL's messages): bytes kept a
+# call (headers, header blocks, statements); steps a call, 8 a program and 31 tail calls (the
+# kernel allows 33 in all): 256, where a 1 MiB write of 16 KiB frames takes about 130;
+# buffers of an iovec; connections.
+WALK_LIMITS = {"WALK_BYTES": 4096, "WALK_STEPS": 8, "WALK_HOPS": 31, "WALK_MAX_IOV": 64, "MAX_WALKS": 16384}
 
 
 SSL_FUNCTIONS = (("SSL_write", "ssl_write_enter"), ("SSL_read", "ssl_read_enter"),
@@ -266,7 +270,7 @@ class TcpCollector(Collector):
                  udp: bool = True, max_conns: int = 65536, interval_s: float = 1.0,
                  follow_forks: bool = False, include_self: bool = False,
                  protocols: list[str] | None = None, head_bytes: int = 512, tls: bool = True,
-                 routes: list[str] | None = None):
+                 routes: list[str] | None = None, raw_queries: bool = False):
         super().__init__()
         self.targets = Targets(list(pids or []), comm, follow_forks, include_self)
         self.pids, self.comm, self.ports = list(pids or []), comm, list(ports or [])
@@ -287,6 +291,8 @@ class TcpCollector(Collector):
         # (sk, start, tls) → the connection's parser and what its requests share
         self._http: dict[tuple[int, int, int], tuple[Http1Connection | Http2Connection, _Peer]] = {}
         self.h2_streams_lost = 0   # HTTP/2 streams a direction out of step left unreported
+        self.db_lost = 0           # database statements the same left unreported
+        self.raw_queries = raw_queries
 
     # -- start -------------------------------------------------------------------------
     def start(self) -> None:
@@ -312,17 +318,28 @@ class TcpCollector(Collector):
                 "RETRANS_ERR": self.hooks == "tracepoints" and _has_field("tcp/tcp_retransmit_skb", "err"),
                 **self.targets.defines(), "FILTER_PORTS": bool(self.ports),
                 "REQUESTS": self.requests, "TLS": self.tls, "REQ_HEAD": self.head_bytes, "REQ_TAIL": REQ_TAIL,
-                "HTTP1": "http" in self.protocols, "H2": self.requests, **H2_LIMITS,
-                "PAYLOAD_BUF": 2 * max(self.head_bytes, H2_LIMITS["H2_BYTES"]),
+                "HTTP1": "http" in self.protocols, "H2": self._h2, "PG": self._pg, "PG_KEEP": PG_KEEP,
+                "WALK": self._h2 or self._pg, **WALK_LIMITS,
+                "PAYLOAD_BUF": 2 * max(self.head_bytes, WALK_LIMITS["WALK_BYTES"]),
                 "PAYLOAD_PAGES": 2048}   # 8 MiB
 
+    @property
+    def _h2(self) -> bool:
+        return "http" in self.protocols or "grpc" in self.protocols
+
+    @property
+    def _pg(self) -> bool:
+        return "postgres" in self.protocols
+
     def _load_walkers(self) -> None:
-        """HTTP/2's frame walk is a program of its own, tail-called from the socket
+        """The message walk is a program of its own, tail-called from the socket
         tracepoints and from the kprobes and SSL uprobes: one of each type."""
+        if not (self._h2 or self._pg):
+            return
         bcc = loader.import_bcc()
         for kind, prog_type in (("tp", bcc.BPF.TRACEPOINT), ("kp", bcc.BPF.KPROBE)):
-            fn = self._bpf.load_func(f"h2_walk_{kind}".encode(), prog_type)
-            self._bpf[f"h2_walker_{kind}"][ct.c_int(0)] = ct.c_int(fn.fd)
+            fn = self._bpf.load_func(f"walk_{kind}".encode(), prog_type)
+            self._bpf[f"walker_{kind}"][ct.c_int(0)] = ct.c_int(fn.fd)
 
     def _fill_filters(self) -> None:
         one = ct.c_uint8(1)
@@ -399,15 +416,15 @@ class TcpCollector(Collector):
         unpack, size, http = PAYLOAD.unpack_from, PAYLOAD.size, self._http
         for data in raw:
             (sk, conn_start, ts, tgid, tid, length, head_len, dir_, tail_len, role, tls, family, lport,
-             rport, proto, h2_lost, laddr, raddr, comm, tail) = unpack(data)
+             rport, proto, walk, laddr, raddr, comm, tail) = unpack(data)
             key = (sk, conn_start, tls)
             entry = http.get(key)
             if entry is None:
-                parser = Http2Connection() if proto == PROTO_HTTP2 else Http1Connection()
+                parser = PgConnection(late=not role) if proto == PROTO_PG else \
+                    Http2Connection() if proto == PROTO_HTTP2 else Http1Connection()
                 entry = http[key] = (parser, self._peer(tgid, comm, family, lport, rport, laddr, raddr, tls))
             if entry[1].wanted:
-                entry[0].feed(Call(ts, dir_, length, data[size:size + head_len], tail[:tail_len], tid),
-                              bool(h2_lost))
+                entry[0].feed(Call(ts, dir_, length, data[size:size + head_len], tail[:tail_len], tid), walk)
                 if entry[0].done:
                     out += self._exchanges(key)
         return out
@@ -429,6 +446,8 @@ class TcpCollector(Collector):
             del self._http[key]
             if isinstance(stream, Http2Connection):
                 self.h2_streams_lost += stream.lost
+        if isinstance(stream, PgConnection):
+            return self._statements(stream, p)
         done = stream.take()
         if not done:
             return []
@@ -455,6 +474,24 @@ class TcpCollector(Collector):
                 grpc_status=x.grpc_status if grpc else None, tid=x.request.tid,
                 trace_id=f"{parent[0] if parent else random.getrandbits(128) or 1:032x}",
                 span_id=f"{random.getrandbits(64) or 1:016x}"))
+        return out
+
+    def _statements(self, pg: PgConnection, p: _Peer) -> list[DbOperation]:
+        self.db_lost += pg.lost + pg.unparsed
+        pg.lost = pg.unparsed = 0
+        kind = "server" if pg.requests_dir == 1 else "client"
+        wall = self._clock_offset
+        out = []
+        for q in pg.take():
+            operation, table, sanitized = statement(q.text)
+            out.append(DbOperation(
+                pid=p.pid, process_name=p.name, kind=kind, system="postgresql", namespace=pg.database,
+                operation=operation, collection=table, query=q.text if self.raw_queries else sanitized,
+                status_code=q.sqlstate, start_ns=q.start_ns + wall, end_ns=q.end_ns + wall if q.end_ns else 0,
+                local_address=p.local[0], local_port=p.local[1], peer_address=p.peer[0],
+                peer_port=p.peer[1], family=p.family, user=pg.user, error=q.error, rows=q.rows,
+                prepared=q.prepared, truncated=q.truncated, ended_by=q.ended_by, container=p.container,
+                tid=q.tid))
         return out
 
     def _records(self) -> list:
@@ -509,6 +546,9 @@ class TcpCollector(Collector):
         if self.h2_streams_lost:
             self.stats.set_lost("HTTP/2 stream not reported (its connection's parse went out of step)",
                                 self.h2_streams_lost)
+        if self.db_lost:
+            self.stats.set_lost("database statement not reported (the kernel's walk of its answer "
+                                "lost its place, or a message made no sense)", self.db_lost)
         self._read_rtt()
 
     def progress(self) -> str:
@@ -519,7 +559,7 @@ class TcpCollector(Collector):
         if self._bpf is None:
             return []
         records = self.drain()
-        still_open = [_Raw._make(CONN.unpack_from(bytes(c))) for c in self._bpf["conns"].values()
+        still_open = [_Raw(*CONN.unpack_from(bytes(c))) for c in self._bpf["conns"].values()
                       if c.tgid or c.start_ns]
         pids, own = self.targets.kernel_sets(self._bpf)
         self._bpf.cleanup()

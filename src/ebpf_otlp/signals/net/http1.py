@@ -16,6 +16,11 @@ HEADERS = {b"content-length", b"transfer-encoding", b"host", b"user-agent", b"tr
 LAST_CHUNK = b"0\r\n\r\n"
 
 
+# struct payload's `walk` flags (the kernel's message walks: HTTP/2, PostgreSQL): the walk
+# lost its place in this call; the other direction's walk began again before this call.
+WALK_LOST, WALK_RESUMED = 1, 2
+
+
 @dataclass(slots=True)
 class Call:
     """One send (dir 0) or receive (dir 1): its time, length, first bytes and last bytes,
@@ -109,8 +114,8 @@ class Http1Connection:
         self.done: list[Exchange] = []
         self.unparsed = 0        # calls at a message start whose bytes were not HTTP
 
-    def feed(self, call: Call, lost: bool = False) -> None:
-        """`lost`: for HTTP/2's walk only (Http2Connection.feed); HTTP/1.x calls are whole."""
+    def feed(self, call: Call, flags: int = 0) -> None:
+        """`flags`: the message walks' only (WALK_*); HTTP/1.x calls are whole."""
         d = self.dirs[call.dir]
         pos = 0
         while pos < call.length:

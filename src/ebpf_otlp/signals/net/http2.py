@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import hpack
 
-from ebpf_otlp.signals.net.http1 import Call
+from ebpf_otlp.signals.net.http1 import WALK_LOST, Call
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 KEPT = {1, 3, 5, 9}          # the frame types whose payloads the kernel sends (H2_KEPT)
@@ -109,12 +109,13 @@ class Http2Connection:
         for side in self.sides:
             side.decoder.max_allowed_table_size = 1 << 24   # the encoder's size updates say the size
 
-    def feed(self, call: Call, lost: bool = False) -> None:
-        """`lost`: the kernel's walk lost its place in this call (its bytes are not whole)."""
+    def feed(self, call: Call, flags: int = 0) -> None:
+        """WALK_LOST in `flags`: the kernel's walk lost its place in this call (its bytes are
+        not whole)."""
         side = self.sides[call.dir]
         if side.lost:
             return
-        if lost:
+        if flags & WALK_LOST:
             self._lose(side)
             return
         kept, pos, raw = call.head, 0, call.length

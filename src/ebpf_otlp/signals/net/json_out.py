@@ -1,5 +1,5 @@
 """trace-net's -o: one JSON object per connection (JSON Lines), then one per UDP flow, then
-one per HTTP request.
+one per HTTP request, then one per database statement.
 
 Each type's line is a %-template of its keys, encoded once: at the agent's load (12,000
 connections a window) `json.dumps` of a dict cost 16 µs a connection, the most of a
@@ -15,7 +15,7 @@ import json
 import operator
 from dataclasses import fields
 
-from ebpf_otlp.signals.net.records import Connection, HttpRequest, NetReport, UdpFlow
+from ebpf_otlp.signals.net.records import Connection, DbOperation, HttpRequest, NetReport, UdpFlow
 
 _text = functools.lru_cache(maxsize=4096)(json.dumps)
 
@@ -52,6 +52,7 @@ class _Rows:
 _TCP = _Rows("tcp", Connection, ("duration_ns",))
 _UDP = _Rows("udp", UdpFlow)
 _HTTP = _Rows("http", HttpRequest, ("duration_ns",))
+_DB = _Rows("db", DbOperation, ("duration_ns",))
 
 
 def encode(report: NetReport) -> str:
@@ -66,4 +67,5 @@ def encode(report: NetReport) -> str:
 
     return "".join([_TCP.line(c, tail(c.container)) for c in report.connections]
                    + [_UDP.line(f, tail(f.container)) for f in report.udp]
-                   + [_HTTP.line(r, tail(r.container)) for r in report.requests])
+                   + [_HTTP.line(r, tail(r.container)) for r in report.requests]
+                   + [_DB.line(d, tail(d.container)) for d in report.db])

@@ -10,6 +10,8 @@
   ebpf_otlp.udp.bytes / .datagrams   Sum, per process, peer and direction
   http.server.request.duration       Histogram s, HTTP requests served (semantic conventions)
   http.client.request.duration       Histogram s, HTTP requests made
+  db.client.operation.duration       Histogram s, database statements (client side)
+  db.server.operation.duration       Histogram s, the same, the database's side
   rpc.server.duration                Histogram ms, gRPC calls served (RPC conventions, v1.37)
   rpc.client.duration                Histogram ms, gRPC calls made
 
@@ -40,7 +42,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from ebpf_otlp import __version__
-from ebpf_otlp.signals.net.records import Connection, HttpRequest, NetReport
+from ebpf_otlp.signals.net.records import Connection, DbOperation, HttpRequest, NetReport
 from ebpf_otlp.signals.net.routes import route_of
 
 # Seconds: 100 µs to 100 s, the range of connections from loopback RPCs to long transfers.
@@ -50,6 +52,8 @@ RTT_BOUNDS = tuple((1 << i) / 1e6 for i in range(1, 24))   # 2 µs … 8.4 s, po
 # The HTTP conventions' advice for http.*.request.duration.
 HTTP_BOUNDS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
 RPC_BOUNDS = tuple(b * 1000 for b in HTTP_BOUNDS)   # the same, in ms as rpc.*.duration has it
+# The database conventions' advice for db.client.operation.duration.
+DB_BOUNDS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0)
 
 
 def _base(c: Connection) -> dict:
@@ -82,6 +86,19 @@ def _rpc(r: HttpRequest) -> dict:
              "process.executable.name": r.process_name, **r.container.attributes()}
     if r.grpc_status is not None:
         attrs["rpc.grpc.status_code"] = r.grpc_status
+    return attrs
+
+
+def _db(op: DbOperation) -> dict:
+    """The conventions' low-cardinality attributes: never the statement's text."""
+    server = op.server
+    attrs = {"db.system.name": op.system, "db.operation.name": op.operation,
+             "server.address": server[0], "server.port": server[1],
+             "process.executable.name": op.process_name, **op.container.attributes()}
+    for key, value in (("db.namespace", op.namespace), ("db.collection.name", op.collection),
+                       ("db.response.status_code", op.status_code), ("error.type", op.status_code)):
+        if value:
+            attrs[key] = value
     return attrs
 
 
@@ -151,6 +168,11 @@ def build(report: NetReport, resource: Resource,
         else:
             (served if r.kind == "server" else made).add(_http(r), r.duration_ns / 1e9)
 
+    db_client, db_server = _Histograms(DB_BOUNDS), _Histograms(DB_BOUNDS)
+    for op in report.db:
+        if op.duration_ns is not None:
+            (db_server if op.kind == "server" else db_client).add(_db(op), op.duration_ns / 1e9)
+
     def total(name, description, unit, values):
         return Metric(name, description, unit, Sum(_sum_points(values, start, now), temporality, True))
 
@@ -175,5 +197,8 @@ def build(report: NetReport, resource: Resource,
     if rpc_served.points or rpc_made.points:
         metrics += [hist("rpc.server.duration", "Duration of inbound RPCs", rpc_served, "ms"),
                     hist("rpc.client.duration", "Duration of outbound RPCs", rpc_made, "ms")]
+    if db_client.points or db_server.points:
+        metrics += [hist("db.client.operation.duration", "Duration of database client operations", db_client),
+                    hist("db.server.operation.duration", "Duration of database operations served", db_server)]
     scope = ScopeMetrics(InstrumentationScope("ebpf-otlp", __version__), metrics, "")
     return MetricsData([ResourceMetrics(resource, [scope], "")])

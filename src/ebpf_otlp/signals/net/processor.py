@@ -6,14 +6,15 @@ import time
 
 from ebpf_otlp.records import CollectorStats
 from ebpf_otlp.signals.net.collector import TcpCollector
-from ebpf_otlp.signals.net.records import Connection, HttpRequest, NetReport, UdpFlow
+from ebpf_otlp.signals.net.records import Connection, DbOperation, HttpRequest, NetReport, UdpFlow
 from ebpf_otlp.signals.processor import Processor
 from ebpf_otlp.signals.net.settings import NetSettings
 
 
 class NetProcessor(Processor):
     """Connections as they close (each reaches the output stage once, at the next drain:
-    spans and live table rows), HTTP requests as their responses end, UDP flows summed per
+    spans and live table rows), HTTP requests as their responses end, database statements
+    as their answers do, UDP flows summed per
     process and peer; metrics cumulative."""
 
     periodic = True
@@ -27,9 +28,10 @@ class NetProcessor(Processor):
                                       include_self=settings.include_self,
                                       protocols=settings.protocols,
                                       head_bytes=settings.head_bytes, tls=settings.tls,
-                                      routes=settings.routes)
+                                      routes=settings.routes, raw_queries=settings.raw_queries)
         self.connections: list[Connection] = []
         self.requests: list[HttpRequest] = []
+        self.db: list[DbOperation] = []
         self.udp: dict[tuple, UdpFlow] = {}
         self.window_start_ns = time.time_ns()
         self.request_index = None   # signals/links.py: for the CPU samples of each request
@@ -42,6 +44,8 @@ class NetProcessor(Processor):
                 self.requests.append(r)
                 if self.request_index is not None:
                     self.request_index.add((r,))
+            elif isinstance(r, DbOperation):
+                self.db.append(r)
             else:
                 have = self.udp.get(r.key)
                 if have is None:
@@ -51,7 +55,7 @@ class NetProcessor(Processor):
                     have.datagrams += r.datagrams
 
     def reset(self, start_ns: int | None = None) -> None:
-        self.connections, self.udp, self.requests = [], {}, []
+        self.connections, self.udp, self.requests, self.db = [], {}, [], []
         self.window_start_ns = start_ns or time.time_ns()
 
     def result(self, end_ns: int | None = None) -> NetReport:
@@ -60,4 +64,4 @@ class NetProcessor(Processor):
         return NetReport(list(self.connections), list(self.udp.values()), self.window_start_ns,
                          end_ns - self.window_start_ns, c.hooks,
                          CollectorStats(c.stats.processed, dict(c.stats.lost), c.stats.drains),
-                         dict(c.rtt_log2_us), list(self.requests))
+                         dict(c.rtt_log2_us), list(self.requests), list(self.db))

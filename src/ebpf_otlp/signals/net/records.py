@@ -141,6 +141,51 @@ class HttpRequest:
         return self.end_ns - self.start_ns
 
 
+@dataclass(slots=True)
+class DbOperation:
+    """One database statement run, read from the wire, seen from one side: `kind` "client"
+    (we sent it) or "server" (the traced process is the database). `query` is the text
+    with its literals replaced by `?` unless the user asked for it raw; `status_code`
+    the server's error code (PostgreSQL's SQLSTATE), "" when it succeeded."""
+    pid: int
+    process_name: str
+    kind: str
+    system: str                 # OpenTelemetry's db.system.name: "postgresql"
+    namespace: str              # the database
+    operation: str              # SELECT, INSERT, ...
+    collection: str             # the table the statement names, "" when none
+    query: str
+    status_code: str
+    start_ns: int
+    end_ns: int
+    local_address: str
+    local_port: int
+    peer_address: str
+    peer_port: int
+    family: int
+    user: str = ""
+    error: str = ""             # the server's error message
+    rows: int | None = None     # as the server counted them (a command tag's), if it said
+    prepared: str = ""          # the named statement it ran
+    truncated: bool = False     # its text went past the bytes the kernel keeps
+    ended_by: str = "framing"   # framing, close, capture end
+    container: ContainerInfo = HOST
+    tid: int = 0
+
+    @property
+    def server(self) -> tuple[str, int]:
+        return (self.local_address, self.local_port) if self.kind == "server" else \
+            (self.peer_address, self.peer_port)
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.status_code) or self.end_ns == 0
+
+    @property
+    def duration_ns(self) -> int | None:
+        return self.end_ns - self.start_ns if self.end_ns else None
+
+
 def traceparent_ids(header: str) -> tuple[int, int, int] | None:
     """(trace id, parent span id, flags) of a W3C traceparent header (version 00), or None."""
     parts = header.strip().split("-")
@@ -156,7 +201,8 @@ def traceparent_ids(header: str) -> tuple[int, int, int] | None:
 @dataclass
 class NetReport:
     """What `trace-net` gathered: connections (closed, and open at the end), UDP flows,
-    the RTT histogram from every ACK (log2 µs buckets) with --rtt, and HTTP requests."""
+    the RTT histogram from every ACK (log2 µs buckets) with --rtt, HTTP requests, and
+    database operations."""
     connections: list[Connection]
     udp: list[UdpFlow]
     start_ns: int
@@ -165,3 +211,4 @@ class NetReport:
     collection: CollectorStats = field(default_factory=CollectorStats)
     rtt_log2_us: dict[int, int] = field(default_factory=dict)
     requests: list[HttpRequest] = field(default_factory=list)
+    db: list[DbOperation] = field(default_factory=list)

@@ -9,7 +9,8 @@ from ebpf_otlp.signals.net.routes import check_pattern
 from ebpf_otlp.signals.signal import from_table, toml
 
 HOOKS = ("auto", "tracepoints", "kprobes")
-PROTOCOLS = ("http", "grpc")   # http: HTTP/1.x and HTTP/2; grpc: gRPC calls (over HTTP/2)
+# http: HTTP/1.x and HTTP/2; grpc: gRPC calls (over HTTP/2); postgres: PostgreSQL statements
+PROTOCOLS = ("http", "grpc", "postgres")
 HEAD_BYTES = (128, 256, 512, 1024, 2048)   # the kernel copies a power of two
 
 
@@ -18,7 +19,7 @@ def _routes(x) -> list[str]:
 
 
 def protocols(x) -> list[str]:
-    """"http,grpc" or a list of names; "none" (or []) for connections only."""
+    """"http,grpc,postgres" or a list of names; "none" (or []) for connections only."""
     items = [i.strip() for i in x.split(",")] if isinstance(x, str) else v.strings(x) if x else []
     if items == ["none"]:
         return []
@@ -48,13 +49,16 @@ class NetSettings:
     interval_s: float = 10.0           # how often metrics are exported
     follow_forks: bool = False
     include_self: bool = field(default=False, metadata=toml("include_self", v.boolean))
-    # request spans for these protocols: "http" (HTTP/1.x, HTTP/2), "grpc"; [] for connections only
+    # request spans for these protocols: "http" (HTTP/1.x, HTTP/2), "grpc", "postgres"; []:
+    # connections only
     protocols: list[str] = field(default_factory=lambda: list(PROTOCOLS),
                                  metadata=toml("protocols", lambda x: protocols(x)))
     # HTTP over TLS: uprobes on OpenSSL's SSL_read/SSL_write, plaintext linked to its socket
     tls: bool = field(default=True, metadata=toml("tls", v.boolean))
     # route patterns ("/users/{id}"): the route a request's path matched, in spans and metrics
     routes: list[str] = field(default_factory=list, metadata=toml("routes", lambda x: _routes(x)))
+    # database statements as sent, literals and all (default: literals replaced by ?)
+    raw_queries: bool = field(default=False, metadata=toml("raw_queries", v.boolean))
     # bytes copied from the start of each send and receive of an HTTP connection
     head_bytes: int = field(default=512, metadata=toml("head_bytes", lambda x: _head_bytes(x)))
 

@@ -1,6 +1,7 @@
 """trace-net connections as OpenTelemetry spans: one per connection, kind CLIENT or SERVER,
 from its start to its close, status ERROR with `error.type` when it failed; one per HTTP
-request, by the HTTP semantic conventions, and per gRPC call, by the RPC ones."""
+request, by the HTTP semantic conventions, per gRPC call, by the RPC ones, and per
+database statement, by the database ones."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags, Tracer
 
 from ebpf_otlp.export.span_ids import IDS
-from ebpf_otlp.signals.net.records import Connection, HttpRequest, endpoint, traceparent_ids
+from ebpf_otlp.signals.net.records import Connection, DbOperation, HttpRequest, endpoint, traceparent_ids
 
 ERROR_TYPES = {"refused": "connection_refused", "timed_out": "timed_out", "failed": "connect_failed",
                "reset_sent": "reset", "reset_received": "reset"}
@@ -153,3 +154,48 @@ def emit_requests(tracer: Tracer, requests: list[HttpRequest]) -> None:
             span.set_attribute("error.type", str(r.status))
             span.set_status(Status(StatusCode.ERROR))
         span.end(end_time=r.end_ns)
+
+
+def db_attributes(op: DbOperation) -> dict:
+    """Database span attributes (the database conventions, v1.33): system, database,
+    operation, table, the statement (sanitised unless asked), the server and the error."""
+    address, port = op.server
+    attrs = {"db.system.name": op.system, "db.operation.name": op.operation,
+             "server.address": address, "server.port": port,
+             "network.peer.address": op.peer_address, "network.peer.port": op.peer_port,
+             "network.transport": "tcp", "network.type": f"ipv{op.family}",
+             "process.pid": op.pid, "process.executable.name": op.process_name,
+             **op.container.attributes()}
+    for key, value in (("db.namespace", op.namespace), ("db.collection.name", op.collection),
+                       ("db.query.text", op.query), ("db.response.status_code", op.status_code),
+                       ("ebpf_otlp.db.prepared", op.prepared)):
+        if value:
+            attrs[key] = value
+    if op.rows is not None:
+        attrs["db.response.returned_rows"] = op.rows
+    if op.truncated:
+        attrs["ebpf_otlp.db.query.truncated"] = True
+    return attrs
+
+
+def db_span_name(op: DbOperation) -> str:
+    """"{operation} {table}", else the operation, else the system (the conventions' order)."""
+    if op.operation and op.collection:
+        return f"{op.operation} {op.collection}"
+    return op.operation or op.system
+
+
+def emit_db(tracer: Tracer, operations: list[DbOperation]) -> None:
+    """CLIENT spans where the traced process sent the statement, SERVER where it is the
+    database; ERROR with the server's code, or when no answer came."""
+    for op in operations:
+        kind = SpanKind.SERVER if op.kind == "server" else SpanKind.CLIENT
+        span = tracer.start_span(db_span_name(op), kind=kind, start_time=op.start_ns,
+                                 attributes=db_attributes(op))
+        if op.status_code:
+            span.set_attribute("error.type", op.status_code)
+            span.set_status(Status(StatusCode.ERROR, op.error))
+        elif not op.end_ns:
+            span.set_attribute("error.type", "no_response")
+            span.set_status(Status(StatusCode.ERROR, f"no response ({op.ended_by})"))
+        span.end(end_time=op.end_ns or op.start_ns)

@@ -1,6 +1,6 @@
 """trace-net on the terminal: a line per connection as it closes (in the spirit of
-tcplife), and at the end a summary per process and peer, and of requests (HTTP, gRPC) per
-process and route."""
+tcplife), and at the end a summary per process and peer, of requests (HTTP, gRPC) per
+process and route, and of database statements per process, operation and table."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from ebpf_otlp.signals.net.records import Connection, HttpRequest, NetReport, endpoint
+from ebpf_otlp.signals.net.records import Connection, DbOperation, HttpRequest, NetReport, endpoint
 from ebpf_otlp.signals.net.routes import route_of
 
 HEADER = (f"{'PID':>7} {'COMM':<15} {'LADDR:LPORT':<28} {'RADDR:RPORT':<28} {'TX_KB':>8} "
@@ -67,6 +67,8 @@ def render_summary(report: NetReport, console: Console, top: int = 20) -> None:
         console.print(u)
     if report.requests:
         render_requests(report.requests, console, top)
+    if report.db:
+        render_db(report.db, console, top)
 
 
 def render_requests(requests: list[HttpRequest], console: Console, top: int) -> None:
@@ -85,4 +87,24 @@ def render_requests(requests: list[HttpRequest], console: Console, top: int) -> 
         ms = [r.duration_ns / 1e6 for r in rs]
         t.add_row(str(pid), Text(name), kind, method, Text(route), str(len(rs)), str(sum(r.failed for r in rs)),
                   *(f"{_percentile(ms, q):.2f}" for q in (0.5, 0.9, 0.99)))
+    console.print(t)
+
+
+def render_db(operations: list[DbOperation], console: Console, top: int) -> None:
+    """Per process, system, operation and table: statements, errors, latency."""
+    groups: dict[tuple, list[DbOperation]] = defaultdict(list)
+    for op in operations:
+        groups[(op.pid, op.process_name, op.kind, op.system, op.namespace, op.operation, op.collection)].append(op)
+    t = Table(title=f"Database statements by process, operation and table ({len(operations)})",
+              title_justify="left")
+    for col in ("pid", "process", "side", "system", "database", "operation", "table", "count", "errors",
+                "p50 ms", "p99 ms"):
+        t.add_column(col, justify="right" if col in ("pid", "count", "errors", "p50 ms", "p99 ms") else "left")
+    ranked = sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0]))[:top]
+    for (pid, name, kind, system, database, operation, table), ops in ranked:
+        ms = [op.duration_ns / 1e6 for op in ops if op.duration_ns is not None]
+        pct = [_percentile(ms, q) for q in (0.5, 0.99)]
+        t.add_row(str(pid), Text(name), kind, system, Text(database), Text(operation), Text(table),
+                  str(len(ops)), str(sum(op.failed for op in ops)),
+                  *("" if p is None else f"{p:.2f}" for p in pct))
     console.print(t)

@@ -1,0 +1,58 @@
+"""Real database servers from Debian for the live tests, each started by the test on
+loopback with its data in a temporary directory, and stopped after: PostgreSQL 15."""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+import time
+
+PG_BIN = sorted(glob.glob("/usr/lib/postgresql/*/bin"))[-1] if glob.glob("/usr/lib/postgresql/*/bin") else ""
+
+
+def _as(user: str, argv: list[str], **kw) -> subprocess.CompletedProcess:
+    """PostgreSQL will not run as root: its own user runs it."""
+    return subprocess.run(["runuser", "-u", user, "--", *argv], check=True, capture_output=True,
+                          text=True, **kw)
+
+
+@contextlib.contextmanager
+def postgres(port: int, tls_cert: tuple[str, str] | None = None):
+    """A PostgreSQL cluster on 127.0.0.1:`port` and a Unix socket in its directory, every
+    local client trusted; with `tls_cert` (cert, key), TLS on. Yields its directory (the
+    socket's too)."""
+    if not PG_BIN:
+        raise RuntimeError("PostgreSQL is not installed: run make setup-test")
+    pg = pwd.getpwnam("postgres")
+    root = tempfile.mkdtemp(prefix="ebpf-otlp-pg-")
+    os.chown(root, pg.pw_uid, pg.pw_gid)
+    data = os.path.join(root, "data")
+    _as("postgres", [f"{PG_BIN}/initdb", "-D", data, "--auth=trust", "-U", "postgres", "--no-sync"])
+    conf = [f"port = {port}", "listen_addresses = '127.0.0.1'", f"unix_socket_directories = '{root}'",
+            "fsync = off", "max_connections = 50"]
+    if tls_cert:
+        for name, src in zip(("server.crt", "server.key"), tls_cert):
+            dst = os.path.join(data, name)
+            shutil.copy(src, dst)
+            os.chown(dst, pg.pw_uid, pg.pw_gid)
+            os.chmod(dst, 0o600)
+        conf.append("ssl = on")
+    with open(os.path.join(data, "postgresql.conf"), "a") as f:
+        f.write("\n".join(conf) + "\n")
+    _as("postgres", [f"{PG_BIN}/pg_ctl", "-D", data, "-l", os.path.join(root, "log"), "-w", "start"])
+    try:
+        for _ in range(50):
+            if subprocess.run([f"{PG_BIN}/pg_isready", "-h", "127.0.0.1", "-p", str(port)],
+                              capture_output=True).returncode == 0:
+                break
+            time.sleep(0.1)
+        yield root
+    finally:
+        subprocess.run(["runuser", "-u", "postgres", "--", f"{PG_BIN}/pg_ctl", "-D", data, "-m", "fast",
+                        "-w", "stop"], capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
