@@ -8,6 +8,7 @@ import os
 import select
 import time
 from array import array
+from typing import Iterator
 
 
 class DoubleBuffer:
@@ -42,12 +43,7 @@ def drain(table) -> list[tuple[object, object]]:
     In chunks of BATCH entries through libbcc directly: BCC's own batch method allocates
     (and zeroes) buffers for the map's maximum size at every call, tens of MB for a large
     per-CPU map, which dominated a busy agent's CPU and memory."""
-    try:
-        items = _drain_batched(table)
-    except OSError:   # the kernel lacks batch operations for this map
-        items = list(table.items())
-        table.clear()
-    return [(k, plain(v)) for k, v in items]
+    return [(_copy(table.Key, k), plain(_copy(table.Leaf, v))) for k, v in drain_views(table)]
 
 
 def _copy(ctype, item):
@@ -55,25 +51,42 @@ def _copy(ctype, item):
     return item if isinstance(item, (int, float)) else ctype.from_buffer_copy(item)
 
 
-def _drain_batched(table) -> list[tuple[object, object]]:
+def drain_views(table) -> Iterator[tuple[object, object]]:
+    """Read and empty a hash map, entry by entry, as views into a reused buffer: each is
+    valid until the next is taken (copy what is kept). Scalars come as ints."""
+    try:
+        yield from _drain_batched(table)
+    except _NoBatch:   # the kernel lacks batch operations for this map
+        items = list(table.items())
+        table.clear()
+        yield from items
+
+
+class _NoBatch(Exception):
+    pass
+
+
+def _drain_batched(table) -> Iterator[tuple[object, object]]:
     from bcc.libbcc import lib
 
     keys, values = (table.Key * BATCH)(), (table.Leaf * BATCH)()
-    cursor, out = ct.c_uint32(0), []
+    cursor = ct.c_uint32(0)
     first = True
     while True:
         count = ct.c_uint32(BATCH)
         res = lib.bpf_lookup_and_delete_batch(table.map_fd, None if first else ct.byref(cursor),
                                               ct.byref(cursor), keys, values, ct.byref(count))
         err = ct.get_errno()
-        out += [(_copy(table.Key, keys[i]), _copy(table.Leaf, values[i]))
-                for i in range(count.value)]
+        if res != 0 and err not in (errno.ENOENT,) and first and count.value == 0:
+            raise _NoBatch(err)
+        for i in range(count.value):
+            yield keys[i], values[i]
         if res != 0:
             if err == errno.ENOENT:   # the whole map has been read
-                return out
+                return
             raise OSError(err, os.strerror(err))
         if count.value == 0:
-            return out
+            return
         first = False
 
 

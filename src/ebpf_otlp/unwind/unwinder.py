@@ -14,7 +14,7 @@ from typing import Callable, Iterable
 from ebpf_otlp.errors import AgentError
 from ebpf_otlp.records import CollectorStats
 from ebpf_otlp.runtime import loader
-from ebpf_otlp.runtime.maps import drain, plain
+from ebpf_otlp.runtime.maps import drain_views, plain
 from ebpf_otlp.runtime.processes import process_state, set_thread_nice
 from ebpf_otlp.unwind.kernel_tables import ENDS, KernelTables, warm_common_in_background, warm_in_background
 
@@ -52,9 +52,16 @@ def kernel_frames(entry) -> tuple[int, ...]:
     return tuple(ips[:ips.index(0)] if 0 in ips else ips)
 
 
-def drain_stacks(table, decode=frames) -> dict[int, tuple[int, ...]]:
-    """Empty a map of stacks kept by content: hash -> frames."""
-    return {plain(k): decode(v) for k, v in drain(table)}
+def drain_stacks(table, decode=frames, known: dict | None = None) -> dict[int, tuple[int, ...]]:
+    """Empty a map of stacks kept by content: hash -> frames. A stack in `known` (the last
+    drain's, say: most stacks recur) is not decoded again, nor copied out of the buffer."""
+    known = known or {}
+    out = {}
+    for k, v in drain_views(table):
+        h = plain(k)
+        got = known.get(h)
+        out[h] = decode(v) if got is None else got
+    return out
 
 
 def look_up_stacks(table, hashes: Iterable[int], known: dict[int, tuple[int, ...]],

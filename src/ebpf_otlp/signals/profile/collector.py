@@ -81,6 +81,7 @@ class CpuSampler(Collector):
         self.unwinder = Unwinder(unwind if user_stacks else "fp")
         self.name = "off-cpu" if off_cpu else "cpu"
         self.interval_s = drain_seconds
+        self._recent: dict[str, dict] = {}   # map name -> the stacks its last drain held
         self.follow_forks = follow_forks
         self.period = period
         self._announced: list[tuple[int, int, bool]] = []   # (pid, gen, held) from the ring buffer
@@ -218,10 +219,13 @@ class CpuSampler(Collector):
         return records
 
     def _kept_stacks(self, name: str, which: int, wanted: set[int], off_cpu: dict, decode) -> dict:
-        """hash -> frames of the stacks kept by content in map `name`_N. Off-CPU stacks all
-        live in set 0 and are never cleared: each is read once, when first counted."""
+        """hash -> frames of the stacks kept by content in map `name`_N (those the last drain
+        decoded are not decoded again). Off-CPU stacks all live in set 0 and are never
+        cleared: each is read once, when first counted."""
         if not self.off_cpu:
-            return drain_stacks(self._bpf[f"{name}_{which}"], decode)
+            got = self._recent[name] = drain_stacks(self._bpf[f"{name}_{which}"], decode,
+                                                    self._recent.get(name))
+            return got
         look_up_stacks(self._bpf[f"{name}_0"], wanted, off_cpu, decode)
         return off_cpu
 
