@@ -1,0 +1,121 @@
+#!/usr/bin/env python3
+"""Database statement tracing overhead: PostgreSQL (Debian's) on loopback under pgbench.
+
+Configurations, interleaved round by round: no tracer; `ebpf-otlp trace-net --protocols
+none` (connections only); `ebpf-otlp trace-net --protocols postgres` (a span per
+statement, both sides: pgbench's and its backends'). Loads: pgbench's select-only script
+(`-S`) over the simple query protocol and over prepared statements (`-M prepared`), and
+its default TPC-B-like mix (7 statements a transaction), `-c CLIENTS -j 2` for SECONDS.
+Measured: transactions a second pgbench reports, the tool's CPU per statement, pgbench's
+statement records over the statements it ran, and the losses the tool reports.
+
+Writes a Markdown report.  Run as root:  .venv/bin/python bench/db_overhead.py
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from common import ROOT, bench_setup, median, proc_cpu_seconds, write_report
+
+sys.path.insert(0, str(ROOT / "tests"))
+from support.databases import PG_BIN, postgres  # noqa: E402  (the tests' own PostgreSQL)
+
+CONFIGS = {"no tracer": None, "connections only": ["--protocols", "none"],
+           "PostgreSQL statements": ["--protocols", "postgres"]}
+LOADS = {"select-only": (["-S"], 1), "select-only, prepared": (["-S", "-M", "prepared"], 1),
+         "TPC-B-like": ([], 7)}   # pgbench options, statements a transaction
+DRAIN_S = 1.5   # trace-net drains every second
+
+
+def tracer(args: list[str] | None, port: int, out: Path) -> subprocess.Popen | None:
+    if args is None:
+        return None
+    run = subprocess.Popen([str(ROOT / ".venv" / "bin" / "ebpf-otlp"), "trace-net", "-q", "--top", "0",
+                            "--no-udp", "--port", str(port), "-o", str(out), *args],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in run.stderr:
+        if "tracing TCP connections" in line:
+            return run
+    sys.exit(f"trace-net did not start: {run.communicate()}")
+
+
+def pgbench(port: int, options: list[str], clients: int, seconds: float) -> tuple[float, int]:
+    """(transactions a second, transactions done), as pgbench counts them."""
+    out = subprocess.run([f"{PG_BIN}/pgbench", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres",
+                          "-n", "-c", str(clients), "-j", "2", "-T", str(int(seconds)), *options, "postgres"],
+                         capture_output=True, text=True, check=True).stdout
+    tps = float(re.search(r"tps = ([\d.]+) \(without initial connection time\)", out).group(1))
+    done = int(re.search(r"number of transactions actually processed: (\d+)", out).group(1))
+    return tps, done
+
+
+def one_run(args, port: int, tmp: Path, config: str, load: str) -> dict:
+    options, per_txn = LOADS[load]
+    out = tmp / "db.jsonl"
+    run = tracer(CONFIGS[config], port, out)
+    cpu0 = proc_cpu_seconds(run.pid) if run else 0.0
+    tps, done = pgbench(port, options, args.clients, args.seconds)
+    result = {"tps": tps}
+    if run:
+        time.sleep(DRAIN_S)   # the last statements are parsed at the next drain: counted too
+        cpu = proc_cpu_seconds(run.pid) - cpu0
+        run.send_signal(signal.SIGINT)
+        stdout, stderr = run.communicate(timeout=300)
+        statements = done * per_txn
+        records = [json.loads(line) for line in out.read_text().splitlines()]
+        seen = sum(1 for r in records if r["type"] == "db" and r["kind"] == "client")
+        lost = re.search(r"losses: (.*)", stdout + stderr)
+        result.update(cpu_us=cpu * 1e6 / statements, seen=seen / statements,
+                      lost=lost.group(1).strip() if lost else "?")
+    return result
+
+
+def main() -> int:
+    def more(ap):
+        ap.add_argument("--seconds", type=float, default=8.0, help="pgbench run length")
+        ap.add_argument("--clients", type=int, default=4)
+        ap.add_argument("--port", type=int, default=39601)
+
+    args, tmp = bench_setup(__doc__, "performance-db.md", 3, more)
+    rows: dict[tuple[str, str], list[dict]] = {}
+    with postgres(args.port):
+        subprocess.run([f"{PG_BIN}/pgbench", "-h", "127.0.0.1", "-p", str(args.port), "-U", "postgres",
+                        "-i", "-s", "4", "-q", "postgres"], capture_output=True, check=True)
+        for r in range(args.rounds):
+            for load in LOADS:
+                for config in list(CONFIGS)[r % 3:] + list(CONFIGS)[:r % 3]:
+                    rows.setdefault((load, config), []).append(one_run(args, args.port, tmp, config, load))
+
+    lines = ["# Performance: database statement tracing (trace-net, PostgreSQL)", "",
+             f"Measured by `bench/db_overhead.py` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: "
+             f"{subprocess.run(['uname', '-r'], capture_output=True, text=True).stdout.strip()}, 2 CPUs. "
+             f"PostgreSQL from Debian on loopback (scale 4), `pgbench -c {args.clients} -j 2` for "
+             f"{args.seconds:.0f} s a run; {args.rounds} interleaved rounds, medians. Both pgbench and "
+             "the backends are traced: each statement is two records.", "",
+             "| load | configuration | transactions/s | throughput ÷ no tracer | tool CPU µs / statement "
+             "| pgbench's records ÷ statements | losses |", "|---|---|---|---|---|---|---|"]
+    raw: dict[str, list[float]] = {}
+    for (load, config), runs in rows.items():
+        tps = median([x["tps"] for x in runs])
+        base = median([x["tps"] for x in rows[(load, "no tracer")]])
+        traced = config != "no tracer"
+        cpu = f"{median([x['cpu_us'] for x in runs]):.1f}" if traced else "—"
+        seen = f"{median([x['seen'] for x in runs]):.3f}" if config == "PostgreSQL statements" else "—"
+        lost = "; ".join(sorted({x["lost"] for x in runs})) if traced else "—"
+        lines.append(f"| {load} | {config} | {tps:.0f} | {tps / base:.3f} | {cpu} | {seen} | {lost} |")
+        raw[f"{load}, {config}: tps"] = [x["tps"] for x in runs]
+    lines += ["", "Reproduce (root, after `make setup-test`): `.venv/bin/python bench/db_overhead.py "
+              "--out docs/performance-db.md`.", ""]
+    write_report(lines, raw, "transactions/s", ".0f", args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
