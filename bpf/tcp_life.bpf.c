@@ -20,7 +20,8 @@
 //          processes); FILTER_PORTS; RTT (histogram from tcp_probe);
 //          UDP; RETRANS_ERR (tcp_retransmit_skb has `err`); OFF_* field offsets (see
 //          signals/net/collector.py); REQUESTS (with REQ_HEAD, REQ_TAIL, PAYLOAD_PAGES,
-//          PAYLOAD_BUF; HTTP1; H2; PG with PG_KEEP; WALK (for H2 and PG) with WALK_BYTES,
+//          PAYLOAD_BUF; HTTP1; H2; PG, MYSQL, and DB (either) with DB_KEEP; WALK (for H2
+//          and DB) with WALK_BYTES,
 //          WALK_STEPS, WALK_HOPS, WALK_MAX_IOV, MAX_WALKS; TLS).
 #include <uapi/linux/ptrace.h>
 // #import kernel_types.inc
@@ -145,7 +146,8 @@ struct walk_dir {
     u32 skip;                // then bytes of it still to pass over
     u32 have;                // bytes of the next message header read so far (into hdr)
     u32 lost;                // the walk lost its place (see walk): lengths only from here
-    u32 client;              // PostgreSQL: this direction carries the client's messages
+    u32 client;              // PostgreSQL, MySQL: this direction carries the client's messages
+    u32 peek;                // MySQL: the byte being copied decides whether more of the packet is
     u8 hdr[32];              // 9 or 5 used: the rest keeps the verifier's bounds simple
 };
 struct walk_conn {
@@ -345,9 +347,12 @@ static __always_inline void destroyed(u64 sk) {
 // across calls (struct walk_dir), so the other payloads (DATA above all) are passed over
 // unread. PostgreSQL: the same walk over its messages (5-byte headers), from the client's
 // startup packet (after an SSLRequest the server refused; one it accepted is TLS, read
-// through the libssl hooks): every header, and the first PG_KEEP bytes of the messages
-// that say what ran and how it ended (PG_CLIENT_SKIPPED, PG_SERVER_KEPT). User space parses. A connection whose start was not seen is looked at until a
-// call begins like HTTP/1.x; one that looks like HTTP/2 mid-stream is only counted (its
+// through the libssl hooks): every header, and the first DB_KEEP bytes of the messages
+// that say what ran and how it ended (PG_CLIENT_SKIPPED, PG_SERVER_KEPT). MySQL and
+// MariaDB: the same from the server's greeting (4-byte headers; MYSQL_SERVER_KEEP).
+// User space parses. A connection whose start was not seen is looked at until a call
+// begins like HTTP/1.x, or is a whole PostgreSQL or MySQL query; one that looks like
+// HTTP/2 mid-stream is only counted (its
 // HPACK state is unknown). A sendfile or splice sends its length only. Not seen:
 // io_uring, kTLS.
 #define PROTO_UNKNOWN 0
@@ -356,6 +361,7 @@ static __always_inline void destroyed(u64 sk) {
 #define PROTO_HTTP2 3
 #define PROTO_PG 4
 #define PROTO_PG_ASKED 5     // an SSLRequest (or GSSENCRequest) sent: its one-byte answer next
+#define PROTO_MYSQL 6
 
 // x86-64 system calls that move socket data through a user buffer (or an iovec).
 #define NR_READ 0
@@ -383,7 +389,7 @@ struct payload {             // to user space: one send or receive of an HTTP co
     u16 family;
     u16 lport;
     u16 rport;
-    u8 proto;                // PROTO_HTTP1: head and tail; PROTO_HTTP2, PROTO_PG: head is the walk's
+    u8 proto;                // PROTO_HTTP1: head and tail; the others: head is the walk's
     u8 walk;                 // WALK_LOST: the walk lost its place here; WALK_RESUMED: see walk
     u8 laddr[16];
     u8 raddr[16];
@@ -562,7 +568,7 @@ static __always_inline int pg_start(u64 sk, u32 dir, const u8 *sig, u32 n, u32 l
     struct walk_dir *d = dir ? &fresh.d[1] : &fresh.d[0];
     d->client = 1;
     if (startup) {
-        d->copy = size < PG_KEEP ? size : PG_KEEP;   // the startup packet has no type byte
+        d->copy = size < DB_KEEP ? size : DB_KEEP;   // the startup packet has no type byte
         d->skip = size - d->copy;
     }
     if (walk_conns.update(&sk, &fresh)) {
@@ -570,6 +576,43 @@ static __always_inline int pg_start(u64 sk, u32 dir, const u8 *sig, u32 n, u32 l
         return 0;
     }
     *proto = PROTO_PG;
+    return 1;
+}
+#endif
+
+#ifdef MYSQL
+// The client's packets kept: commands (sequence 0) and the handshake response (1, its
+// password scrambled with a nonce never copied); never a later authentication packet.
+// The server's: the first byte of each, and when it is an OK, ERR, EOF or LOCAL INFILE
+// header (0x00, 0xff, 0xfe, 0xfb), or the greeting's protocol version (10, sequence 0:
+// then its version string), up to MYSQL_SERVER_KEEP bytes: never a row's values.
+#define MYSQL_SERVER_KEEP 24
+#define MYSQL_HEADED(b, seq) ((b) == 0x00 || (b) == 0xff || (b) == 0xfe || (b) == 0xfb || \
+                              ((b) == 10 && (seq) == 0))
+
+// `sig`, `n` of a call's first bytes: the server's greeting (protocol 10; MySQL and MariaDB
+// speak first), the client's direction the other one; or on a connection open before the
+// capture (`late`), a call that is one whole COM_QUERY. 0: neither (or no room to walk it).
+static __always_inline int mysql_start(u64 sk, u32 dir, const u8 *sig, u32 n, u32 len, int late,
+                                       u8 *proto) {
+    if (n < 8)
+        return 0;
+    u32 size = sig[0] | sig[1] << 8 | sig[2] << 16;
+    int greeting = sig[3] == 0 && sig[4] == 10 && size >= 30 && size <= 1024 && size + 4 <= len &&
+                   sig[5] >= '1' && sig[5] <= '9';
+    int query = late && sig[3] == 0 && sig[4] == 3 && size + 4 == len;
+    if (!greeting && !query)
+        return 0;
+    struct walk_conn fresh = {};
+    if (greeting == (dir == 0))      // the greeting travels from the server to the client
+        fresh.d[1].client = 1;
+    else
+        fresh.d[0].client = 1;
+    if (walk_conns.update(&sk, &fresh)) {
+        bump(STAT_WALK_FULL);
+        return 0;
+    }
+    *proto = PROTO_MYSQL;
     return 1;
 }
 #endif
@@ -583,7 +626,7 @@ static __always_inline int pg_start(u64 sk, u32 dir, const u8 *sig, u32 n, u32 l
 struct walk_state {
     u64 sk, buf, iov, count;
     u32 len, dir;
-    u32 proto, pad2;         // PROTO_HTTP2 or PROTO_PG: 9-byte frame headers or 5-byte ones
+    u32 proto, pad2;         // PROTO_HTTP2, PROTO_PG, PROTO_MYSQL: 9-, 5- or 4-byte headers
     u64 base, left, done;    // the current buffer: where it is, and its bytes not yet walked
     u32 next, out;           // the next buffer of the iovec; bytes kept so far
     u32 hops, pad;           // the walker's calls of itself
@@ -613,7 +656,7 @@ static __always_inline int walk_step(struct walk_state *w, struct walk_dir *d, s
     }
     u64 left = w->left;
     u32 n, out = w->out;
-    u32 size = w->proto == PROTO_PG ? 5 : 9;   // a message header's bytes
+    u32 size = w->proto == PROTO_PG ? 5 : w->proto == PROTO_MYSQL ? 4 : 9;   // a header's bytes
     if (d->copy) {
         n = d->copy < left ? d->copy : left;
         if (out + n >= WALK_BYTES)
@@ -625,6 +668,16 @@ static __always_inline int walk_step(struct walk_state *w, struct walk_dir *d, s
             return 0;
         w->out = out + n;
         d->copy -= n;
+#ifdef MYSQL
+        if (d->peek) {       // (its first byte, copied alone)
+            d->peek = 0;
+            u8 first = e->head[out & (WALK_BYTES - 1)];
+            if (MYSQL_HEADED(first, d->hdr[3])) {
+                d->copy = d->skip < MYSQL_SERVER_KEEP - 1 ? d->skip : MYSQL_SERVER_KEEP - 1;
+                d->skip -= d->copy;
+            }
+        }
+#endif
     } else if (d->skip) {
         n = d->skip < left ? d->skip : left;
         d->skip -= n;
@@ -654,8 +707,18 @@ static __always_inline int walk_step(struct walk_state *w, struct walk_dir *d, s
                     return 0;
                 body -= 4;
                 int kept = d->client ? !PG_CLIENT_SKIPPED(type) : PG_SERVER_KEPT(type);
-                d->copy = kept ? (body < PG_KEEP ? body : PG_KEEP) : 0;
+                d->copy = kept ? (body < DB_KEEP ? body : DB_KEEP) : 0;
                 d->skip = body - d->copy;
+            }
+#endif
+#ifdef MYSQL
+            if (w->proto == PROTO_MYSQL) {   // a little-endian length, then a sequence number
+                u32 body = d->hdr[0] | d->hdr[1] << 8 | d->hdr[2] << 16;
+                u8 seq = d->hdr[3];
+                u32 keep = d->client ? (seq <= 1 ? DB_KEEP : 0) : (body ? 1 : 0);
+                d->copy = body < keep ? body : keep;
+                d->skip = body - d->copy;
+                d->peek = !d->client && d->copy;
             }
 #endif
 #ifdef H2
@@ -715,6 +778,10 @@ static __always_inline int recognise(u64 sk, struct conn *c, u32 len, u32 dir, u
         if (*proto == PROTO_PG_ASKED)
             return 0;
 #endif
+#ifdef MYSQL
+        if (mysql_start(sk, dir, sig, n, len, !c->role, proto))
+            return 1;
+#endif
     }
     if (c->role || tls)      // its first bytes, not a protocol parsed: not looked at again
         *proto = PROTO_OTHER;
@@ -765,7 +832,7 @@ static __always_inline void send_up(void *ctx, int kprobe, u64 sk, struct conn *
     u32 head = 0;
 #ifdef WALK
     struct walk_state *w = walk_states.lookup(&zero);
-    if ((*proto == PROTO_HTTP2 || *proto == PROTO_PG) && w) {
+    if ((*proto == PROTO_HTTP2 || *proto == PROTO_PG || *proto == PROTO_MYSQL) && w) {
         w->proto = *proto;
         w->sk = sk;
         w->buf = buf;
@@ -818,9 +885,9 @@ static __always_inline int walk(void *ctx, int kprobe) {
         return 0;
     struct walk_dir *d = w->dir ? &h->d[1] : &h->d[0];
     u64 iov = w->iov, count = w->count;
-#ifdef PG
+#ifdef DB
     struct walk_dir *other = w->dir ? &h->d[0] : &h->d[1];
-    if (w->proto == PROTO_PG && !w->hops && d->client && !d->lost && !d->have && !d->copy &&
+    if (w->proto != PROTO_HTTP2 && !w->hops && d->client && !d->lost && !d->have && !d->copy &&
         !d->skip && other->lost) {
         other->lost = other->have = other->copy = other->skip = 0;
         e->walk |= WALK_RESUMED;

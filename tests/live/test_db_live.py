@@ -1,4 +1,4 @@
-"""trace-net's database spans live, against a real PostgreSQL 15 from Debian (started here on
+"""trace-net's database spans live, against a real PostgreSQL 15 and MariaDB 10.11 from Debian (started here on
 loopback, data in a temporary directory): statements from `psql` and from psycopg (libpq),
 plain and over TLS. Ground truth: what each client ran. Every statement is seen once by
 its client and once by the server's backend, by operation, table and SQLSTATE."""
@@ -14,7 +14,7 @@ import pytest
 
 from conftest import WORKLOADS, need_tool, wait_for_line
 from support.collector import self_signed_cert
-from support.databases import postgres
+from support.databases import mariadb, postgres
 from support.trace_net import tracing
 
 pytestmark = pytest.mark.live
@@ -120,3 +120,44 @@ def test_a_connection_open_before_the_capture_is_picked_up_at_its_next_statement
     client_side, server_side = by_side(got["db"])
     assert client_side == truth and server_side == truth, got["db"]
     assert {r["namespace"] for r in got["db"]} == {""}
+
+
+MARIADB_SCRIPT = """CREATE TABLE stock (sku VARCHAR(20), qty INT);
+INSERT INTO stock VALUES ('a-1', 5);
+INSERT INTO stock VALUES ('b-2', 7);
+SELECT qty FROM stock WHERE sku = 'a-1';
+UPDATE stock SET qty = qty - 1 WHERE sku = 'b-2';
+DELETE FROM stock WHERE qty = 0;
+SELEC 1;
+"""
+MARIADB_RAN = {("CREATE", "stock", ""): 1, ("INSERT", "stock", ""): 2, ("SELECT", "stock", ""): 1,
+               ("UPDATE", "stock", ""): 1, ("DELETE", "stock", ""): 1, ("SELEC", "", "1064"): 1}
+
+
+def test_mariadb_from_its_client_and_pymysql(tmp_path):
+    """MariaDB 10.11 driven by the `mariadb` client and by PyMySQL: every statement each
+    ran, once on its side and once on the server's (mariadbd), error 1064 on the syntax
+    error, the schema from the handshake, literals as ?; nothing lost."""
+    client = need_tool("mariadb", "/usr/bin/mariadb")
+    port = 39521
+    with mariadb(port):
+        with tracing(tmp_path, port) as got:
+            cli = subprocess.run([client, "-h", "127.0.0.1", "-P", str(port), "-u", "root", "-D", "shop",
+                                  "--force"], input=MARIADB_SCRIPT, capture_output=True, text=True, timeout=60)
+            assert "1064" in cli.stderr, cli.stderr
+            run = subprocess.run([sys.executable, str(WORKLOADS / "mysql_client.py"), str(port)],
+                                 capture_output=True, text=True, timeout=120)
+            assert run.returncode == 0, run.stderr
+    py = json.loads(run.stdout)
+    py_ran = collections.Counter({tuple(k[:3]): k[3] for k in py["ran"]})
+    client_side, server_side = by_side(got["db"])
+    mine, _ = by_side(got["db"], py["pid"])
+    assert mine == py_ran, got["db"]
+    assert client_side - py_ran == collections.Counter(MARIADB_RAN)
+    assert server_side == client_side
+    assert {(r["system"], r["namespace"]) for r in got["db"]} == {("mariadb", "shop")}
+    assert {r["process_name"] for r in got["db"] if r["kind"] == "server"} == {"mariadbd"}
+    everything = [r for r in got["db"] if r["query"] == "SELECT * FROM carts"]
+    assert {r["rows"] for r in everything} == {10}
+    assert "INSERT INTO stock VALUES (?, ?)" in {r["query"] for r in got["db"]}   # (the client drops the ;)
+    assert "losses: none" in got["stdout"] + got["stderr"]

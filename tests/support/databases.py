@@ -1,5 +1,6 @@
 """Real database servers from Debian for the live tests, each started by the test on
-loopback with its data in a temporary directory, and stopped after: PostgreSQL 15."""
+loopback with its data in a temporary directory, and stopped after: PostgreSQL 15 and
+MariaDB 10.11."""
 
 from __future__ import annotations
 
@@ -55,4 +56,36 @@ def postgres(port: int, tls_cert: tuple[str, str] | None = None):
     finally:
         subprocess.run(["runuser", "-u", "postgres", "--", f"{PG_BIN}/pg_ctl", "-D", data, "-m", "fast",
                         "-w", "stop"], capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def mariadb(port: int):
+    """A MariaDB server on 127.0.0.1:`port`, grant tables skipped (any user may connect),
+    database `shop` made. Yields its directory."""
+    if not shutil.which("mariadbd", path="/usr/sbin:/usr/bin"):
+        raise RuntimeError("MariaDB is not installed: run make setup-test")
+    my = pwd.getpwnam("mysql")
+    root = tempfile.mkdtemp(prefix="ebpf-otlp-mariadb-")
+    os.chown(root, my.pw_uid, my.pw_gid)
+    data = os.path.join(root, "data")
+    subprocess.run(["mariadb-install-db", "--no-defaults", f"--datadir={data}", "--user=mysql",
+                    "--skip-test-db", "--auth-root-authentication-method=normal"],
+                   check=True, capture_output=True, text=True)
+    server = subprocess.Popen(["/usr/sbin/mariadbd", "--no-defaults", f"--datadir={data}", "--user=mysql",
+                               f"--port={port}", "--bind-address=127.0.0.1", f"--socket={root}/sock",
+                               f"--pid-file={root}/pid", "--skip-grant-tables", "--innodb-buffer-pool-size=32M",
+                               f"--log-error={root}/log"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            if subprocess.run(["mariadb", "-h", "127.0.0.1", "-P", str(port), "-u", "root", "-e",
+                               "CREATE DATABASE IF NOT EXISTS shop"], capture_output=True).returncode == 0:
+                break
+            time.sleep(0.2)
+        else:
+            raise RuntimeError(f"MariaDB did not start: {open(os.path.join(root, 'log')).read()[-2000:]}")
+        yield root
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
         shutil.rmtree(root, ignore_errors=True)

@@ -113,7 +113,7 @@ def test_a_simple_query_with_its_rows_and_tag():
     w.send(msg("Q", b"SELECT * FROM users WHERE id = 42\0"))
     w.answer(msg("T", b"\0\1" + b"id\0" + b"\0" * 18) + row(b"42") + row(b"43") + complete("SELECT 2") + READY)
     [q] = w.pg.take()
-    assert q.text == "SELECT * FROM users WHERE id = 42" and q.rows == 2 and q.sqlstate == ""
+    assert q.text == "SELECT * FROM users WHERE id = 42" and q.rows == 2 and q.status == ""
     assert (q.start_ns, q.end_ns, q.ended_by, q.tid) == (3000, 4000, "framing", 7)
 
 
@@ -136,7 +136,7 @@ def test_prepared_statements_run_by_name_and_a_syntax_error():
     w.answer(error("42601", 'syntax error at or near "SELEC"') + READY)
     done = w.pg.take()
     assert [(q.text, q.prepared, q.rows) for q in done[:4]] == [("INSERT INTO items (name) VALUES ($1)", "s1", 1)] * 4
-    assert (done[4].sqlstate, done[4].error) == ("42601", 'syntax error at or near "SELEC"')
+    assert (done[4].status, done[4].error) == ("42601", 'syntax error at or near "SELEC"')
 
 
 def test_an_error_in_a_batch_skips_its_other_executes():
@@ -146,7 +146,7 @@ def test_an_error_in_a_batch_skips_its_other_executes():
     w.send(parse("", "SELECT 3") + bind("") + EXECUTE + SYNC)
     w.answer(msg("1", b"") + msg("2", b"") + row(b"3") + complete("SELECT 1") + READY)
     done = w.pg.take()
-    assert [(q.text, q.sqlstate) for q in done] == [("SELECT 1/0", "22012"), ("SELECT 3", "")]
+    assert [(q.text, q.status) for q in done] == [("SELECT 1/0", "22012"), ("SELECT 3", "")]
 
 
 def test_a_transaction_and_messages_split_anywhere():
@@ -159,7 +159,7 @@ def test_a_transaction_and_messages_split_anywhere():
             w.send(query[j:j + 3])
         w.answer(answer[:2])
         w.answer(answer[2:])
-    assert [q.tag for q in w.pg.take()] == ["BEGIN", "UPDATE 1", "COMMIT"]
+    assert [(q.text, q.rows) for q in w.pg.take()] == [("BEGIN", None), ("UPDATE stock SET n = n - 1", 1), ("COMMIT", None)]
 
 
 def test_a_long_query_is_kept_in_part_and_said_so():

@@ -23,9 +23,10 @@ from ebpf_otlp.gcpause import gc_paused
 from ebpf_otlp.records import HOST
 from ebpf_otlp.signals.net.http1 import Call, Http1Connection
 from ebpf_otlp.signals.net.http2 import Http2Connection, Stream
-from ebpf_otlp.signals.net.postgres import KEEP as PG_KEEP, PgConnection
+from ebpf_otlp.signals.net.mysql import MySqlConnection
+from ebpf_otlp.signals.net.postgres import PgConnection
 from ebpf_otlp.signals.net.records import Connection, DbOperation, HttpRequest, UdpFlow, traceparent_ids
-from ebpf_otlp.signals.net.sql import statement
+from ebpf_otlp.signals.net.sql import KEEP as DB_KEEP, statement
 from ebpf_otlp.signals.net.routes import Routes
 from ebpf_otlp.runtime import loader
 from ebpf_otlp.runtime.maps import drain
@@ -130,7 +131,7 @@ class _Raw(NamedTuple):
 # sk, conn_start_ns, ts_ns, tgid, tid, len, head_len, dir, tail_len, role, tls, family, lport,
 # rport, proto, walk (WALK_* flags), laddr, raddr, comm, tail.
 PAYLOAD = struct.Struct(f"<QQQIIIHBBBBHHHBB16s16s16s{REQ_TAIL}s")
-PROTO_HTTP2, PROTO_PG = 3, 4   # bpf/tcp_life.bpf.c: PROTO_* (HTTP/1.x is 1)
+PROTO_HTTP2, PROTO_PG, PROTO_MYSQL = 3, 4, 6   # bpf/tcp_life.bpf.c: PROTO_* (HTTP/1.x is 1)
 # The message walk in the kernel (walk: HTTP/2's frames, PostgreSQL's messages): bytes kept a
 # call (headers, header blocks, statements); steps a call, 8 a program and 31 tail calls (the
 # kernel allows 33 in all): 256, where a 1 MiB write of 16 KiB frames takes about 130;
@@ -318,8 +319,9 @@ class TcpCollector(Collector):
                 "RETRANS_ERR": self.hooks == "tracepoints" and _has_field("tcp/tcp_retransmit_skb", "err"),
                 **self.targets.defines(), "FILTER_PORTS": bool(self.ports),
                 "REQUESTS": self.requests, "TLS": self.tls, "REQ_HEAD": self.head_bytes, "REQ_TAIL": REQ_TAIL,
-                "HTTP1": "http" in self.protocols, "H2": self._h2, "PG": self._pg, "PG_KEEP": PG_KEEP,
-                "WALK": self._h2 or self._pg, **WALK_LIMITS,
+                "HTTP1": "http" in self.protocols, "H2": self._h2, "PG": "postgres" in self.protocols,
+                "MYSQL": "mysql" in self.protocols, "DB": self._db, "DB_KEEP": DB_KEEP,
+                "WALK": self._h2 or self._db, **WALK_LIMITS,
                 "PAYLOAD_BUF": 2 * max(self.head_bytes, WALK_LIMITS["WALK_BYTES"]),
                 "PAYLOAD_PAGES": 2048}   # 8 MiB
 
@@ -328,13 +330,13 @@ class TcpCollector(Collector):
         return "http" in self.protocols or "grpc" in self.protocols
 
     @property
-    def _pg(self) -> bool:
-        return "postgres" in self.protocols
+    def _db(self) -> bool:
+        return "postgres" in self.protocols or "mysql" in self.protocols
 
     def _load_walkers(self) -> None:
         """The message walk is a program of its own, tail-called from the socket
         tracepoints and from the kprobes and SSL uprobes: one of each type."""
-        if not (self._h2 or self._pg):
+        if not (self._h2 or self._db):
             return
         bcc = loader.import_bcc()
         for kind, prog_type in (("tp", bcc.BPF.TRACEPOINT), ("kp", bcc.BPF.KPROBE)):
@@ -421,6 +423,7 @@ class TcpCollector(Collector):
             entry = http.get(key)
             if entry is None:
                 parser = PgConnection(late=not role) if proto == PROTO_PG else \
+                    MySqlConnection(late=not role) if proto == PROTO_MYSQL else \
                     Http2Connection() if proto == PROTO_HTTP2 else Http1Connection()
                 entry = http[key] = (parser, self._peer(tgid, comm, family, lport, rport, laddr, raddr, tls))
             if entry[1].wanted:
@@ -446,7 +449,7 @@ class TcpCollector(Collector):
             del self._http[key]
             if isinstance(stream, Http2Connection):
                 self.h2_streams_lost += stream.lost
-        if isinstance(stream, PgConnection):
+        if isinstance(stream, (PgConnection, MySqlConnection)):
             return self._statements(stream, p)
         done = stream.take()
         if not done:
@@ -476,7 +479,7 @@ class TcpCollector(Collector):
                 span_id=f"{random.getrandbits(64) or 1:016x}"))
         return out
 
-    def _statements(self, pg: PgConnection, p: _Peer) -> list[DbOperation]:
+    def _statements(self, pg: PgConnection | MySqlConnection, p: _Peer) -> list[DbOperation]:
         self.db_lost += pg.lost + pg.unparsed
         pg.lost = pg.unparsed = 0
         kind = "server" if pg.requests_dir == 1 else "client"
@@ -485,9 +488,9 @@ class TcpCollector(Collector):
         for q in pg.take():
             operation, table, sanitized = statement(q.text)
             out.append(DbOperation(
-                pid=p.pid, process_name=p.name, kind=kind, system="postgresql", namespace=pg.database,
+                pid=p.pid, process_name=p.name, kind=kind, system=pg.system, namespace=pg.database,
                 operation=operation, collection=table, query=q.text if self.raw_queries else sanitized,
-                status_code=q.sqlstate, start_ns=q.start_ns + wall, end_ns=q.end_ns + wall if q.end_ns else 0,
+                status_code=q.status, start_ns=q.start_ns + wall, end_ns=q.end_ns + wall if q.end_ns else 0,
                 local_address=p.local[0], local_port=p.local[1], peer_address=p.peer[0],
                 peer_port=p.peer[1], family=p.family, user=pg.user, error=q.error, rows=q.rows,
                 prepared=q.prepared, truncated=q.truncated, ended_by=q.ended_by, container=p.container,

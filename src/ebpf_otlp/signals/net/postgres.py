@@ -1,6 +1,6 @@
 """PostgreSQL queries (protocol 3) from what the kernel's message walk sends up of a
 connection's calls (bpf/tcp_life.bpf.c, PROTO_PG): each call's length and, in stream order,
-every message's 5-byte header and the first PG_KEEP bytes of the messages it keeps. The
+every message's 5-byte header and the first KEEP bytes of the messages it keeps. The
 client's are all kept but CopyData and the password ones; the server's CommandComplete,
 ErrorResponse, ReadyForQuery and EmptyQueryResponse only: rows are passed over. The
 client's first message (the startup packet, which has no type byte) is kept whole.
@@ -19,8 +19,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from ebpf_otlp.signals.net.http1 import WALK_LOST, WALK_RESUMED, Call
-
-KEEP = 1024                  # PG_KEEP: bytes kept of a message
+from ebpf_otlp.signals.net.sql import KEEP, Statement
 # The types whose bytes the kernel keeps (PG_CLIENT_KEPT, PG_SERVER_KEPT).
 CLIENT_SKIPPED = {ord("d"), ord("p")}             # CopyData; Password, SASL responses
 SERVER_KEPT = {ord("C"), ord("E"), ord("Z"), ord("I")}
@@ -28,25 +27,10 @@ PROTOCOL_3 = 196608
 
 
 @dataclass(slots=True)
-class Query:
-    """One statement run: its text as sent (up to KEEP bytes of it), how it ended."""
-    text: str
-    start_ns: int
-    tid: int = 0
-    end_ns: int = 0
-    tag: str = ""                # CommandComplete's: "SELECT 3", "INSERT 0 1"
-    sqlstate: str = ""           # an ErrorResponse's code ("" when none came)
-    error: str = ""              # and its message
-    truncated: bool = False      # the text went past the bytes kept
-    prepared: str = ""           # the named statement it ran ("": unnamed, or a simple query)
+class Query(Statement):
+    """A Query message's statements, or one Execute's."""
     simple: bool = True          # a Query message; else an Execute
     batch: int = 0               # an Execute's: the Syncs the client had sent before it
-    ended_by: str = ""           # "framing", "close", "capture end"
-
-    @property
-    def rows(self) -> int | None:
-        last = self.tag.rsplit(" ", 1)[-1]
-        return int(last) if last.isdigit() and " " in self.tag else None
 
 
 @dataclass(slots=True)
@@ -71,6 +55,8 @@ def _fields(body: bytes) -> dict[str, str]:
 
 
 class PgConnection:
+    system = "postgresql"
+
     """Both directions of one connection. `requests_dir`: the direction the client's
     messages travel (1: we are the server), from the startup packet's, or (`late`: the
     connection began before the capture) from the first request's: its database and
@@ -185,13 +171,15 @@ class PgConnection:
         c = chr(kind)
         q = self.sent[0] if self.sent else None
         if c in "CIs" and q is not None:   # CommandComplete, EmptyQueryResponse, PortalSuspended
-            if c == "C":
-                q.tag = body.rstrip(b"\0").decode("utf-8", "replace")
+            if c == "C":             # a command tag: "SELECT 3", "INSERT 0 1", "BEGIN"
+                tag = body.rstrip(b"\0").decode("utf-8", "replace")
+                last = tag.rsplit(" ", 1)[-1]
+                q.rows = int(last) if " " in tag and last.isdigit() else None
             if not q.simple:               # a simple query's statements end at ReadyForQuery
                 self._finish(call.ts_ns)
         elif c == "E" and q is not None:
             f = _fields(body)
-            q.sqlstate, q.error = f.get("C", ""), f.get("M", "")
+            q.status, q.error = f.get("C", ""), f.get("M", "")
             if not q.simple:               # the rest of its batch is skipped, up to Sync
                 self.failed_batch = q.batch
                 self._finish(call.ts_ns)
@@ -226,6 +214,6 @@ class PgConnection:
             q.ended_by = how
             self.done.append(q)
 
-    def take(self) -> list[Query]:
+    def take(self) -> list[Statement]:
         done, self.done = self.done, []
         return done
