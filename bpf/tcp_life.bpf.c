@@ -20,9 +20,9 @@
 //          processes); FILTER_PORTS; RTT (histogram from tcp_probe);
 //          UDP; RETRANS_ERR (tcp_retransmit_skb has `err`); OFF_* field offsets (see
 //          signals/net/collector.py); REQUESTS (with REQ_HEAD, REQ_TAIL, PAYLOAD_PAGES,
-//          PAYLOAD_BUF; HTTP1; H2; PG, MYSQL, and DB (either) with DB_KEEP; WALK (for H2
-//          and DB) with WALK_BYTES,
-//          WALK_STEPS, WALK_HOPS, WALK_MAX_IOV, MAX_WALKS; TLS).
+//          PAYLOAD_BUF; HTTP1; H2; REDIS with REDIS_HEAD; PG, MYSQL, and DB (either) with
+//          DB_KEEP; WALK (for H2 and DB) with WALK_BYTES, WALK_STEPS, WALK_HOPS,
+//          WALK_MAX_IOV, MAX_WALKS; TLS).
 #include <uapi/linux/ptrace.h>
 // #import kernel_types.inc
 
@@ -362,6 +362,7 @@ static __always_inline void destroyed(u64 sk) {
 #define PROTO_PG 4
 #define PROTO_PG_ASKED 5     // an SSLRequest (or GSSENCRequest) sent: its one-byte answer next
 #define PROTO_MYSQL 6
+#define PROTO_REDIS 7
 
 // x86-64 system calls that move socket data through a user buffer (or an iovec).
 #define NR_READ 0
@@ -449,13 +450,15 @@ static __always_inline int looks_http(const u8 *b) {
     return 0;
 }
 
-// The call's first bytes into e->head (up to REQ_HEAD, from up to MAX_IOV buffers) and,
+// The call's first bytes into e->head (up to `limit`, a power of two: REQ_HEAD, or for
+// Redis REDIS_HEAD; from up to MAX_IOV buffers) and,
 // where the end of the call's bytes is known, its last REQ_TAIL into e->tail.
-static __always_inline u32 copy_bytes(struct payload *e, u64 buf, u64 iov, u64 count, u32 len) {
+static __always_inline u32 copy_bytes(struct payload *e, u64 buf, u64 iov, u64 count, u32 len,
+                                      const u32 limit) {
     e->head_len = 0;
     e->tail_len = 0;
     if (buf) {
-        u32 n = len > REQ_HEAD ? REQ_HEAD : len;
+        u32 n = len > limit ? limit : len;
         if (!bpf_probe_read_user(e->head, n, (void *)buf))
             e->head_len = n;
         if (len >= REQ_TAIL && !bpf_probe_read_user(e->tail, REQ_TAIL, (void *)(buf + len - REQ_TAIL)))
@@ -471,16 +474,16 @@ static __always_inline u32 copy_bytes(struct payload *e, u64 buf, u64 iov, u64 c
             break;
         total += v[1];
         last_end = v[1] >= REQ_TAIL ? v[0] + v[1] : 0;
-        if (off < REQ_HEAD && v[1]) {
-            u32 n = v[1] > REQ_HEAD ? REQ_HEAD : v[1];
+        if (off < limit && v[1]) {
+            u32 n = v[1] > limit ? limit : v[1];
             asm volatile("" : "+r"(off));   // (clang would drop the mask below as known)
-            off &= REQ_HEAD - 1;             // for the verifier: head + off + n is in bounds
+            off &= limit - 1;                // for the verifier: head + off + n is in bounds
             if (bpf_probe_read_user(e->head + off, n, (void *)v[0]))
                 break;
             off += n;
         }
     }
-    u32 head = off > len ? len : (off > REQ_HEAD ? REQ_HEAD : off);
+    u32 head = off > len ? len : (off > limit ? limit : off);
     e->head_len = head;
     // All the buffers' bytes moved: the last buffer's end is the call's.
     if (count <= MAX_IOV && total == len && last_end &&
@@ -614,6 +617,21 @@ static __always_inline int mysql_start(u64 sk, u32 dir, const u8 *sig, u32 n, u3
     }
     *proto = PROTO_MYSQL;
     return 1;
+}
+#endif
+
+#ifdef REDIS
+// A RESP command, the client's first bytes (or, on a connection open before the capture,
+// a call's): an array ("*N\r\n", N < 100) whose first element is a bulk string ("$").
+// Sent up as HTTP/1.x is, head and length, but REDIS_HEAD bytes of the head.
+static __always_inline int looks_redis(const u8 *sig, u32 n) {
+    u64 w = 0;               // (one word, not bytes by index: clang would OR an offset into
+    __builtin_memcpy(&w, sig, 8);   // the stack pointer, which the verifier refuses)
+    u8 digit = (u8)(w >> 16) - '0';
+    if (n < 8 || (u8)w != '*' || (u8)(w >> 8) < '1' || (u8)(w >> 8) > '9')
+        return 0;
+    return ((w >> 16) & 0xffffff) == 0x240a0d ||                    // "*N\r\n$"
+           (digit <= 9 && ((w >> 24) & 0xffffff) == 0x240a0d);      // "*NN\r\n$"
 }
 #endif
 
@@ -782,6 +800,12 @@ static __always_inline int recognise(u64 sk, struct conn *c, u32 len, u32 dir, u
         if (mysql_start(sk, dir, sig, n, len, !c->role, proto))
             return 1;
 #endif
+#ifdef REDIS
+        if (looks_redis(sig, n)) {
+            *proto = PROTO_REDIS;
+            return 1;
+        }
+#endif
     }
     if (c->role || tls)      // its first bytes, not a protocol parsed: not looked at again
         *proto = PROTO_OTHER;
@@ -855,7 +879,12 @@ static __always_inline void send_up(void *ctx, int kprobe, u64 sk, struct conn *
     }
 #endif
     if (buf || iov)
-        head = copy_bytes(e, buf, iov, count, len);
+#ifdef REDIS
+        if (*proto == PROTO_REDIS)   // framed in user space: a pipeline's commands, whole
+            head = copy_bytes(e, buf, iov, count, len, REDIS_HEAD);
+        else
+#endif
+            head = copy_bytes(e, buf, iov, count, len, REQ_HEAD);
     e->head_len = head;
     asm volatile("" : "+r"(head));
     head &= PAYLOAD_BUF - 1;     // (it is at most PAYLOAD_BUF / 2: this is for the verifier)

@@ -57,12 +57,12 @@ fi
 if [ $want_test = 1 ]; then
   # gcc builds test workloads; node, chromium and pprof check names, drawing and file
   # format; strace, perf and bpfcc-tools are the peers the benchmarks compare against;
-  # nginx under wrk is trace-net's load test; PostgreSQL (its server, psql, pgbench, libpq)
-  # and MariaDB (server and client) the database spans'; bpftool and pahole check the BTF
-  # reader.
+  # nginx under wrk is trace-net's load test; PostgreSQL (its server, psql, pgbench, libpq),
+  # MariaDB and Redis (servers, clients, redis-benchmark) the database spans'; bpftool and
+  # pahole check the BTF reader.
   apt_install make nodejs strace linux-perf bpfcc-tools chromium systemd nginx wrk \
               golang-go golang-github-google-pprof-dev iproute2 nftables bpftool dwarves \
-              postgresql libpq5 mariadb-server mariadb-client
+              postgresql libpq5 mariadb-server mariadb-client redis-server redis-tools
   if [ ! -x .tools/pprof ]; then
     mkdir -p .tools
     echo "setup: building Google's pprof from Debian's Go sources"

@@ -423,7 +423,8 @@ def valid_ports(ctx, param, ports):
 @click.option("--protocols", callback=valid_protocols, metavar="LIST",
               default=",".join(NetSettings().protocols), show_default=True,
               help="Request spans for these protocols: http (HTTP/1.x and HTTP/2), grpc, "
-                   "postgres, mysql (a span per statement; MariaDB too); or none: connections only.")
+                   "postgres, mysql, redis (a span per statement or command; MariaDB too); or none: "
+                   "connections only.")
 @click.option("--raw-queries", is_flag=True,
               help="Database statements as sent; by default their literals are replaced by ?.")
 @click.option("--tls/--no-tls", **default(NetSettings.tls),
@@ -444,8 +445,8 @@ def trace_net(pids, comm, include_self, ports, duration, interval, hooks, rtt, u
               raw_queries, tls, routes, top, quiet, all_lines, output, command, **otlp_flags):
     """Trace every TCP connection (IPv4 and IPv6, either role): a line and a span per
     connection with its process, addresses, bytes, retransmits, RTT and how it ended;
-    a span per HTTP request or gRPC call on them, and per PostgreSQL or MySQL statement,
-    as server or client; TCP and UDP metrics every interval."""
+    a span per HTTP request or gRPC call on them, and per PostgreSQL or MySQL statement or
+    Redis command, as server or client; TCP and UDP metrics every interval."""
     from ebpf_otlp.engine.run import Command
     from ebpf_otlp.signals.net import NET, table
 

@@ -14,7 +14,7 @@ import pytest
 
 from conftest import WORKLOADS, need_tool, wait_for_line
 from support.collector import self_signed_cert
-from support.databases import mariadb, postgres
+from support.databases import mariadb, postgres, redis
 from support.trace_net import tracing
 
 pytestmark = pytest.mark.live
@@ -160,4 +160,34 @@ def test_mariadb_from_its_client_and_pymysql(tmp_path):
     everything = [r for r in got["db"] if r["query"] == "SELECT * FROM carts"]
     assert {r["rows"] for r in everything} == {10}
     assert "INSERT INTO stock VALUES (?, ?)" in {r["query"] for r in got["db"]}   # (the client drops the ;)
+    assert "losses: none" in got["stdout"] + got["stderr"]
+
+
+def test_redis_from_redis_cli_and_redis_py_with_a_pipeline(tmp_path):
+    """Redis 7 driven by redis-cli and by redis-py (a pipeline of 100 commands in one send,
+    one WRONGTYPE error): every command each ran, on its side and the server's, paired
+    with its reply in order; the error's prefix as the status code; nothing lost."""
+    cli = need_tool("redis-cli", "/usr/bin/redis-cli")
+    port = 39531
+    with redis(port):
+        with tracing(tmp_path, port) as got:
+            for words in (["SET", "stock", "7"], ["INCRBY", "stock", "3"], ["GET", "stock"], ["HSET", "h", "a", "1"],
+                          ["LPUSH", "stock", "x"]):
+                subprocess.run([cli, "-p", str(port), *words], capture_output=True, text=True, timeout=30)
+            run = subprocess.run([sys.executable, str(WORKLOADS / "redis_client.py"), str(port)],
+                                 capture_output=True, text=True, timeout=120)
+            assert run.returncode == 0, run.stderr
+    py = json.loads(run.stdout)
+    key = lambda r: (r["operation"], r["status_code"])   # noqa: E731
+    mine = collections.Counter(key(r) for r in got["db"] if r["kind"] == "client" and r["pid"] == py["pid"])
+    assert mine == collections.Counter({tuple(k[:2]): k[2] for k in py["ran"]}), got["db"]
+    cli_side = collections.Counter(key(r) for r in got["db"] if r["kind"] == "client" and r["process_name"] == "redis-cli")
+    # redis-cli asks the server for its commands' docs (COMMAND DOCS) at each start
+    assert cli_side - collections.Counter({("COMMAND", ""): 5}) == collections.Counter(
+        {("SET", ""): 1, ("INCRBY", ""): 1, ("GET", ""): 1, ("HSET", ""): 1, ("LPUSH", "WRONGTYPE"): 1})
+    server = collections.Counter(key(r) for r in got["db"] if r["kind"] == "server")
+    assert server == collections.Counter(key(r) for r in got["db"] if r["kind"] == "client")
+    assert {r["system"] for r in got["db"]} == {"redis"} and {r["namespace"] for r in got["db"]} == {"0"}
+    assert "SET user:0" in {r["query"] for r in got["db"]}   # the key, never the value
+    assert not any("name-" in r["query"] for r in got["db"])
     assert "losses: none" in got["stdout"] + got["stderr"]

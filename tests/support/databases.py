@@ -1,6 +1,6 @@
 """Real database servers from Debian for the live tests, each started by the test on
 loopback with its data in a temporary directory, and stopped after: PostgreSQL 15 and
-MariaDB 10.11."""
+MariaDB 10.11, Redis 7."""
 
 from __future__ import annotations
 
@@ -88,4 +88,28 @@ def mariadb(port: int):
     finally:
         server.terminate()
         server.wait(timeout=60)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def redis(port: int):
+    """A Redis server on 127.0.0.1:`port`, no persistence. Yields its directory."""
+    if not shutil.which("redis-server"):
+        raise RuntimeError("Redis is not installed: run make setup-test")
+    root = tempfile.mkdtemp(prefix="ebpf-otlp-redis-")
+    server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", root,
+                               "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            if subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True,
+                              text=True).stdout.strip() == "PONG":
+                break
+            time.sleep(0.1)
+        else:
+            raise RuntimeError("Redis did not start")
+        yield root
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
         shutil.rmtree(root, ignore_errors=True)

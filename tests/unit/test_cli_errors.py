@@ -137,7 +137,7 @@ def test_syscalls_gone_pid():
     ("profile", ["--comm", "a[/b]c", "-p", "1"], ["exclude each other"]),
     ("agent", ["--otlp-header", "no-equals-sign"], ["malformed OTLP header"]),
     ("trace-net", ["-q", "--lines"], ["-q/--quiet and --lines contradict"]),
-    ("trace-net", ["--protocols", "http,ftp"], ["--protocols", "a list of http, grpc, postgres, mysql"]),
+    ("trace-net", ["--protocols", "http,ftp"], ["--protocols", "a list of http, grpc, postgres, mysql, redis"]),
 ])
 def test_targets_and_headers_bad_input(command, args, needles):
     assert_one_line_error(agent(command, *args), *needles)

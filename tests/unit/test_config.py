@@ -159,7 +159,7 @@ def test_a_capture_tables_keys_are_its_settings_fields():
 
 def test_trace_net_protocols_are_a_list_or_none():
     parse = lambda t: NetSettings.from_table(cfg.check({"trace_net": t}).tables["trace_net"])  # noqa: E731
-    assert NetSettings().protocols == ["http", "grpc", "postgres", "mysql"]
+    assert NetSettings().protocols == ["http", "grpc", "postgres", "mysql", "redis"]
     assert parse({"protocols": "grpc,postgres"}).protocols == ["grpc", "postgres"]
     assert parse({"protocols": ["http"]}).protocols == ["http"]
     assert parse({"protocols": "none"}).protocols == [] and parse({"protocols": []}).protocols == []

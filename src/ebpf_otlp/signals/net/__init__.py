@@ -1,5 +1,5 @@
 """The net signal (trace-net): every TCP connection, from its start to its close, the
-requests on them (HTTP/1.x, HTTP/2, gRPC), database statements (PostgreSQL, MySQL and MariaDB), and UDP per
+requests on them (HTTP/1.x, HTTP/2, gRPC), database statements (PostgreSQL, MySQL and MariaDB, Redis), and UDP per
 process and peer, as lines, a
 summary, JSON lines, OTLP spans and metrics."""
 
@@ -20,7 +20,8 @@ def _describe(net, processor, target: str) -> str:
     if c.requests:
         tls = (f", over TLS in {', '.join(c.tls_libraries)}" if c.tls_libraries else
                ", no libssl to probe for TLS" if c.tls else "")
-        names = {"http": "HTTP/1.x and HTTP/2", "grpc": "gRPC", "postgres": "PostgreSQL", "mysql": "MySQL"}
+        names = {"http": "HTTP/1.x and HTTP/2", "grpc": "gRPC", "postgres": "PostgreSQL", "mysql": "MySQL",
+                 "redis": "Redis"}
         requests = f"; {', '.join(names[p] for p in c.protocols)} requests{tls}"
     return f"tracing TCP connections of {target}{ports} ({c.hooks}){requests}"
 

@@ -26,7 +26,8 @@ from ebpf_otlp.signals.net.http2 import Http2Connection, Stream
 from ebpf_otlp.signals.net.mysql import MySqlConnection
 from ebpf_otlp.signals.net.postgres import PgConnection
 from ebpf_otlp.signals.net.records import Connection, DbOperation, HttpRequest, UdpFlow, traceparent_ids
-from ebpf_otlp.signals.net.sql import KEEP as DB_KEEP, statement
+from ebpf_otlp.signals.net.redis import HEAD as REDIS_HEAD, RedisConnection
+from ebpf_otlp.signals.net.sql import KEEP as DB_KEEP
 from ebpf_otlp.signals.net.routes import Routes
 from ebpf_otlp.runtime import loader
 from ebpf_otlp.runtime.maps import drain
@@ -131,7 +132,7 @@ class _Raw(NamedTuple):
 # sk, conn_start_ns, ts_ns, tgid, tid, len, head_len, dir, tail_len, role, tls, family, lport,
 # rport, proto, walk (WALK_* flags), laddr, raddr, comm, tail.
 PAYLOAD = struct.Struct(f"<QQQIIIHBBBBHHHBB16s16s16s{REQ_TAIL}s")
-PROTO_HTTP2, PROTO_PG, PROTO_MYSQL = 3, 4, 6   # bpf/tcp_life.bpf.c: PROTO_* (HTTP/1.x is 1)
+PROTO_HTTP2, PROTO_PG, PROTO_MYSQL, PROTO_REDIS = 3, 4, 6, 7   # bpf/tcp_life.bpf.c: PROTO_* (HTTP/1.x: 1)
 # The message walk in the kernel (walk: HTTP/2's frames, PostgreSQL's messages): bytes kept a
 # call (headers, header blocks, statements); steps a call, 8 a program and 31 tail calls (the
 # kernel allows 33 in all): 256, where a 1 MiB write of 16 KiB frames takes about 130;
@@ -321,8 +322,9 @@ class TcpCollector(Collector):
                 "REQUESTS": self.requests, "TLS": self.tls, "REQ_HEAD": self.head_bytes, "REQ_TAIL": REQ_TAIL,
                 "HTTP1": "http" in self.protocols, "H2": self._h2, "PG": "postgres" in self.protocols,
                 "MYSQL": "mysql" in self.protocols, "DB": self._db, "DB_KEEP": DB_KEEP,
+                "REDIS": "redis" in self.protocols, "REDIS_HEAD": REDIS_HEAD,
                 "WALK": self._h2 or self._db, **WALK_LIMITS,
-                "PAYLOAD_BUF": 2 * max(self.head_bytes, WALK_LIMITS["WALK_BYTES"]),
+                "PAYLOAD_BUF": 2 * max(self.head_bytes, WALK_LIMITS["WALK_BYTES"], REDIS_HEAD),
                 "PAYLOAD_PAGES": 2048}   # 8 MiB
 
     @property
@@ -424,6 +426,7 @@ class TcpCollector(Collector):
             if entry is None:
                 parser = PgConnection(late=not role) if proto == PROTO_PG else \
                     MySqlConnection(late=not role) if proto == PROTO_MYSQL else \
+                    RedisConnection() if proto == PROTO_REDIS else \
                     Http2Connection() if proto == PROTO_HTTP2 else Http1Connection()
                 entry = http[key] = (parser, self._peer(tgid, comm, family, lport, rport, laddr, raddr, tls))
             if entry[1].wanted:
@@ -449,7 +452,7 @@ class TcpCollector(Collector):
             del self._http[key]
             if isinstance(stream, Http2Connection):
                 self.h2_streams_lost += stream.lost
-        if isinstance(stream, (PgConnection, MySqlConnection)):
+        if isinstance(stream, (PgConnection, MySqlConnection, RedisConnection)):
             return self._statements(stream, p)
         done = stream.take()
         if not done:
@@ -479,14 +482,14 @@ class TcpCollector(Collector):
                 span_id=f"{random.getrandbits(64) or 1:016x}"))
         return out
 
-    def _statements(self, pg: PgConnection | MySqlConnection, p: _Peer) -> list[DbOperation]:
+    def _statements(self, pg: PgConnection | MySqlConnection | RedisConnection, p: _Peer) -> list[DbOperation]:
         self.db_lost += pg.lost + pg.unparsed
         pg.lost = pg.unparsed = 0
         kind = "server" if pg.requests_dir == 1 else "client"
         wall = self._clock_offset
         out = []
         for q in pg.take():
-            operation, table, sanitized = statement(q.text)
+            operation, table, sanitized = pg.describe(q)
             out.append(DbOperation(
                 pid=p.pid, process_name=p.name, kind=kind, system=pg.system, namespace=pg.database,
                 operation=operation, collection=table, query=q.text if self.raw_queries else sanitized,

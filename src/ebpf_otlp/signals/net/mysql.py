@@ -20,7 +20,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from ebpf_otlp.signals.net.http1 import WALK_LOST, WALK_RESUMED, Call
-from ebpf_otlp.signals.net.sql import KEEP, Statement
+from ebpf_otlp.signals.net.sql import KEEP, Statement, described
 
 SERVER_KEEP = 24             # MYSQL_SERVER_KEEP
 HEADED = {0x00, 0xFF, 0xFE, 0xFB}
@@ -65,6 +65,8 @@ class _Answer:
 
 
 class MySqlConnection:
+    describe = staticmethod(described)
+
     """Both directions of one connection. `requests_dir`: the direction the client's
     packets travel (1: we are the server), from the greeting (which travels the other
     way), or (`late`: the connection began before the capture) from the first query's."""

@@ -19,7 +19,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from ebpf_otlp.signals.net.http1 import WALK_LOST, WALK_RESUMED, Call
-from ebpf_otlp.signals.net.sql import KEEP, Statement
+from ebpf_otlp.signals.net.sql import KEEP, Statement, described
 # The types whose bytes the kernel keeps (PG_CLIENT_KEPT, PG_SERVER_KEPT).
 CLIENT_SKIPPED = {ord("d"), ord("p")}             # CopyData; Password, SASL responses
 SERVER_KEPT = {ord("C"), ord("E"), ord("Z"), ord("I")}
@@ -56,6 +56,7 @@ def _fields(body: bytes) -> dict[str, str]:
 
 class PgConnection:
     system = "postgresql"
+    describe = staticmethod(described)
 
     """Both directions of one connection. `requests_dir`: the direction the client's
     messages travel (1: we are the server), from the startup packet's, or (`late`: the

@@ -10,8 +10,8 @@ from ebpf_otlp.signals.signal import from_table, toml
 
 HOOKS = ("auto", "tracepoints", "kprobes")
 # http: HTTP/1.x and HTTP/2; grpc: gRPC calls (over HTTP/2); postgres, mysql: PostgreSQL's and
-# MySQL's (and MariaDB's) statements
-PROTOCOLS = ("http", "grpc", "postgres", "mysql")
+# MySQL's (and MariaDB's) statements; redis: Redis commands
+PROTOCOLS = ("http", "grpc", "postgres", "mysql", "redis")
 HEAD_BYTES = (128, 256, 512, 1024, 2048)   # the kernel copies a power of two
 
 
@@ -20,7 +20,7 @@ def _routes(x) -> list[str]:
 
 
 def protocols(x) -> list[str]:
-    """"http,grpc,postgres,mysql" or a list of names; "none" (or []) for connections only."""
+    """"http,grpc,postgres,mysql,redis" or a list of names; "none" (or []) for connections only."""
     items = [i.strip() for i in x.split(",")] if isinstance(x, str) else v.strings(x) if x else []
     if items == ["none"]:
         return []
@@ -50,8 +50,8 @@ class NetSettings:
     interval_s: float = 10.0           # how often metrics are exported
     follow_forks: bool = False
     include_self: bool = field(default=False, metadata=toml("include_self", v.boolean))
-    # request spans for these protocols: "http" (HTTP/1.x, HTTP/2), "grpc", "postgres", "mysql";
-    # []: connections only
+    # request spans for these protocols: "http" (HTTP/1.x, HTTP/2), "grpc", "postgres", "mysql",
+    # "redis"; []: connections only
     protocols: list[str] = field(default_factory=lambda: list(PROTOCOLS),
                                  metadata=toml("protocols", lambda x: protocols(x)))
     # HTTP over TLS: uprobes on OpenSSL's SSL_read/SSL_write, plaintext linked to its socket

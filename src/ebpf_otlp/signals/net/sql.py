@@ -53,6 +53,11 @@ def statement(text: str) -> tuple[str, str, str]:
     return (*describe(text), sanitize(text))
 
 
+def described(q: Statement) -> tuple[str, str, str]:
+    """An SQL parser's `describe`: its statement's operation, table and sanitised text."""
+    return statement(q.text)
+
+
 def tokens(text: str):
     for m in _TOKEN.finditer(text):
         yield m.lastgroup if m.lastgroup != "tag" else "dollar", m.group()
