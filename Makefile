@@ -28,6 +28,7 @@ bench: setup-test
 	$(PY) bench/offcpu_overhead.py --out docs/performance-offcpu.md
 	$(PY) bench/net_overhead.py --out docs/performance-net.md
 	$(PY) bench/memleak_overhead.py --out docs/performance-memleak.md
+	$(PY) bench/db_overhead.py --out docs/performance-db.md
 
 # An hour of the agent on a busy machine: memory, open files and CPU over time.
 soak: setup-test

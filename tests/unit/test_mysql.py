@@ -7,7 +7,7 @@ import struct
 
 from ebpf_otlp.signals.net.http1 import WALK_LOST, WALK_RESUMED, Call
 from ebpf_otlp.signals.net.mysql import HEADED, SERVER_KEEP, MySqlConnection
-from ebpf_otlp.signals.net.sql import KEEP
+from ebpf_otlp.signals.net.db import KEEP
 
 CAPS = 0x8 | 0x8000 | 0x200 | 0x200000 | 0x1000000   # connect with db, secure, 4.1, lenenc auth, deprecate EOF
 

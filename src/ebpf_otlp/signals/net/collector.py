@@ -27,7 +27,7 @@ from ebpf_otlp.signals.net.mysql import MySqlConnection
 from ebpf_otlp.signals.net.postgres import PgConnection
 from ebpf_otlp.signals.net.records import Connection, DbOperation, HttpRequest, UdpFlow, traceparent_ids
 from ebpf_otlp.signals.net.redis import HEAD as REDIS_HEAD, RedisConnection
-from ebpf_otlp.signals.net.sql import KEEP as DB_KEEP
+from ebpf_otlp.signals.net.db import KEEP as DB_KEEP, StatementParser
 from ebpf_otlp.signals.net.routes import Routes
 from ebpf_otlp.runtime import loader
 from ebpf_otlp.runtime.maps import drain
@@ -452,7 +452,7 @@ class TcpCollector(Collector):
             del self._http[key]
             if isinstance(stream, Http2Connection):
                 self.h2_streams_lost += stream.lost
-        if isinstance(stream, (PgConnection, MySqlConnection, RedisConnection)):
+        if isinstance(stream, StatementParser):
             return self._statements(stream, p)
         done = stream.take()
         if not done:
@@ -482,7 +482,7 @@ class TcpCollector(Collector):
                 span_id=f"{random.getrandbits(64) or 1:016x}"))
         return out
 
-    def _statements(self, pg: PgConnection | MySqlConnection | RedisConnection, p: _Peer) -> list[DbOperation]:
+    def _statements(self, pg: StatementParser, p: _Peer) -> list[DbOperation]:
         self.db_lost += pg.lost + pg.unparsed
         pg.lost = pg.unparsed = 0
         kind = "server" if pg.requests_dir == 1 else "client"

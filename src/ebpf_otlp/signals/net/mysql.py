@@ -16,11 +16,11 @@ does (postgres.py): the statements it was answering are counted as lost."""
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass
 
 from ebpf_otlp.signals.net.http1 import WALK_LOST, WALK_RESUMED, Call
-from ebpf_otlp.signals.net.sql import KEEP, Statement, described
+from ebpf_otlp.signals.net.db import KEEP, Statement, StatementParser
+from ebpf_otlp.signals.net.sql import described
 
 SERVER_KEEP = 24             # MYSQL_SERVER_KEEP
 HEADED = {0x00, 0xFF, 0xFE, 0xFB}
@@ -64,7 +64,7 @@ class _Answer:
         self.rows = 0
 
 
-class MySqlConnection:
+class MySqlConnection(StatementParser):
     describe = staticmethod(described)
 
     """Both directions of one connection. `requests_dir`: the direction the client's
@@ -72,18 +72,13 @@ class MySqlConnection:
     way), or (`late`: the connection began before the capture) from the first query's."""
 
     def __init__(self, late: bool = False) -> None:
+        super().__init__()
         self.late = late
-        self.requests_dir: int | None = None
         self.sides = (_Side(bytearray()), _Side(bytearray()))
         self.system = "mysql"
-        self.database = self.user = ""
         self.greeted = self.answered_handshake = late
         self.statements: dict[int, tuple[str, bool]] = {}   # statement id -> (text, truncated)
-        self.sent: deque[Command] = deque()
         self.answer = _Answer()
-        self.done: list[Statement] = []
-        self.lost = 0
-        self.unparsed = 0
         self.tls = False                     # the client asked for TLS: this socket says no more
 
     def feed(self, call: Call, flags: int = 0) -> None:
@@ -93,7 +88,7 @@ class MySqlConnection:
         client = call.dir == self.requests_dir
         side = self.sides[call.dir]
         if client and flags & WALK_RESUMED:
-            self._resume()
+            self.resume_server()
         if side.lost or self.tls:
             return
         side.data += call.head
@@ -261,7 +256,7 @@ class MySqlConnection:
         prepare, COM_INIT_DB, a ping) only consumed."""
         q = self.sent.popleft()
         self.answer = _Answer()
-        if q.command in (COM_QUERY, COM_STMT_EXECUTE):
+        if self.reported(q):
             q.end_ns, q.ended_by = call.ts_ns, "framing"
             self.done.append(q)
         elif q.command == COM_STMT_PREPARE and q.status:
@@ -272,27 +267,13 @@ class MySqlConnection:
         side.lost = True
         side.data.clear()
         if not client:
-            self._lose_answers()
+            self.lose_answers()
 
-    def _lose_answers(self) -> None:
-        self.lost += sum(q.command in (COM_QUERY, COM_STMT_EXECUTE) for q in self.sent)
-        self.sent.clear()
+    @staticmethod
+    def reported(q: Command) -> bool:
+        """Queries and executes; a prepare, COM_INIT_DB or a ping only answered."""
+        return q.command in (COM_QUERY, COM_STMT_EXECUTE)
+
+    def lose_answers(self) -> None:
+        super().lose_answers()
         self.answer = _Answer()
-
-    def _resume(self) -> None:
-        side = self.sides[1 - self.requests_dir]
-        if side.lost:
-            side.lost = False
-            side.data.clear()
-            self._lose_answers()
-
-    def close(self, how: str) -> None:
-        while self.sent:
-            q = self.sent.popleft()
-            if q.command in (COM_QUERY, COM_STMT_EXECUTE):
-                q.ended_by = how
-                self.done.append(q)
-
-    def take(self) -> list[Statement]:
-        done, self.done = self.done, []
-        return done

@@ -15,11 +15,11 @@ at the client's next request (a whole simple Query in one call, or a Parse)."""
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass
 
 from ebpf_otlp.signals.net.http1 import WALK_LOST, WALK_RESUMED, Call
-from ebpf_otlp.signals.net.sql import KEEP, Statement, described
+from ebpf_otlp.signals.net.db import KEEP, Statement, StatementParser
+from ebpf_otlp.signals.net.sql import described
 # The types whose bytes the kernel keeps (PG_CLIENT_KEPT, PG_SERVER_KEPT).
 CLIENT_SKIPPED = {ord("d"), ord("p")}             # CopyData; Password, SASL responses
 SERVER_KEPT = {ord("C"), ord("E"), ord("Z"), ord("I")}
@@ -54,7 +54,7 @@ def _fields(body: bytes) -> dict[str, str]:
     return out
 
 
-class PgConnection:
+class PgConnection(StatementParser):
     system = "postgresql"
     describe = staticmethod(described)
 
@@ -64,18 +64,13 @@ class PgConnection:
     user are then unknown."""
 
     def __init__(self, late: bool = False) -> None:
-        self.requests_dir: int | None = None
+        super().__init__()
         self.late = late                     # open before the capture: no startup packet
         self.sides = (_Side(bytearray()), _Side(bytearray()))
-        self.database = self.user = ""
         self.statements: dict[str, tuple[str, bool]] = {}   # name -> (text, truncated)
         self.portals: dict[str, tuple[str, bool, str]] = {}  # portal -> (text, truncated, statement)
-        self.sent: deque[Query] = deque()   # executes sent, not answered yet
         self.batch = 0                       # the client's Syncs so far
         self.failed_batch = -1               # an execute's error: the server skips to its Sync
-        self.done: list[Query] = []
-        self.lost = 0                        # queries not reported: the walk lost its place
-        self.unparsed = 0                    # messages that made no sense: that side stops
 
     def feed(self, call: Call, flags: int = 0) -> None:
         side = self.sides[call.dir]
@@ -84,7 +79,7 @@ class PgConnection:
             side.started = self.late
         client = call.dir == self.requests_dir
         if client and flags & WALK_RESUMED:
-            self._resume()
+            self.resume_server()
         if side.lost:
             return
         side.data += call.head
@@ -101,7 +96,7 @@ class PgConnection:
             side.lost = True
             side.data.clear()
             if not client:
-                self._lose_answers()
+                self.lose_answers()
 
     def _next(self, side: _Side, client: bool) -> tuple[int, bytes, bool] | None:
         """The next whole message of the walk's bytes: (type, kept body, all of it kept)."""
@@ -124,7 +119,7 @@ class PgConnection:
             self.unparsed += 1
             side.lost = True
             if not client:
-                self._lose_answers()
+                self.lose_answers()
             return None
         size = length - 4
         kept_here = kind not in CLIENT_SKIPPED if client else kind in SERVER_KEPT
@@ -195,26 +190,3 @@ class PgConnection:
         q = self.sent.popleft()
         q.end_ns, q.ended_by = ts_ns, "framing"
         self.done.append(q)
-
-    def _lose_answers(self) -> None:
-        self.lost += len(self.sent)
-        self.sent.clear()
-
-    def _resume(self) -> None:
-        """The kernel began the server's side again at a message boundary."""
-        side = self.sides[1 - self.requests_dir]
-        if side.lost:
-            side.lost = False
-            side.data.clear()
-            self._lose_answers()
-
-    def close(self, how: str) -> None:
-        """Queries without an answer are reported at the close, without one."""
-        while self.sent:
-            q = self.sent.popleft()
-            q.ended_by = how
-            self.done.append(q)
-
-    def take(self) -> list[Statement]:
-        done, self.done = self.done, []
-        return done

@@ -13,11 +13,10 @@ start with nothing outstanding to be answered after the ones lost."""
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass
 
 from ebpf_otlp.signals.net.http1 import Call
-from ebpf_otlp.signals.net.sql import Statement
+from ebpf_otlp.signals.net.db import Statement, StatementParser
 
 HEAD = 4096                  # REDIS_HEAD
 AGGREGATES = {ord("*"): 1, ord("~"): 1, ord(">"): 1, ord("%"): 2, ord("|"): 2}   # elements per count
@@ -53,7 +52,7 @@ class _Stream:
         return not (self.line or self.skip or self.stack)
 
 
-class RedisConnection:
+class RedisConnection(StatementParser):
     """Both directions of one connection; `requests_dir` is the client's."""
 
     system = "redis"
@@ -65,14 +64,9 @@ class RedisConnection:
         return q.name, "", q.text
 
     def __init__(self) -> None:
-        self.requests_dir: int | None = None
+        super().__init__()
         self.streams = (_Stream(), _Stream())
         self.database = "0"
-        self.user = ""
-        self.sent: deque[Command] = deque()
-        self.done: list[Statement] = []
-        self.lost = 0
-        self.unparsed = 0
 
     def feed(self, call: Call, flags: int = 0) -> None:
         if self.requests_dir is None:
@@ -182,17 +176,6 @@ class RedisConnection:
         """Out of step: the commands waiting for answers are lost (the client's side lost
         too: the answers could not be paired any more)."""
         s.lost = True
-        self.lost += len(self.sent)
-        self.sent.clear()
+        self.lose_answers()
         if client:
             self.streams[1 - self.requests_dir].lost = True
-
-    def close(self, how: str) -> None:
-        while self.sent:
-            q = self.sent.popleft()
-            q.ended_by = how
-            self.done.append(q)
-
-    def take(self) -> list[Statement]:
-        done, self.done = self.done, []
-        return done

@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import functools
 import re
-from dataclasses import dataclass
-
-KEEP = 1024                  # DB_KEEP: bytes the kernel keeps of a client's message (statements)
 
 # The operations whose table follows a keyword: SELECT ... FROM t, INSERT INTO t, UPDATE t,
 # DELETE FROM t, ... (the first one after it names the span).
@@ -31,29 +28,13 @@ _TOKEN = re.compile(r"""
 """, re.VERBOSE | re.DOTALL)
 
 
-@dataclass(slots=True)
-class Statement:
-    """One statement run, as a wire-protocol parser saw it: its text as sent (up to KEEP
-    bytes of it), and how it ended."""
-    text: str
-    start_ns: int
-    tid: int = 0
-    end_ns: int = 0
-    status: str = ""             # the server's error code (PostgreSQL's SQLSTATE, MySQL's number)
-    error: str = ""              # and its message ("" when none came)
-    rows: int | None = None      # returned or affected, as the server counted them
-    truncated: bool = False      # the text went past the bytes kept
-    prepared: str = ""           # the prepared statement it ran, by name or id
-    ended_by: str = ""           # "framing", "close", "capture end"
-
-
 @functools.lru_cache(maxsize=4096)
 def statement(text: str) -> tuple[str, str, str]:
     """(operation, table, sanitised text): prepared statements repeat, so each is scanned once."""
     return (*describe(text), sanitize(text))
 
 
-def described(q: Statement) -> tuple[str, str, str]:
+def described(q) -> tuple[str, str, str]:
     """An SQL parser's `describe`: its statement's operation, table and sanitised text."""
     return statement(q.text)
 
