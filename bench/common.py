@@ -222,6 +222,18 @@ def bpf_stats_enabled():
             f.write(before)
 
 
+def trace_net(args: list[str], port: int, out: Path) -> subprocess.Popen:
+    """`ebpf-otlp trace-net` on one port, quiet, JSON lines into `out`; returned once it
+    says it is tracing."""
+    run = subprocess.Popen([str(ROOT / ".venv" / "bin" / "ebpf-otlp"), "trace-net", "-q", "--top", "0",
+                            "--no-udp", "--port", str(port), "-o", str(out), *args],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in run.stderr:
+        if "tracing TCP connections" in line:
+            return run
+    sys.exit(f"trace-net did not start: {run.communicate()}")
+
+
 def render_report(lines: list[str], raw: dict[str, list[float]], unit: str, fmt: str) -> str:
     """A Markdown report ending with each configuration's raw rounds."""
     lines = [*lines, "", f"Raw rounds ({unit}):", "", "```",

@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import ROOT, bench_setup, median, proc_cpu_seconds, write_report
+from common import ROOT, bench_setup, median, proc_cpu_seconds, trace_net, write_report
 
 sys.path.insert(0, str(ROOT / "tests"))
 from support.databases import PG_BIN, postgres, redis  # noqa: E402  (the tests' own servers)
@@ -37,16 +37,6 @@ LOADS = {"pgbench select-only": ("postgres", ["-S"], 1),
          "redis-benchmark SET, GET": ("redis", ["-t", "set,get"], 1),
          "redis-benchmark SET, GET, 16 pipelined": ("redis", ["-t", "set,get", "-P", "16"], 1)}
 DRAIN_S = 1.5   # trace-net drains every second
-
-
-def tracer(args: list[str], port: int, out: Path) -> subprocess.Popen:
-    run = subprocess.Popen([str(ROOT / ".venv" / "bin" / "ebpf-otlp"), "trace-net", "-q", "--top", "0",
-                            "--no-udp", "--port", str(port), "-o", str(out), *args],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for line in run.stderr:
-        if "tracing TCP connections" in line:
-            return run
-    sys.exit(f"trace-net did not start: {run.communicate()}")
 
 
 def redis_benchmark(port: int, options: list[str], clients: int, requests: int) -> tuple[float, int]:
@@ -71,7 +61,7 @@ def one_run(args, port: int, tmp: Path, config: str, load: str) -> dict:
     system, options, per_txn = LOADS[load]
     out = tmp / "db.jsonl"
     run = None if config == "no tracer" else \
-        tracer(["--protocols", "none" if config == "connections only" else system], port, out)
+        trace_net(["--protocols", "none" if config == "connections only" else system], port, out)
     cpu0 = proc_cpu_seconds(run.pid) if run else 0.0
     if system == "redis":
         tps, done = redis_benchmark(port, options, args.clients, args.redis_requests)

@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import ROOT, bench_setup, median, proc_cpu_seconds, write_report
+from common import ROOT, bench_setup, median, proc_cpu_seconds, trace_net, write_report
 
 NGINX_CONF = """daemon off;
 worker_processes 1;
@@ -66,15 +66,7 @@ def start_nginx(tmp: Path, port: int) -> subprocess.Popen:
 
 
 def tracer(args: list[str] | None, port: int, out: Path) -> subprocess.Popen | None:
-    if args is None:
-        return None
-    run = subprocess.Popen([str(ROOT / ".venv" / "bin" / "ebpf-otlp"), "trace-net", "-q", "--top", "0",
-                            "--no-udp", "--port", str(port), "-o", str(out), *args],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for line in run.stderr:
-        if "tracing TCP connections" in line:
-            return run
-    sys.exit(f"trace-net did not start: {run.communicate()}")
+    return None if args is None else trace_net(args, port, out)
 
 
 def wrk(port: int, seconds: float, connections: int, delay_ms: float, script: Path) -> int:
