@@ -174,6 +174,25 @@ def test_a_windows_manifest_is_a_snapshots_with_the_windows_own_counts(tmp_path)
     assert line.endswith("losses: syscalls 4 syscall dropped (calls map full)"), line
 
 
+def test_a_window_that_cannot_be_encoded_is_said_and_counted_and_the_agent_goes_on(tmp_path):
+    """A value no format can carry (the soak once met a line number of -2.6e19) costs that
+    window's files, never the agent: the next window is written, the summary counts it."""
+    w, cpu, sys_, store = windows_of(tmp_path)
+    w.notices = Console(record=True, width=200)
+
+    def unencodable(results, end):
+        raise ValueError("Value out of range: -25830184171706896397")
+    real_write, w.write_files = w.write_files, unencodable
+    w.next_window = 0
+    w.on_drain(cpu)
+    w.write_files = real_write
+    w.next_window = 0
+    w.on_drain(cpu)
+    assert len(os.listdir(store.root)) == 1 and w.totals.unwritten == 1
+    assert "a window's files were not written: ValueError: Value out of range" in w.notices.export_text()
+    assert w.totals.summary().endswith("1 window(s) not written (the error is on stderr)")
+
+
 def test_a_syscalls_only_agent_speaks_of_syscalls():
     t = agent.Totals(windows=3, stats={"syscalls": CollectorStats(processed=1234)})
     assert t.summary() == "agent: 3 window(s); syscalls 1,234 events; losses: none"

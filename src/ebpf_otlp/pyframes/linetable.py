@@ -15,6 +15,9 @@ from bisect import bisect_right
 from typing import NamedTuple
 
 
+MAX_LINE = (1 << 31) - 1     # co_firstlineno and the interpreter's line numbers are C ints
+
+
 class LineRanges(NamedTuple):
     """Sorted start offsets (bytes), each range's line (None: no line), and where the last ends."""
     starts: list[int]
@@ -36,9 +39,12 @@ def decode(version: tuple[int, int], table: bytes, first_line: int) -> LineRange
     if version < (3, 10):
         raise ValueError(f"CPython {version[0]}.{version[1]}: line tables before 3.10 are not read")
     try:
-        return _pep626(table, first_line) if version == (3, 10) else _locations(table, first_line)
+        ranges = _pep626(table, first_line) if version == (3, 10) else _locations(table, first_line)
     except IndexError:
         raise ValueError(f"a line table of {len(table)} bytes ends inside an entry") from None
+    if any(line is not None and not 0 <= line <= MAX_LINE for line in ranges.lines):
+        raise ValueError("line numbers past a C int: not a line table (the object was freed?)")
+    return ranges
 
 
 def _pep626(table: bytes, first_line: int) -> LineRanges:

@@ -45,6 +45,7 @@ class Totals:
     samples: int = 0            # in the exported windows
     kernel_samples: int = 0     # as the kernel counted them: the two must agree
     stats: dict[str, CollectorStats] = field(default_factory=dict)   # capture title -> the run's
+    unwritten: int = 0          # windows whose files could not be made (each said on stderr)
 
     def summary(self) -> str:
         """The run in one line: the captures that ran, what each handled, losses by
@@ -58,6 +59,8 @@ class Totals:
                 done.append(f"{title} {stats.processed:,} events")
         lost = [f"{title} {n:,} {cause}" for title, stats in self.stats.items()
                 for cause, n in sorted(stats.lost.items()) if n]
+        if self.unwritten:
+            lost.append(f"{self.unwritten:,} window(s) not written (the error is on stderr)")
         return (f"agent: {self.windows} window(s); {', '.join(done) or 'no capture ran'}; "
                 f"losses: {'; '.join(lost) or 'none'}")
 
@@ -66,8 +69,10 @@ class _Windows:
     """Cuts windows of the processors it is given, from Capture's drain callback."""
 
     def __init__(self, parts: list[snapshot.Part], stage: OutputStage, store: BundleStore | None,
-                 window_s: float, interval_s: float, config: cfg.Config | None = None):
+                 window_s: float, interval_s: float, config: cfg.Config | None = None,
+                 notices: Console | None = None):
         self.parts, self.stage, self.store = parts, stage, store
+        self.notices = notices or text_console(quiet=True)
         self.window_s, self.interval_s = window_s, interval_s
         self.config = config or cfg.Config()
         self.begin(None)
@@ -125,7 +130,13 @@ class _Windows:
             self.stage.otlp.export(batch(results))
             self.stage.reset_streams()
         if self.store and whole:
-            self.write_files(results, end)
+            try:
+                self.write_files(results, end)
+            except Exception as e:   # one window's files must not end a day-long agent: said, counted
+                self.totals.unwritten += 1
+                self.window_start_ns = end
+                self.notices.print(f"agent: a window's files were not written: {type(e).__name__}: {e}",
+                                   style="yellow", highlight=False, markup=False)
         if whole:
             collect_frozen()
             trim_heap()   # the window's symbolization and encoding peak, given back
@@ -180,7 +191,7 @@ def _run_once(config: cfg.Config, notices: Console, out: Console, duration_s: fl
                                a["interval"])
     if stage.otlp:
         stage.otlp.metric_temporality = AggregationTemporality.DELTA   # each export: one window
-    windows = _Windows(parts, stage, store, a["window"], a["interval"], config)
+    windows = _Windows(parts, stage, store, a["window"], a["interval"], config, notices)
     with StopOnSignal(extra=(signal.SIGHUP,)) as stop:
         cap = Capture(processors, stop, notices, duration_s, label="agent", skip_failed=True,
                       on_drain=windows.on_drain)
