@@ -101,7 +101,7 @@ def traced(config: str, port: int, out: Path, load) -> dict:
 def one_run(args, port: int, tmp: Path, config: str, connections: int, delay_ms: float) -> dict:
     result = traced(config, port, tmp / "net.jsonl",
                     lambda: (wrk(port, args.seconds, connections, delay_ms, tmp / "delay.lua"), args.seconds))
-    dropped = re.search(r"(\d[\d,]*) HTTP send or receive dropped", result.get("report", ""))
+    dropped = re.search(r"(\d[\d,]*) request or statement bytes dropped", result.get("report", ""))
     result["dropped"] = int(dropped.group(1).replace(",", "")) if dropped else 0
     return result
 

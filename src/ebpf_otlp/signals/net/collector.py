@@ -64,7 +64,7 @@ STATS = StatsEnum(("closed", "conns full", "ringbuf full", "no start", "udp full
                   losses={"conns full": "connection not traced (connection map full)",
                           "ringbuf full": "closed connection dropped (ring buffer full)",
                           "udp full": "udp flow dropped (udp map full)",
-                          "payload dropped": "HTTP send or receive dropped (ring buffer full)",
+                          "payload dropped": "request or statement bytes dropped (ring buffer full)",
                           "tls no socket": "TLS read or write dropped (its socket never seen)",
                           "walk lost": "HTTP/2 or PostgreSQL connection direction no longer parsed "
                                        "(a call too long for the kernel's message walk)",
