@@ -184,6 +184,15 @@ static __always_inline void own(struct conn *c) {
     process_comm(c->comm);
 }
 
+static __always_inline int ports_wanted(struct conn *c) {
+#ifdef FILTER_PORTS
+    u16 l = c->lport, r = c->rport;
+    if (!port_filter.lookup(&l) && !port_filter.lookup(&r))
+        return 0;
+#endif
+    return 1;
+}
+
 static __always_inline int wanted(struct conn *c) {
     if (!traced(c->tgid))
         return 0;
@@ -191,12 +200,7 @@ static __always_inline int wanted(struct conn *c) {
     if (!comm_wanted(c->comm))
         return 0;
 #endif
-#ifdef FILTER_PORTS
-    u16 l = c->lport, r = c->rport;
-    if (!port_filter.lookup(&l) && !port_filter.lookup(&r))
-        return 0;
-#endif
-    return 1;
+    return ports_wanted(c);
 }
 
 static __always_inline void set_addrs(struct conn *c, u16 family, u16 lport, u16 rport,
@@ -1018,7 +1022,7 @@ int ssl_return(struct pt_regs *ctx) {
         sk = *known;
     }
     struct conn *c = conns.lookup(&sk);
-    if (!c)
+    if (!c || !ports_wanted(c))
         return 0;
     send_up(ctx, 1, sk, c, n, call.dir, call.buf, 0, 0, &c->tls_proto, 1);
     return 0;
@@ -1037,8 +1041,8 @@ static __always_inline void capture(void *ctx, u64 sk, struct conn *c, u32 len, 
 #endif
     if (c->proto == PROTO_OTHER)
         return;
-    if (!traced(task_ids() >> 32))
-        return;
+    if (!traced(task_ids() >> 32) || !ports_wanted(c))
+        return;              // (nor counted: a loss is only ever of what was asked for)
     u64 buf = 0, iov = 0, count = 0;
     if (!user_bytes(&buf, &iov, &count))
         buf = iov = 0;       // sendfile, splice: its length only
