@@ -15,7 +15,7 @@ demo: setup
 	bash examples/demo.sh $(DEMO_OUT)
 
 test: setup-test
-	$(PY) -m pytest -ra tests
+	$(PY) -m pytest -ra --durations=25 tests
 
 test-unit:
 	$(PY) -m pytest -ra tests/unit

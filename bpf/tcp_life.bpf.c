@@ -66,7 +66,8 @@ struct conn {
     s32 sk_err;              // at TCP_CLOSE: the application may consume it before destruction
     u8 proto;                // REQUESTS: PROTO_* below, what its first bytes looked like
     u8 tls_proto;            // TLS: the same of the plaintext its SSL calls carried
-    u8 pad[2];
+    u8 dropped;              // REQUESTS: bit `dir`: a call of that direction was not sent up
+    u8 pad;
     u8 role;
     u8 rst_sent;
     u8 rst_received;
@@ -367,6 +368,10 @@ static __always_inline void destroyed(u64 sk) {
 #define PROTO_PG_ASKED 5     // an SSLRequest (or GSSENCRequest) sent: its one-byte answer next
 #define PROTO_MYSQL 6
 #define PROTO_REDIS 7
+// struct payload's `walk`: the walk lost its place here, or a call before this one of this
+// direction was not sent up (the ring was full); the other direction's walk began again.
+#define WALK_LOST 1
+#define WALK_RESUMED 2
 
 // x86-64 system calls that move socket data through a user buffer (or an iovec).
 #define NR_READ 0
@@ -546,6 +551,12 @@ static __always_inline int looks_h2_frame(const u8 *sig, u32 n) {
 // all but CommandComplete, ErrorResponse, ReadyForQuery, EmptyQueryResponse (its rows above all).
 #define PG_CLIENT_SKIPPED(t) ((t) == 'd' || (t) == 'p')
 #define PG_SERVER_KEPT(t) ((t) == 'C' || (t) == 'E' || (t) == 'Z' || (t) == 'I')
+// A Bind's portal and statement names, not its parameters' values (a batch of them in one
+// write fits the walk's bytes).
+#define PG_BIND_KEEP 64
+// Message types are letters (and '1' to '3'); PostgreSQL refuses messages of 1 GiB or more.
+#define PG_TYPE(t) (((t) >= 'A' && (t) <= 'Z') || ((t) >= 'a' && (t) <= 'z') || ((t) >= '1' && (t) <= '3'))
+#define PG_MAX_MESSAGE (1U << 30)
 
 static __always_inline u32 be32(const u8 *b) {
     return (u32)b[0] << 24 | (u32)b[1] << 16 | (u32)b[2] << 8 | b[3];
@@ -725,11 +736,12 @@ static __always_inline int walk_step(struct walk_state *w, struct walk_dir *d, s
             if (w->proto == PROTO_PG) {   // type, then a length that counts itself
                 u8 type = d->hdr[0];
                 u32 body = be32(d->hdr + 1);
-                if (body < 4)
-                    return 0;
+                if (body < 4 || body > PG_MAX_MESSAGE || !PG_TYPE(type))
+                    return 0;    // not a message: the walk is out of step
                 body -= 4;
                 int kept = d->client ? !PG_CLIENT_SKIPPED(type) : PG_SERVER_KEPT(type);
-                d->copy = kept ? (body < DB_KEEP ? body : DB_KEEP) : 0;
+                u32 cap = type == 'B' ? PG_BIND_KEEP : DB_KEEP;
+                d->copy = kept ? (body < cap ? body : cap) : 0;
                 d->skip = body - d->copy;
             }
 #endif
@@ -788,11 +800,6 @@ static __always_inline int recognise(u64 sk, struct conn *c, u32 len, u32 dir, u
             *proto = PROTO_HTTP2;
             return 1;
         }
-        if (!c->role && looks_h2_frame(sig, n)) {
-            bump(STAT_H2_LATE);
-            *proto = PROTO_OTHER;
-            return 0;
-        }
 #endif
 #ifdef PG
         if (pg_start(sk, dir, sig, n, len, !c->role, proto))
@@ -808,6 +815,14 @@ static __always_inline int recognise(u64 sk, struct conn *c, u32 len, u32 dir, u
         if (looks_redis(sig, n)) {
             *proto = PROTO_REDIS;
             return 1;
+        }
+#endif
+#ifdef H2
+        // last: a database packet mid-stream can look like a frame header too
+        if (!c->role && looks_h2_frame(sig, n)) {
+            bump(STAT_H2_LATE);
+            *proto = PROTO_OTHER;
+            return 0;
         }
 #endif
     }
@@ -879,6 +894,12 @@ static __always_inline void send_up(void *ctx, int kprobe, u64 sk, struct conn *
         else
             walker_tp.call(ctx, 0);
         bump(STAT_WALK_LOST);  // (the tail call does not return unless it failed)
+        struct walk_conn *h = walk_conns.lookup(&sk);
+        if (h) {                 // this call was not walked: the walk's place is gone
+            struct walk_dir *d = dir ? &h->d[1] : &h->d[0];
+            if (!d->lost)
+                d->lost = 2;
+        }
         return;
     }
 #endif
@@ -892,13 +913,18 @@ static __always_inline void send_up(void *ctx, int kprobe, u64 sk, struct conn *
     e->head_len = head;
     asm volatile("" : "+r"(head));
     head &= PAYLOAD_BUF - 1;     // (it is at most PAYLOAD_BUF / 2: this is for the verifier)
-    if (payloads.ringbuf_output(e, __builtin_offsetof(struct payload, head) + head, wakeup(1)))
+    u8 bit = 1 << dir;
+    if (c->dropped & bit)        // the call before this one was dropped: user space is told
+        e->walk |= WALK_LOST;
+    if (payloads.ringbuf_output(e, __builtin_offsetof(struct payload, head) + head, wakeup(1))) {
         bump(STAT_PAYLOAD_DROPPED);
+        c->dropped |= bit;
+    } else {
+        c->dropped &= ~bit;
+    }
 }
 
 #ifdef WALK
-#define WALK_LOST 1
-#define WALK_RESUMED 2
 // The call's message headers and kept bytes (H2_KEPT; PG_CLIENT_SKIPPED, PG_SERVER_KEPT)
 // into the payload record's head, in stream order, and the record up: up to WALK_STEPS *
 // (1 + WALK_HOPS) steps, WALK_MAX_IOV buffers and WALK_BYTES kept bytes. A call that needs
@@ -926,6 +952,10 @@ static __always_inline int walk(void *ctx, int kprobe) {
         e->walk |= WALK_RESUMED;
     }
 #endif
+    if (d->lost == 2) {      // (a call of it was not sent up: user space is told here)
+        d->lost = 1;
+        e->walk |= WALK_LOST;
+    }
     int going = !d->lost;
     // Unrolled (a loop's counter is a value the verifier follows: each turn was checked
     // anew down every path, quadratic), WALK_STEPS at a time, then the program calls itself
@@ -952,8 +982,11 @@ static __always_inline int walk(void *ctx, int kprobe) {
     e->head_len = head;
     asm volatile("" : "+r"(head));
     head &= PAYLOAD_BUF - 1;     // (it is below WALK_BYTES: this is for the verifier)
-    if (payloads.ringbuf_output(e, __builtin_offsetof(struct payload, head) + head, wakeup(1)))
+    if (payloads.ringbuf_output(e, __builtin_offsetof(struct payload, head) + head, wakeup(1))) {
         bump(STAT_PAYLOAD_DROPPED);
+        if (!d->lost)        // what it walked never reached user space
+            d->lost = 2;
+    }
     return 0;
 }
 
@@ -1064,6 +1097,8 @@ static __always_inline struct conn *adopt(u64 sk) {
         return 0;
     struct conn late = {};
     set_addrs(&late, f.family, f.lport, f.rport, f.l4, f.r4, f.l6, f.r6);
+    if (!traced(task_ids() >> 32) || !ports_wanted(&late))
+        return 0;            // never reported: not kept either
     if (conns.insert(&sk, &late)) {  // (or another CPU just did)
         struct conn *c = conns.lookup(&sk);
         if (!c)

@@ -146,6 +146,15 @@ def test_queries_their_rows_errors_and_the_schema_from_the_handshake():
     assert (bad.status, bad.error) == ("1064", "You have an error in your SQL syntax"[:SERVER_KEEP - 9])
 
 
+def test_an_eof_for_an_answer_ends_its_command():
+    w = connected()
+    w.send(packet(0, b"\x1b\x00\x00"))            # COM_SET_OPTION: answered by an EOF
+    w.answer(packet(1, b"\xfe\x00\x00\x02\x00"))
+    w.send(query("SELECT 1"))
+    w.answer(result([b"\x011"], names=(b"1",)))
+    assert [q.text for q in w.my.take()] == ["SELECT 1"]
+
+
 def test_the_older_protocol_s_eof_packets():
     w = connected(caps=CAPS & ~0x1000000)
     w.send(query("SELECT id FROM t"))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import struct
 
 from ebpf_otlp.signals.net.http1 import WALK_LOST, WALK_RESUMED, Call
-from ebpf_otlp.signals.net.postgres import CLIENT_SKIPPED, KEEP, SERVER_KEPT, PgConnection
+from ebpf_otlp.signals.net.postgres import BIND_KEEP, CLIENT_SKIPPED, KEEP, SERVER_KEPT, PgConnection
 from ebpf_otlp.signals.net.sql import describe, sanitize
 
 
@@ -38,7 +38,7 @@ class Walk:
                 if len(self.hdr) == 5:
                     kind, size = self.hdr[0], struct.unpack(">I", self.hdr[1:])[0] - 4
                     kept = kind not in CLIENT_SKIPPED if self.client else kind in SERVER_KEPT
-                    self.copy = min(size, KEEP) if kept else 0
+                    self.copy = min(size, BIND_KEEP if kind == ord("B") else KEEP) if kept else 0
                     self.skip, self.hdr = size - self.copy, b""
             i += n
         return bytes(out)
@@ -206,6 +206,11 @@ def test_literals_are_replaced_and_the_operation_and_table_named():
         "INSERT INTO t VALUES ($1, ?, ?, ?, ?)"
     assert sanitize("select 'a -- not a comment' from t2") == "select ? from t2"
     assert sanitize('SELECT "weird""name" FROM "T"') == 'SELECT "weird""name" FROM "T"'
+    # each dialect's strings: a backslash escapes in MySQL (and PostgreSQL's E''), not in '...'
+    assert sanitize("a='x\\'' AND b='secret'", "mysql") == "a=? AND b=?"
+    assert sanitize("a='x\\' AND b='secret'") == "a=? AND b=?"
+    assert sanitize("SELECT E'it\\'s', 'c'") == "SELECT ?, ?"
+    assert sanitize('SELECT * FROM t WHERE n = "alice" # note', "mysql") == "SELECT * FROM t WHERE n = ?"
     assert describe("select * from public.users u join orders o on u.id = o.uid") == ("SELECT", "public.users")
     assert describe("INSERT INTO items (name) VALUES ($1)") == ("INSERT", "items")
     assert describe("update stock set n = n - 1") == ("UPDATE", "stock")

@@ -491,7 +491,8 @@ class TcpCollector(Collector):
         for q in pg.take():
             operation, table, sanitized = pg.describe(q)
             out.append(DbOperation(
-                pid=p.pid, process_name=p.name, kind=kind, system=pg.system, namespace=pg.database,
+                pid=p.pid, process_name=p.name, kind=kind, system=pg.system,
+                namespace=getattr(q, "database", pg.database),
                 operation=operation, collection=table, query=q.text if self.raw_queries else sanitized,
                 status_code=q.status, start_ns=q.start_ns + wall, end_ns=q.end_ns + wall if q.end_ns else 0,
                 local_address=p.local[0], local_port=p.local[1], peer_address=p.peer[0],
@@ -549,13 +550,17 @@ class TcpCollector(Collector):
 
     def _read_stats(self) -> None:
         STATS.read(self._bpf["stats"], self.stats)
+        self._parse_losses()
+        self._read_rtt()
+
+    def _parse_losses(self) -> None:
+        """What the parsers in user space could not report (the kernel's are in STATS)."""
         if self.h2_streams_lost:
             self.stats.set_lost("HTTP/2 stream not reported (its connection's parse went out of step)",
                                 self.h2_streams_lost)
         if self.db_lost:
             self.stats.set_lost("database statement not reported (the kernel's walk of its answer "
                                 "lost its place, or a message made no sense)", self.db_lost)
-        self._read_rtt()
 
     def progress(self) -> str:
         return f"{self.stats.processed} connections"
@@ -572,6 +577,7 @@ class TcpCollector(Collector):
         self._bpf = None
         opened = (self._connection(c, self._unfinished(c), closed=False) for c in still_open)
         unanswered = [r for key in list(self._http) for r in self._exchanges(key, close="capture end")]
+        self._parse_losses()   # with what the last parses lost
         return records + [c for c in opened if self._wanted(c, pids, own)] + unanswered
 
     @staticmethod

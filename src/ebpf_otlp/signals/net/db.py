@@ -50,13 +50,13 @@ class StatementParser:
         self.sent.clear()
 
     def resume_server(self) -> None:
-        """The kernel began the server's side (`sides`) again at a message boundary: what
-        it was answering is lost."""
+        """The kernel began the server's side (`sides`) again at a message boundary,
+        having lost its place (user space may not have known: a call dropped from a full
+        ring): what it was answering is lost."""
         side = self.sides[1 - self.requests_dir]
-        if side.lost:
-            side.lost = False
-            side.data.clear()
-            self.lose_answers()
+        side.lost = False
+        side.data.clear()
+        self.lose_answers()
 
     def close(self, how: str) -> None:
         """Statements without an answer are reported at the close, without one."""

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from ebpf_otlp.signals.net.http1 import WALK_LOST, WALK_RESUMED, Call
 from ebpf_otlp.signals.net.db import KEEP, Statement, StatementParser
-from ebpf_otlp.signals.net.sql import described
+from ebpf_otlp.signals.net.sql import statement
 
 SERVER_KEEP = 24             # MYSQL_SERVER_KEEP
 HEADED = {0x00, 0xFF, 0xFE, 0xFB}
@@ -28,7 +28,7 @@ COM_QUIT, COM_INIT_DB, COM_QUERY = 0x01, 0x02, 0x03
 COM_STMT_PREPARE, COM_STMT_EXECUTE, COM_STMT_SEND_LONG_DATA, COM_STMT_CLOSE = 0x16, 0x17, 0x18, 0x19
 NO_ANSWER = {COM_QUIT, COM_STMT_SEND_LONG_DATA, COM_STMT_CLOSE}
 CLIENT_CONNECT_WITH_DB, CLIENT_SECURE_CONNECTION, CLIENT_SSL = 0x8, 0x8000, 0x800
-CLIENT_PLUGIN_AUTH_LENENC = 0x200000
+CLIENT_PLUGIN_AUTH_LENENC, CLIENT_QUERY_ATTRIBUTES = 0x200000, 1 << 27
 SERVER_MORE_RESULTS_EXISTS = 0x0008
 
 
@@ -65,7 +65,11 @@ class _Answer:
 
 
 class MySqlConnection(StatementParser):
-    describe = staticmethod(described)
+
+    @staticmethod
+    def describe(q: Statement) -> tuple[str, str, str]:
+        """(operation, table, the text with its literals as ?), as MySQL reads it."""
+        return statement(q.text, "mysql")
 
     """Both directions of one connection. `requests_dir`: the direction the client's
     packets travel (1: we are the server), from the greeting (which travels the other
@@ -79,11 +83,15 @@ class MySqlConnection(StatementParser):
         self.greeted = self.answered_handshake = late
         self.statements: dict[int, tuple[str, bool]] = {}   # statement id -> (text, truncated)
         self.answer = _Answer()
+        self.caps = 0                        # the client's capabilities (its handshake response)
         self.tls = False                     # the client asked for TLS: this socket says no more
 
     def feed(self, call: Call, flags: int = 0) -> None:
         if self.requests_dir is None:
             # the server's greeting comes first; a late connection's first call is a query
+            # (unless what came first is a greeting after all: then it is not late)
+            if self.late and call.head[3:5] == b"\x00\x0a":
+                self.late = self.greeted = self.answered_handshake = False
             self.requests_dir = call.dir if self.late else 1 - call.dir
         client = call.dir == self.requests_dir
         side = self.sides[call.dir]
@@ -131,6 +139,13 @@ class MySqlConnection(StatementParser):
             return                               # authentication, or a LOCAL INFILE's data
         command, rest = body[0], body[1:]
         whole = length <= KEEP
+        if command == COM_QUERY and self.caps & CLIENT_QUERY_ATTRIBUTES:
+            count, at = lenenc(rest, 0)          # query attributes (MySQL 8.0.23+) come first
+            _, at = lenenc(rest, at)
+            if count:                            # their values' types and names: not read
+                self.sent.append(Command("", call.ts_ns, call.tid, truncated=True))
+                return
+            rest = rest[at:]
         if command == COM_QUERY:
             self.sent.append(Command(rest.decode("utf-8", "replace"), call.ts_ns, call.tid,
                                      truncated=not whole))
@@ -155,7 +170,7 @@ class MySqlConnection(StatementParser):
         if caps & CLIENT_SSL and len(body) <= 32:   # an SSLRequest: TLS follows on this socket
             self.tls = True
             return
-        self.answered_handshake = True
+        self.answered_handshake, self.caps = True, caps
         user, _, rest = body[32:].partition(b"\0")
         self.user = user.decode("utf-8", "replace")
         if caps & CLIENT_PLUGIN_AUTH_LENENC:
@@ -210,6 +225,11 @@ class MySqlConnection(StatementParser):
                 self._finish(call)
             elif first == 0xFB:                  # LOCAL INFILE: the file comes, then an OK
                 pass
+            elif first == 0xFE:                  # an EOF (COM_SET_OPTION), or an auth switch
+                self._finish(call)
+            elif first in (0xFC, 0xFD):          # 251 columns or more: the count was not copied
+                self.unparsed += 1
+                self._lose(self.sides[1 - self.requests_dir], False)
             else:                                # a result set: its column count
                 a.state, a.left, a.rows = "columns", lenenc(body, 0)[0], 0
         elif a.state in ("params", "columns"):

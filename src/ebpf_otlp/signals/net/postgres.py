@@ -19,10 +19,13 @@ from dataclasses import dataclass
 
 from ebpf_otlp.signals.net.http1 import WALK_LOST, WALK_RESUMED, Call
 from ebpf_otlp.signals.net.db import KEEP, Statement, StatementParser
-from ebpf_otlp.signals.net.sql import described
+from ebpf_otlp.signals.net.sql import statement
 # The types whose bytes the kernel keeps (PG_CLIENT_KEPT, PG_SERVER_KEPT).
 CLIENT_SKIPPED = {ord("d"), ord("p")}             # CopyData; Password, SASL responses
 SERVER_KEPT = {ord("C"), ord("E"), ord("Z"), ord("I")}
+BIND_KEEP = 64               # PG_BIND_KEEP: a Bind's names, not its values
+MAX_MESSAGE = 1 << 30        # PG_MAX_MESSAGE
+TYPES = {*range(ord("A"), ord("Z") + 1), *range(ord("a"), ord("z") + 1), ord("1"), ord("2"), ord("3")}
 PROTOCOL_3 = 196608
 
 
@@ -56,7 +59,11 @@ def _fields(body: bytes) -> dict[str, str]:
 
 class PgConnection(StatementParser):
     system = "postgresql"
-    describe = staticmethod(described)
+
+    @staticmethod
+    def describe(q: Statement) -> tuple[str, str, str]:
+        """(operation, table, the text with its literals as ?), as PostgreSQL reads it."""
+        return statement(q.text, "postgresql")
 
     """Both directions of one connection. `requests_dir`: the direction the client's
     messages travel (1: we are the server), from the startup packet's, or (`late`: the
@@ -76,7 +83,8 @@ class PgConnection(StatementParser):
         side = self.sides[call.dir]
         if self.requests_dir is None:
             self.requests_dir = call.dir
-            side.started = self.late
+            # adopted mid-stream, unless what it sends first is a startup packet after all
+            side.started = self.late and call.head[4:8] != PROTOCOL_3.to_bytes(4, "big")
         client = call.dir == self.requests_dir
         if client and flags & WALK_RESUMED:
             self.resume_server()
@@ -115,7 +123,7 @@ class PgConnection(StatementParser):
         if len(data) < 5:
             return None
         kind, length = data[0], int.from_bytes(data[1:5], "big")
-        if length < 4 or not (0x31 <= kind <= 0x7a):
+        if length < 4 or length > MAX_MESSAGE or kind not in TYPES:   # (the kernel stops there too)
             self.unparsed += 1
             side.lost = True
             if not client:
@@ -123,7 +131,7 @@ class PgConnection(StatementParser):
             return None
         size = length - 4
         kept_here = kind not in CLIENT_SKIPPED if client else kind in SERVER_KEPT
-        kept = min(size, KEEP) if kept_here else 0
+        kept = min(size, BIND_KEEP if kind == ord("B") else KEEP) if kept_here else 0
         if len(data) < 5 + kept:
             return None
         body = bytes(data[5:5 + kept])

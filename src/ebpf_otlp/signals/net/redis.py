@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ebpf_otlp.signals.net.http1 import Call
+from ebpf_otlp.signals.net.http1 import WALK_LOST, Call
 from ebpf_otlp.signals.net.db import Statement, StatementParser
 
 HEAD = 4096                  # REDIS_HEAD
@@ -73,8 +73,10 @@ class RedisConnection(StatementParser):
             self.requests_dir = call.dir     # the client speaks first
         client = call.dir == self.requests_dir
         s = self.streams[call.dir]
+        if flags & WALK_LOST and not s.lost:   # a call before this one was dropped (ring full)
+            self._lose(s, client)
         if s.lost:
-            return                           # the client's side: its commands are unknown now
+            return                           # (the client's side: its commands are unknown now)
         if client and s.at_boundary() and self.streams[1 - call.dir].lost:
             server = _Stream()               # its answers to the commands lost are over
             self.streams = (s, server) if call.dir == 0 else (server, s)

@@ -15,40 +15,46 @@ import re
 # DELETE FROM t, ... (the first one after it names the span).
 _TABLE_AFTER = {"FROM", "INTO", "UPDATE", "JOIN", "TABLE"}
 _NOT_A_TABLE = {"SELECT", "ONLY", "LATERAL", "IF", "NOT", "EXISTS", "("}
-_TOKEN = re.compile(r"""
+# Strings as each dialect reads them. PostgreSQL: '' doubles a quote, and only E'...' takes
+# backslash escapes (standard_conforming_strings, the default since 9.1). MySQL: a
+# backslash escapes in any string, and "..." is a string too (without ANSI_QUOTES).
+_STRINGS = {
+    "postgresql": r"""[eE]'(?:[^'\\]|\\.|'')*(?:'|$)|[bBxXnNuU]?&?'(?:[^']|'')*(?:'|$)""",
+    "mysql": r"""[bBxXnN_]?'(?:[^'\\]|\\.|'')*(?:'|$)|"(?:[^"\\]|\\.|"")*(?:"|$)""",
+}
+_QUOTED = {"postgresql": r'"(?:[^"]|"")*(?:"|$)', "mysql": r"`[^`]*(?:`|$)"}
+_COMMENTS = {"postgresql": r"--[^\n]*|/\*.*?(?:\*/|$)", "mysql": r"--[^\n]*|\#[^\n]*|/\*.*?(?:\*/|$)"}
+_TOKEN_FORM = r"""
     (?P<space>\s+)
-  | (?P<comment>--[^\n]*|/\*.*?(?:\*/|$))
-  | (?P<string>[eEbBxXnN]?'(?:[^']|'')*(?:'|$))
+  | (?P<comment>{comments})
+  | (?P<string>{strings})
   | (?P<dollar>\$(?P<tag>[A-Za-z_][A-Za-z_0-9]*)?\$.*?(?:\$(?P=tag)?\$|$))
   | (?P<param>\$\d+|\?|:[A-Za-z_]\w*|%s|%\(\w+\)s)
-  | (?P<quoted>"(?:[^"]|"")*(?:"|$)|`[^`]*(?:`|$))
+  | (?P<quoted>{quoted})
   | (?P<number>(?<![\w.])-?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+)|(?<!\w)0[xX][0-9a-fA-F]+)
   | (?P<word>[A-Za-z_][\w$.]*)
   | (?P<other>.)
-""", re.VERBOSE | re.DOTALL)
+"""
+_TOKENS = {d: re.compile(_TOKEN_FORM.format(strings=_STRINGS[d], quoted=_QUOTED[d], comments=_COMMENTS[d]),
+                         re.VERBOSE | re.DOTALL) for d in _STRINGS}
 
 
 @functools.lru_cache(maxsize=4096)
-def statement(text: str) -> tuple[str, str, str]:
+def statement(text: str, dialect: str = "postgresql") -> tuple[str, str, str]:
     """(operation, table, sanitised text): prepared statements repeat, so each is scanned once."""
-    return (*describe(text), sanitize(text))
+    return (*describe(text, dialect), sanitize(text, dialect))
 
 
-def described(q) -> tuple[str, str, str]:
-    """An SQL parser's `describe`: its statement's operation, table and sanitised text."""
-    return statement(q.text)
-
-
-def tokens(text: str):
-    for m in _TOKEN.finditer(text):
+def tokens(text: str, dialect: str = "postgresql"):
+    for m in _TOKENS[dialect].finditer(text):
         yield m.lastgroup if m.lastgroup != "tag" else "dollar", m.group()
 
 
-def sanitize(text: str) -> str:
+def sanitize(text: str, dialect: str = "postgresql") -> str:
     """Literals (strings, numbers, dollar-quoted bodies) as `?`; comments dropped; runs of
     space as one; parameters ($1, ?, %s) and the rest as written."""
     out = []
-    for kind, value in tokens(text):
+    for kind, value in tokens(text, dialect):
         if kind in ("string", "dollar", "number"):
             out.append("?")
         elif kind == "space" or kind == "comment":
@@ -59,10 +65,10 @@ def sanitize(text: str) -> str:
     return "".join(out).strip()
 
 
-def describe(text: str) -> tuple[str, str]:
+def describe(text: str, dialect: str = "postgresql") -> tuple[str, str]:
     """(operation, table): the statement's first keyword upper-cased (WITH's main verb), and
     the first table named after FROM, INTO, UPDATE, JOIN or TABLE ("" when none)."""
-    words = [(kind, value) for kind, value in tokens(text) if kind in ("word", "quoted", "other")]
+    words = [(kind, value) for kind, value in tokens(text, dialect) if kind in ("word", "quoted", "other")]
     operation = ""
     for kind, value in words:
         if kind == "word":
