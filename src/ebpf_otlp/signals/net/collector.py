@@ -66,11 +66,11 @@ STATS = StatsEnum(("closed", "conns full", "ringbuf full", "no start", "udp full
                           "udp full": "udp flow dropped (udp map full)",
                           "payload dropped": "request or statement bytes dropped (ring buffer full)",
                           "tls no socket": "TLS read or write dropped (its socket never seen)",
-                          "walk lost": "HTTP/2 or PostgreSQL connection direction no longer parsed "
+                          "walk lost": "HTTP/2, PostgreSQL or MySQL connection direction no longer parsed "
                                        "(a call too long for the kernel's message walk)",
                           "h2 late": "HTTP/2 connection open before the capture, not parsed "
                                      "(HPACK state unknown)",
-                          "walk full": "HTTP/2 or PostgreSQL connection not parsed "
+                          "walk full": "HTTP/2, PostgreSQL or MySQL connection not parsed "
                                        "(walk_conns map full)"})
 REQ_TAIL = 8
 ROLES = {1: "client", 2: "server"}
@@ -133,10 +133,10 @@ class _Raw(NamedTuple):
 # rport, proto, walk (WALK_* flags), laddr, raddr, comm, tail.
 PAYLOAD = struct.Struct(f"<QQQIIIHBBBBHHHBB16s16s16s{REQ_TAIL}s")
 PROTO_HTTP2, PROTO_PG, PROTO_MYSQL, PROTO_REDIS = 3, 4, 6, 7   # bpf/tcp_life.bpf.c: PROTO_* (HTTP/1.x: 1)
-# The message walk in the kernel (walk: HTTP/2's frames, PostgreSQL's messages): bytes kept a
-# call (headers, header blocks, statements); steps a call, 8 a program and 31 tail calls (the
-# kernel allows 33 in all): 256, where a 1 MiB write of 16 KiB frames takes about 130;
-# buffers of an iovec; connections.
+# The message walk in the kernel (walk: HTTP/2's frames, PostgreSQL's and MySQL's messages):
+# bytes kept a call (headers, header blocks, statements); steps a call, 8 a program and 31
+# tail calls (the kernel allows 33 in all): 256, where a 1 MiB write of 16 KiB frames takes
+# about 130; buffers of an iovec; connections.
 WALK_LIMITS = {"WALK_BYTES": 4096, "WALK_STEPS": 8, "WALK_HOPS": 31, "WALK_MAX_IOV": 64, "MAX_WALKS": 16384}
 
 
@@ -284,14 +284,16 @@ class TcpCollector(Collector):
         self._closed: list[bytes] = []
         self._containers: dict = {}
         self._clock_offset = time.time_ns() - time.monotonic_ns()   # bpf_ktime → wall clock
-        self.protocols = list(protocols or [])   # "http", "grpc": request spans ([]: none)
+        self.protocols = list(protocols or [])   # settings.PROTOCOLS: request spans ([]: none)
         self.requests = bool(self.protocols)
         self.head_bytes, self.tls = head_bytes, self.requests and tls
         self.tls_libraries: list[str] = []
         self._routes = Routes(list(routes or []))
         self._payloads: list[bytes] = []
-        # (sk, start, tls) → the connection's parser and what its requests share
-        self._http: dict[tuple[int, int, int], tuple[Http1Connection | Http2Connection, _Peer]] = {}
+        # (sk, start, tls) → the connection's parser (HTTP, or a database's) and what its
+        # requests share
+        self._http: dict[tuple[int, int, int], tuple[Http1Connection | Http2Connection | StatementParser,
+                                                     _Peer]] = {}
         self.h2_streams_lost = 0   # HTTP/2 streams a direction out of step left unreported
         self.db_lost = 0           # database statements the same left unreported
         self.raw_queries = raw_queries
